@@ -1,0 +1,1 @@
+"""The ``streamgen`` command line, installed as ``streamgen.cli`` (a thin layer over the library)."""

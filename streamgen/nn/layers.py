@@ -1,0 +1,101 @@
+"""Layers shared by the networks: right-aligned cropping and the gated residual layer.
+
+All sequences are right-aligned: the last element of every tensor is the newest time step,
+and lengths shrink at the front only. Every layer exposes its length arithmetic
+(``output_length`` / ``input_length``) so that networks compute receptive fields and window
+sizes from their layer definitions instead of hand-coded numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+GatedKind = Literal["plain", "down", "up"]
+
+
+def crop_front(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Keep the last ``length`` time steps of ``x`` (..., T)."""
+    if x.shape[-1] < length:
+        raise ValueError(f"cannot crop length {x.shape[-1]} to {length}: sequence too short")
+    return x[..., x.shape[-1] - length :]
+
+
+def sample_and_hold(x: torch.Tensor) -> torch.Tensor:
+    """x0, x0, x1, x1, ..., x_{n-1}: every value repeated, the last one once (length 2n-1)."""
+    return x.repeat_interleave(2, dim=-1)[..., :-1]
+
+
+def decimate_keep_last(x: torch.Tensor) -> torch.Tensor:
+    """Every second time step, phased so that the very last one is kept."""
+    return x[..., (x.shape[-1] - 1) % 2 :: 2]
+
+
+class GatedResidual(nn.Module):
+    """``out = identity(x) + tanh(filter(z)) * sigmoid(gate(z))`` with valid convolutions.
+
+    ``kind`` is ``plain`` (stride 1), ``down`` (stride-2 conv, identity = decimation keeping
+    the last sample) or ``up`` (stride-2 transposed conv, identity = sample-and-hold).
+    ``z`` is ``x`` or ``[x; cond]`` on channels when ``cond_channels > 0``; the identity path
+    carries ``x`` alone.
+    """
+
+    def __init__(
+        self, channels: int, kernel_size: int, kind: GatedKind = "plain", cond_channels: int = 0
+    ) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1 or kernel_size < 3:
+            raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
+        if kind != "plain" and cond_channels:
+            raise ValueError("only plain layers take a conditioning input")
+        self.kind: GatedKind = kind
+        self.kernel_size = kernel_size
+        self.channels = channels
+        self.cond_channels = cond_channels
+        in_ch = channels + cond_channels
+        if kind == "up":
+            self.filter = nn.ConvTranspose1d(in_ch, channels, kernel_size, stride=2)
+            self.gate = nn.ConvTranspose1d(in_ch, channels, kernel_size, stride=2)
+        else:
+            stride = 2 if kind == "down" else 1
+            self.filter = nn.Conv1d(in_ch, channels, kernel_size, stride=stride)
+            self.gate = nn.Conv1d(in_ch, channels, kernel_size, stride=stride)
+
+    # -- length arithmetic -------------------------------------------------------------
+    def output_length(self, n: int) -> int:
+        """Outputs produced from ``n`` inputs (at the input's rate)."""
+        k = self.kernel_size
+        if self.kind == "plain":
+            return n - k + 1
+        if self.kind == "down":
+            return (n - k) // 2 + 1 if n >= k else 0
+        # up: every transposed-conv output whose taps all exist, including the first odd one
+        return max(2 * n - k + 1, 0)
+
+    def input_length(self, m: int) -> int:
+        """Fewest inputs that give at least ``m`` outputs."""
+        k = self.kernel_size
+        if self.kind == "plain":
+            return m + k - 1
+        if self.kind == "down":
+            return 2 * (m - 1) + k
+        return math.ceil((m + k - 1) / 2)
+
+    # -- offline forward ---------------------------------------------------------------
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        z = x if cond is None else torch.cat([x, crop_front(cond, x.shape[-1])], dim=1)
+        residual = torch.tanh(self.filter(z)) * torch.sigmoid(self.gate(z))
+        if self.kind == "up":
+            k = self.kernel_size
+            # Keep outputs m = k-2 .. 2n-2 of the transposed conv: all taps present, and the
+            # last output aligned with the last input (zero lag).
+            residual = residual[..., k - 2 : residual.shape[-1] - (k - 1)]
+            identity = sample_and_hold(x)
+        elif self.kind == "down":
+            identity = decimate_keep_last(x)
+        else:
+            identity = x
+        return crop_front(identity, residual.shape[-1]) + residual

@@ -1,0 +1,30 @@
+"""Shared fixtures: fresh random seeds per test, small network factories."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> torch.Generator:
+    """A generator seeded from the test's id: fresh per test, reproducible on rerun."""
+    seed = abs(hash(request.node.nodeid)) % (2**31)
+    return torch.Generator().manual_seed(seed)
+
+
+def randomize_(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.5) -> None:
+    """Overwrite every parameter with fresh N(0, scale^2 / fan) values (biases included)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            fan = p[0].numel() if p.dim() > 1 else 1
+            p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype) * scale / fan**0.5)
+
+
+def random_onehot(batch: int, length: int, classes: int, generator: torch.Generator) -> torch.Tensor:
+    idx = torch.randint(0, classes, (batch, length), generator=generator)
+    return torch.nn.functional.one_hot(idx, classes).transpose(1, 2).to(torch.float64)

@@ -1,0 +1,141 @@
+"""The three networks: reference parameter counts, causality, receptive fields, shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import random_onehot, randomize_
+from streamgen.nn import (
+    TCN,
+    SeqUNet,
+    SeqUNetConfig,
+    TCNConfig,
+    WaveNet,
+    WaveNetConfig,
+    build_network,
+)
+
+CLASSES = 16
+
+
+def test_paper_sequnet_parameter_count() -> None:
+    model = SeqUNet(SeqUNetConfig(channels=180, levels=11, depth=2, kernel_size=5))
+    assert abs(model.num_parameters() - 26.87e6) / 26.87e6 < 1e-3
+    # Hand count: input conv, 3 gated layers per encoder level, D bottleneck layers, an up
+    # layer plus D layers of doubled input per decoder level, head.
+    c, k, levels, depth = 180, 5, 11, 2
+    gated = 2 * (c * c * k + c)
+    gated_cond = 2 * (2 * c * c * k + c)
+    expected = (
+        (256 * c * k + c)
+        + (levels - 1) * (depth + 1) * gated
+        + depth * gated
+        + (levels - 1) * (gated + depth * gated_cond)
+        + (c * 256 + 256)
+    )
+    assert model.num_parameters() == expected
+
+
+def test_paper_wavenet_parameter_count_and_receptive_field() -> None:
+    model = WaveNet(WaveNetConfig(blocks=4, layers=13))
+    assert abs(model.num_parameters() - 8.14e6) / 8.14e6 < 1e-3
+    assert model.receptive_field == 32765
+
+
+def test_parameters_registered_in_data_flow_order() -> None:
+    model = SeqUNet(SeqUNetConfig(channels=4, levels=3, depth=1, kernel_size=3))
+    names = [n for n, _ in model.named_parameters()]
+    order = ["input_conv", "encoder.0", "encoder.1", "bottleneck", "decoder.0", "decoder.1", "head"]
+    firsts = [next(i for i, n in enumerate(names) if n.startswith(p)) for p in order]
+    assert firsts == sorted(firsts)
+    assert "encoder.0.convs.0.filter.weight" in names and "decoder.1.up.gate.bias" in names
+
+
+def sequnet(channels: int, levels: int, depth: int, k: int) -> SeqUNet:
+    return SeqUNet(SeqUNetConfig(channels, levels, depth, k, classes=CLASSES))
+
+
+# Widths of 16+ keep the odds that every channel of a ReLU is off at one time step (which
+# would hide a real dependency from the gradient) below 2**-16.
+CAUSAL_CASES = [
+    ("sequnet", lambda: sequnet(16, 3, 1, 3)),
+    ("sequnet", lambda: sequnet(16, 4, 2, 5)),
+    ("sequnet", lambda: sequnet(20, 2, 3, 3)),
+    ("sequnet", lambda: sequnet(16, 1, 2, 5)),
+    ("wavenet", lambda: WaveNet(WaveNetConfig(2, 3, 2, 8, 8, 20, classes=CLASSES))),
+    ("wavenet", lambda: WaveNet(WaveNetConfig(1, 4, 3, 6, 6, 20, classes=CLASSES))),
+    ("tcn", lambda: TCN(TCNConfig(channels=20, levels=3, kernel_size=2, classes=CLASSES))),
+    ("tcn", lambda: TCN(TCNConfig(channels=20, levels=2, kernel_size=3, classes=CLASSES))),
+]
+
+
+def dependency_matrix(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(T_out, T_in) boolean: output j has a non-zero derivative w.r.t. input step i."""
+    x = x.clone().requires_grad_(True)
+    y = model(x)
+    rows = []
+    for j in range(y.shape[-1]):
+        (g,) = torch.autograd.grad(y[0, :, j].sum(), x, retain_graph=True)
+        rows.append(g[0].abs().sum(0) != 0)
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("kind,factory", CAUSAL_CASES)
+def test_causality_and_receptive_field(kind: str, factory, rng: torch.Generator) -> None:
+    model = factory().double().eval()
+    randomize_(model, rng)
+    period = model.period
+    n_out_wanted = 3 * period + 2
+    n_in = model.input_length(n_out_wanted)
+    x = random_onehot(1, n_in, CLASSES, rng)
+    deps = dependency_matrix(model, x)
+    n_out = deps.shape[0]
+    assert n_out == model.output_length(n_in) >= n_out_wanted
+    spans = []
+    for j in range(n_out):
+        t = n_in - n_out + j  # absolute input index aligned with output j
+        assert not deps[j, t + 1 :].any(), f"output {j} depends on the future"
+        assert deps[j, t], f"output {j} does not depend on its own time step"
+        earliest = int(deps[j].nonzero().min())
+        spans.append(t - earliest + 1)
+    assert max(spans) == model.receptive_field
+    if kind != "sequnet":
+        assert set(spans) == {model.receptive_field}
+
+
+@pytest.mark.parametrize("levels,depth,k", [(1, 1, 3), (3, 2, 5), (5, 1, 3), (4, 3, 3)])
+def test_sequnet_shapes_and_training_window(levels: int, depth: int, k: int, rng) -> None:
+    model = sequnet(3, levels, depth, k).eval()
+    for requested in [1, 5, model.period, 3 * model.period + 1]:
+        out_len = model.training_output_length(requested)
+        assert out_len % model.period == 0 and out_len >= requested
+        n_in = model.input_length(out_len)
+        y = model(random_onehot(2, n_in, CLASSES, rng).float())
+        assert y.shape[:2] == (2, CLASSES)
+        assert y.shape[-1] == model.output_length(n_in) >= out_len
+        # one input fewer does not give the window
+        assert model.output_length(n_in - 1) < out_len
+    for n_in in range(model.input_length(1), model.input_length(1) + 2 * model.period + 3):
+        assert model(random_onehot(1, n_in, CLASSES, rng).float()).shape[-1] == model.output_length(n_in)
+
+
+@pytest.mark.parametrize("kind", ["wavenet", "tcn"])
+def test_single_rate_shapes(kind: str, rng) -> None:
+    cfg = {"wavenet": dict(blocks=2, layers=3, residual_channels=4, dilation_channels=4,
+                           skip_channels=4, classes=CLASSES),
+           "tcn": dict(channels=4, levels=3, classes=CLASSES)}[kind]
+    model = build_network(kind, cfg).eval()
+    for out_len in [1, 7, 20]:
+        n_in = model.input_length(out_len)
+        assert model(random_onehot(1, n_in, CLASSES, rng).float()).shape == (1, CLASSES, out_len)
+        assert model.output_length(n_in) == out_len
+
+
+def test_build_network_rejects_unknown() -> None:
+    with pytest.raises(ValueError, match="unknown network kind"):
+        build_network("transformer", {})
+    with pytest.raises(ValueError, match="unknown SeqUNetConfig fields"):
+        build_network("sequnet", {"width": 3})
+    with pytest.raises(ValueError, match="odd"):
+        SeqUNetConfig(kernel_size=4)
