@@ -1,0 +1,98 @@
+"""Ring contents from one offline forward pass.
+
+Running the network once over a history (with forward pre-hooks recording each ring's source
+input) gives every ring's frames at any time in a range, exactly as the step program would
+have built them. This is how the engine starts from zero history (a history of all-zero input
+vectors) and how it primes from a long prompt without stepping through it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from streamgen.engine.program import INPUT_RING, StepProgram
+from streamgen.nn.layers import crop_front
+
+
+def newest_frame_time(t: int, level: int) -> int:
+    """The latest time ``<= t`` on ``level``'s grid (``(time + 1) % 2**level == 0``)."""
+    step = 2**level
+    return ((t + 1) // step) * step - 1
+
+
+class Capture:
+    """Ring windows and logits for every time in ``[t_last - span + 1, t_last]``."""
+
+    def __init__(
+        self, program: StepProgram, history: torch.Tensor, t_last: int, span: int = 1
+    ) -> None:
+        """``history``: (B, N) int64 classes ending at time ``t_last`` (index ``classes`` =
+        zero vector); older history than the receptive field is ignored, missing history is
+        zero vectors."""
+        model, classes, period = program.model, program.classes, program.period
+        pad_right = (-(t_last + 1)) % period + period  # end on the coarsest grid, a period ahead
+        self.t_end = t_last + pad_right
+        self.t_first = t_last - span + 1
+        n_in = model.input_length(pad_right + span)
+        n_hist = n_in - pad_right
+        batch = history.shape[0]
+        zeros = torch.full((batch, max(n_hist - history.shape[1], 0) ), classes, dtype=torch.int64)
+        idx = torch.cat([zeros, history[:, max(history.shape[1] - n_hist, 0) :].cpu(),
+                         torch.full((batch, pad_right), classes, dtype=torch.int64)], dim=1)
+        self.index = idx
+        self.windows: dict[str, torch.Tensor] = {}
+        self.program = program
+
+        param = next(model.parameters())
+        onehot = F.one_hot(idx, classes + 1)[..., :classes].transpose(1, 2)
+        onehot = onehot.to(device=param.device, dtype=param.dtype)
+        handles = []
+        sequences: dict[str, torch.Tensor] = {}
+        for name, info in program.info.items():
+            if info.source is None:
+                continue
+
+            def hook(module, args, name=name, cond=info.cond, level=info.level):
+                x = args[0]
+                if cond:
+                    x = torch.cat([x, crop_front(args[1], x.shape[-1])], dim=1)
+                sequences[name] = self._trim(x, level, program.rings[name].window_size)
+
+            handles.append(info.source.register_forward_pre_hook(hook))
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                out = model(onehot)
+        finally:
+            model.train(was_training)
+            for h in handles:
+                h.remove()
+        self.sequences = sequences
+        self.logits = out[..., out.shape[-1] - pad_right - span : out.shape[-1] - pad_right]
+
+    def _trim(self, x: torch.Tensor, level: int, window: int) -> torch.Tensor:
+        """Keep the frames some window in the range needs (x's last frame is at ``t_end``)."""
+        oldest = newest_frame_time(self.t_first, level) - (window - 1) * 2**level
+        keep = (self.t_end - oldest) // 2**level + 1
+        if x.shape[-1] < keep:
+            raise RuntimeError(f"capture too short: {x.shape[-1]} frames < {keep}")
+        return x[..., -keep:].detach().clone()
+
+    def window(self, name: str, t: int) -> torch.Tensor:
+        """``(B, window, channels)`` frames ring ``name`` holds after step ``t``."""
+        if not self.t_first <= t <= self.t_end - self.program.period:
+            raise ValueError(f"time {t} outside the captured range")
+        ring = self.program.rings[name]
+        if name == INPUT_RING:
+            end = self.index.shape[1] - (self.t_end - t)
+            return self.index[:, end - ring.window_size : end].unsqueeze(-1)
+        level = self.program.info[name].level
+        seq = self.sequences[name]
+        e0 = (self.t_end - newest_frame_time(t, level)) // 2**level
+        n = seq.shape[-1]
+        return seq[..., n - e0 - ring.window_size : n - e0].transpose(1, 2)
+
+    def logits_at(self, t: int) -> torch.Tensor:
+        return self.logits[..., t - self.t_first]

@@ -1,0 +1,177 @@
+"""The incremental inference engine: a batch of independent streams over a trained network.
+
+Teacher-forced (``feed``) and free-running (``generate``) use the same step: one new input
+class per stream in, one distribution over the next sample out. The engine's output at step
+``t`` equals the offline forward pass over the whole sequence, on a grid fixed in absolute
+time (level ``l`` frames at ``(t + 1) % 2**l == 0``), with zero-vector history before each
+stream's start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from streamgen.engine.capture import Capture
+from streamgen.engine.program import StepProgram
+from streamgen.engine.sampling import Sampler, SamplingConfig
+from streamgen.nn import TCN, SeqUNet, WaveNet
+
+def silence_class(classes: int) -> int:
+    """The input fed to a stream that has no previous sample: the mu-law class of 0.0."""
+    return classes // 2
+
+
+def build_program(
+    model: nn.Module, batch: int, device: torch.device, dtype: torch.dtype
+) -> StepProgram:
+    """The step program for ``model``'s network kind."""
+    from streamgen.engine.sequnet_program import SeqUNetProgram
+    from streamgen.engine.tcn_program import TCNProgram
+    from streamgen.engine.wavenet_program import WaveNetProgram
+
+    for cls, program in ((SeqUNet, SeqUNetProgram), (WaveNet, WaveNetProgram), (TCN, TCNProgram)):
+        if isinstance(model, cls):
+            return program(model, batch, device, dtype)
+    raise TypeError(f"no streaming program for {type(model).__name__}")
+
+
+class StreamingEngine:
+    """Streams of a trained ``SeqUNet``, ``WaveNet`` or ``TCN``, one sample per step.
+
+    All state lives in preallocated rings sized from the network's layers; nothing is
+    allocated and no history is copied per step. ``device`` defaults to the model's.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batch_size: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model
+        self.batch_size, self.dtype = batch_size, dtype
+        self.program = build_program(model, batch_size, self.device, dtype)
+        self.classes, self.period = self.program.classes, self.program.period
+        self.t = 0  # index of the next step on the shared clock
+        self.logits = torch.empty(batch_size, self.classes, dtype=dtype, device=self.device)
+        self._input = torch.empty(batch_size, dtype=torch.int64, device=self.device)
+        self._silence_logits = torch.full((self.classes,), -1e4, dtype=dtype, device=self.device)
+        self._silence_logits[silence_class(self.classes)] = 0.0
+        # zero history is periodic in time: one capture holds every phase
+        empty = torch.empty(1, 0, dtype=torch.int64)
+        self._zero = Capture(self.program, empty, t_last=2 * self.period - 1, span=self.period)
+        self.reset()
+
+    # -- state -------------------------------------------------------------------------
+    def _load_capture(self, capture: Capture, t: int, streams: torch.Tensor | None,
+                      t_capture: int | None = None) -> None:
+        tc = t if t_capture is None else t_capture
+        for name, ring in self.program.rings.items():
+            frames = capture.window(name, tc).to(self.device)
+            if streams is None:
+                frames = frames.expand(self.batch_size, -1, -1)
+            else:
+                frames = frames.expand(len(streams), -1, -1)
+            ring.fill(frames, streams)
+
+    def reset(self, streams: list[int] | torch.Tensor | None = None) -> None:
+        """Restore zero history: all streams (and the clock), or only ``streams``.
+
+        A stream reset mid-run continues on the shared clock as if every input it had
+        received were the all-zero vector; its next input is ``silence_class`` unless fed.
+        """
+        if streams is None:
+            self.t = 0
+            sel = None
+        else:
+            sel = torch.as_tensor(streams, dtype=torch.int64, device=self.device).view(-1)
+        last = self.t - 1
+        zero = self._zero
+        t_capture = zero.t_first + (last - zero.t_first) % self.period
+        self._load_capture(zero, last, sel, t_capture)
+        if sel is None:
+            self.logits.copy_(self._silence_logits.expand_as(self.logits))
+        else:
+            self.logits[sel] = self._silence_logits
+
+    def prime(self, prompt: torch.Tensor) -> torch.Tensor:
+        """Restart all streams from a prompt ``(B, N)`` of classes in one offline pass.
+
+        Equivalent to ``reset(); feed(prompt)`` (without returning every step's logits);
+        returns the logits predicting the sample after the prompt.
+        """
+        prompt = self._check_classes(prompt)
+        n = prompt.shape[1]
+        if n == 0:
+            self.reset()
+            return self.logits
+        capture = Capture(self.program, prompt, t_last=n - 1)
+        self._load_capture(capture, n - 1, None)
+        self.t = n
+        self.logits.copy_(capture.logits_at(n - 1))
+        return self.logits
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the full streaming state (rings, clock, pending logits)."""
+        return {
+            "t": self.t,
+            "logits": self.logits.clone(),
+            "rings": {n: (r.data.clone(), r.pos) for n, r in self.program.rings.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.t = int(state["t"])
+        self.logits.copy_(state["logits"])
+        for name, (data, pos) in state["rings"].items():
+            ring = self.program.rings[name]
+            ring.data.copy_(data)
+            ring.pos = pos
+
+    # -- stepping ----------------------------------------------------------------------
+    def _check_classes(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(x)
+        if x.dim() != 2 or x.shape[0] != self.batch_size:
+            raise ValueError(f"expected (batch={self.batch_size}, N) classes, got {tuple(x.shape)}")
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.classes):
+            raise ValueError(f"classes must be in 0..{self.classes - 1}")
+        return x.to(device=self.device, dtype=torch.int64)
+
+    def _step(self, x: torch.Tensor) -> None:
+        self.program.step(x, self.logits, self.t % self.period)
+        self.t += 1
+
+    @torch.no_grad()
+    def feed(self, samples: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Teacher-forced: consume ``samples`` (B, N); write each step's logits into ``out``
+        ``(B, N, classes)`` if given. ``self.logits`` then predicts the next sample."""
+        samples = self._check_classes(samples)
+        for i in range(samples.shape[1]):
+            self._step(samples[:, i])
+            if out is not None:
+                out[:, i].copy_(self.logits)
+        return out
+
+    @torch.no_grad()
+    def generate(self, n: int, sampler: Sampler, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Free-running: draw ``n`` samples per stream from the model into ``out`` (B, n)."""
+        if out is None:
+            out = torch.empty(self.batch_size, n, dtype=torch.int64, device=self.device)
+        x = self._input
+        for i in range(n):
+            sampler.sample(self.logits, x)
+            out[:, i].copy_(x)
+            self._step(x)
+        return out
+
+    def sampler(self, config: SamplingConfig | None = None, seed: int = 0) -> Sampler:
+        """A sampler matching this engine's batch, classes and device."""
+        return Sampler(config or SamplingConfig(), self.batch_size, self.classes,
+                       seed=seed, device=self.device)

@@ -1,0 +1,87 @@
+"""Choosing the next sample from logits: temperature, top-k, nucleus (top-p), greedy.
+
+Sampling is the Gumbel-max trick over preallocated uniform noise drawn from a seeded
+generator on the engine's device in fixed blocks, so a run is reproducible from its seed
+whatever the caller's chunk sizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+NOISE_BLOCK = 256  # steps of noise drawn at once
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1.0: off
+    greedy: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+class Sampler:
+    """Draws one class per stream from ``(B, classes)`` logits into a caller's buffer."""
+
+    def __init__(
+        self,
+        config: SamplingConfig,
+        batch: int,
+        classes: int,
+        *,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if config.top_k > classes:
+            raise ValueError(f"top_k {config.top_k} exceeds the {classes} classes")
+        self.config, self.seed = config, seed
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        f32 = dict(dtype=torch.float32, device=device)
+        self.noise = torch.empty(NOISE_BLOCK, batch, classes, **f32)
+        self.used = NOISE_BLOCK
+        self.scores = torch.empty(batch, classes, **f32)
+        self.mask = torch.empty(batch, classes, dtype=torch.bool, device=device)
+
+    def _next_noise(self) -> torch.Tensor:
+        if self.used == NOISE_BLOCK:
+            # Gumbel(0, 1) = -log(-log(U))
+            self.noise.uniform_(1e-20, 1.0, generator=self.generator).log_().neg_().log_().neg_()
+            self.used = 0
+        self.used += 1
+        return self.noise[self.used - 1]
+
+    def sample(self, logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if cfg.greedy:
+            return torch.argmax(logits, dim=-1, out=out)
+        s = torch.div(logits, cfg.temperature, out=self.scores)
+        if cfg.top_k:
+            kth = torch.topk(s, cfg.top_k, dim=-1).values[:, -1:]
+            s.masked_fill_(torch.lt(s, kth, out=self.mask), float("-inf"))
+        if cfg.top_p < 1.0:
+            sorted_s, order = torch.sort(s, dim=-1, descending=True)
+            probs = torch.softmax(sorted_s, dim=-1)
+            # drop a class when the classes ranked above it already hold top_p of the mass
+            drop = (probs.cumsum(-1) - probs) >= cfg.top_p
+            s.masked_fill_(self.mask.scatter_(-1, order, drop), float("-inf"))
+        s.add_(self._next_noise())
+        return torch.argmax(s, dim=-1, out=out)
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        return {"generator": self.generator.get_state(), "noise": self.noise.clone(), "used": self.used}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.noise.copy_(state["noise"])
+        self.used = int(state["used"])

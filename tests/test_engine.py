@@ -1,0 +1,249 @@
+"""Streaming correctness: the engine equals one offline forward pass at every step."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from conftest import randomize_
+from engine_reference import reference_logits
+from streamgen.engine import SamplingConfig, StreamingEngine
+from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig
+
+CLASSES = 32
+TOL = 1e-4
+
+# (kernel, levels, depth, channels, batch): every kernel, level count 1..6, depth 1..3,
+# several widths and batch sizes 1..4
+SEQUNET_GRID = [
+    (3, 2, 1, 4, 1),
+    (5, 2, 3, 8, 2),
+    (3, 3, 2, 6, 3),
+    (5, 3, 1, 12, 4),
+    (3, 4, 3, 5, 2),
+    (5, 4, 2, 8, 1),
+    (3, 5, 1, 8, 2),
+    (5, 5, 2, 4, 3),
+    (3, 6, 2, 6, 1),
+    (5, 6, 1, 10, 2),
+    (5, 1, 2, 6, 2),
+]
+
+
+def chunked_feed(engine: StreamingEngine, x: torch.Tensor, chunks: str, seed: int) -> torch.Tensor:
+    """Feed ``x`` in chunks of 1, 7, 64 or random sizes; collect every step's logits."""
+    n = x.shape[1]
+    out = torch.empty(x.shape[0], n, engine.classes)
+    rnd = random.Random(seed)
+    i = 0
+    while i < n:
+        size = {"1": 1, "7": 7, "64": 64}.get(chunks) or rnd.randint(1, 40)
+        engine.feed(x[:, i : i + size], out[:, i : i + size])
+        i += size
+    return out
+
+
+def fresh_sequnet(cfg: tuple, gen: torch.Generator) -> tuple[SeqUNet, int]:
+    k, levels, depth, channels, batch = cfg
+    model = SeqUNet(SeqUNetConfig(channels, levels, depth, k, classes=CLASSES))
+    randomize_(model, gen)
+    return model.eval(), batch
+
+
+@pytest.mark.parametrize("chunks", ["1", "7", "64", "random"])
+@pytest.mark.parametrize("cfg", SEQUNET_GRID, ids=lambda c: "k{}L{}D{}C{}B{}".format(*c))
+def test_sequnet_engine_equals_offline(cfg: tuple, chunks: str, rng: torch.Generator) -> None:
+    model, batch = fresh_sequnet(cfg, rng)
+    n = 3 * model.period + 21  # several top periods, not a multiple of one
+    x = torch.randint(0, CLASSES, (batch, n), generator=rng)
+    got = chunked_feed(StreamingEngine(model, batch), x, chunks, seed=int(x.sum()))
+    want = reference_logits(model, x)
+    assert (got.double() - want).abs().max().item() < TOL
+
+
+def small_wavenet(gen: torch.Generator, kernel: int = 2) -> WaveNet:
+    model = WaveNet(WaveNetConfig(2, 4, kernel, 6, 5, 7, classes=CLASSES))
+    randomize_(model, gen)
+    return model.eval()
+
+
+def small_tcn(gen: torch.Generator, kernel: int = 3) -> TCN:
+    model = TCN(TCNConfig(channels=6, levels=3, kernel_size=kernel, classes=CLASSES))
+    randomize_(model, gen)
+    return model.eval()
+
+
+@pytest.mark.parametrize("chunks", ["1", "7", "random"])
+@pytest.mark.parametrize("kind,kernel,batch", [("wavenet", 2, 1), ("wavenet", 3, 3),
+                                               ("tcn", 2, 2), ("tcn", 3, 4)])
+def test_baselines_engine_equals_offline(kind, kernel, batch, chunks, rng) -> None:
+    model = small_wavenet(rng, kernel) if kind == "wavenet" else small_tcn(rng, kernel)
+    n = 2 * model.receptive_field + 5
+    x = torch.randint(0, CLASSES, (batch, n), generator=rng)
+    got = chunked_feed(StreamingEngine(model, batch), x, chunks, seed=3)
+    assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("kind", ["sequnet", "wavenet", "tcn"])
+def test_reset_mid_stream(kind: str, rng: torch.Generator) -> None:
+    """Resetting some streams mid-run equals zero vectors for their earlier inputs."""
+    if kind == "sequnet":
+        model, _ = fresh_sequnet((5, 4, 2, 6, 3), rng)
+    else:
+        model = small_wavenet(rng) if kind == "wavenet" else small_tcn(rng)
+    batch, n = 3, 90
+    x = torch.randint(0, CLASSES, (batch, n), generator=rng)
+    engine = StreamingEngine(model, batch)
+    got = torch.empty(batch, n, CLASSES)
+    engine.feed(x[:, :37], got[:, :37])
+    engine.reset([0, 2])  # mid-period for the Seq-U-Net
+    engine.feed(x[:, 37:61], got[:, 37:61])
+    engine.reset(torch.tensor([1]))
+    engine.feed(x[:, 61:], got[:, 61:])
+    # before its reset a stream sees its real history; from the reset on, zero vectors before
+    want = reference_logits(model, x)
+    after = reference_logits(model, x, starts=[37, 61, 37])
+    for b, start in enumerate([37, 61, 37]):
+        want[b, start:] = after[b, start:]
+    assert (got.double() - want).abs().max().item() < TOL
+    assert (got[0, 37:].double() - reference_logits(model, x)[0, 37:]).abs().max() > 1e-3
+    # a full reset restarts the clock
+    engine.reset()
+    assert engine.t == 0
+    again = torch.empty(batch, 20, CLASSES)
+    engine.feed(x[:, :20], again)
+    assert (again.double() - reference_logits(model, x[:, :20])).abs().max().item() < TOL
+
+
+def test_state_save_restore(rng: torch.Generator) -> None:
+    model, batch = fresh_sequnet((3, 4, 2, 6, 2), rng)
+    x = torch.randint(0, CLASSES, (batch, 70), generator=rng)
+    engine = StreamingEngine(model, batch)
+    engine.feed(x[:, :29])
+    saved = engine.state_dict()
+    first = torch.empty(batch, 41, CLASSES)
+    engine.feed(x[:, 29:], first)
+    other = torch.randint(0, CLASSES, (batch, 13), generator=rng)
+    engine.feed(other)  # move on, then go back
+    engine.load_state_dict(saved)
+    second = torch.empty(batch, 41, CLASSES)
+    engine.feed(x[:, 29:], second)
+    assert torch.equal(first, second)
+    # restoring into a fresh engine works as well
+    fresh = StreamingEngine(model, batch)
+    fresh.load_state_dict(saved)
+    third = torch.empty(batch, 41, CLASSES)
+    fresh.feed(x[:, 29:], third)
+    assert torch.equal(first, third)
+
+
+@pytest.mark.parametrize("kind", ["sequnet", "wavenet", "tcn"])
+def test_batch_streams_are_independent(kind: str, rng: torch.Generator) -> None:
+    if kind == "sequnet":
+        model, _ = fresh_sequnet((5, 3, 1, 8, 1), rng)
+    else:
+        model = small_wavenet(rng) if kind == "wavenet" else small_tcn(rng)
+    x = torch.randint(0, CLASSES, (4, 50), generator=rng)
+    batched = torch.empty(4, 50, CLASSES)
+    StreamingEngine(model, 4).feed(x, batched)
+    for b in range(4):
+        single = torch.empty(1, 50, CLASSES)
+        StreamingEngine(model, 1).feed(x[b : b + 1], single)
+        assert (single[0] - batched[b]).abs().max().item() < 1e-5
+    # changing one stream's input changes that stream only
+    y = x.clone()
+    y[2, 10:] = (y[2, 10:] + 1) % CLASSES
+    other = torch.empty(4, 50, CLASSES)
+    StreamingEngine(model, 4).feed(y, other)
+    assert torch.equal(other[[0, 1, 3]], batched[[0, 1, 3]])
+    assert not torch.allclose(other[2, 10:], batched[2, 10:])
+
+
+@pytest.mark.parametrize("n_prompt", [0, 1, 5, 40, 200])
+def test_prime_equals_feed(n_prompt: int, rng: torch.Generator) -> None:
+    """Priming in one offline pass (any length, shorter than the receptive field too)."""
+    model, batch = fresh_sequnet((5, 4, 2, 6, 2), rng)
+    assert model.receptive_field > 40
+    x = torch.randint(0, CLASSES, (batch, n_prompt + 30), generator=rng)
+    stepped = StreamingEngine(model, batch)
+    stepped.feed(x[:, :n_prompt])
+    primed = StreamingEngine(model, batch)
+    primed.prime(x[:, :n_prompt])
+    assert primed.t == stepped.t == n_prompt
+    assert (primed.logits - stepped.logits).abs().max().item() < TOL
+    a, b = torch.empty(batch, 30, CLASSES), torch.empty(batch, 30, CLASSES)
+    stepped.feed(x[:, n_prompt:], a)
+    primed.feed(x[:, n_prompt:], b)
+    assert (a - b).abs().max().item() < TOL
+    if n_prompt:
+        want = reference_logits(model, x)[:, n_prompt - 1]
+        assert (primed.state_dict()["logits"].double() - want).abs().max() < 1  # sanity
+        assert (a.double() - reference_logits(model, x)[:, n_prompt:]).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("kind", ["sequnet", "wavenet", "tcn"])
+@pytest.mark.parametrize("sampling", [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
+                                      SamplingConfig(top_p=0.8), SamplingConfig(greedy=True)])
+def test_free_running_is_reproducible(kind, sampling, rng) -> None:
+    if kind == "sequnet":
+        model, _ = fresh_sequnet((3, 3, 1, 6, 1), rng)
+    else:
+        model = small_wavenet(rng) if kind == "wavenet" else small_tcn(rng)
+    runs = []
+    for chunks in [(300,), (1,) * 17 + (283,), (100, 7, 193)]:
+        engine = StreamingEngine(model, 2)
+        sampler = engine.sampler(sampling, seed=1234)
+        runs.append(torch.cat([engine.generate(c, sampler) for c in chunks], 1))
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
+    assert runs[0].shape == (2, 300)
+    if not sampling.greedy:
+        other = StreamingEngine(model, 2)
+        assert not torch.equal(other.generate(300, other.sampler(sampling, seed=99)), runs[0])
+
+
+def test_generate_feeds_back_what_it_samples(rng: torch.Generator) -> None:
+    """Free-running output replayed teacher-forced gives the same logits at every step."""
+    model, _ = fresh_sequnet((5, 3, 2, 6, 1), rng)
+    engine = StreamingEngine(model, 2)
+    sampler = engine.sampler(SamplingConfig(temperature=1.5), seed=5)
+    samples = engine.generate(80, sampler)
+    assert samples[:, 0].eq(CLASSES // 2).all()  # a fresh stream starts from silence
+    want = reference_logits(model, samples)
+    replay = torch.empty(2, 80, CLASSES)
+    StreamingEngine(model, 2).feed(samples, replay)
+    assert (replay.double() - want).abs().max().item() < TOL
+    assert len(torch.unique(samples)) > 5  # actually sampled, not stuck
+
+
+def test_no_allocation_or_history_copy_per_step(rng, monkeypatch) -> None:
+    """Stepping never calls tensor factories, cat/stack/roll or clone."""
+    model, batch = fresh_sequnet((5, 4, 2, 6, 2), rng)
+    engine = StreamingEngine(model, batch)
+    x = torch.randint(0, CLASSES, (batch, 40), generator=rng)
+    out = torch.empty(batch, 40, CLASSES)
+
+    def forbidden(name):
+        def fail(*args, **kwargs):
+            raise AssertionError(f"{name} called inside the step loop")
+        return fail
+
+    for name in ["cat", "stack", "roll", "empty", "zeros", "ones", "full", "clone", "tensor",
+                 "empty_like", "zeros_like"]:
+        monkeypatch.setattr(torch, name, forbidden(name))
+    monkeypatch.setattr(torch.Tensor, "clone", forbidden("Tensor.clone"))
+    engine.feed(x, out)
+    monkeypatch.undo()
+    assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+def test_bad_inputs_are_rejected(rng: torch.Generator) -> None:
+    model, _ = fresh_sequnet((3, 2, 1, 4, 1), rng)
+    engine = StreamingEngine(model, 2)
+    with pytest.raises(ValueError, match="classes must be in"):
+        engine.feed(torch.full((2, 3), CLASSES))
+    with pytest.raises(ValueError, match="expected"):
+        engine.feed(torch.zeros(3, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="temperature"):
+        SamplingConfig(temperature=0)
