@@ -10,6 +10,7 @@ import torch
 from conftest import randomize_
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
+from streamgen.engine.engine import numba_available
 from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig
 
 CLASSES = 32
@@ -52,13 +53,19 @@ def fresh_sequnet(cfg: tuple, gen: torch.Generator) -> tuple[SeqUNet, int]:
     return model.eval(), batch
 
 
+BACKENDS = ["torch", "numba"] if numba_available() else ["torch"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("chunks", ["1", "7", "64", "random"])
 @pytest.mark.parametrize("cfg", SEQUNET_GRID, ids=lambda c: "k{}L{}D{}C{}B{}".format(*c))
-def test_sequnet_engine_equals_offline(cfg: tuple, chunks: str, rng: torch.Generator) -> None:
+def test_sequnet_engine_equals_offline(cfg, chunks, backend, rng: torch.Generator) -> None:
     model, batch = fresh_sequnet(cfg, rng)
     n = 3 * model.period + 21  # several top periods, not a multiple of one
     x = torch.randint(0, CLASSES, (batch, n), generator=rng)
-    got = chunked_feed(StreamingEngine(model, batch), x, chunks, seed=int(x.sum()))
+    engine = StreamingEngine(model, batch, backend=backend)
+    assert engine.backend == backend
+    got = chunked_feed(engine, x, chunks, seed=int(x.sum()))
     want = reference_logits(model, x)
     assert (got.double() - want).abs().max().item() < TOL
 
@@ -86,16 +93,23 @@ def test_baselines_engine_equals_offline(kind, kernel, batch, chunks, rng) -> No
     assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
 
 
-@pytest.mark.parametrize("kind", ["sequnet", "wavenet", "tcn"])
+KINDS = ["sequnet", "wavenet", "tcn"] + (["sequnet-numba"] if numba_available() else [])
+
+
+def model_of_kind(kind: str, gen: torch.Generator, sequnet_cfg: tuple) -> tuple[torch.nn.Module, str]:
+    """A fresh random model and the backend to stream it with."""
+    if kind.startswith("sequnet"):
+        return fresh_sequnet(sequnet_cfg, gen)[0], "numba" if kind.endswith("numba") else "torch"
+    return (small_wavenet(gen) if kind == "wavenet" else small_tcn(gen)), "torch"
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_reset_mid_stream(kind: str, rng: torch.Generator) -> None:
     """Resetting some streams mid-run equals zero vectors for their earlier inputs."""
-    if kind == "sequnet":
-        model, _ = fresh_sequnet((5, 4, 2, 6, 3), rng)
-    else:
-        model = small_wavenet(rng) if kind == "wavenet" else small_tcn(rng)
+    model, backend = model_of_kind(kind, rng, (5, 4, 2, 6, 3))
     batch, n = 3, 90
     x = torch.randint(0, CLASSES, (batch, n), generator=rng)
-    engine = StreamingEngine(model, batch)
+    engine = StreamingEngine(model, batch, backend=backend)
     got = torch.empty(batch, n, CLASSES)
     engine.feed(x[:, :37], got[:, :37])
     engine.reset([0, 2])  # mid-period for the Seq-U-Net
@@ -117,10 +131,11 @@ def test_reset_mid_stream(kind: str, rng: torch.Generator) -> None:
     assert (again.double() - reference_logits(model, x[:, :20])).abs().max().item() < TOL
 
 
-def test_state_save_restore(rng: torch.Generator) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_state_save_restore(backend: str, rng: torch.Generator) -> None:
     model, batch = fresh_sequnet((3, 4, 2, 6, 2), rng)
     x = torch.randint(0, CLASSES, (batch, 70), generator=rng)
-    engine = StreamingEngine(model, batch)
+    engine = StreamingEngine(model, batch, backend=backend)
     engine.feed(x[:, :29])
     saved = engine.state_dict()
     first = torch.empty(batch, 41, CLASSES)
@@ -132,7 +147,7 @@ def test_state_save_restore(rng: torch.Generator) -> None:
     engine.feed(x[:, 29:], second)
     assert torch.equal(first, second)
     # restoring into a fresh engine works as well
-    fresh = StreamingEngine(model, batch)
+    fresh = StreamingEngine(model, batch, backend=backend)
     fresh.load_state_dict(saved)
     third = torch.empty(batch, 41, CLASSES)
     fresh.feed(x[:, 29:], third)
@@ -161,15 +176,16 @@ def test_batch_streams_are_independent(kind: str, rng: torch.Generator) -> None:
     assert not torch.allclose(other[2, 10:], batched[2, 10:])
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n_prompt", [0, 1, 5, 40, 200])
-def test_prime_equals_feed(n_prompt: int, rng: torch.Generator) -> None:
+def test_prime_equals_feed(n_prompt: int, backend: str, rng: torch.Generator) -> None:
     """Priming in one offline pass (any length, shorter than the receptive field too)."""
     model, batch = fresh_sequnet((5, 4, 2, 6, 2), rng)
     assert model.receptive_field > 40
     x = torch.randint(0, CLASSES, (batch, n_prompt + 30), generator=rng)
-    stepped = StreamingEngine(model, batch)
+    stepped = StreamingEngine(model, batch, backend="torch")
     stepped.feed(x[:, :n_prompt])
-    primed = StreamingEngine(model, batch)
+    primed = StreamingEngine(model, batch, backend=backend)
     primed.prime(x[:, :n_prompt])
     assert primed.t == stepped.t == n_prompt
     assert (primed.logits - stepped.logits).abs().max().item() < TOL
@@ -183,24 +199,25 @@ def test_prime_equals_feed(n_prompt: int, rng: torch.Generator) -> None:
         assert (a.double() - reference_logits(model, x)[:, n_prompt:]).abs().max().item() < TOL
 
 
-@pytest.mark.parametrize("kind", ["sequnet", "wavenet", "tcn"])
-@pytest.mark.parametrize("sampling", [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
-                                      SamplingConfig(top_p=0.8), SamplingConfig(greedy=True)])
+SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
+             SamplingConfig(top_p=0.8), SamplingConfig(temperature=1.3, top_k=9, top_p=0.9),
+             SamplingConfig(greedy=True)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("sampling", SAMPLINGS)
 def test_free_running_is_reproducible(kind, sampling, rng) -> None:
-    if kind == "sequnet":
-        model, _ = fresh_sequnet((3, 3, 1, 6, 1), rng)
-    else:
-        model = small_wavenet(rng) if kind == "wavenet" else small_tcn(rng)
+    model, backend = model_of_kind(kind, rng, (3, 3, 1, 6, 1))
     runs = []
-    for chunks in [(300,), (1,) * 17 + (283,), (100, 7, 193)]:
-        engine = StreamingEngine(model, 2)
+    for chunks in [(120,), (1,) * 17 + (103,), (50, 7, 63)]:
+        engine = StreamingEngine(model, 2, backend=backend)
         sampler = engine.sampler(sampling, seed=1234)
         runs.append(torch.cat([engine.generate(c, sampler) for c in chunks], 1))
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], runs[2])
-    assert runs[0].shape == (2, 300)
+    assert runs[0].shape == (2, 120)
     if not sampling.greedy:
-        other = StreamingEngine(model, 2)
-        assert not torch.equal(other.generate(300, other.sampler(sampling, seed=99)), runs[0])
+        other = StreamingEngine(model, 2, backend=backend)
+        assert not torch.equal(other.generate(120, other.sampler(sampling, seed=99)), runs[0])
 
 
 def test_generate_feeds_back_what_it_samples(rng: torch.Generator) -> None:
@@ -220,7 +237,7 @@ def test_generate_feeds_back_what_it_samples(rng: torch.Generator) -> None:
 def test_no_allocation_or_history_copy_per_step(rng, monkeypatch) -> None:
     """Stepping never calls tensor factories, cat/stack/roll or clone."""
     model, batch = fresh_sequnet((5, 4, 2, 6, 2), rng)
-    engine = StreamingEngine(model, batch)
+    engine = StreamingEngine(model, batch, backend="torch")
     x = torch.randint(0, CLASSES, (batch, 40), generator=rng)
     out = torch.empty(batch, 40, CLASSES)
 
@@ -247,3 +264,43 @@ def test_bad_inputs_are_rejected(rng: torch.Generator) -> None:
         engine.feed(torch.zeros(3, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="temperature"):
         SamplingConfig(temperature=0)
+
+
+@pytest.mark.parametrize("kind", ["sequnet", "wavenet"])
+def test_recompute_baseline_equals_engine(kind: str, rng: torch.Generator) -> None:
+    from streamgen.engine.recompute import RecomputeEngine
+
+    if kind == "sequnet":
+        model, _ = fresh_sequnet((5, 3, 2, 6, 2), rng)
+    else:
+        model = small_wavenet(rng)
+    x = torch.randint(0, CLASSES, (2, 45), generator=rng)
+    got = torch.empty(2, 45, CLASSES)
+    RecomputeEngine(model, 2).feed(x, got)
+    assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+@pytest.mark.parametrize("sampling", SAMPLINGS)
+def test_numba_generates_the_same_samples_as_torch(sampling, rng) -> None:
+    """Same seed, same samples: both backends consume the sampler's noise identically."""
+    model, _ = fresh_sequnet((5, 4, 2, 8, 1), rng)
+    runs = []
+    for backend in ["torch", "numba"]:
+        engine = StreamingEngine(model, 3, backend=backend)
+        engine.prime(torch.randint(0, CLASSES, (3, 50), generator=torch.Generator().manual_seed(1)))
+        sampler = engine.sampler(sampling, seed=42)
+        runs.append(torch.cat([engine.generate(n, sampler) for n in (1, 255, 300)], 1))
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_backend_selection() -> None:
+    sequnet = SeqUNet(SeqUNetConfig(4, 2, 1, 3, classes=CLASSES))
+    expected = "numba" if numba_available() else "torch"
+    assert StreamingEngine(sequnet).backend == expected
+    wavenet = WaveNet(WaveNetConfig(1, 2, 2, 4, 4, 4, classes=CLASSES))
+    assert StreamingEngine(wavenet).backend == "torch"
+    with pytest.raises(ValueError, match="numba backend runs Seq-U-Nets"):
+        StreamingEngine(wavenet, backend="numba")
+    with pytest.raises(ValueError, match="unknown backend"):
+        StreamingEngine(sequnet, backend="cuda-graphs")

@@ -24,14 +24,44 @@ def silence_class(classes: int) -> int:
     return classes // 2
 
 
+BACKENDS = ("auto", "torch", "numba")
+
+
+def numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_backend(model: nn.Module, device: torch.device, dtype: torch.dtype, backend: str) -> str:
+    """``auto`` picks the compiled CPU kernel where it applies (a Seq-U-Net on the CPU in
+    float32, numba installed: 5-10x faster, see benchmarks/results), else torch."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    fits = isinstance(model, SeqUNet) and device.type == "cpu" and dtype == torch.float32
+    if backend == "numba" and not fits:
+        raise ValueError("the numba backend runs Seq-U-Nets on the CPU in float32; use backend='torch'")
+    if backend == "numba" and not numba_available():
+        raise ValueError("the numba backend needs numba: pip install numba")
+    if backend == "auto":
+        return "numba" if fits and numba_available() else "torch"
+    return backend
+
+
 def build_program(
-    model: nn.Module, batch: int, device: torch.device, dtype: torch.dtype
+    model: nn.Module, batch: int, device: torch.device, dtype: torch.dtype, backend: str = "torch"
 ) -> StepProgram:
-    """The step program for ``model``'s network kind."""
+    """The step program for ``model``'s network kind on ``backend`` (``torch`` or ``numba``)."""
     from streamgen.engine.sequnet_program import SeqUNetProgram
     from streamgen.engine.tcn_program import TCNProgram
     from streamgen.engine.wavenet_program import WaveNetProgram
 
+    if backend == "numba":
+        from streamgen.engine.fast.sequnet_numba import NumbaSeqUNetProgram
+
+        return NumbaSeqUNetProgram(model, batch, device, dtype)
     for cls, program in ((SeqUNet, SeqUNetProgram), (WaveNet, WaveNetProgram), (TCN, TCNProgram)):
         if isinstance(model, cls):
             return program(model, batch, device, dtype)
@@ -52,13 +82,15 @@ class StreamingEngine:
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
+        backend: str = "auto",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model
         self.batch_size, self.dtype = batch_size, dtype
-        self.program = build_program(model, batch_size, self.device, dtype)
+        self.backend = choose_backend(model, self.device, dtype, backend)
+        self.program = build_program(model, batch_size, self.device, dtype, self.backend)
         self.classes, self.period = self.program.classes, self.program.period
         self.t = 0  # index of the next step on the shared clock
         self.logits = torch.empty(batch_size, self.classes, dtype=dtype, device=self.device)
@@ -153,6 +185,10 @@ class StreamingEngine:
         """Teacher-forced: consume ``samples`` (B, N); write each step's logits into ``out``
         ``(B, N, classes)`` if given. ``self.logits`` then predicts the next sample."""
         samples = self._check_classes(samples)
+        if hasattr(self.program, "feed_block"):
+            self.program.feed_block(samples.contiguous(), out, self.logits, self.t)
+            self.t += samples.shape[1]
+            return out
         for i in range(samples.shape[1]):
             self._step(samples[:, i])
             if out is not None:
@@ -165,6 +201,10 @@ class StreamingEngine:
         if out is None:
             out = torch.empty(self.batch_size, n, dtype=torch.int64, device=self.device)
         x = self._input
+        if hasattr(self.program, "generate_block"):
+            self.program.generate_block(n, sampler, out, self.logits, self.t, x)
+            self.t += n
+            return out
         for i in range(n):
             sampler.sample(self.logits, x)
             out[:, i].copy_(x)

@@ -53,13 +53,20 @@ class Sampler:
         self.scores = torch.empty(batch, classes, **f32)
         self.mask = torch.empty(batch, classes, dtype=torch.bool, device=device)
 
-    def _next_noise(self) -> torch.Tensor:
+    def take(self, n: int) -> tuple[torch.Tensor, int, int]:
+        """Reserve up to ``n`` steps of Gumbel noise: (noise block, first row, row count)."""
         if self.used == NOISE_BLOCK:
             # Gumbel(0, 1) = -log(-log(U))
             self.noise.uniform_(1e-20, 1.0, generator=self.generator).log_().neg_().log_().neg_()
             self.used = 0
-        self.used += 1
-        return self.noise[self.used - 1]
+        start = self.used
+        count = min(n, NOISE_BLOCK - start)
+        self.used += count
+        return self.noise, start, count
+
+    def _next_noise(self) -> torch.Tensor:
+        noise, start, _ = self.take(1)
+        return noise[start]
 
     def sample(self, logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         cfg = self.config
