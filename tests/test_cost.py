@@ -1,0 +1,49 @@
+"""Amortised work per sample: flat in the Seq-U-Net's depth, linear in WaveNet's layers."""
+
+from __future__ import annotations
+
+from streamgen.engine.cost import macs_per_step, mean_macs
+from streamgen.nn import SeqUNet, SeqUNetConfig, WaveNet, WaveNetConfig
+
+
+def test_paper_sequnet_cost_against_hand_counts() -> None:
+    """The paper measured 6.1M MACs per sample on the reference step mode, which runs a dense
+    conv over the one-hot input and the full transposed conv (k outputs over k inputs) on
+    every coarse tick. This engine looks the input up and evaluates only the taps each fine
+    output needs."""
+    c, k, levels, depth, classes = 180, 5, 11, 2, 256
+    plain, cond, down = depth * 2 * c * c * k, depth * 2 * c * 2 * c * k, 2 * c * c * k
+    reference = 256 * c * k + c * classes + depth * 2 * c * c * k / 2 ** (levels - 1)
+    ours = k * c + c * classes + depth * 2 * c * c * k / 2 ** (levels - 1)
+    for i in range(levels - 1):
+        reference += (plain + cond) / 2**i + (down + 2 * k * k * c * c) / 2 ** (i + 1)
+        ours += (plain + cond) / 2**i + (down + 2 * c * c * (3 + 2)) / 2 ** (i + 1)
+    assert abs(reference - 6.1e6) / 6.1e6 < 0.01
+    assert mean_macs(SeqUNet(SeqUNetConfig(c, levels, depth, k))) == ours
+    assert ours < 0.76 * reference
+
+
+def test_paper_wavenet_cost_matches_reference_measurement() -> None:
+    model = WaveNet(WaveNetConfig(4, 13))
+    assert abs(mean_macs(model) - 8.1e6) / 8.1e6 < 0.05
+
+
+def test_sequnet_amortised_cost_is_flat_in_levels() -> None:
+    costs = [mean_macs(SeqUNet(SeqUNetConfig(32, levels, 2, 5))) for levels in range(4, 12)]
+    fields = [SeqUNet(SeqUNetConfig(32, levels, 2, 5)).receptive_field for levels in range(4, 12)]
+    assert fields[-1] > 100 * fields[0]  # the receptive field grows 2x per level...
+    assert costs[-1] < 1.1 * costs[2]  # ...while the amortised cost converges
+    assert all(b >= a for a, b in zip(costs, costs[1:]))  # and never shrinks
+
+
+def test_wavenet_cost_grows_with_layers() -> None:
+    costs = [mean_macs(WaveNet(WaveNetConfig(1, layers, 2, 32, 32, 64))) for layers in (8, 16)]
+    assert costs[1] > 1.8 * costs[0] - 64 * 64 - 64 * 256
+
+
+def test_clock_wrap_burst() -> None:
+    per = macs_per_step(SeqUNet(SeqUNetConfig(32, 8, 2, 5)))
+    assert len(per) == 128
+    assert max(per) == per[-1]  # every level runs when the clock wraps
+    assert per[0] == min(per)  # only level 0 on even steps
+    assert max(per) > 3 * (sum(per) / len(per))
