@@ -298,6 +298,7 @@ def test_backend_selection() -> None:
     sequnet = SeqUNet(SeqUNetConfig(4, 2, 1, 3, classes=CLASSES))
     expected = "numba" if numba_available() else "torch"
     assert StreamingEngine(sequnet).backend == expected
+    assert StreamingEngine(sequnet, 64).backend == "torch"  # batched matmuls win there
     wavenet = WaveNet(WaveNetConfig(1, 2, 2, 4, 4, 4, classes=CLASSES))
     assert StreamingEngine(wavenet).backend == "torch"
     with pytest.raises(ValueError, match="numba backend runs Seq-U-Nets"):

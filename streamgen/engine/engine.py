@@ -35,9 +35,16 @@ def numba_available() -> bool:
     return True
 
 
-def choose_backend(model: nn.Module, device: torch.device, dtype: torch.dtype, backend: str) -> str:
-    """``auto`` picks the compiled CPU kernel where it applies (a Seq-U-Net on the CPU in
-    float32, numba installed: 5-10x faster, see benchmarks/results), else torch."""
+#: Batches up to this size stream faster through the single-threaded numba kernel than
+#: through batched torch matrix products (crossover measured at 16: benchmarks/results).
+NUMBA_MAX_BATCH = 8
+
+
+def choose_backend(
+    model: nn.Module, device: torch.device, dtype: torch.dtype, backend: str, batch: int = 1
+) -> str:
+    """``auto`` picks the compiled CPU kernel where it applies and is faster (a Seq-U-Net on
+    the CPU in float32, small batches, numba installed: 5-10x at batch 1), else torch."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     fits = isinstance(model, SeqUNet) and device.type == "cpu" and dtype == torch.float32
@@ -46,7 +53,7 @@ def choose_backend(model: nn.Module, device: torch.device, dtype: torch.dtype, b
     if backend == "numba" and not numba_available():
         raise ValueError("the numba backend needs numba: pip install numba")
     if backend == "auto":
-        return "numba" if fits and numba_available() else "torch"
+        return "numba" if fits and batch <= NUMBA_MAX_BATCH and numba_available() else "torch"
     return backend
 
 
@@ -89,7 +96,7 @@ class StreamingEngine:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model
         self.batch_size, self.dtype = batch_size, dtype
-        self.backend = choose_backend(model, self.device, dtype, backend)
+        self.backend = choose_backend(model, self.device, dtype, backend, batch_size)
         self.program = build_program(model, batch_size, self.device, dtype, self.backend)
         self.classes, self.period = self.program.classes, self.program.period
         self.t = 0  # index of the next step on the shared clock

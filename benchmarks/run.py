@@ -1,0 +1,45 @@
+"""Run the benchmark suite and write results under benchmarks/results/.
+
+    python benchmarks/run.py                 # full suite on the CPU, one thread
+    python benchmarks/run.py --quick         # the one-minute subset
+    python benchmarks/run.py --device cuda   # on a GPU (results named after it)
+
+Same code as ``streamgen bench``; this script only picks the output folder and file stem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+from pathlib import Path
+
+import torch
+
+from streamgen.bench.report import write_results
+from streamgen.bench.suite import FULL, QUICK, run_suite
+
+
+def default_stem(device: str, quick: bool) -> str:
+    if device.startswith("cuda"):
+        where = torch.cuda.get_device_name(0)
+    else:
+        where = f"cpu-{platform.machine()}"
+    return re.sub(r"[^A-Za-z0-9]+", "-", f"{where}-{'quick' if quick else 'full'}").strip("-").lower()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = run_suite(QUICK if args.quick else FULL, device=args.device)
+    for path in write_results(results, args.out, default_stem(args.device, args.quick)):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Speed measurements of the engine and its baselines (``streamgen bench``, ``benchmarks/``)."""
