@@ -5,35 +5,53 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import bench, generate, models, play, train
+from .common import CLIError, fail
+
 EPILOG = """examples:
   streamgen generate -o out.wav --seconds 10
   streamgen play --seconds 30
   streamgen models
+  streamgen info default
+  streamgen train --data ./my-audio --out runs/mine
   streamgen bench --quick
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from streamgen import __version__
+
     parser = argparse.ArgumentParser(
         prog="streamgen",
         description="Real-time streaming audio generation with a causal Seq-U-Net.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from streamgen import __version__
-
     parser.add_argument("--version", action="version", version=f"streamgen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, help_text in [
-        ("generate", "generate audio into a file (or raw PCM on stdout)"),
-        ("play", "stream generated audio live to the speakers"),
-        ("models", "list the model zoo"),
-        ("info", "describe one model"),
-        ("train", "train a model on a folder of audio"),
-        ("bench", "benchmark samples per second"),
-    ]:
-        sub.add_parser(name, help=help_text, description=help_text)
+    generate.add_parser(sub)
+    play.add_parser(sub)
+    models.add_parsers(sub)
+    train.add_parser(sub)
+    bench.add_parser(sub)
     return parser
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that are the user's to fix: reported in one line, no traceback."""
+    from streamgen.audio.io import AudioFileError
+    from streamgen.checkpoint import CheckpointError
+    from streamgen.zoo import ModelNotFoundError
+
+    errors: list[type[BaseException]] = [CLIError, AudioFileError, CheckpointError,
+                                         ModelNotFoundError, FileNotFoundError, PermissionError]
+    try:
+        from streamgen.audio.live import AudioDeviceError, TooSlowError
+
+        errors += [AudioDeviceError, TooSlowError]
+    except ImportError:  # sounddevice / PortAudio missing: play reports it itself
+        pass
+    return tuple(errors)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,8 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    print(f"streamgen: '{args.command}' is not available in this version yet", file=sys.stderr)
-    return 2
+    try:
+        return args.run(args)
+    except known_errors() as exc:
+        return fail(str(exc))
+    except KeyboardInterrupt:
+        print("streamgen: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

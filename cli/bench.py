@@ -1,0 +1,44 @@
+"""``streamgen bench``: samples per second, side by side (see benchmarks/)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmark samples per second",
+                       description="Measure the engine against its baselines (WaveNet, TCN, full "
+                       "recomputation): throughput, scaling, batch sweep, worst-case step.",
+                       epilog="examples:\n  streamgen bench --quick\n  streamgen bench --device cuda --out results/",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="the one-minute subset")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    p.add_argument("--model", default="default", help="model measured as the default (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from streamgen.bench.report import markdown, write_results
+    from streamgen.bench.suite import FULL, QUICK, run_suite
+    from streamgen.zoo import ModelNotFoundError
+
+    from .common import load_model
+
+    torch.set_num_threads(args.threads)
+    try:
+        model, _, _ = load_model(args.model)
+        default = (args.model, model)
+    except ModelNotFoundError:
+        default = None  # measure the default architecture with random weights
+    results = run_suite(QUICK if args.quick else FULL, device=args.device, default_model=default,
+                        log=lambda s: print(s, flush=True))
+    stem = f"bench-{args.device}-{'quick' if args.quick else 'full'}"
+    paths = write_results(results, args.out, stem)
+    print(markdown(results))
+    print("written: " + ", ".join(str(p) for p in paths))
+    return 0

@@ -1,0 +1,69 @@
+"""What the subcommands share: model loading, error reporting, output-path checks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from streamgen.engine import SamplingConfig
+
+DEFAULT_MODEL = "default"
+
+
+class CLIError(Exception):
+    """A user-facing problem: printed as one line, exit status 2."""
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
+                   help="zoo model name or checkpoint folder (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "numba"],
+                   help="engine backend; auto takes the fastest that applies")
+
+
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default: 1)")
+    g.add_argument("--top-k", type=int, default=0, help="keep the k most likely classes (0: off)")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+    g.add_argument("--greedy", action="store_true", help="always take the most likely class")
+
+
+def sampling_config(args: argparse.Namespace) -> SamplingConfig:
+    try:
+        return SamplingConfig(args.temperature, args.top_k, args.top_p, args.greedy)
+    except ValueError as exc:
+        raise CLIError(f"{exc}; see --help") from exc
+
+
+def load_model(name: str):
+    """(model, info, folder) of a zoo name or checkpoint path."""
+    from streamgen.checkpoint import load_checkpoint
+    from streamgen.zoo import resolve_model
+
+    folder = resolve_model(name)
+    model, info = load_checkpoint(folder)
+    return model, info, folder
+
+
+def check_output(path: str, force: bool) -> None:
+    """Refuse to overwrite without --force; fail early on unwritable folders."""
+    if path == "-":
+        return
+    p = Path(path)
+    if p.exists() and not force:
+        raise CLIError(f"{path} exists; pass --force to overwrite it")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise CLIError(f"cannot write {path}: folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise CLIError(f"cannot write {path}: permission denied; choose another output path")
+
+
+def fail(message: str, status: int = 2) -> int:
+    print(f"streamgen: error: {message}", file=sys.stderr)
+    return status

@@ -1,0 +1,114 @@
+"""``streamgen generate``: audio from a model into files or raw PCM on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import CLIError, add_model_options, add_sampling_options, check_output, load_model, sampling_config
+
+EXAMPLES = """examples:
+  streamgen generate -o out.wav --seconds 10
+  streamgen generate -o take.flac --seconds 30 --temperature 0.9 --top-p 0.95 --seed 7
+  streamgen generate -o 'take_{i}.wav' --batch 4 --seconds 5        # four files
+  streamgen generate -o cont.wav --prime prompt.mp3 --seconds 8      # continue a recording
+  streamgen generate -o - --seconds 5 | sox -t raw -r 16000 -e signed -b 16 -c 1 - out.mp3
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="generate audio into a file (or raw PCM on stdout)",
+                       description="Generate audio with the streaming engine, written block by "
+                       "block (Ctrl-C keeps a valid file with everything so far).",
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (.wav, .flac, .ogg), '-' for raw s16le PCM on stdout; with "
+                   "--batch N, '{i}' in the name numbers the files (else _0, _1, ... are added)")
+    p.add_argument("--seconds", type=float, default=10.0, help="duration (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=1, help="independent streams, one file each")
+    p.add_argument("--prime", metavar="FILE", help="continue this audio (any format and rate)")
+    p.add_argument("--spectrogram", metavar="PNG", help="also save a spectrogram image")
+    p.add_argument("--block", type=int, default=4096, help="samples per written block")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(p)
+    add_sampling_options(p)
+    p.set_defaults(run=run)
+
+
+def output_paths(output: str, batch: int) -> list[str]:
+    if batch == 1:
+        return [output]
+    if output == "-":
+        raise CLIError("raw PCM on stdout carries one stream; use --batch 1 or file outputs")
+    if "{i}" in output:
+        return [output.replace("{i}", str(i)) for i in range(batch)]
+    p = Path(output)
+    return [str(p.with_name(f"{p.stem}_{i}{p.suffix}")) for i in range(batch)]
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamgen.audio.io import AudioWriter, load_audio
+    from streamgen.generation import AudioGenerator
+
+    if args.seconds <= 0 or args.batch < 1 or args.block < 1:
+        raise CLIError("--seconds, --batch and --block must be positive")
+    sampling = sampling_config(args)
+    paths = output_paths(args.output, args.batch)
+    for path in paths + ([args.spectrogram] if args.spectrogram else []):
+        check_output(path, args.force)
+    model, info, _ = load_model(args.model)
+    rate = int(info.get("sample_rate", 16000))
+    prime = load_audio(args.prime, rate) if args.prime else None
+    gen = AudioGenerator(model, batch=args.batch, device=args.device, sampling=sampling,
+                         seed=args.seed, backend=args.backend, prime=prime)
+    total = int(round(args.seconds * rate))
+    writers = [AudioWriter(p, rate) for p in paths]
+    kept: list[np.ndarray] = []
+    progress = _progress(total, args.quiet or args.output == "-" and not sys.stderr.isatty())
+    start = time.perf_counter()
+    try:
+        for block in gen.blocks(total, args.block):
+            for writer, stream in zip(writers, block):
+                writer.write(stream)
+            if args.spectrogram:
+                kept.append(block[0])
+            _advance(progress, block.shape[1], gen.generated, time.perf_counter() - start, rate)
+    except KeyboardInterrupt:
+        done = gen.generated
+        print(f"\nstreamgen: interrupted; kept {done} samples ({done / rate:.2f} s) in "
+              f"{', '.join(paths)}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0  # the reader of stdout went away: not an error for a pipeline
+    finally:
+        for writer in writers:
+            writer.close()
+        if progress is not None:
+            progress.close()
+    if args.spectrogram and kept:
+        from streamgen.audio.plots import save_spectrogram
+
+        save_spectrogram(np.concatenate(kept), rate, args.spectrogram,
+                         title=f"{Path(paths[0]).name}: {args.model}, seed {args.seed}")
+    return 0
+
+
+def _progress(total: int, quiet: bool):
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="sample", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
+
+
+def _advance(progress, n: int, done: int, elapsed: float, rate: int) -> None:
+    if progress is None:
+        return
+    progress.update(n)
+    if elapsed > 0:
+        progress.set_postfix_str(f"{done / elapsed / rate:.2f}x real time")

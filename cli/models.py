@@ -1,0 +1,101 @@
+"""``streamgen models`` and ``streamgen info MODEL``: what is in the zoo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .common import load_model
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the model zoo",
+                       description="List models in $STREAMGEN_MODELS folders and the packaged zoo.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run_models)
+    p = sub.add_parser("info", help="describe one model",
+                       description="Architecture, size, receptive field, cost, quality and file "
+                       "hashes of one model (its weights are verified).",
+                       epilog="examples:\n  streamgen info default\n  streamgen info ./runs/exp1/best",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="NAME|PATH")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(run=run_info)
+
+
+def _summary(name: str, path: Path, info: dict) -> dict:
+    rate = info.get("sample_rate", 16000)
+    val = (info.get("training") or {}).get("val_bits_per_sample")
+    return {"name": name, "kind": info["kind"], "params": info.get("params"),
+            "receptive_field": info.get("receptive_field"), "sample_rate": rate,
+            "val_bits_per_sample": val, "weights_sha256": info["weights_sha256"], "path": str(path)}
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from streamgen.checkpoint import CheckpointError, read_info
+    from streamgen.zoo import list_models
+
+    rows = []
+    for entry in list_models():
+        try:
+            rows.append(_summary(entry.name, entry.path, read_info(entry.path)))
+        except CheckpointError as exc:
+            rows.append({"name": entry.name, "error": str(exc), "path": str(entry.path)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no models found (the packaged zoo is empty; add folders to $STREAMGEN_MODELS)")
+        return 0
+    print(f"{'name':<20} {'kind':<8} {'params':>10} {'recept. field':>14} {'rate':>6} "
+          f"{'val bits/sample':>15}  sha256")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:<20} unreadable: {r['error']}")
+            continue
+        rf = r["receptive_field"]
+        rf_text = f"{rf:,} ({rf / r['sample_rate']:.2f}s)" if rf else "-"
+        val = f"{r['val_bits_per_sample']:.3f}" if r["val_bits_per_sample"] is not None else "-"
+        print(f"{r['name']:<20} {r['kind']:<8} {r['params'] or 0:>10,} {rf_text:>14} "
+              f"{r['sample_rate']:>6} {val:>15}  {r['weights_sha256'][:16]}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from streamgen.checkpoint import sha256_file
+    from streamgen.engine.cost import macs_per_step
+
+    model, info, folder = load_model(args.model)
+    per = macs_per_step(model)
+    rate = info.get("sample_rate", 16000)
+    files = {f.name: {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
+             for f in sorted(folder.iterdir()) if f.is_file()}
+    details = {
+        **_summary(args.model, folder, info),
+        "config": info["config"],
+        "params": model.num_parameters(),
+        "receptive_field": model.receptive_field,
+        "receptive_field_seconds": model.receptive_field / rate,
+        "macs_per_sample": sum(per) / len(per),
+        "macs_worst_step": max(per),
+        "training": info.get("training"),
+        "files": files,
+    }
+    if args.json:
+        print(json.dumps(details, indent=2))
+        return 0
+    print(f"{args.model}  ({folder})")
+    print(f"  kind             {info['kind']}  {json.dumps(info['config'])}")
+    print(f"  parameters       {details['params']:,}")
+    print(f"  receptive field  {details['receptive_field']:,} samples "
+          f"({details['receptive_field_seconds']:.2f} s at {rate} Hz)")
+    print(f"  cost             {details['macs_per_sample']:,.0f} MACs/sample "
+          f"(worst step {details['macs_worst_step']:,})")
+    train = info.get("training") or {}
+    for key in ("val_bits_per_sample", "val_nats", "steps", "hardware", "wall_time_s", "data"):
+        if key in train:
+            print(f"  {key:<16} {train[key]}")
+    for name, f in files.items():
+        print(f"  {name:<16} {f['bytes']:>10,} bytes  sha256 {f['sha256']}")
+    return 0

@@ -1,0 +1,67 @@
+"""Audio in, audio out: a trained model and the streaming engine as a block generator.
+
+``AudioGenerator`` hides classes and logits: prime it with float audio, pull float32 blocks.
+The command line (files, stdout, live playback) and Python users share it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from streamgen.audio.mulaw import mulaw_decode, mulaw_encode
+from streamgen.engine import SamplingConfig, StreamingEngine
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto`` means CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return torch.device(device)
+
+
+class AudioGenerator:
+    """Free-running generation of ``batch`` independent streams of float32 audio."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        batch: int = 1,
+        device: str | torch.device = "cpu",
+        sampling: SamplingConfig | None = None,
+        seed: int = 0,
+        backend: str = "auto",
+        prime: np.ndarray | None = None,
+    ) -> None:
+        device = pick_device(device) if isinstance(device, str) else device
+        self.model = model.to(device).eval()
+        self.engine = StreamingEngine(self.model, batch, device=device, backend=backend)
+        self.sampler = self.engine.sampler(sampling, seed=seed)
+        self.batch = batch
+        self._out = torch.empty(0, dtype=torch.int64)
+        if prime is not None and len(prime):
+            classes = mulaw_encode(torch.from_numpy(np.asarray(prime, dtype=np.float32)))
+            self.engine.prime(classes.view(1, -1).expand(batch, -1).contiguous())
+        self.generated = 0
+
+    def __call__(self, n: int) -> np.ndarray:
+        """The next ``n`` samples of every stream: float32 ``(batch, n)`` in [-1, 1]."""
+        if self._out.shape[-1] != n:
+            self._out = torch.empty(self.batch, n, dtype=torch.int64, device=self.engine.device)
+        classes = self.engine.generate(n, self.sampler, self._out)
+        self.generated += n
+        return mulaw_decode(classes.cpu().numpy())
+
+    def blocks(self, total: int, block: int = 4096) -> Iterator[np.ndarray]:
+        """``total`` samples per stream in blocks of at most ``block``."""
+        done = 0
+        while done < total:
+            n = min(block, total - done)
+            yield self(n)
+            done += n
