@@ -37,6 +37,7 @@ from streamgen.checkpoint import (
     save_checkpoint,
 )
 from streamgen.nn import StreamableNetwork, build_network
+from streamgen.nn.layers import crop_front
 from streamgen.train.data import EncodedAudio, split_files
 
 LOG_FILE = "train_log.jsonl"
@@ -144,9 +145,13 @@ def _restore_rng(extra: Mapping[str, torch.Tensor], d: Dist, device: torch.devic
 
 # -- the loop -------------------------------------------------------------------------------
 def nll_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy (nats) of next-sample predictions; ``inputs`` are class indices."""
+    """Cross-entropy (nats) of next-sample predictions; ``inputs`` are class indices.
+
+    A network may give more outputs than targets (``input_length`` is the fewest inputs for
+    at least that many); outputs are right-aligned, so the newest ones are scored.
+    """
     onehot = F.one_hot(inputs, CLASSES).transpose(1, 2).float()
-    logits = model(onehot)
+    logits = crop_front(model(onehot), targets.shape[-1])
     return F.cross_entropy(logits.float(), targets, reduction=reduction)
 
 
