@@ -79,6 +79,16 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _make_readable(directory: Path) -> None:
+    """Give the folder and its files the usual umask permissions (mkdtemp makes them private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for item in directory.iterdir():
+        if item.is_file():
+            item.chmod(0o666 & ~umask)
+
+
 # -- saving --------------------------------------------------------------------------------
 def save_checkpoint(
     directory: str | Path,
@@ -118,6 +128,7 @@ def save_checkpoint(
             "training": dict(training or {}),
         }
         (tmp / CONFIG).write_text(json.dumps(info, indent=2) + "\n")
+        _make_readable(tmp)
         # Keep files that are not ours (a model card, samples) when overwriting.
         if directory.is_dir():
             ours = {WEIGHTS, CONFIG, OPTIMIZER_TENSORS, OPTIMIZER_META, EXTRA_TENSORS}

@@ -57,6 +57,16 @@ def test_lossy_ogg_keeps_pitch_and_level(tmp_path: Path) -> None:
     assert abs(rms - 0.4 / np.sqrt(2)) < 0.02
 
 
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="libsndfile without MP3")
+def test_mp3_is_decoded(tmp_path: Path) -> None:
+    path = tmp_path / "tone.mp3"
+    sf.write(path, stereo_sine(44100, 1.0, 440.0, (0.5, 0.5)), 44100, format="MP3")
+    audio = load_audio(path, 16000)
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    assert abs(np.argmax(spectrum) * 16000 / len(audio) - 440.0) < 3
+    assert abs(np.sqrt(np.mean(audio[4000:-4000] ** 2)) - 0.5 / np.sqrt(2)) < 0.03
+
+
 def test_librosa_fallback_gives_the_same_audio(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "tone.wav"
     sf.write(path, stereo_sine(22050, 0.5, 300.0, (0.4, 0.4)), 22050, subtype="FLOAT")
@@ -156,7 +166,10 @@ def test_wav_stays_valid_when_the_writer_is_interrupted(tmp_path: Path, sig: int
         frames = w.getnframes()
         data = np.frombuffer(w.readframes(frames), dtype="<i2")
     assert frames >= reported and frames % 1600 == 0
-    assert path.stat().st_size == 44 + 2 * frames
+    unlisted = path.stat().st_size - (44 + 2 * frames)
+    # SIGKILL may land between a block's data and its header update: at most one block
+    # is then beyond the header's count; on SIGINT the file is closed properly.
+    assert unlisted == 0 if sig == signal.SIGINT else 0 <= unlisted <= 2 * 1600
     assert np.all(data == round(0.25 * 32767))
 
 
