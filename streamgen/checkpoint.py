@@ -1,0 +1,252 @@
+"""Checkpoints as folders of safetensors + JSON (no pickle anywhere).
+
+A checkpoint directory holds
+
+- ``model.safetensors``: the network's ``state_dict`` (weights only);
+- ``config.json``: format, version, network kind and config, sample rate, parameter count,
+  receptive field, the sha256 of ``model.safetensors`` and a free ``training`` dict;
+- optionally ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensors and the
+  rest of its state dict, for exact resumption;
+- optionally ``extra.safetensors``: named tensors a trainer needs to resume (RNG states).
+
+``load_checkpoint`` verifies the hash and that the weights' names and shapes match the
+config before building the model; every problem is one ``CheckpointError`` line with a fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from streamgen.nn import NETWORKS, StreamableNetwork, build_network
+
+FORMAT = "streamgen-checkpoint"
+VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+OPTIMIZER_TENSORS = "optimizer.safetensors"
+OPTIMIZER_META = "optimizer.json"
+EXTRA_TENSORS = "extra.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the problem and the fix."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tensors_for_file(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+# -- optimizer state dicts <-> (tensors, JSON) ------------------------------------------
+def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors of ``optimizer.state_dict()`` keyed ``state.<param>.<name>``; the rest as JSON."""
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for param_id, entries in state["state"].items():
+        for name, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{param_id}.{name}"] = value
+            else:
+                plain.setdefault(str(param_id), {})[name] = value
+    meta = {"param_groups": state["param_groups"], "plain_state": plain}
+    return tensors, meta
+
+
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, param_id, name = key.split(".", 2)
+        state.setdefault(int(param_id), {})[name] = value
+    for param_id, entries in meta["plain_state"].items():
+        state.setdefault(int(param_id), {}).update(entries)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _make_readable(directory: Path) -> None:
+    """Give the folder and its files the usual umask permissions (mkdtemp makes them private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+    for item in directory.iterdir():
+        if item.is_file():
+            item.chmod(0o666 & ~umask)
+
+
+# -- saving --------------------------------------------------------------------------------
+def save_checkpoint(
+    directory: str | Path,
+    model: StreamableNetwork,
+    *,
+    sample_rate: int = 16000,
+    training: Mapping[str, Any] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra: Mapping[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write ``model`` (and optionally optimizer state and extra tensors) to ``directory``.
+
+    The folder is assembled next to its destination and swapped in, so an interrupted save
+    leaves the previous checkpoint intact. Returns the directory.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        save_file(_tensors_for_file(model.state_dict()), str(tmp / WEIGHTS))
+        if optimizer is not None:
+            tensors, meta = _split_optimizer_state(optimizer.state_dict())
+            save_file(_tensors_for_file(tensors), str(tmp / OPTIMIZER_TENSORS))
+            meta["sha256"] = sha256_file(tmp / OPTIMIZER_TENSORS)
+            (tmp / OPTIMIZER_META).write_text(json.dumps(meta, indent=1) + "\n")
+        if extra:
+            save_file(_tensors_for_file(extra), str(tmp / EXTRA_TENSORS))
+        info = {
+            "format": FORMAT,
+            "version": VERSION,
+            "kind": model.kind,
+            "config": model.config.to_dict(),
+            "sample_rate": sample_rate,
+            "params": model.num_parameters(),
+            "receptive_field": model.receptive_field,
+            "weights_sha256": sha256_file(tmp / WEIGHTS),
+            "training": dict(training or {}),
+        }
+        (tmp / CONFIG).write_text(json.dumps(info, indent=2) + "\n")
+        _make_readable(tmp)
+        # Keep files that are not ours (a model card, samples) when overwriting.
+        if directory.is_dir():
+            ours = {WEIGHTS, CONFIG, OPTIMIZER_TENSORS, OPTIMIZER_META, EXTRA_TENSORS}
+            for item in directory.iterdir():
+                if item.name not in ours:
+                    os.replace(item, tmp / item.name)
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+# -- loading -------------------------------------------------------------------------------
+def _checkpoint_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if path.is_file() and path.name in (CONFIG, WEIGHTS):
+        path = path.parent
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint directory; pass a folder holding "
+                              f"{CONFIG} and {WEIGHTS}")
+    for name in (CONFIG, WEIGHTS):
+        if not (path / name).is_file():
+            raise CheckpointError(f"{path}: {name} is missing; the checkpoint is incomplete, "
+                                  "copy the whole folder again or re-save it")
+    return path
+
+
+def read_info(path: str | Path) -> dict[str, Any]:
+    """Read and check ``config.json`` of a checkpoint (no weights loaded)."""
+    directory = _checkpoint_dir(path)
+    try:
+        info = json.loads((directory / CONFIG).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{directory / CONFIG}: not valid JSON ({exc}); restore the "
+                              "file from the original checkpoint") from exc
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise CheckpointError(f"{directory / CONFIG}: not a {FORMAT} config; point at a folder "
+                              "saved by streamgen.checkpoint.save_checkpoint")
+    if info.get("version") != VERSION:
+        raise CheckpointError(f"{directory / CONFIG}: checkpoint version {info.get('version')!r} "
+                              f"is not supported (this streamgen reads {VERSION}); upgrade streamgen")
+    missing = [k for k in ("kind", "config", "weights_sha256") if k not in info]
+    if missing:
+        raise CheckpointError(f"{directory / CONFIG}: missing fields {missing}; re-save the checkpoint")
+    if info["kind"] not in NETWORKS:
+        raise CheckpointError(f"{directory / CONFIG}: unknown network kind {info['kind']!r}; "
+                              f"known kinds are {sorted(NETWORKS)} (a newer streamgen may be needed)")
+    return info
+
+
+def _load_tensors(path: Path, expected_sha: str | None) -> dict[str, torch.Tensor]:
+    if expected_sha is not None:
+        actual = sha256_file(path)
+        if actual != expected_sha:
+            raise CheckpointError(
+                f"{path}: sha256 {actual[:12]}... does not match the recorded "
+                f"{expected_sha[:12]}...; the file is corrupt or was changed, copy it again"
+            )
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({exc}); the file is "
+                              "corrupt or truncated, copy it again") from exc
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[StreamableNetwork, dict[str, Any]]:
+    """Load a checkpoint folder (or its ``config.json``) as ``(model in eval mode, info)``."""
+    directory = _checkpoint_dir(path)
+    info = read_info(directory)
+    weights = _load_tensors(directory / WEIGHTS, info["weights_sha256"])
+    try:
+        model = build_network(info["kind"], info["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{directory / CONFIG}: invalid {info['kind']} config ({exc}); "
+                              "fix the config or re-save the checkpoint") from exc
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in weights.items()}
+    if expected != found:
+        missing = sorted(set(expected) - set(found))
+        unexpected = sorted(set(found) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+                  if unexpected else f"{wrong[0]} has shape {found[wrong[0]]}, config implies "
+                  f"{expected[wrong[0]]}")
+        raise CheckpointError(f"{directory}: weights do not match the config ({detail}); "
+                              f"{CONFIG} and {WEIGHTS} come from different models, re-save them together")
+    model.load_state_dict(weights, strict=True)
+    model.to(device).eval()
+    return model, info
+
+
+def load_optimizer_state(path: str | Path, optimizer: torch.optim.Optimizer) -> None:
+    """Restore ``optimizer`` from a checkpoint saved with ``optimizer=``."""
+    directory = _checkpoint_dir(path)
+    if not (directory / OPTIMIZER_META).is_file() or not (directory / OPTIMIZER_TENSORS).is_file():
+        raise CheckpointError(f"{directory}: no optimizer state to resume from; start a fresh "
+                              "run or resume from a training checkpoint")
+    try:
+        meta = json.loads((directory / OPTIMIZER_META).read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{directory / OPTIMIZER_META}: not valid JSON ({exc}); "
+                              "restore it or start a fresh run") from exc
+    tensors = _load_tensors(directory / OPTIMIZER_TENSORS, meta.get("sha256"))
+    try:
+        optimizer.load_state_dict(_join_optimizer_state(tensors, meta))
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{directory}: optimizer state does not fit this model ({exc}); "
+                              "resume with the same model config or start a fresh run") from exc
+
+
+def load_extra(path: str | Path) -> dict[str, torch.Tensor]:
+    """The extra tensors of a checkpoint (empty if none were saved)."""
+    directory = _checkpoint_dir(path)
+    file = directory / EXTRA_TENSORS
+    return _load_tensors(file, None) if file.is_file() else {}

@@ -1,0 +1,176 @@
+"""Training data: a folder of audio files, mu-law encoded once and cached, sampled in windows.
+
+Files are found recursively (``AUDIO_EXTENSIONS``) and split into training and validation by
+file: the split listed in the folder's ``manifest.json`` (see ``streamgen.train.corpus``),
+explicit lists, or a deterministic hash-ordered fraction. Each file is decoded, resampled and
+mu-law encoded once; the uint8 classes are cached as ``.npy`` under a key made of the file's
+absolute path, mtime, size and the sample rate, so later runs skip decoding.
+
+A window for an output length ``m`` is ``input_length(m) + 1`` consecutive samples: the
+network reads the first ``input_length(m)`` and the targets are the last ``m`` (the target at
+every output position is the input sample one step later).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from streamgen.audio.io import AUDIO_EXTENSIONS, load_audio
+from streamgen.audio.mulaw import mulaw_encode
+from streamgen.train.corpus import MANIFEST, MANIFEST_FORMAT
+
+
+def default_cache_dir() -> Path:
+    """``$STREAMGEN_CACHE``, else ``$XDG_CACHE_HOME/streamgen``, else ``~/.cache/streamgen``."""
+    if os.environ.get("STREAMGEN_CACHE"):
+        return Path(os.environ["STREAMGEN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "streamgen"
+
+
+def find_audio_files(root: str | Path) -> list[Path]:
+    """Audio files under ``root`` (recursive, hidden files skipped), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such data folder; pass a folder of audio files")
+    return sorted(
+        p for p in root.rglob("*")
+        if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def _stable_rank(path: Path, root: Path) -> str:
+    return hashlib.sha256(path.relative_to(root).as_posix().encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[Path]
+    validation: list[Path]
+
+
+def split_files(
+    root: str | Path,
+    val_fraction: float = 0.1,
+    train_files: Sequence[str | Path] | None = None,
+    val_files: Sequence[str | Path] | None = None,
+) -> Split:
+    """Split the audio under ``root`` by file.
+
+    Explicit lists (relative to ``root`` or absolute) win; else ``root/manifest.json`` from the
+    corpus builder; else the files sorted by a hash of their relative path, the first
+    ``round(val_fraction * n)`` (at least one when the fraction is positive and n > 1) going to
+    validation: deterministic, and independent of file order on disk.
+    """
+    root = Path(root)
+
+    def resolve(items: Sequence[str | Path]) -> list[Path]:
+        paths = [p if Path(p).is_absolute() else root / p for p in map(Path, items)]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"listed audio files not found: {missing[:3]}; fix the file lists")
+        return paths
+
+    if train_files is not None or val_files is not None:
+        train = resolve(train_files or [])
+        val = resolve(val_files or [])
+        if not train_files:
+            chosen = set(val)
+            train = [p for p in find_audio_files(root) if p not in chosen]
+        return Split(train, val)
+    manifest = root / MANIFEST
+    if manifest.is_file():
+        data = json.loads(manifest.read_text())
+        if data.get("format") == MANIFEST_FORMAT:
+            return Split(resolve(data["train"]), resolve(data["validation"]))
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    files = find_audio_files(root)
+    if not files:
+        raise FileNotFoundError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
+    ordered = sorted(files, key=lambda p: _stable_rank(p, root))
+    n_val = round(val_fraction * len(files))
+    if val_fraction > 0 and len(files) > 1:
+        n_val = max(n_val, 1)
+    n_val = min(n_val, len(files) - 1)
+    val = set(ordered[:n_val])
+    return Split([p for p in files if p not in val], [p for p in files if p in val])
+
+
+def load_encoded(path: str | Path, sample_rate: int, cache_dir: str | Path | None = None) -> np.ndarray:
+    """Mu-law classes (uint8) of an audio file at ``sample_rate``, cached on disk."""
+    path = Path(path).resolve()
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    stat = path.stat()
+    key = hashlib.sha256(
+        f"{path}|{stat.st_mtime_ns}|{stat.st_size}|{sample_rate}|mulaw255".encode()
+    ).hexdigest()[:32]
+    file = cache / "encoded" / f"{key}.npy"
+    if file.is_file():
+        try:
+            return np.load(file, allow_pickle=False)
+        except (ValueError, OSError):
+            file.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
+    classes = mulaw_encode(load_audio(path, sample_rate)).astype(np.uint8)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.stem}.{os.getpid()}.npy")
+    np.save(tmp, classes, allow_pickle=False)
+    os.replace(tmp, file)
+    return classes
+
+
+class EncodedAudio:
+    """A set of mu-law encoded tracks that serves training windows and validation windows."""
+
+    def __init__(self, files: Sequence[Path], sample_rate: int, cache_dir: str | Path | None = None) -> None:
+        self.files = list(files)
+        self.tracks = [load_encoded(f, sample_rate, cache_dir) for f in self.files]
+
+    @property
+    def total_samples(self) -> int:
+        return sum(len(t) for t in self.tracks)
+
+    def _usable(self, window: int) -> tuple[list[int], np.ndarray]:
+        """Tracks with at least ``window`` samples and their counts of window starts."""
+        ids = [i for i, t in enumerate(self.tracks) if len(t) >= window]
+        if not ids:
+            longest = max((len(t) for t in self.tracks), default=0)
+            raise ValueError(f"no audio file holds a window of {window} samples (longest: "
+                             f"{longest}); use a shorter output window or longer files")
+        return ids, np.array([len(self.tracks[i]) - window + 1 for i in ids], dtype=np.int64)
+
+    def draw_positions(self, rng: np.random.Generator, count: int, window: int) -> np.ndarray:
+        """``count`` (track, start) pairs, uniform over all window positions of all tracks."""
+        ids, starts = self._usable(window)
+        flat = rng.integers(0, int(starts.sum()), size=count)
+        edges = np.cumsum(starts)
+        which = np.searchsorted(edges, flat, side="right")
+        offsets = flat - np.concatenate([[0], edges[:-1]])[which]
+        return np.stack([np.array(ids)[which], offsets], axis=1)
+
+    def windows(self, positions: np.ndarray, input_length: int, output_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs ``(B, input_length)`` and next-sample targets ``(B, output_length)`` (int64)."""
+        segs = np.stack([self.tracks[t][s : s + input_length + 1] for t, s in positions])
+        segs = segs.astype(np.int64)
+        return segs[:, :input_length], segs[:, input_length + 1 - output_length :]
+
+    def validation_positions(self, count: int, input_length: int, output_length: int) -> np.ndarray:
+        """Up to ``count`` fixed windows whose targets tile the tracks, spread evenly."""
+        window = input_length + 1
+        candidates = [
+            (i, s)
+            for i, t in enumerate(self.tracks)
+            for s in range(0, len(t) - window + 1, output_length)
+        ]
+        if not candidates:
+            return np.zeros((0, 2), dtype=np.int64)
+        take = np.linspace(0, len(candidates) - 1, min(count, len(candidates))).round().astype(int)
+        return np.array([candidates[k] for k in np.unique(take)], dtype=np.int64)

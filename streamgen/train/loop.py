@@ -1,0 +1,327 @@
+"""One training loop for all networks: next-sample cross-entropy on mu-law audio.
+
+Adam, random windows whose output length suits the network (a multiple of the Seq-U-Net's
+period), optional gradient clipping, autocast on CUDA, validation NLL in nats and bits per
+sample, a tqdm bar, periodic checkpoints that resume exactly (weights, optimizer, step and
+every RNG state, as safetensors + JSON), and data-parallel training under ``torchrun``
+(gloo on CPU, nccl on CUDA).
+
+Under ``torchrun`` every rank draws the same global batch of window positions from a shared
+generator and keeps rows ``rank::world``, so N processes with ``batch_size`` B train on the
+same windows as one process with B, up to the order of floating-point sums.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from argparse import Namespace
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from streamgen.checkpoint import (
+    CONFIG,
+    load_checkpoint,
+    load_extra,
+    load_optimizer_state,
+    save_checkpoint,
+)
+from streamgen.nn import StreamableNetwork, build_network
+from streamgen.nn.layers import crop_front
+from streamgen.train.data import EncodedAudio, split_files
+
+LOG_FILE = "train_log.jsonl"
+CLASSES = 256
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; ``out_dir`` becomes a loadable checkpoint folder."""
+
+    data: str
+    out_dir: str
+    kind: str = "sequnet"
+    model: dict[str, Any] = field(default_factory=dict)
+    sample_rate: int = 16000
+    output_length: int = 4096
+    batch_size: int = 8
+    steps: int = 10000
+    lr: float = 5e-4
+    grad_clip: float | None = None
+    val_fraction: float = 0.1
+    train_files: list[str] | None = None
+    val_files: list[str] | None = None
+    val_every: int = 1000
+    val_windows: int = 32
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    seed: int = 0
+    resume: bool = False
+    amp: bool = True
+    device: str | None = None
+    threads: int | None = None  # torch CPU threads; None keeps torch's default
+    cache_dir: str | None = None
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_options(cls, options: Namespace | Mapping[str, Any]) -> "TrainConfig":
+        """Build from parsed CLI options: known fields that are not ``None``; others ignored."""
+        values = vars(options) if isinstance(options, Namespace) else dict(options)
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [n for n in ("data", "out_dir") if values.get(n) is None]
+        if missing:
+            raise ValueError(f"training needs {' and '.join(missing)}")
+        return cls(**{k: v for k, v in values.items() if k in names and v is not None})
+
+
+# -- distributed helpers ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: str | None) -> tuple[Dist, torch.device, bool]:
+    """Join the process group when launched by torchrun; pick this rank's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    info = Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if device is not None:
+        dev = torch.device(device)
+    elif torch.cuda.is_available():
+        dev = torch.device("cuda", info.local_rank)
+    else:
+        dev = torch.device("cpu")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    started = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        started = True
+    return info, dev, started
+
+
+def _all_gather(tensor: torch.Tensor, d: Dist, device: torch.device) -> list[torch.Tensor]:
+    if d.world == 1:
+        return [tensor]
+    t = tensor.to(device)
+    out = [torch.empty_like(t) for _ in range(d.world)]
+    dist.all_gather(out, t)
+    return [o.cpu() for o in out]
+
+
+def _rng_tensors(d: Dist, device: torch.device) -> dict[str, torch.Tensor]:
+    """Every rank's torch RNG states (all ranks must call this)."""
+    tensors = {f"torch_rng.{r}": s for r, s in enumerate(_all_gather(torch.get_rng_state(), d, device))}
+    if device.type == "cuda":
+        cuda_states = _all_gather(torch.cuda.get_rng_state(device), d, device)
+        tensors.update({f"cuda_rng.{r}": s for r, s in enumerate(cuda_states)})
+    return tensors
+
+
+def _restore_rng(extra: Mapping[str, torch.Tensor], d: Dist, device: torch.device) -> None:
+    if f"torch_rng.{d.rank}" in extra:
+        torch.set_rng_state(extra[f"torch_rng.{d.rank}"])
+    if device.type == "cuda" and f"cuda_rng.{d.rank}" in extra:
+        torch.cuda.set_rng_state(extra[f"cuda_rng.{d.rank}"], device)
+
+
+# -- the loop -------------------------------------------------------------------------------
+def nll_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy (nats) of next-sample predictions; ``inputs`` are class indices.
+
+    A network may give more outputs than targets (``input_length`` is the fewest inputs for
+    at least that many); outputs are right-aligned, so the newest ones are scored.
+    """
+    onehot = F.one_hot(inputs, CLASSES).transpose(1, 2).float()
+    logits = crop_front(model(onehot), targets.shape[-1])
+    return F.cross_entropy(logits.float(), targets, reduction=reduction)
+
+
+@torch.no_grad()
+def evaluate(
+    model: StreamableNetwork, data: EncodedAudio, positions: np.ndarray, input_length: int,
+    output_length: int, batch_size: int, device: torch.device, d: Dist = Dist(),
+) -> float:
+    """Mean validation NLL in nats per sample over ``positions`` (sharded over ranks)."""
+    was_training = model.training
+    model.eval()
+    total = torch.zeros(2, dtype=torch.float64, device=device)
+    mine = positions[d.rank :: d.world]
+    for i in range(0, len(mine), batch_size):
+        x, y = data.windows(mine[i : i + batch_size], input_length, output_length)
+        loss = nll_loss(model, torch.from_numpy(x).to(device), torch.from_numpy(y).to(device), "sum")
+        total += torch.stack([loss.double(), torch.tensor(float(y.size), dtype=torch.float64, device=device)])
+    if d.world > 1:
+        dist.all_reduce(total)
+    model.train(was_training)
+    return float(total[0] / total[1]) if total[1] > 0 else math.nan
+
+
+def _prepare_model(config: TrainConfig, out: Path) -> tuple[StreamableNetwork, dict[str, Any] | None]:
+    """The network to train: resumed from ``out`` or freshly built from ``config``."""
+    has_checkpoint = (out / CONFIG).is_file()
+    if has_checkpoint and not config.resume:
+        raise FileExistsError(f"{out} already holds a checkpoint; pass resume=True to continue "
+                              "it or choose another out_dir")
+    if has_checkpoint:
+        model, info = load_checkpoint(out)
+        if info["kind"] != config.kind:
+            raise ValueError(f"{out} holds a {info['kind']} model, not {config.kind}; match kind or "
+                             "choose another out_dir")
+        return model.train(), info
+    return build_network(config.kind, config.model), None
+
+
+def train(config: TrainConfig) -> Path:
+    """Train per ``config``; returns ``out_dir``, a checkpoint folder ``load_checkpoint`` reads."""
+    return fit(config)[1]
+
+
+def fit(config: TrainConfig) -> tuple[StreamableNetwork, Path]:
+    """Train per ``config``; returns this process's trained model and the checkpoint folder."""
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    d, device, started_group = _init_distributed(config.device)
+    try:
+        return _fit(config, d, device)
+    finally:
+        if started_group:
+            dist.destroy_process_group()
+
+
+def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[StreamableNetwork, Path]:
+    if config.batch_size % d.world:
+        raise ValueError(f"batch_size {config.batch_size} is not divisible by {d.world} processes")
+    out = Path(config.out_dir)
+    torch.manual_seed(config.seed)  # identical initial weights on every rank
+    model, resumed = _prepare_model(config, out)
+    if d.rank:
+        torch.manual_seed(config.seed + d.rank)  # distinct dropout masks per rank
+    if model.num_classes != CLASSES:
+        raise ValueError(f"mu-law audio has {CLASSES} classes, the model has {model.num_classes}")
+    model.to(device)
+    out_len = model.training_output_length(config.output_length)
+    in_len = model.input_length(out_len)
+
+    split = split_files(config.data, config.val_fraction, config.train_files, config.val_files)
+    train_data = EncodedAudio(split.train, config.sample_rate, config.cache_dir)
+    val_data = EncodedAudio(split.validation, config.sample_rate, config.cache_dir)
+    val_positions = val_data.validation_positions(config.val_windows, in_len, out_len)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    use_amp = config.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    rng = np.random.default_rng(config.seed)
+    step = 0
+    if resumed is not None:
+        load_optimizer_state(out, optimizer)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr
+        state = resumed["training"]
+        step = int(state["step"])
+        rng.bit_generator.state = state["batch_rng"]
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        _restore_rng(load_extra(out), d, device)
+
+    net: torch.nn.Module = model
+    if d.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    log_path = out / LOG_FILE
+
+    def log(record: dict[str, Any]) -> None:
+        if d.main:
+            out.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def validate() -> dict[str, float]:
+        nats = evaluate(model, val_data, val_positions, in_len, out_len, config.batch_size, device, d)
+        return {"val_nll_nats": nats, "val_bits_per_sample": nats / math.log(2)}
+
+    last: dict[str, Any] = {}
+
+    def checkpoint() -> None:
+        extra = _rng_tensors(d, device)
+        if d.main:
+            training = {
+                "step": step, "batch_rng": rng.bit_generator.state,
+                "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                "world_size": d.world, "output_length": out_len, "input_length": in_len,
+                "train_config": config.to_dict(), **last,
+            }
+            save_checkpoint(out, model, sample_rate=config.sample_rate, training=training,
+                            optimizer=optimizer, extra=extra)
+        if d.world > 1:
+            dist.barrier()
+
+    if step == 0 and len(val_positions):
+        last.update(validate())
+        log({"step": 0, **last})
+    per_rank = config.batch_size // d.world
+    bar = tqdm(total=config.steps, initial=step, disable=not (config.progress and d.main),
+               unit="step", dynamic_ncols=True)
+    window_losses: list[float] = []
+    busy = 0.0  # seconds spent in training steps since the last log line
+    while step < config.steps:
+        tick = time.perf_counter()
+        positions = train_data.draw_positions(rng, config.batch_size, in_len + 1)
+        x, y = train_data.windows(positions[d.rank :: d.world], in_len, out_len)
+        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            loss = nll_loss(net, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        step += 1
+        window_losses.append(loss.item())
+        busy += time.perf_counter() - tick
+        bar.update(1)
+        if step % config.log_every == 0 or step == config.steps:
+            rate = len(window_losses) * per_rank * d.world * out_len / max(busy, 1e-9)
+            mean = float(np.mean(window_losses))
+            last.update(train_loss_nats=mean, samples_per_second=rate)
+            bar.set_postfix(loss=f"{mean:.3f}", sps=f"{rate:,.0f}")
+            log({"step": step, "train_loss_nats": mean, "samples_per_second": rate})
+            window_losses.clear()
+            busy = 0.0
+        if len(val_positions) and (step % config.val_every == 0 or step == config.steps):
+            last.update(validate())
+            if d.main:
+                bar.write(f"step {step}: validation {last['val_nll_nats']:.4f} nats "
+                          f"({last['val_bits_per_sample']:.4f} bits) per sample")
+            log({"step": step, **{k: last[k] for k in ("val_nll_nats", "val_bits_per_sample")}})
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            checkpoint()
+    bar.close()
+    return model, out
+
+
+def train_from_options(options: Namespace | Mapping[str, Any]) -> Path:
+    """Entry for a CLI: parsed options named like ``TrainConfig``'s fields -> ``train``."""
+    return train(TrainConfig.from_options(options))

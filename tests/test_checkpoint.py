@@ -1,0 +1,182 @@
+"""Checkpoints: exact round trips for every network, optimizer state, and clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import random_onehot, randomize_
+from streamgen.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_extra,
+    load_optimizer_state,
+    save_checkpoint,
+)
+from streamgen.nn import StreamableNetwork, build_network
+
+SMALL = {
+    "sequnet": {"channels": 8, "levels": 3, "depth": 1},
+    "wavenet": {"blocks": 1, "layers": 3, "residual_channels": 8, "dilation_channels": 8,
+                "skip_channels": 8},
+    "tcn": {"channels": 8, "levels": 2, "dropout": 0.0},
+}
+
+
+def small(kind: str, rng: torch.Generator) -> StreamableNetwork:
+    model = build_network(kind, SMALL[kind])
+    randomize_(model, rng)
+    return model
+
+
+@pytest.mark.parametrize("kind", sorted(SMALL))
+def test_round_trip_reproduces_outputs_and_metadata(tmp_path: Path, kind: str, rng: torch.Generator) -> None:
+    model = small(kind, rng).double()
+    save_checkpoint(tmp_path / "ck", model, sample_rate=8000, training={"step": 7})
+    info = json.loads((tmp_path / "ck" / "config.json").read_text())
+    digest = hashlib.sha256((tmp_path / "ck" / "model.safetensors").read_bytes()).hexdigest()
+    assert info["weights_sha256"] == digest
+    assert (info["format"], info["version"], info["kind"]) == ("streamgen-checkpoint", 1, kind)
+    assert info["config"] == SMALL[kind] | {k: v for k, v in info["config"].items() if k not in SMALL[kind]}
+    assert info["params"] == model.num_parameters() and info["receptive_field"] == model.receptive_field
+    assert info["sample_rate"] == 8000 and info["training"] == {"step": 7}
+
+    loaded, info2 = load_checkpoint(tmp_path / "ck")
+    assert info2 == info and not loaded.training
+    x = random_onehot(2, model.input_length(16), 256, rng)
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.double()(x), model(x))
+
+
+def test_weight_norm_parametrizations_round_trip(tmp_path: Path, rng: torch.Generator) -> None:
+    model = small("tcn", rng)
+    keys = list(model.state_dict())
+    assert any("parametrizations.weight.original0" in k for k in keys)
+    save_checkpoint(tmp_path / "ck", model)
+    loaded, _ = load_checkpoint(tmp_path / "ck")
+    assert list(loaded.state_dict()) == keys
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_optimizer_state_resumes_identically(tmp_path: Path, rng: torch.Generator) -> None:
+    model = small("sequnet", rng)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.8, 0.95))
+    x = random_onehot(2, model.input_length(8), 256, rng).float()
+
+    def step(m: torch.nn.Module, o: torch.optim.Optimizer) -> None:
+        o.zero_grad()
+        m(x).square().mean().backward()
+        o.step()
+
+    for _ in range(3):
+        step(model, opt)
+    save_checkpoint(tmp_path / "ck", model, optimizer=opt, extra={"rng": torch.arange(5)})
+    loaded, _ = load_checkpoint(tmp_path / "ck")
+    loaded.train()
+    opt2 = torch.optim.Adam(loaded.parameters(), lr=1.0)
+    load_optimizer_state(tmp_path / "ck", opt2)
+    assert opt2.param_groups[0]["lr"] == 1e-2 and tuple(opt2.param_groups[0]["betas"]) == (0.8, 0.95)
+    step(model, opt)
+    step(loaded, opt2)
+    for a, b in zip(model.parameters(), loaded.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(load_extra(tmp_path / "ck")["rng"], torch.arange(5))
+
+
+def test_resave_keeps_foreign_files_and_replaces_weights(tmp_path: Path, rng: torch.Generator) -> None:
+    first, second = small("tcn", rng), small("tcn", rng)
+    save_checkpoint(tmp_path / "ck", first, optimizer=torch.optim.SGD(first.parameters(), 0.1))
+    (tmp_path / "ck" / "README.md").write_text("card")
+    save_checkpoint(tmp_path / "ck", second)
+    loaded, _ = load_checkpoint(tmp_path / "ck")
+    assert torch.equal(loaded.head.weight, second.head.weight)
+    assert (tmp_path / "ck" / "README.md").read_text() == "card"
+    assert not (tmp_path / "ck" / "optimizer.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+# -- damaged checkpoints ------------------------------------------------------------------
+@pytest.fixture
+def saved(tmp_path: Path, rng: torch.Generator) -> Path:
+    return save_checkpoint(tmp_path / "ck", small("sequnet", rng))
+
+
+def expect_error(path: Path, *fragments: str) -> str:
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def edit_config(path: Path, **changes) -> None:
+    info = json.loads((path / "config.json").read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            info[key].update(value)
+        else:
+            info[key] = value
+    (path / "config.json").write_text(json.dumps(info))
+
+
+def test_flipped_byte_fails_the_hash(saved: Path, rng: torch.Generator) -> None:
+    weights = saved / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    position = int(torch.randint(len(data) // 2, len(data), (1,), generator=rng))
+    data[position] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    expect_error(saved, "model.safetensors", "sha256", "corrupt")
+
+
+def test_truncated_weights(saved: Path) -> None:
+    weights = saved / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    expect_error(saved, "sha256")
+    # Even with a matching recorded hash, a truncated file is reported as such.
+    edit_config(saved, weights_sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
+    expect_error(saved, "corrupt or truncated")
+
+
+def test_missing_files(saved: Path, tmp_path: Path) -> None:
+    expect_error(tmp_path / "nowhere", "no such checkpoint directory")
+    (saved / "model.safetensors").unlink()
+    expect_error(saved, "model.safetensors is missing")
+
+
+def test_unknown_kind_bad_json_and_version(saved: Path) -> None:
+    edit_config(saved, kind="transformer")
+    expect_error(saved, "unknown network kind 'transformer'", "sequnet")
+    (saved / "config.json").write_text("{not json")
+    expect_error(saved, "not valid JSON")
+    (saved / "config.json").write_text(json.dumps({"format": "streamgen-checkpoint", "version": 99}))
+    expect_error(saved, "version 99")
+
+
+def test_config_that_does_not_match_the_weights(saved: Path) -> None:
+    edit_config(saved, config={"channels": 16})
+    expect_error(saved, "do not match the config", "shape")
+    edit_config(saved, config={"channels": 8, "levels": 4})
+    expect_error(saved, "do not match the config", "missing")
+    edit_config(saved, config={"levels": 3, "depth": 0})
+    expect_error(saved, "invalid sequnet config")
+
+
+def test_optimizer_state_errors(saved: Path, rng: torch.Generator) -> None:
+    other = small("tcn", rng)
+    with pytest.raises(CheckpointError, match="no optimizer state"):
+        load_optimizer_state(saved, torch.optim.Adam(other.parameters()))
+    model, _ = load_checkpoint(saved)
+    opt = torch.optim.Adam(model.parameters())
+    model(random_onehot(1, model.input_length(4), 256, rng).float()).sum().backward()
+    opt.step()
+    save_checkpoint(saved, model, optimizer=opt)
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        load_optimizer_state(saved, torch.optim.Adam(other.parameters()))

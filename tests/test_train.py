@@ -1,0 +1,263 @@
+"""Training data, the training loop (exact resume, DDP under torchrun) and the corpus builder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from streamgen.audio.io import load_audio
+from streamgen.audio.mulaw import mulaw_encode
+from streamgen.checkpoint import load_checkpoint
+from streamgen.train import corpus, data
+from streamgen.train.data import EncodedAudio, find_audio_files, load_encoded, split_files
+from streamgen.train.loop import LOG_FILE, TrainConfig, fit, train
+
+ROOT = Path(__file__).resolve().parents[1]
+# input_length(56) of this net gives 60 outputs: the loop must score the newest 56.
+TINY_SEQUNET = {"channels": 8, "levels": 4, "depth": 2}
+
+
+def write_tone(path: Path, sr: int, seconds: float, freq: float, seed: int) -> None:
+    """Stereo tone with a little noise, so that resampling and mixing are exercised."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    tone = 0.5 * np.sin(2 * np.pi * freq * t)
+    stereo = np.stack([tone, 0.6 * tone], axis=1) + 0.01 * rng.standard_normal((len(t), 2))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, stereo, sr)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and do not stall when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("audio")
+    for i in range(6):
+        sr = 22050 if i % 2 else 44100
+        ext = "flac" if i % 3 == 0 else "wav"
+        write_tone(root / f"set{i % 2}" / f"tone{i}.{ext}", sr, 1.0, 200.0 + 40 * i, seed=i)
+    (root / "notes.txt").write_text("not audio")
+    write_tone(root / ".hidden" / "skip.wav", 16000, 0.1, 100.0, seed=9)
+    return root
+
+
+def config(tmp_path: Path, audio_dir: Path, **changes) -> TrainConfig:
+    base = TrainConfig(
+        data=str(audio_dir), out_dir=str(tmp_path / "run"), kind="sequnet", model=TINY_SEQUNET,
+        output_length=60, batch_size=4, steps=6, lr=3e-3, val_windows=4, val_every=3,
+        checkpoint_every=3, log_every=2, cache_dir=str(tmp_path.parent / "cache"), progress=False,
+    )
+    return replace(base, **changes)
+
+
+# -- data ----------------------------------------------------------------------------------
+def test_find_and_split_are_deterministic_and_disjoint(audio_dir: Path) -> None:
+    files = find_audio_files(audio_dir)
+    assert len(files) == 6 and all(".hidden" not in str(f) for f in files)
+    split = split_files(audio_dir, val_fraction=0.34)
+    assert split == split_files(audio_dir, val_fraction=0.34)
+    assert len(split.validation) == 2 and sorted(split.train + split.validation) == files
+    assert len(split_files(audio_dir, val_fraction=0.01).validation) == 1
+    assert split_files(audio_dir, val_fraction=0.0).validation == []
+    explicit = split_files(audio_dir, val_files=["set0/tone0.flac"])
+    assert explicit.validation == [audio_dir / "set0/tone0.flac"] and len(explicit.train) == 5
+    with pytest.raises(FileNotFoundError, match="not found"):
+        split_files(audio_dir, val_files=["nope.wav"])
+
+
+def test_manifest_split_wins(tmp_path: Path) -> None:
+    for name in ["a", "b", "c"]:
+        write_tone(tmp_path / "wav" / f"{name}.wav", 16000, 0.1, 300.0, seed=0)
+    manifest = {"format": corpus.MANIFEST_FORMAT, "train": ["wav/a.wav", "wav/c.wav"], "validation": ["wav/b.wav"]}
+    (tmp_path / corpus.MANIFEST).write_text(json.dumps(manifest))
+    split = split_files(tmp_path, val_fraction=0.5)
+    assert split.train == [tmp_path / "wav/a.wav", tmp_path / "wav/c.wav"]
+    assert split.validation == [tmp_path / "wav/b.wav"]
+
+
+def test_encoding_is_cached_and_invalidated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "tone.wav"
+    write_tone(path, 22050, 0.5, 330.0, seed=1)
+    expected = mulaw_encode(load_audio(path, 16000))
+    first = load_encoded(path, 16000, tmp_path / "cache")
+    assert first.dtype == np.uint8 and np.array_equal(first, expected)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 1
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded although cached")
+
+    monkeypatch.setattr(data, "load_audio", no_decoding)
+    assert np.array_equal(load_encoded(path, 16000, tmp_path / "cache"), first)
+    with pytest.raises(AssertionError, match="decoded"):
+        load_encoded(path, 8000, tmp_path / "cache")  # another sample rate is another entry
+    write_tone(path, 22050, 0.6, 330.0, seed=2)  # file changed: size and mtime differ
+    with pytest.raises(AssertionError, match="decoded"):
+        load_encoded(path, 16000, tmp_path / "cache")
+
+
+def test_windows_pair_inputs_with_next_samples(audio_dir: Path, tmp_path: Path) -> None:
+    dataset = EncodedAudio(find_audio_files(audio_dir)[:3], 16000, tmp_path / "cache")
+    rng = np.random.default_rng(0)
+    in_len, out_len = 300, 64
+    positions = dataset.draw_positions(rng, 50, in_len + 1)
+    x, y = dataset.windows(positions, in_len, out_len)
+    assert x.shape == (50, in_len) and y.shape == (50, out_len) and x.dtype == np.int64
+    for (track, start), xi, yi in zip(positions, x, y):
+        samples = dataset.tracks[track]
+        assert start + in_len + 1 <= len(samples)
+        assert np.array_equal(xi, samples[start : start + in_len])
+        # Output j sits at input position in_len - out_len + j and predicts the next sample.
+        for j in (0, out_len // 2, out_len - 1):
+            assert yi[j] == samples[start + in_len - out_len + j + 1]
+    assert np.array_equal(y[:, :-1], x[:, in_len - out_len + 1 :])
+
+
+def test_positions_are_uniform_over_all_windows(tmp_path: Path) -> None:
+    dataset = EncodedAudio([], 16000)
+    dataset.tracks = [np.zeros(100, np.uint8), np.zeros(30, np.uint8), np.zeros(300, np.uint8)]
+    positions = dataset.draw_positions(np.random.default_rng(1), 40000, 50)
+    counts = np.bincount(positions[:, 0], minlength=3) / len(positions)
+    assert counts[1] == 0 and abs(counts[0] - 51 / 302) < 0.01 and abs(counts[2] - 251 / 302) < 0.01
+    assert positions[positions[:, 0] == 2, 1].max() == 250 and positions[:, 1].min() == 0
+    with pytest.raises(ValueError, match="no audio file holds a window of 400"):
+        dataset.draw_positions(np.random.default_rng(1), 1, 400)
+
+
+# -- the loop --------------------------------------------------------------------------------
+def test_training_lowers_validation_nll_and_saves_a_checkpoint(audio_dir: Path, tmp_path: Path) -> None:
+    cfg = config(tmp_path, audio_dir, steps=40, val_every=40, checkpoint_every=100, output_length=50)
+    out = train(cfg)
+    log = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    vals = [r for r in log if "val_nll_nats" in r]
+    assert [r["step"] for r in vals] == [0, 40]
+    assert vals[0]["val_nll_nats"] > np.log(256) - 0.5  # untrained: near uniform
+    assert vals[1]["val_nll_nats"] < vals[0]["val_nll_nats"] - 0.5
+    assert vals[1]["val_bits_per_sample"] == pytest.approx(vals[1]["val_nll_nats"] / np.log(2))
+    assert all(r["samples_per_second"] > 0 for r in log if "samples_per_second" in r)
+    model, info = load_checkpoint(out)
+    assert info["training"]["step"] == 40
+    assert info["training"]["output_length"] == 56  # rounded up to a multiple of 2**(4-1)
+    assert info["training"]["output_length"] % model.period == 0
+
+
+@pytest.mark.parametrize("kind,model", [
+    ("sequnet", TINY_SEQUNET),
+    ("tcn", {"channels": 8, "levels": 3, "dropout": 0.3}),  # dropout: the torch RNG matters
+])
+def test_resume_continues_exactly(audio_dir: Path, tmp_path: Path, kind: str, model: dict) -> None:
+    straight = config(tmp_path, audio_dir, kind=kind, model=model, steps=6, out_dir=str(tmp_path / "a"),
+                      grad_clip=0.5)
+    model_a, _ = fit(straight)
+    half = replace(straight, out_dir=str(tmp_path / "b"), steps=3)
+    fit(half)
+    model_b, out_b = fit(replace(half, steps=6, resume=True))
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert load_checkpoint(out_b)[1]["training"]["step"] == 6
+    # The optimizer's moments continued too: one more identical step keeps them equal.
+    model_c, _ = fit(replace(straight, steps=7, resume=True))
+    model_d, _ = fit(replace(half, steps=7, resume=True))
+    for a, b in zip(model_c.parameters(), model_d.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_refuses_to_overwrite_and_checks_kind(audio_dir: Path, tmp_path: Path) -> None:
+    cfg = config(tmp_path, audio_dir, steps=1)
+    train(cfg)
+    with pytest.raises(FileExistsError, match="resume"):
+        train(cfg)
+    with pytest.raises(ValueError, match="not tcn"):
+        train(replace(cfg, kind="tcn", resume=True, steps=2))
+
+
+def test_config_from_parsed_options() -> None:
+    from argparse import Namespace
+
+    options = Namespace(data="d", out_dir="o", steps=5, lr=None, command="train", kind="tcn")
+    cfg = TrainConfig.from_options(options)
+    assert (cfg.data, cfg.out_dir, cfg.steps, cfg.kind, cfg.lr) == ("d", "o", 5, "tcn", TrainConfig.lr)
+    with pytest.raises(ValueError, match="out_dir"):
+        TrainConfig.from_options({"data": "d"})
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    sys.path.insert(0, {root!r})
+    from safetensors.torch import save_file
+    from streamgen.train.loop import TrainConfig, fit
+    model, out = fit(TrainConfig(**json.loads(sys.argv[1])))
+    rank = int(os.environ["RANK"])
+    save_file({{k: v.contiguous() for k, v in model.state_dict().items()}},
+              os.path.join(sys.argv[2], f"rank{{rank}}.safetensors"))
+""")
+
+
+def test_torchrun_two_processes_match_one(audio_dir: Path, tmp_path: Path) -> None:
+    cfg = config(tmp_path, audio_dir, steps=8, val_every=8, checkpoint_every=4, out_dir=str(tmp_path / "ddp"))
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT.format(root=str(ROOT)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(script), json.dumps(cfg.to_dict()), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    log = [json.loads(line) for line in (tmp_path / "ddp" / LOG_FILE).read_text().splitlines()]
+    vals = [r["val_nll_nats"] for r in log if "val_nll_nats" in r]
+    assert vals[-1] < vals[0]
+    assert load_checkpoint(tmp_path / "ddp")[1]["training"]["world_size"] == 2
+    # Both ranks together saw the same global batches as one process with the same batch.
+    single, _ = fit(replace(cfg, out_dir=str(tmp_path / "single")))
+    for name, value in single.state_dict().items():
+        torch.testing.assert_close(rank0[name], value, rtol=0, atol=1e-4)
+
+
+# -- corpus ----------------------------------------------------------------------------------
+def test_corpus_order_and_fixed_split() -> None:
+    names = ["bach/bwv10.7", "bach/bwv9.7", "bach/bwv153.1", "bach/bwv153.10", "bach/bwv153.9"]
+    ordered = sorted(names, key=corpus.chorale_key)
+    assert ordered == ["bach/bwv9.7", "bach/bwv10.7", "bach/bwv153.1", "bach/bwv153.9", "bach/bwv153.10"]
+    splits = [corpus.split_of(i) for i in range(30)]
+    assert [i for i, s in enumerate(splits) if s == "validation"] == [9, 19, 29]
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None or not corpus.SOUNDFONT.is_file(),
+                    reason="fluidsynth and the FluidR3 GM soundfont are needed")
+def test_build_corpus_renders_normalised_mono_audio(tmp_path: Path) -> None:
+    pytest.importorskip("music21")
+    manifest_path = corpus.build_corpus(tmp_path / "bach", limit=2, jobs=1)
+    manifest = json.loads(manifest_path.read_text())
+    names = corpus.chorale_names()
+    assert len(names) > 300
+    expected = [f"wav/{Path(n).name}.wav" for n in names[:2]]
+    assert manifest["train"] == expected and manifest["validation"] == []
+    for rel in expected:
+        audio, sr = sf.read(tmp_path / "bach" / rel)
+        assert sr == 16000 and audio.ndim == 1 and len(audio) > 10 * sr
+        assert np.abs(audio).max() == pytest.approx(corpus.PEAK, abs=1e-3)
+    assert manifest["seconds"]["train"] == pytest.approx(
+        sum(sf.info(str(tmp_path / "bach" / r)).duration for r in expected), abs=0.01)
+    assert split_files(tmp_path / "bach").train == [tmp_path / "bach" / r for r in expected]
