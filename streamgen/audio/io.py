@@ -28,6 +28,11 @@ WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg":
 _SFC_SET_UPDATE_HEADER_AUTO = 0x1061  # libsndfile: rewrite the header after every write
 
 
+def to_pcm16(frames: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] to int16, rounded to nearest: one rule for files and stdout."""
+    return np.round(np.clip(frames, -1.0, 1.0) * 32767.0).astype("<i2")
+
+
 class AudioFileError(ValueError):
     """An audio file that cannot be read or written; the message names the file and a fix."""
 
@@ -122,6 +127,7 @@ class AudioWriter:
                 f"use one of {', '.join(WRITE_FORMATS)} or '-' for raw PCM on stdout"
             )
         fmt, default_subtype = WRITE_FORMATS[suffix]
+        self._pcm16 = (subtype or default_subtype) == "PCM_16"
         try:
             self._file = sf.SoundFile(
                 self.path, "w", sample_rate, channels, subtype or default_subtype, format=fmt
@@ -149,11 +155,10 @@ class AudioWriter:
         """Append one block and flush it to the file or stream."""
         frames = self._frames(block)
         if self._stream is not None:
-            pcm = np.round(np.clip(frames, -1.0, 1.0) * 32767.0).astype("<i2")
-            self._stream.write(pcm.tobytes())
+            self._stream.write(to_pcm16(frames).tobytes())
             self._stream.flush()
         elif self._file is not None:
-            self._file.write(frames)
+            self._file.write(to_pcm16(frames) if self._pcm16 else frames)
             self._file.flush()
         else:
             raise ValueError(f"{self.path}: writer is closed")
