@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 from live_audio import CAPTURE_PCM, RATE, alsa_env, reference_signal, rig_missing, run_case
 
+from streamgen.audio.devices import AudioDeviceError, OutputDevice, _select
 from streamgen.audio.live import measure_realtime_factor, plan_prebuffer
 from streamgen.audio.ring import SampleRing
 
@@ -160,3 +161,19 @@ def test_sample_ring_wraps_and_bounds() -> None:
     assert ring.write(np.arange(10, 16, dtype=np.float32)) == 4  # only 4 fit; wraps around
     assert ring.read_into(out) == 4 and list(out) == [3, 10, 11, 12]
     assert ring.read_into(out) == 1 and out[0] == 13 and ring.available == 0
+
+
+def test_device_selection_by_index_name_or_part_of_a_name() -> None:
+    outputs = [
+        OutputDevice(0, "hw:0,0", "ALSA", 2, 48000.0, False),
+        OutputDevice(3, "pulse", "ALSA", 32, 44100.0, True),
+        OutputDevice(4, "pulse monitor", "ALSA", 2, 44100.0, False),
+    ]
+    assert _select(outputs, None).index == 3  # the default
+    assert _select(outputs, 4).index == 4 and _select(outputs, "4").index == 4
+    assert _select(outputs, "pulse").index == 3  # an exact name wins over substrings
+    assert _select(outputs, "MONITOR").index == 4
+    with pytest.raises(AudioDeviceError, match="matches several output devices; choose one of"):
+        _select(outputs, "u")
+    with pytest.raises(AudioDeviceError, match="device 7 is not an output device"):
+        _select(outputs, "7")
