@@ -97,8 +97,8 @@ def test_missing_and_empty_files(tmp_path: Path) -> None:
         load_audio(tmp_path / "empty.wav", 16000)
 
 
-@pytest.mark.parametrize("ext,subtype,tol", [("wav", None, 1 / 32767), ("wav", "FLOAT", 0),
-                                             ("flac", None, 1 / 32767)])
+@pytest.mark.parametrize("ext,subtype,tol", [("wav", None, 0.5 / 32768), ("wav", "FLOAT", 0),
+                                             ("flac", None, 0.5 / 32768)])
 def test_writer_round_trips_blocks(tmp_path: Path, ext: str, subtype: str | None, tol: float) -> None:
     rng = np.random.default_rng(1)
     blocks = [rng.uniform(-0.9, 0.9, size=n).astype(np.float32) for n in (100, 1, 513, 64)]
@@ -116,7 +116,8 @@ def test_writer_raw_pcm_is_s16le(tmp_path: Path) -> None:
     block = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 2.0], dtype=np.float32)
     with AudioWriter("-", 16000, stream=stream) as writer:
         writer.write(block)
-    expected = b"".join(int(round(v * 32767)).to_bytes(2, "little", signed=True)
+    # x * 32768 rounded, clipped to the int16 range (full scale +1.0 becomes 32767)
+    expected = b"".join(min(int(round(v * 32768)), 32767).to_bytes(2, "little", signed=True)
                         for v in np.clip(block, -1, 1))
     assert stream.getvalue() == expected
 
@@ -170,7 +171,7 @@ def test_wav_stays_valid_when_the_writer_is_interrupted(tmp_path: Path, sig: int
     # SIGKILL may land between a block's data and its header update: at most one block
     # is then beyond the header's count; on SIGINT the file is closed properly.
     assert unlisted == 0 if sig == signal.SIGINT else 0 <= unlisted <= 2 * 1600
-    assert np.all(data == round(0.25 * 32767))
+    assert np.all(data == round(0.25 * 32768))
 
 
 def test_flac_is_finalised_on_keyboard_interrupt(tmp_path: Path) -> None:

@@ -159,3 +159,33 @@ def test_help_everywhere(zoo: Path) -> None:
         result = streamgen(zoo, sub, "--help")
         assert result.returncode == 0 and b"usage: streamgen " + sub.encode() in result.stdout
     assert b"examples" in streamgen(zoo, "generate", "--help").stdout
+
+
+import live_audio  # noqa: E402  (the paced JACK dummy device rig)
+
+paced_device = live_audio.paced_device
+
+
+def test_play_through_a_paced_device_plays_what_generate_writes(zoo, paced_device, tmp_path) -> None:
+    capture = tmp_path / "played.raw"
+    env = {**live_audio.alsa_env(tmp_path, paced_device.server, capture), "STREAMGEN_MODELS": str(zoo)}
+    saved = tmp_path / "saved.wav"
+    start = time.monotonic()
+    result = subprocess.run(["streamgen", "play", "--seconds", "2", "--seed", "3", "--save", str(saved)],
+                            env=env, capture_output=True, text=True, timeout=120)
+    wall = time.monotonic() - start
+    assert result.returncode == 0, result.stderr
+    assert "underflows 0" in result.stderr, result.stderr
+    played = np.fromfile(capture, dtype="<f4")
+    first = int(np.flatnonzero(played)[0])  # PortAudio primes the device with silence
+    played = played[first : first + 2 * RATE]
+    reference = streamgen(zoo, "generate", "-o", "-", "--seconds", "2", "--seed", "3", "--quiet")
+    generated = np.frombuffer(reference.stdout, dtype="<i2") / 32768.0
+    assert len(played) == len(generated) == 2 * RATE
+    # int16 holds 1.0 as 32767/32768: within one step of what was played, half a step below
+    np.testing.assert_allclose(played, generated, atol=1.0001 / 32768)
+    assert np.mean(np.abs(played - generated) <= 0.5001 / 32768) > 0.99
+    saved_audio = sf.read(str(saved), dtype="float32")[0]  # what the device got, incl. the
+    np.testing.assert_array_equal(saved_audio[: 2 * RATE], played)  # last callback's padding
+    assert not saved_audio[2 * RATE :].any()
+    assert wall >= 2.0  # paced by the device clock, not faster

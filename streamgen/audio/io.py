@@ -29,8 +29,9 @@ _SFC_SET_UPDATE_HEADER_AUTO = 0x1061  # libsndfile: rewrite the header after eve
 
 
 def to_pcm16(frames: np.ndarray) -> np.ndarray:
-    """Float audio in [-1, 1] to int16, rounded to nearest: one rule for files and stdout."""
-    return np.round(np.clip(frames, -1.0, 1.0) * 32767.0).astype("<i2")
+    """Float audio to int16 (x * 32768, rounded, clipped): one rule for files and stdout,
+    the inverse of how soundfile reads PCM back (int / 32768)."""
+    return np.clip(np.round(np.asarray(frames, dtype=np.float64) * 32768.0), -32768, 32767).astype("<i2")
 
 
 class AudioFileError(ValueError):
