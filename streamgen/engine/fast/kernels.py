@@ -48,9 +48,9 @@ def gated(src, p, nframes, weight, bias, channels, dst, q, col, acc):
 
 
 @njit(cache=True)
-def chain(ids, rings, pos, wins, weights, biases, channels, dst, q, col, acc, width):
-    """Run the layers ``ids`` in order, each into the next one's slot, the last into
-    ``dst[:, q, col:]``; ``width`` limits the columns written in the next layer's slot."""
+def chain(ids, rings, pos, wins, weights, biases, channels, dst, q, acc):
+    """Run the layers ``ids`` in order, each into the first ``channels`` columns of the next
+    one's slot, the last into ``dst[:, q, :channels]``."""
     n = ids.shape[0]
     for i in range(n):
         r = ids[i]
@@ -60,7 +60,7 @@ def chain(ids, rings, pos, wins, weights, biases, channels, dst, q, col, acc, wi
             q2 = ring_slot(rings[r2], pos, r2, wins[r2])
             gated(rings[r], pos[r], wins[r], weights[r], biases[r], channels, rings[r2], q2, 0, acc)
         else:
-            gated(rings[r], pos[r], wins[r], weights[r], biases[r], channels, dst, q, col, acc)
+            gated(rings[r], pos[r], wins[r], weights[r], biases[r], channels, dst, q, 0, acc)
 
 
 @njit(cache=True)
@@ -95,7 +95,7 @@ def sequnet_step(
     for l in range(hi + 1):
         down = enc_down[l]
         qd = ring_slot(rings[down], pos, down, wins[down])
-        chain(enc_convs[l], rings, pos, wins, weights, biases, c, rings[down], qd, 0, acc, c)
+        chain(enc_convs[l], rings, pos, wins, weights, biases, c, rings[down], qd, acc)
         d0 = dec_convs[l, 0]
         q0 = ring_slot(rings[d0], pos, d0, wins[d0])
         for b in range(batch):
@@ -108,12 +108,11 @@ def sequnet_step(
                   rings[nxt], qn, 0, acc)
     # bottleneck
     if top == last:
+        dst, q = head_in, 0
         if last > 0:
             up = dec_up[last - 1]
-            qu = ring_slot(rings[up], pos, up, wins[up])
-            chain(bott, rings, pos, wins, weights, biases, c, rings[up], qu, 0, acc, c)
-        else:
-            chain(bott, rings, pos, wins, weights, biases, c, head_in, 0, 0, acc, c)
+            dst, q = rings[up], ring_slot(rings[up], pos, up, wins[up])
+        chain(bott, rings, pos, wins, weights, biases, c, dst, q, acc)
     # decoder, coarse to fine
     for l in range(hi, -1, -1):
         up = dec_up[l]
@@ -132,12 +131,11 @@ def sequnet_step(
             qj = ring_slot(rings[rj], pos, rj, wins[rj])
             for b in range(batch):
                 rings[rj][b, qj, c:] = rings[d0][b, q0, c:]
+        dst, q = head_in, 0
         if l > 0:
             nu = dec_up[l - 1]
-            qn = ring_slot(rings[nu], pos, nu, wins[nu])
-            chain(convs, rings, pos, wins, weights, biases, c, rings[nu], qn, 0, acc, c)
-        else:
-            chain(convs, rings, pos, wins, weights, biases, c, head_in, 0, 0, acc, c)
+            dst, q = rings[nu], ring_slot(rings[nu], pos, nu, wins[nu])
+        chain(convs, rings, pos, wins, weights, biases, c, dst, q, acc)
     # head: relu, 1x1
     for b in range(batch):
         for o in range(head_w.shape[0]):
