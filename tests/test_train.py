@@ -261,3 +261,22 @@ def test_build_corpus_renders_normalised_mono_audio(tmp_path: Path) -> None:
     assert manifest["seconds"]["train"] == pytest.approx(
         sum(sf.info(str(tmp_path / "bach" / r)).duration for r in expected), abs=0.01)
     assert split_files(tmp_path / "bach").train == [tmp_path / "bach" / r for r in expected]
+
+
+def test_target_positions_give_the_same_targets_to_any_network(tmp_path) -> None:
+    from streamgen.train.data import EncodedAudio
+
+    rng = np.random.default_rng(4)
+    data = EncodedAudio.__new__(EncodedAudio)
+    data.tracks = [rng.integers(0, 256, n) for n in (30000, 12000, 9000)]
+    targets = []
+    for in_len in (5000, 8000):  # two networks with different receptive fields
+        pos = data.target_positions(8192, in_len, 1024, every=2)
+        _, y = data.windows(pos, in_len, 1024)
+        targets.append(y)
+        first = [data.tracks[t][s + in_len + 1 - 1024] for t, s in pos[:1]]
+        assert first[0] == data.tracks[0][8192]
+    np.testing.assert_array_equal(targets[0], targets[1])
+    assert len(targets[0]) == 11 + 2 + 0  # blocks at 8192, 10240, ... that end inside each track
+    with pytest.raises(ValueError, match="too little context"):
+        data.target_positions(1000, 5000, 1024)

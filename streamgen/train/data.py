@@ -162,6 +162,21 @@ class EncodedAudio:
         segs = segs.astype(np.int64)
         return segs[:, :input_length], segs[:, input_length + 1 - output_length :]
 
+    def target_positions(
+        self, first_target: int, input_length: int, output_length: int, every: int = 1
+    ) -> np.ndarray:
+        """Windows whose targets tile every track from sample ``first_target`` on (each
+        ``every``-th block of ``output_length``). The same targets for any network whose
+        ``input_length(output_length) - output_length < first_target``: a fair comparison."""
+        if input_length - output_length >= first_target:
+            raise ValueError(f"first_target {first_target} leaves too little context for "
+                             f"{input_length} inputs per {output_length} outputs")
+        out = []
+        for i, t in enumerate(self.tracks):
+            for target in range(first_target, len(t) - output_length + 1, output_length * every):
+                out.append((i, target - input_length - 1 + output_length))
+        return np.array(out, dtype=np.int64).reshape(-1, 2)
+
     def validation_positions(self, count: int, input_length: int, output_length: int) -> np.ndarray:
         """Up to ``count`` fixed windows whose targets tile the tracks, spread evenly."""
         window = input_length + 1
