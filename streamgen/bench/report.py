@@ -63,6 +63,15 @@ def markdown(results: dict[str, Any]) -> str:
     for r in results["batch_sweep"]:
         lines.append(f"| {r['backend']} | {r['batch']} | {_fmt(r['samples_per_s'])} "
                      f"| {_fmt(r['per_stream_samples_per_s'])} |")
+    if "overhead" in results:
+        lines += ["", "## Per-sample time budget: fixed overhead vs arithmetic (default architecture)", "",
+                  "Overhead = the same layer graph at width 1 (no arithmetic to speak of); arithmetic = the rest.", "",
+                  "| backend | us/sample | overhead us | arithmetic us | overhead share | GMAC/s in arithmetic |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in results["overhead"]:
+            lines.append(f"| {r['backend']} | {r['us_per_sample']:.1f} | {r['overhead_us']:.1f} | "
+                         f"{r['arithmetic_us']:.1f} | {r['overhead_share']:.0%} | "
+                         f"{_fmt(r['gmacs_per_s'], 2)} |")
     p = results["step_profile"]
     lines += ["", "## Worst-case vs mean step (torch backend, default architecture)", "",
               f"mean {p['mean_s'] * 1e6:.0f} us, median {p['median_s'] * 1e6:.0f} us, "

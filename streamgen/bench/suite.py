@@ -110,6 +110,27 @@ def training_step(kind: str, config: dict, out_len: int, *, device: str = "cpu",
     return json.loads(done.stdout)
 
 
+def overhead_breakdown(config: SeqUNetConfig, *, device: str = "cpu", n: int = 2048,
+                       repeats: int = 5) -> list[dict[str, Any]]:
+    """Per-sample time split into fixed overhead and arithmetic, per backend.
+
+    The same layer graph at width 1 (and 16 classes) does almost no arithmetic: its time per
+    sample is the schedule's Python/dispatch (torch) or loop (numba) overhead; the rest of the
+    full model's time is arithmetic, reported with the rate it achieves.
+    """
+    full = SeqUNet(config).eval()
+    skeleton = SeqUNet(SeqUNetConfig(1, config.levels, config.depth, config.kernel_size, classes=16)).eval()
+    rows = []
+    for backend in (["torch", "numba"] if device == "cpu" else ["torch"]):
+        t_full, t_skel = (1.0 / generation_rate(m, device=device, backend=backend, n=n,
+                                                  repeats=repeats)["samples_per_s"] for m in (full, skeleton))
+        arithmetic = max(t_full - t_skel, 0.0)
+        rows.append({"backend": backend, "us_per_sample": t_full * 1e6, "overhead_us": t_skel * 1e6,
+                     "arithmetic_us": arithmetic * 1e6, "overhead_share": t_skel / t_full,
+                     "gmacs_per_s": mean_macs(full) / arithmetic / 1e9 if arithmetic else None})
+    return rows
+
+
 def _sequnet(levels: int, channels: int = 32) -> SeqUNet:
     return SeqUNet(SeqUNetConfig(channels, levels, 2, 5))
 
@@ -190,6 +211,9 @@ def run_suite(profile: Profile, *, device: str = "cpu",
                         n=max(64, profile.gen_samples // max(1, b // 4)), repeats=profile.repeats)
         for be in backends for b in profile.batches
     ]
+    log("7. per-sample budget: overhead vs arithmetic")
+    results["overhead"] = overhead_breakdown(model.config, device=device, n=profile.gen_samples,
+                                             repeats=profile.repeats)
     log("6. worst-case vs mean step")
     results["step_profile"] = step_profile(model, device=device, steps=profile.profile_steps)
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")

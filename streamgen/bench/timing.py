@@ -44,7 +44,7 @@ def machine_info(device: torch.device | str) -> dict[str, object]:
     info: dict[str, object] = {
         "machine": platform.node(),
         "platform": platform.platform(),
-        "processor": _cpu_name(),
+        "processor": cpu_name(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -61,7 +61,7 @@ def machine_info(device: torch.device | str) -> dict[str, object]:
     return info
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
