@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     player = LivePlayer(lambda n: gen(n)[0], rate, device=args.device_name, block_size=args.block,
                         prebuffer=args.prebuffer, force=args.force)
     report = player.play(args.seconds, save=args.save)
-    print(f"played {report.samples_played / rate:.2f} s on '{report.device}' at {rate} Hz: "
+    print(f"played {report.samples_played / rate:.2f} s on '{report.device}' at {rate} Hz "
+          f"({gen.engine.backend} backend): "
           f"real-time factor {report.realtime_factor:.2f}, pre-buffer {report.prebuffer_seconds:.2f} s, "
           f"output latency {report.output_latency * 1000:.0f} ms, underflows {report.underflows}"
           + (" (interrupted)" if report.interrupted else "")

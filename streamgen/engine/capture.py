@@ -37,7 +37,7 @@ class Capture:
         n_in = model.input_length(pad_right + span)
         n_hist = n_in - pad_right
         batch = history.shape[0]
-        zeros = torch.full((batch, max(n_hist - history.shape[1], 0) ), classes, dtype=torch.int64)
+        zeros = torch.full((batch, max(n_hist - history.shape[1], 0)), classes, dtype=torch.int64)
         idx = torch.cat([zeros, history[:, max(history.shape[1] - n_hist, 0) :].cpu(),
                          torch.full((batch, pad_right), classes, dtype=torch.int64)], dim=1)
         self.index = idx

@@ -110,16 +110,13 @@ class StreamingEngine:
         self.reset()
 
     # -- state -------------------------------------------------------------------------
-    def _load_capture(self, capture: Capture, t: int, streams: torch.Tensor | None,
-                      t_capture: int | None = None) -> None:
-        tc = t if t_capture is None else t_capture
+    def _load_capture(self, capture: Capture, t: int, streams: torch.Tensor | None) -> None:
+        """Fill every ring (of all streams, or of ``streams``) as it stands after step ``t``
+        of ``capture`` (batch 1 captures are broadcast)."""
+        count = self.batch_size if streams is None else len(streams)
         for name, ring in self.program.rings.items():
-            frames = capture.window(name, tc).to(self.device)
-            if streams is None:
-                frames = frames.expand(self.batch_size, -1, -1)
-            else:
-                frames = frames.expand(len(streams), -1, -1)
-            ring.fill(frames, streams)
+            frames = capture.window(name, t).to(self.device)
+            ring.fill(frames.expand(count, -1, -1), streams)
 
     def reset(self, streams: list[int] | torch.Tensor | None = None) -> None:
         """Restore zero history: all streams (and the clock), or only ``streams``.
@@ -132,10 +129,8 @@ class StreamingEngine:
             sel = None
         else:
             sel = torch.as_tensor(streams, dtype=torch.int64, device=self.device).view(-1)
-        last = self.t - 1
-        zero = self._zero
-        t_capture = zero.t_first + (last - zero.t_first) % self.period
-        self._load_capture(zero, last, sel, t_capture)
+        zero = self._zero  # periodic: the captured step with the same clock phase as t - 1
+        self._load_capture(zero, zero.t_first + (self.t - 1 - zero.t_first) % self.period, sel)
         if sel is None:
             self.logits.copy_(self._silence_logits.expand_as(self.logits))
         else:
