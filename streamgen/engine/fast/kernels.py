@@ -3,7 +3,7 @@
 They run a whole block of steps in one native call over the same ring storage the torch
 program uses (numpy views of its tensors), so capture, reset, prime and state save/restore
 are shared with the plain engine. The layer graph arrives as integer tables; every ring is
-one entry of a typed list, its window length in ``wins`` and its newest index in ``pos``.
+one entry of a homogeneous tuple, its window length in ``wins`` and its newest index in ``pos``.
 """
 
 from __future__ import annotations

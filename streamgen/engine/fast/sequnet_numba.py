@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import typed
 
 from streamgen.engine.fast import kernels
 from streamgen.engine.program import INPUT_RING
@@ -32,7 +31,8 @@ class NumbaSeqUNetProgram(SeqUNetProgram):
         names = [n for n in self.rings if n != INPUT_RING]
         index = {n: i for i, n in enumerate(names)}
         self._names = names
-        self._rings = typed.List([self.rings[n].data.numpy() for n in names])
+        # homogeneous tuples (not numba typed lists, which compile anew in every process)
+        self._rings = tuple(self.rings[n].data.numpy() for n in names)
         self._wins = np.array([self.rings[n].window_size for n in names], dtype=np.int64)
         self._pos = np.zeros(len(names), dtype=np.int64)
         dummy = np.zeros((1, 1), dtype=np.float32)
@@ -48,7 +48,7 @@ class NumbaSeqUNetProgram(SeqUNetProgram):
                 weights.append(_f32(step.conv.flat.t()))
                 odds.append(dummy)
                 biases.append(_f32(step.conv.bias[0]))
-        self._weights, self._odds, self._biases = typed.List(weights), typed.List(odds), typed.List(biases)
+        self._weights, self._odds, self._biases = tuple(weights), tuple(odds), tuple(biases)
 
         def ids(steps_: list) -> np.ndarray:
             return np.array([index[self._name_of(s)] for s in steps_], dtype=np.int64)
