@@ -60,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         config = TrainConfig.from_options(args)
     except (TypeError, ValueError) as exc:
         raise CLIError(f"{exc}; see streamgen train --help") from exc
-    path = train(config)
+    try:
+        path = train(config)
+    except FileExistsError as exc:
+        raise CLIError(f"{config.out_dir} already holds a checkpoint; pass --resume to continue "
+                       "it or choose another --out") from exc
     print(f"checkpoint: {path}")
     return 0

@@ -192,3 +192,26 @@ def test_play_through_a_paced_device_plays_what_generate_writes(zoo, paced_devic
     np.testing.assert_array_equal(saved_audio[: 2 * RATE], played)  # last callback's padding
     assert not saved_audio[2 * RATE :].any()
     assert wall >= 2.0  # paced by the device clock, not faster
+
+
+def test_train_then_generate_with_the_result(zoo: Path, tmp_path: Path) -> None:
+    data = tmp_path / "audio"
+    data.mkdir()
+    t = np.arange(22050) / 22050
+    for i, f0 in enumerate([220, 330, 440, 550]):
+        sf.write(str(data / f"tone{i}.wav"), 0.4 * np.sin(2 * np.pi * f0 * t), 22050)
+    run = tmp_path / "run"
+    result = streamgen(zoo, "train", "--data", str(data), "--out", str(run), "--config",
+                       '{"channels": 4, "levels": 2, "depth": 1, "kernel_size": 3}',
+                       "--window", "64", "--batch", "2", "--steps", "4", "--val-every", "2",
+                       "--checkpoint-every", "2", "--threads", "1", "--cache-dir", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr.decode()
+    assert "checkpoint:" in result.stdout.decode()
+    info = streamgen(zoo, "info", str(run))
+    assert info.returncode == 0 and b"sequnet" in info.stdout
+    out = tmp_path / "from_run.wav"
+    gen = streamgen(zoo, "generate", "-o", str(out), "--model", str(run), "--seconds", "0.1", "--quiet")
+    assert gen.returncode == 0, gen.stderr.decode()
+    assert sf.info(str(out)).frames == 1600
+    again = streamgen(zoo, "train", "--data", str(data), "--out", str(run), "--steps", "4")
+    assert "resume" in one_line_error(again)  # an existing run is not overwritten silently

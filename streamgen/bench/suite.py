@@ -44,7 +44,8 @@ class Profile:
     batches: tuple[int, ...] = (1, 4, 16, 64, 256)
     profile_steps: int = 2048
     paper: bool = True
-    train_out: int = 4096
+    train_out: int = 1024  # outputs per training step (inputs: the receptive field more)
+    train_repeats: int = 2
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -199,7 +200,8 @@ def run_suite(profile: Profile, *, device: str = "cpu",
                               "macs_per_sample": mean_macs(net),
                               **generation_rate(net, device=device, backend=b, n=max(256, profile.gen_samples // 8),
                                                 repeats=max(2, profile.repeats // 2))})
-            paper[-1]["training"] = training_step(kind, cfg, profile.train_out, device=device)
+            paper[-1]["training"] = training_step(kind, cfg, profile.train_out, device=device,
+                                                  repeats=profile.train_repeats)
         results["paper_comparison"] = paper
 
     log("3./4. scaling with the receptive field (with full recomputation)")
