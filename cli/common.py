@@ -25,18 +25,21 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("sampling")
+    g = p.add_argument_group("sampling (unset options take the model's recommended values)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    g.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default: 1)")
-    g.add_argument("--top-k", type=int, default=0, help="keep the k most likely classes (0: off)")
-    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
-    g.add_argument("--greedy", action="store_true", help="always take the most likely class")
+    g.add_argument("--temperature", type=float, help="softmax temperature (plain: 1)")
+    g.add_argument("--top-k", type=int, help="keep the k most likely classes (0: off)")
+    g.add_argument("--top-p", type=float, help="nucleus sampling mass (1: off)")
+    g.add_argument("--greedy", action="store_true", default=None, help="always take the most likely class")
 
 
-def sampling_config(args: argparse.Namespace) -> SamplingConfig:
+def sampling_config(args: argparse.Namespace, recommended: dict | None = None) -> SamplingConfig:
+    """The model's recommended sampling (``config.json`` "sampling"), overridden by options."""
+    given = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+             "greedy": args.greedy}
     try:
-        return SamplingConfig(args.temperature, args.top_k, args.top_p, args.greedy)
-    except ValueError as exc:
+        return SamplingConfig(**{**(recommended or {}), **{k: v for k, v in given.items() if v is not None}})
+    except (TypeError, ValueError) as exc:
         raise CLIError(f"{exc}; see --help") from exc
 
 

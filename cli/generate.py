@@ -57,11 +57,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seconds <= 0 or args.batch < 1 or args.block < 1:
         raise CLIError("--seconds, --batch and --block must be positive")
-    sampling = sampling_config(args)
+    sampling_config(args)  # bad values fail before any work
     paths = output_paths(args.output, args.batch)
     for path in paths + ([args.spectrogram] if args.spectrogram else []):
         check_output(path, args.force)
     model, info, _ = load_model(args.model)
+    sampling = sampling_config(args, info.get("sampling"))
     rate = int(info.get("sample_rate", 16000))
     prime = load_audio(args.prime, rate) if args.prime else None
     gen = AudioGenerator(model, batch=args.batch, device=args.device, sampling=sampling,

@@ -92,6 +92,8 @@ def run_info(args: argparse.Namespace) -> int:
           f"({details['receptive_field_seconds']:.2f} s at {rate} Hz)")
     print(f"  cost             {details['macs_per_sample']:,.0f} MACs/sample "
           f"(worst step {details['macs_worst_step']:,})")
+    if info.get("sampling"):
+        print(f"  sampling         {json.dumps(info['sampling'])} (recommended; options override)")
     train = info.get("training") or {}
     for key in ("val_bits_per_sample", "val_nats", "steps", "hardware", "wall_time_s", "data"):
         if key in train:

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     rate = int(info.get("sample_rate", 16000))
     from streamgen.generation import AudioGenerator
 
-    gen = AudioGenerator(model, device=args.device, sampling=sampling_config(args), seed=args.seed,
+    gen = AudioGenerator(model, device=args.device, sampling=sampling_config(args, info.get("sampling")), seed=args.seed,
                          backend=args.backend)
     player = LivePlayer(lambda n: gen(n)[0], rate, device=args.device_name, block_size=args.block,
                         prebuffer=args.prebuffer, force=args.force)

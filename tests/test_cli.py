@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +31,10 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     randomize_(model, torch.Generator().manual_seed(11), scale=1.0)
     save_checkpoint(root / "default", model, sample_rate=RATE)
     save_checkpoint(root / "broken", model, sample_rate=RATE)
+    save_checkpoint(root / "tuned", model, sample_rate=RATE)
+    config = json.loads((root / "tuned" / "config.json").read_text())
+    config["sampling"] = {"top_p": 0.5, "temperature": 0.8}  # the model's recommendation
+    (root / "tuned" / "config.json").write_text(json.dumps(config))
     weights = root / "broken" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-100] ^= 0xFF
@@ -215,3 +220,17 @@ def test_train_then_generate_with_the_result(zoo: Path, tmp_path: Path) -> None:
     assert sf.info(str(out)).frames == 1600
     again = streamgen(zoo, "train", "--data", str(data), "--out", str(run), "--steps", "4")
     assert "resume" in one_line_error(again)  # an existing run is not overwritten silently
+
+
+def test_recommended_sampling_applies_unless_overridden(zoo: Path) -> None:
+    def pcm(*extra: str) -> bytes:
+        result = streamgen(zoo, "generate", "-o", "-", "--model", "tuned", "--seconds", "0.2",
+                           "--seed", "1", "--quiet", *extra)
+        assert result.returncode == 0, result.stderr.decode()
+        return result.stdout
+
+    plain = pcm()
+    assert plain == pcm("--top-p", "0.5", "--temperature", "0.8")
+    assert plain != pcm("--top-p", "1", "--temperature", "1")
+    assert plain != pcm("--temperature", "1.2")  # one option overrides, the other stays
+    assert b"top_p" in streamgen(zoo, "info", "tuned").stdout

@@ -12,6 +12,7 @@ generates an example with its spectrogram and tonality figures, and writes ``REA
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -79,10 +80,13 @@ def write_card(run: Path, dest: Path, data: Path, baseline: Path | None, seconds
     summary.update({"val_nats": ev["val_nats"], "val_bits_per_sample": ev["val_bits_per_sample"],
                     "val_targets": ev["targets"], "hardware": hardware or cpu_name(),
                     "data": "Bach chorales (music21) rendered to piano, 16 kHz; see README"})
+    sampling = sampling or SamplingConfig()
     shipped = {k: v for k, v in info.items() if k != "training"} | {"training": summary}
+    if sampling != SamplingConfig():  # what `streamgen generate` uses unless told otherwise
+        shipped["sampling"] = {k: v for k, v in dataclasses.asdict(sampling).items()
+                               if v != getattr(SamplingConfig(), k)}
     (dest / CONFIG).write_text(json.dumps(shipped, indent=2))
 
-    sampling = sampling or SamplingConfig()
     gen = AudioGenerator(model, sampling=sampling, seed=seed, device="cpu")
     start = time.perf_counter()
     audio = gen(int(seconds * rate))[0]
@@ -156,7 +160,7 @@ model is favoured by its receptive field):
 ## Example
 
 `example.wav`: {seconds:g} s generated from silence with seed {seed} and
-`{sampling}`, at {speed:.2f}x real time on this machine's CPU (numba backend, including start-up).
+`{sampling}` (the sampling `streamgen generate` uses for this model unless told otherwise), at {speed:.2f}x real time on this machine's CPU (numba backend, including start-up).
 `example.png` is its spectrogram. Tonality check (`streamgen.audio.analysis.harmonicity`):
 spectral flatness {flat:.4f} (white noise: 0.56), pitch salience {sal:.2f}, tonal: {tonal}.
 
@@ -182,14 +186,17 @@ def main() -> None:
     c.add_argument("--seconds", type=float, default=8.0)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--hardware", default="")
+    c.add_argument("--temperature", type=float, default=1.0)
+    c.add_argument("--top-p", type=float, default=1.0, help="recommended sampling, stored in config.json")
     args = parser.parse_args()
     if args.cmd == "eval":
         result = evaluate_run(args.run, args.data, args.every, args.threads)
         (args.run / EVAL).write_text(json.dumps(result, indent=2))
         print(json.dumps(result))
     else:
+        sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p)
         print(write_card(args.run, args.dest, args.data, args.baseline, args.seconds, args.seed,
-                         hardware=args.hardware))
+                         sampling=sampling, hardware=args.hardware))
 
 
 if __name__ == "__main__":
