@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -71,14 +70,13 @@ def run(args: argparse.Namespace) -> int:
     writers = [AudioWriter(p, rate) for p in paths]
     kept: list[np.ndarray] = []
     progress = _progress(total, args.quiet or args.output == "-" and not sys.stderr.isatty())
-    start = time.perf_counter()
     try:
         for block in gen.blocks(total, args.block):
             for writer, stream in zip(writers, block):
                 writer.write(stream)
             if args.spectrogram:
                 kept.append(block[0])
-            _advance(progress, block.shape[1], gen.generated, time.perf_counter() - start, rate)
+            _advance(progress, block.shape[1], rate)
     except KeyboardInterrupt:
         done = gen.generated
         print(f"\nstreamgen: interrupted; kept {done} samples ({done / rate:.2f} s) in "
@@ -107,9 +105,12 @@ def _progress(total: int, quiet: bool):
     return tqdm(total=total, unit="sample", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
 
 
-def _advance(progress, n: int, done: int, elapsed: float, rate: int) -> None:
+def _advance(progress, n: int, rate: int) -> None:
+    """Advance the bar; the real-time factor is tqdm's smoothed current speed (so a one-off
+    start-up cost, such as compiling the kernels on first use, fades out of it)."""
     if progress is None:
         return
     progress.update(n)
-    if elapsed > 0:
-        progress.set_postfix_str(f"{done / elapsed / rate:.2f}x real time")
+    speed = progress.format_dict.get("rate")
+    if speed:
+        progress.set_postfix_str(f"{speed / rate:.2f}x real time")
