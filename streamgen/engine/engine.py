@@ -178,23 +178,13 @@ class StreamingEngine:
             raise ValueError(f"classes must be in 0..{self.classes - 1}")
         return x.to(device=self.device, dtype=torch.int64)
 
-    def _step(self, x: torch.Tensor) -> None:
-        self.program.step(x, self.logits, self.t % self.period)
-        self.t += 1
-
     @torch.no_grad()
     def feed(self, samples: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor | None:
         """Teacher-forced: consume ``samples`` (B, N); write each step's logits into ``out``
         ``(B, N, classes)`` if given. ``self.logits`` then predicts the next sample."""
-        samples = self._check_classes(samples)
-        if hasattr(self.program, "feed_block"):
-            self.program.feed_block(samples.contiguous(), out, self.logits, self.t)
-            self.t += samples.shape[1]
-            return out
-        for i in range(samples.shape[1]):
-            self._step(samples[:, i])
-            if out is not None:
-                out[:, i].copy_(self.logits)
+        samples = self._check_classes(samples).contiguous()
+        self.program.feed_block(samples, out, self.logits, self.t)
+        self.t += samples.shape[1]
         return out
 
     @torch.no_grad()
@@ -202,15 +192,8 @@ class StreamingEngine:
         """Free-running: draw ``n`` samples per stream from the model into ``out`` (B, n)."""
         if out is None:
             out = torch.empty(self.batch_size, n, dtype=torch.int64, device=self.device)
-        x = self._input
-        if hasattr(self.program, "generate_block"):
-            self.program.generate_block(n, sampler, out, self.logits, self.t, x)
-            self.t += n
-            return out
-        for i in range(n):
-            sampler.sample(self.logits, x)
-            out[:, i].copy_(x)
-            self._step(x)
+        self.program.generate_block(n, sampler, out, self.logits, self.t, self._input)
+        self.t += n
         return out
 
     def sampler(self, config: SamplingConfig | None = None, seed: int = 0) -> Sampler:

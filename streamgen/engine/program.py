@@ -9,11 +9,15 @@ forward pass (see ``streamgen.engine.capture``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from streamgen.engine.ring import FrameRing
+
+if TYPE_CHECKING:
+    from streamgen.engine.sampling import Sampler
 
 INPUT_RING = "input"
 
@@ -52,3 +56,20 @@ class StepProgram:
     def step(self, x: torch.Tensor, logits: torch.Tensor, phase: int) -> None:
         """Consume input classes ``x`` (B,) at clock ``phase`` (= t mod period); write ``logits``."""
         raise NotImplementedError
+
+    def feed_block(self, xs: torch.Tensor, out: torch.Tensor | None, logits: torch.Tensor,
+                   t0: int) -> None:
+        """Teacher-forced steps ``t0, t0+1, ...`` over ``xs`` (B, N); each step's logits into
+        ``out`` (B, N, classes) if given. Compiled programs override the whole block."""
+        for i in range(xs.shape[1]):
+            self.step(xs[:, i], logits, (t0 + i) % self.period)
+            if out is not None:
+                out[:, i].copy_(logits)
+
+    def generate_block(self, n: int, sampler: "Sampler", out: torch.Tensor, logits: torch.Tensor,
+                       t0: int, x: torch.Tensor) -> None:
+        """Free-running steps from ``t0``: sample ``x`` from ``logits``, record it, feed it."""
+        for i in range(n):
+            sampler.sample(logits, x)
+            out[:, i].copy_(x)
+            self.step(x, logits, (t0 + i) % self.period)

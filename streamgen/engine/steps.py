@@ -56,6 +56,14 @@ def _stack_filter_gate(filter_w: torch.Tensor, gate_w: torch.Tensor, dim: int) -
     return torch.cat([filter_w.detach(), gate_w.detach()], dim=dim)
 
 
+def _gate(pre: torch.Tensor, channels: int, identity: torch.Tensor, out: torch.Tensor) -> None:
+    """``out = identity + tanh(pre[:, :C]) * sigmoid(pre[:, C:])``, in place over ``pre``."""
+    f, g = pre[:, :channels], pre[:, channels:]
+    f.tanh_()
+    g.sigmoid_()
+    torch.addcmul(identity, f, g, out=out)
+
+
 class GatedStep:
     """``identity + tanh(filter) * sigmoid(gate)`` for a plain or down ``GatedResidual``.
 
@@ -73,12 +81,8 @@ class GatedStep:
                                    device=ring.data.device)
 
     def compute(self, out: torch.Tensor) -> None:
-        a = self.conv.compute(self.scratch)
         c = self.channels
-        f, g = a[:, :c], a[:, c:]
-        f.tanh_()
-        g.sigmoid_()
-        torch.addcmul(self.ring.newest()[:, :c], f, g, out=out)
+        _gate(self.conv.compute(self.scratch), c, self.ring.newest()[:, :c], out)
 
 
 class UpStep:
@@ -111,11 +115,7 @@ class UpStep:
             torch.addmm(self.bias, ring.flat_window(), self.even, out=self.scratch)
         else:
             torch.addmm(self.bias, ring.flat_window(ring.window_size - 1), self.odd, out=self.scratch)
-        c = self.channels
-        f, g = self.scratch[:, :c], self.scratch[:, c:]
-        f.tanh_()
-        g.sigmoid_()
-        torch.addcmul(ring.newest(), f, g, out=out)
+        _gate(self.scratch, self.channels, ring.newest(), out)
 
 
 class OneHotConv:

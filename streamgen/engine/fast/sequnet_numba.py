@@ -14,6 +14,7 @@ from streamgen.engine.fast import kernels
 from streamgen.engine.program import INPUT_RING
 from streamgen.engine.sampling import Sampler
 from streamgen.engine.sequnet_program import SeqUNetProgram
+from streamgen.engine.steps import UpStep
 from streamgen.nn.sequnet import SeqUNet
 
 
@@ -40,7 +41,7 @@ class NumbaSeqUNetProgram(SeqUNetProgram):
         steps = {id(s.ring): s for s in self._all_steps()}
         for n in names:
             step = steps[id(self.rings[n])]
-            if hasattr(step, "even"):  # UpStep: (rows in, 2C) -> (2C, rows)
+            if isinstance(step, UpStep):  # (rows in, 2C) -> (2C, rows)
                 weights.append(_f32(step.even.t()))
                 odds.append(_f32(step.odd.t()))
                 biases.append(_f32(step.bias[0]))
