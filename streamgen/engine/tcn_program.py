@@ -20,13 +20,16 @@ class TCNProgram(StepProgram):
             if i == 0:  # over one-hot classes: table lookups on the index ring
                 in_ring = self.input_ring(block.span)
                 conv1 = OneHotConv(block.conv1, in_ring, cfg.classes, dtype, block.dilation)
-                down = OneHotDense(block.downsample, in_ring, cfg.classes, dtype) if block.downsample else None
+                lookup = OneHotDense(block.downsample, in_ring, cfg.classes, dtype) if block.downsample else None
+                down = lookup.compute if lookup else None
             else:
                 in_ring = self.ring(f"blocks.{i}.conv1", 0, block.span, c, block.conv1)
                 conv1 = TapConv(block.conv1.weight.detach(), block.conv1.bias, in_ring, block.dilation)
-                down = Dense(block.downsample, in_ring.data) if block.downsample else None
+                assert block.downsample is None  # all blocks after the first keep the width
+                down = None
             mid_ring = self.ring(f"blocks.{i}.conv2", 0, block.span, c, block.conv2)
             conv2 = TapConv(block.conv2.weight.detach(), block.conv2.bias, mid_ring, block.dilation)
+            # down: None, or writes the projected block input (newest frame) into its argument
             self.blocks.append((in_ring, conv1, mid_ring, conv2, down))
         self.hidden = torch.empty(batch, c, dtype=dtype, device=device)
         self.residual = torch.empty(batch, c, dtype=dtype, device=device)
@@ -43,11 +46,7 @@ class TCNProgram(StepProgram):
             h = conv2.compute(self.residual if down is not None else out).relu_()
             if down is None:
                 out.add_(in_ring.newest()).relu_()
-            else:
-                res = out
-                if isinstance(down, OneHotDense):
-                    down.compute(res)
-                else:
-                    down.compute(in_ring.newest(), res)
-                res.add_(h).relu_()
+            else:  # the residual path's 1x1 projection of the block input
+                down(out)
+                out.add_(h).relu_()
         self.head.compute(self.hidden, logits)
