@@ -20,7 +20,7 @@ def test_cuda_engine_equals_offline(kind: str, batch: int, rng: torch.Generator)
     if kind == "sequnet":
         model = SeqUNet(SeqUNetConfig(8, 4, 2, 5, classes=CLASSES))
     else:
-        model = WaveNet(WaveNetConfig(2, 4, 2, 6, 5, 7, classes=CLASSES))
+        model = WaveNet(WaveNetConfig(2, 4, 2, 6, 5, 12, classes=CLASSES))
     randomize_(model, rng)
     x = torch.randint(0, CLASSES, (batch, 70), generator=rng)
     engine = StreamingEngine(model.cuda().eval(), batch)

@@ -71,7 +71,8 @@ def test_sequnet_engine_equals_offline(cfg, chunks, backend, rng: torch.Generato
 
 
 def small_wavenet(gen: torch.Generator, kernel: int = 2) -> WaveNet:
-    model = WaveNet(WaveNetConfig(2, 4, kernel, 6, 5, 7, classes=CLASSES))
+    # 12 skip channels: with 7, about 1% of draws leave every head ReLU dead (constant output)
+    model = WaveNet(WaveNetConfig(2, 4, kernel, 6, 5, 12, classes=CLASSES))
     randomize_(model, gen)
     return model.eval()
 
