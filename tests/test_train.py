@@ -280,3 +280,49 @@ def test_target_positions_give_the_same_targets_to_any_network(tmp_path) -> None
     assert len(targets[0]) == 11 + 2 + 0  # blocks at 8192, 10240, ... that end inside each track
     with pytest.raises(ValueError, match="too little context"):
         data.target_positions(1000, 5000, 1024)
+
+
+# -- publishing: fair evaluation and the model card ----------------------------------------
+def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: Path) -> None:
+    from streamgen.engine import SamplingConfig
+    from streamgen.train.publish import EVAL, evaluate_run, write_card
+
+    runs = {}
+    for kind, model in [("sequnet", TINY_SEQUNET),
+                        ("wavenet", {"blocks": 1, "layers": 3, "residual_channels": 8,
+                                     "dilation_channels": 8, "skip_channels": 8})]:
+        runs[kind] = train(config(tmp_path, audio_dir, kind=kind, model=model, steps=3,
+                                  out_dir=str(tmp_path / kind)))
+        result = evaluate_run(runs[kind], audio_dir, every=3, first_target=300, block=64)
+        (runs[kind] / EVAL).write_text(json.dumps(result))
+
+    # independent reference: slice each held-out track by hand, score block by block in float64
+    model, info = load_checkpoint(runs["sequnet"])
+    model.double()
+    result = json.loads((runs["sequnet"] / EVAL).read_text())
+    total, count = 0.0, 0
+    for path in split_files(audio_dir).validation:
+        track = torch.from_numpy(mulaw_encode(load_audio(path, 16000))).long()
+        for end in range(300 + 64, len(track) + 1, 64 * 3):  # targets track[end-64:end]
+            x = track[end - 1 - model.input_length(64) : end - 1]
+            onehot = torch.nn.functional.one_hot(x, 256).T[None].double()
+            logits = model(onehot)[0, :, -64:]
+            total += torch.nn.functional.cross_entropy(logits.T, track[end - 64 : end], reduction="sum").item()
+            count += 64
+    assert result["targets"] == count > 0
+    assert result["val_nats"] == pytest.approx(total / count, rel=1e-5)
+
+    dest = tmp_path / "zoo" / "tiny"
+    write_card(runs["sequnet"], dest, audio_dir, {"wavenet-tiny": runs["wavenet"]}, seconds=0.25,
+               sampling=SamplingConfig(top_p=0.9), hardware="test machine")
+    shipped, card = load_checkpoint(dest)  # sha256 checked
+    assert card["sampling"] == {"top_p": 0.9}
+    assert card["training"]["val_bits_per_sample"] == pytest.approx(result["val_bits_per_sample"])
+    assert card["training"]["hardware"] == "test machine"
+    audio, rate = sf.read(dest / "example.wav")
+    assert rate == 16000 and len(audio) == 4000 and np.abs(audio).max() > 0
+    assert (dest / "example.png").stat().st_size > 1000
+    text = (dest / "README.md").read_text()
+    wavenet_bits = json.loads((runs["wavenet"] / EVAL).read_text())["val_bits_per_sample"]
+    assert f"| {result['val_bits_per_sample']:.3f} |" in text and f"| {wavenet_bits:.3f} |" in text
+    assert "| wavenet-tiny | wavenet" in text and "one block of 64 samples in every 3, from sample 300" in text

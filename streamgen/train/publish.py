@@ -1,10 +1,10 @@
 """From a training run to a zoo entry: fair evaluation, an example clip, a model card.
 
     python -m streamgen.train.publish eval RUN --data DATA            # -> RUN/eval.json
-    python -m streamgen.train.publish card RUN DEST --data DATA [--baseline OTHER_RUN]
+    python -m streamgen.train.publish card RUN DEST --data DATA [--baseline NAME=OTHER_RUN ...]
 
 ``eval`` scores a checkpoint on validation targets that do not depend on its receptive field
-(every ``every``-th block of 8192 samples from sample 16384 of each held-out file), so two
+(one block of 8192 samples in every ``every``, from sample 16384 of each held-out file), so two
 networks are compared on exactly the same samples. ``card`` copies the weights and config,
 generates an example with its spectrogram and tonality figures, and writes ``README.md``.
 """
@@ -39,18 +39,21 @@ BLOCK = 8192
 EVAL = "eval.json"
 
 
-def evaluate_run(run: Path, data: Path, every: int = 4, threads: int = 1) -> dict[str, Any]:
+def evaluate_run(run: Path, data: Path, every: int = 4, threads: int = 1, *,
+                 first_target: int = FIRST_TARGET, block: int = BLOCK) -> dict[str, Any]:
     """Validation NLL of a checkpoint on the fixed, receptive-field-independent targets."""
     torch.set_num_threads(threads)
     model, info = load_checkpoint(run)
     val = EncodedAudio(split_files(data).validation, info.get("sample_rate", 16000))
-    in_len = model.input_length(BLOCK)
-    positions = val.target_positions(FIRST_TARGET, in_len, BLOCK, every)
+    in_len = model.input_length(block)
+    positions = val.target_positions(first_target, in_len, block, every)
+    if not len(positions):
+        raise ValueError(f"no validation targets: the held-out files are shorter than {first_target + block} samples")
     start = time.time()
-    nats = evaluate(model, val, positions, in_len, BLOCK, 4, torch.device("cpu"))
+    nats = evaluate(model, val, positions, in_len, block, 4, torch.device("cpu"))
     return {"val_nats": nats, "val_bits_per_sample": nats * math.log2(math.e),
-            "targets": int(len(positions) * BLOCK), "files": len(val.files),
-            "first_target": FIRST_TARGET, "every": every, "seconds": time.time() - start}
+            "targets": int(len(positions) * block), "files": len(val.files),
+            "first_target": first_target, "block": block, "every": every, "seconds": time.time() - start}
 
 
 def _training_summary(info: dict[str, Any], run: Path) -> dict[str, Any]:
@@ -65,15 +68,17 @@ def _training_summary(info: dict[str, Any], run: Path) -> dict[str, Any]:
             "threads": cfg.get("threads")}
 
 
-def write_card(run: Path, dest: Path, data: Path, baseline: Path | None, seconds: float = 8.0,
+def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | None = None, seconds: float = 8.0,
                seed: int = 0, sampling: SamplingConfig | None = None, hardware: str = "") -> Path:
-    """Copy ``run`` into ``dest`` with an example clip, spectrogram and model card."""
+    """Copy ``run`` into ``dest`` with an example clip, spectrogram and model card.
+
+    ``baselines`` maps a display name to another evaluated run, compared in the card's table.
+    """
     model, info = load_checkpoint(run)
     rate = info.get("sample_rate", 16000)
     split = split_files(data)
     hours = [EncodedAudio(files, rate).total_samples / rate / 3600 for files in (split.train, split.validation)]
     ev = json.loads((run / EVAL).read_text())
-    base = json.loads((baseline / EVAL).read_text()) if baseline else None
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(run / WEIGHTS, dest / WEIGHTS)
     summary = _training_summary(info, run)
@@ -95,17 +100,18 @@ def write_card(run: Path, dest: Path, data: Path, baseline: Path | None, seconds
     save_spectrogram(audio, rate, dest / "example.png", title=f"{dest.name}: {seconds:g} s, seed {seed}")
     tone = harmonicity(audio, rate)
 
-    rows = [f"| {dest.name} (this model) | {info['kind']} | {model.num_parameters():,} | "
+    rows = [f"| {dest.name} (this model) | {info['kind']} {json.dumps(info['config'])} | {model.num_parameters():,} | "
             f"{model.receptive_field:,} | {mean_macs(model):,.0f} | {ev['val_bits_per_sample']:.3f} |"]
-    if base:
-        bmodel, binfo = load_checkpoint(baseline)
-        rows.append(f"| {baseline.name} | {binfo['kind']} | {bmodel.num_parameters():,} | "
-                    f"{bmodel.receptive_field:,} | {mean_macs(bmodel):,.0f} | {base['val_bits_per_sample']:.3f} |")
+    for label, other in (baselines or {}).items():
+        bmodel, binfo = load_checkpoint(other)
+        bits = json.loads((other / EVAL).read_text())["val_bits_per_sample"]
+        rows.append(f"| {label} | {binfo['kind']} {json.dumps(binfo['config'])} | {bmodel.num_parameters():,} | "
+                    f"{bmodel.receptive_field:,} | {mean_macs(bmodel):,.0f} | {bits:.3f} |")
     card = CARD.format(
         name=dest.name, kind=info["kind"], config=json.dumps(info["config"]),
         params=model.num_parameters(), rf=model.receptive_field, rf_s=model.receptive_field / rate,
         macs=mean_macs(model), bits=ev["val_bits_per_sample"], nats=ev["val_nats"], targets=ev["targets"],
-        files=ev["files"], every=ev["every"], first=ev["first_target"], rows="\n".join(rows),
+        files=ev["files"], every=ev["every"], first=ev["first_target"], block=ev.get("block", BLOCK), rows="\n".join(rows),
         steps=summary["steps"], batch=summary["batch_size"], window=summary["output_length"],
         lr=summary["lr"], clip=summary["grad_clip"], seen=summary["target_samples_seen"],
         seen_h=summary["target_samples_seen"] / rate / 3600,
@@ -150,7 +156,7 @@ target samples/s, alongside the baseline's run on the other core.
 ## Evaluation
 
 Validation NLL on the {files} held-out chorales, scored on the same target samples for every
-model compared (every {every}th block of 8192 samples from sample {first} of each file, so no
+model compared (one block of {block} samples in every {every}, from sample {first} of each file, so no
 model is favoured by its receptive field):
 
 | model | kind | parameters | receptive field | MACs/sample | val bits/sample |
@@ -182,7 +188,8 @@ def main() -> None:
     c.add_argument("run", type=Path)
     c.add_argument("dest", type=Path)
     c.add_argument("--data", type=Path, required=True)
-    c.add_argument("--baseline", type=Path)
+    c.add_argument("--baseline", action="append", default=[], metavar="NAME=RUN",
+                   help="another evaluated run for the comparison table (repeatable)")
     c.add_argument("--seconds", type=float, default=8.0)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--hardware", default="")
@@ -195,7 +202,11 @@ def main() -> None:
         print(json.dumps(result))
     else:
         sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p)
-        print(write_card(args.run, args.dest, args.data, args.baseline, args.seconds, args.seed,
+        baselines = {}
+        for item in args.baseline:
+            label, _, path = item.rpartition("=")
+            baselines[label or Path(path).name] = Path(path)
+        print(write_card(args.run, args.dest, args.data, baselines, args.seconds, args.seed,
                          sampling=sampling, hardware=args.hardware))
 
 
