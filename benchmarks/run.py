@@ -5,6 +5,8 @@
     python benchmarks/run.py --device cuda   # on a GPU (results named after it)
 
 Same code as ``streamgen bench``; this script only picks the output folder and file stem.
+The default model's weights do not matter for speed, but its architecture and recommended
+sampling do: both come from the shipped ``models/default``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 
 from streamgen.bench.report import write_results
 from streamgen.bench.suite import FULL, QUICK, run_suite
+from streamgen.zoo import load_model, recommended_sampling
 
 
 def default_stem(device: str, quick: bool) -> str:
@@ -33,10 +36,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--model", default="default", help="zoo model measured as the default (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = run_suite(QUICK if args.quick else FULL, device=args.device)
+    model, info, _ = load_model(args.model)
+    results = run_suite(QUICK if args.quick else FULL, device=args.device, default_model=(args.model, model),
+                        sampling=recommended_sampling(info))
     for path in write_results(results, args.out, default_stem(args.device, args.quick)):
         print(path)
 

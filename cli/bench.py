@@ -25,17 +25,15 @@ def run(args: argparse.Namespace) -> int:
 
     from streamgen.bench.report import markdown, write_results
     from streamgen.bench.suite import FULL, QUICK, run_suite
-    from streamgen.zoo import ModelNotFoundError
-
-    from .common import load_model
+    from streamgen.zoo import ModelNotFoundError, load_model, recommended_sampling
 
     torch.set_num_threads(args.threads)
     try:
-        model, _, _ = load_model(args.model)
-        default = (args.model, model)
+        model, info, _ = load_model(args.model)
+        default, sampling = (args.model, model), recommended_sampling(info)
     except ModelNotFoundError:
-        default = None  # measure the default architecture with random weights
-    results = run_suite(QUICK if args.quick else FULL, device=args.device, default_model=default,
+        default, sampling = None, None  # measure the default architecture with random weights
+    results = run_suite(QUICK if args.quick else FULL, device=args.device, default_model=default, sampling=sampling,
                         log=lambda s: print(s, flush=True))
     stem = f"bench-{args.device}-{'quick' if args.quick else 'full'}"
     paths = write_results(results, args.out, stem)

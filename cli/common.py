@@ -43,16 +43,6 @@ def sampling_config(args: argparse.Namespace, recommended: dict | None = None) -
         raise CLIError(f"{exc}; see --help") from exc
 
 
-def load_model(name: str):
-    """(model, info, folder) of a zoo name or checkpoint path."""
-    from streamgen.checkpoint import load_checkpoint
-    from streamgen.zoo import resolve_model
-
-    folder = resolve_model(name)
-    model, info = load_checkpoint(folder)
-    return model, info, folder
-
-
 def check_output(path: str, force: bool) -> None:
     """Refuse to overwrite without --force; fail early on unwritable folders."""
     if path == "-":

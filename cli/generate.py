@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import CLIError, add_model_options, add_sampling_options, check_output, load_model, sampling_config
+from streamgen.zoo import load_model
+
+from .common import CLIError, add_model_options, add_sampling_options, check_output, sampling_config
 
 EXAMPLES = """examples:
   streamgen generate -o out.wav --seconds 10

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import load_model
+from streamgen.zoo import load_model
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import add_model_options, add_sampling_options, check_output, load_model, sampling_config
+from streamgen.zoo import load_model
+
+from .common import add_model_options, add_sampling_options, check_output, sampling_config
 
 EXAMPLES = """examples:
   streamgen play --seconds 30

@@ -1,4 +1,4 @@
-"""The model zoo: find checkpoint folders by name or path.
+"""The model zoo: find checkpoint folders by name or path, and load them.
 
 A name is looked up, in order, in the folders listed in ``$STREAMGEN_MODELS``
 (``os.pathsep``-separated) and in the zoo packaged with streamgen (``streamgen.models``, the
@@ -11,8 +11,12 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from streamgen.checkpoint import CONFIG
+from torch import nn
+
+from streamgen.checkpoint import CONFIG, load_checkpoint
+from streamgen.engine.sampling import SamplingConfig
 
 ENV_VAR = "STREAMGEN_MODELS"
 
@@ -76,3 +80,15 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
         f"{what} {str(name_or_path)!r}; available models: {names} "
         f"(add folders to ${ENV_VAR} or pass a checkpoint directory)"
     )
+
+
+def load_model(name_or_path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any], Path]:
+    """``(model, info, folder)`` for a zoo name or checkpoint path (sha256 checked)."""
+    folder = resolve_model(name_or_path)
+    model, info = load_checkpoint(folder)
+    return model, info, folder
+
+
+def recommended_sampling(info: dict[str, Any]) -> SamplingConfig:
+    """The sampling a checkpoint's ``config.json`` recommends (plain sampling if none)."""
+    return SamplingConfig(**info.get("sampling", {}))

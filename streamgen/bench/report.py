@@ -26,11 +26,12 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Throughput",
         "",
-        "| model | params | receptive field | backend | samples/s | real-time factor |",
-        "|---|---:|---:|---|---:|---:|",
+        "| model | params | receptive field | backend | sampling | samples/s | real-time factor |",
+        "|---|---:|---:|---|---|---:|---:|",
     ]
     for r in results["throughput"] + results.get("paper_comparison", []):
         lines.append(f"| {r['model']} | {r['params']:,} | {r['receptive_field']:,} | {r['backend']} "
+                     f"| {r.get('sampling', 'plain')} "
                      f"| {_fmt(r['samples_per_s'])} | {r['realtime_factor']:.2f} |")
     paper = results.get("paper_comparison")
     if paper:

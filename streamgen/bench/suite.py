@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from streamgen.bench.timing import machine_info, synchronize, time_call
-from streamgen.engine import StreamingEngine
+from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.cost import macs_per_step, mean_macs
 from streamgen.engine.recompute import RecomputeEngine
 from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig, build_network
@@ -55,15 +55,16 @@ QUICK = Profile("quick", gen_samples=1024, repeats=3, recompute_steps=2,
 FULL = Profile("full")
 
 
-def generation_rate(model: nn.Module, *, batch: int = 1, device: str = "cpu",
-                    backend: str = "auto", n: int = 4096, repeats: int = 5) -> dict[str, Any]:
+def generation_rate(model: nn.Module, *, batch: int = 1, device: str = "cpu", backend: str = "auto",
+                    n: int = 4096, repeats: int = 5, sampling: SamplingConfig | None = None) -> dict[str, Any]:
     """Free-running samples per second (all streams together) and real-time factor."""
     engine = StreamingEngine(model, batch, device=device, backend=backend)
-    sampler = engine.sampler(seed=0)
+    sampler = engine.sampler(sampling, seed=0)
     out = torch.empty(batch, n, dtype=torch.int64, device=engine.device)
     timing = time_call(lambda: engine.generate(n, sampler, out), device=device, repeats=repeats)
     per_stream = n / timing.median
-    return {"backend": engine.backend, "batch": batch, "samples_per_s": batch * per_stream,
+    return {"backend": engine.backend, "batch": batch, "sampling": sampler.config.describe(),
+            "samples_per_s": batch * per_stream,
             "per_stream_samples_per_s": per_stream, "realtime_factor": per_stream / SAMPLE_RATE,
             "seconds_median": timing.median, "seconds_runs": timing.runs}
 
@@ -172,9 +173,13 @@ def scaling(profile: Profile, device: str) -> list[dict[str, Any]]:
 
 
 def run_suite(profile: Profile, *, device: str = "cpu",
-              default_model: tuple[str, nn.Module] | None = None,
+              default_model: tuple[str, nn.Module] | None = None, sampling: SamplingConfig | None = None,
               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run every measurement of ``profile``; returns one JSON-able dict."""
+    """Run every measurement of ``profile``; returns one JSON-able dict.
+
+    ``default_model`` (name, model) is measured for throughput, batch sweep and step profile;
+    its recommended ``sampling`` is timed beside plain sampling.
+    """
     torch.manual_seed(0)
     results: dict[str, Any] = {"profile": profile.name, "machine": machine_info(device),
                                "sample_rate": SAMPLE_RATE, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -183,11 +188,13 @@ def run_suite(profile: Profile, *, device: str = "cpu",
     backends = ["torch", "numba"] if device == "cpu" else ["torch"]
 
     log(f"1. throughput: {name}")
+    samplings = [SamplingConfig()] + ([sampling] if sampling and sampling != SamplingConfig() else [])
     results["throughput"] = [
         {"model": name, "config": model.config.to_dict(), "params": model.num_parameters(),
          "receptive_field": model.receptive_field,
-         **generation_rate(model, device=device, backend=b, n=profile.gen_samples, repeats=profile.repeats)}
-        for b in backends
+         **generation_rate(model, device=device, backend=b, n=profile.gen_samples, repeats=profile.repeats,
+                           sampling=s)}
+        for s in samplings for b in backends
     ]
     if profile.paper:
         log("1./2. paper-size Seq-U-Net vs WaveNet of matched receptive field")

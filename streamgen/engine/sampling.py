@@ -7,7 +7,8 @@ whatever the caller's chunk sizes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
@@ -28,6 +29,15 @@ class SamplingConfig:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def changes(self) -> dict[str, Any]:
+        """The fields that differ from plain sampling (what a ``config.json`` records)."""
+        plain = SamplingConfig()
+        return {k: v for k, v in asdict(self).items() if v != getattr(plain, k)}
+
+    def describe(self) -> str:
+        """``"plain"`` or the changed fields, e.g. ``"top_p=0.9"``."""
+        return ", ".join(f"{k}={v}" for k, v in self.changes().items()) or "plain"
 
 
 class Sampler:

@@ -12,7 +12,6 @@ generates an example with its spectrogram and tonality figures, and writes ``REA
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import platform
@@ -88,8 +87,7 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
     sampling = sampling or SamplingConfig()
     shipped = {k: v for k, v in info.items() if k != "training"} | {"training": summary}
     if sampling != SamplingConfig():  # what `streamgen generate` uses unless told otherwise
-        shipped["sampling"] = {k: v for k, v in dataclasses.asdict(sampling).items()
-                               if v != getattr(SamplingConfig(), k)}
+        shipped["sampling"] = sampling.changes()
     (dest / CONFIG).write_text(json.dumps(shipped, indent=2))
 
     gen = AudioGenerator(model, sampling=sampling, seed=seed, device="cpu")

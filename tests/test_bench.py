@@ -1,0 +1,66 @@
+"""The benchmark suite end to end on a micro profile: every section present, consistent, written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from streamgen.bench.report import markdown, write_results
+from streamgen.bench.suite import Profile, run_suite
+from streamgen.engine import SamplingConfig
+from streamgen.engine.cost import mean_macs
+from streamgen.engine.engine import numba_available
+from streamgen.nn import SeqUNet, SeqUNetConfig
+
+MICRO = Profile("micro", gen_samples=64, repeats=1, recompute_steps=1, sequnet_levels=(2, 3),
+                wavenet_layers=(2, 3), tcn_levels=(2, 3), batches=(1, 2), profile_steps=16, paper=False)
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_micro_suite_reports_every_section(tmp_path: Path, one_thread) -> None:
+    model = SeqUNet(SeqUNetConfig(6, 3, 1, 3))
+    sampling = SamplingConfig(top_p=0.9)
+    results = run_suite(MICRO, default_model=("tiny", model), sampling=sampling, log=lambda s: None)
+    backends = ["torch", "numba"] if numba_available() else ["torch"]
+
+    rows = results["throughput"]
+    assert [(r["sampling"], r["backend"]) for r in rows] == [(s, b) for s in ("plain", "top_p=0.9") for b in backends]
+    assert all(r["model"] == "tiny" and r["receptive_field"] == model.receptive_field for r in rows)
+    assert all(r["samples_per_s"] > 0 and r["realtime_factor"] == pytest.approx(r["samples_per_s"] / 16000)
+               for r in rows)
+
+    for family in ("Seq-U-Net", "WaveNet", "TCN"):
+        scale = [r for r in results["scaling"] if r["family"] == family]
+        assert [r["size"] for r in scale] == [2, 3]
+        assert scale[0]["receptive_field"] < scale[1]["receptive_field"]
+        assert scale[0]["macs_per_sample"] < scale[1]["macs_per_sample"]
+    seq = results["scaling"][0]
+    assert seq["torch_us_per_sample"] == pytest.approx(1e6 / seq["torch_samples_per_s"])
+    assert seq["recompute_us_per_sample"] > 0
+
+    sweep = results["batch_sweep"]
+    assert [(r["backend"], r["batch"]) for r in sweep] == [(b, n) for b in backends for n in (1, 2)]
+    assert all(r["samples_per_s"] == pytest.approx(r["batch"] * r["per_stream_samples_per_s"]) for r in sweep)
+
+    profile = results["step_profile"]
+    assert profile["macs_mean"] == pytest.approx(mean_macs(model))
+    assert profile["max_s"] >= profile["median_s"] > 0 and profile["macs_max"] > profile["macs_mean"]
+    assert {r["backend"] for r in results["overhead"]} == set(backends)
+
+    paths = write_results(results, tmp_path, "micro")
+    assert json.loads((tmp_path / "micro.json").read_text())["throughput"] == json.loads(json.dumps(rows))
+    text = (tmp_path / "micro.md").read_text()
+    assert text == markdown(results) and "| tiny |" in text and "top_p=0.9" in text
+    assert {p.name for p in paths} >= {"micro.json", "micro.md"}
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "micro_scaling.png").stat().st_size > 1000 and (tmp_path / "micro_batch.png").exists()
