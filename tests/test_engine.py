@@ -295,6 +295,32 @@ def test_numba_generates_the_same_samples_as_torch(sampling, rng) -> None:
     assert torch.equal(runs[0], runs[1])
 
 
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
+def test_numba_nucleus_equals_the_torch_rule(top_p: float, rng: torch.Generator) -> None:
+    """The kernel's candidate-only nucleus keeps exactly the classes the torch sampler keeps,
+    over 256 classes from nearly one-hot to nearly flat."""
+    import numpy as np
+
+    from streamgen.engine.fast.kernels import apply_top_p
+    from streamgen.engine.sampling import Sampler
+
+    sharpness = torch.logspace(-1, 1.5, 400).double()[:, None]
+    logits = (torch.randn(400, 256, generator=rng, dtype=torch.float64) * sharpness).float()
+    sampler = Sampler(SamplingConfig(top_p=top_p), 400, 256)
+    sampler.noise.zero_()  # no noise: the argmax is irrelevant, only the mask matters
+    sampler.used = 0
+    sampler.sample(logits, torch.empty(400, dtype=torch.int64))
+    want = torch.isinf(sampler.scores)
+    got = logits.numpy().copy()
+    buf = np.empty(256, np.float32)
+    for row in got:
+        apply_top_p(row, np.float32(top_p), buf)
+    assert torch.equal(torch.from_numpy(np.isinf(got)), want)
+    kept = (~want).sum(-1)
+    assert kept.min() == 1 and kept.max() > 100  # both extremes were exercised
+
+
 def test_backend_selection() -> None:
     sequnet = SeqUNet(SeqUNetConfig(4, 2, 1, 3, classes=CLASSES))
     expected = "numba" if numba_available() else "torch"

@@ -169,6 +169,43 @@ def sequnet_generate(n, out, t0, period, logits, prog, noise, noise_at, temperat
 
 
 @njit(cache=True)
+def apply_top_p(scores, top_p, buf):
+    """Set to -inf every score outside the nucleus (the fewest top classes holding ``top_p``).
+
+    Only candidates are sorted: classes below ``(1 - top_p) / classes`` of the total mass hold
+    less than ``1 - top_p`` together, so the nucleus lies among the rest (usually a few dozen).
+    """
+    classes = scores.shape[0]
+    m = scores.max()
+    total = 0.0
+    for i in range(classes):
+        total += np.exp(scores[i] - m)
+    # a hair below the bound, so rounding can only widen the candidate set
+    floor = m + np.log(0.999 * (1.0 - top_p) * total / classes)
+    # candidates in descending order by insertion (a few dozen: cheaper than a full sort)
+    n = 0
+    for i in range(classes):
+        v = scores[i]
+        if v >= floor:
+            j = n
+            while j > 0 and buf[j - 1] < v:
+                buf[j] = buf[j - 1]
+                j -= 1
+            buf[j] = v
+            n += 1
+    cum = 0.0
+    cutoff = buf[n - 1]  # the candidates always reach top_p: all of them is the widest nucleus
+    for i in range(n):
+        if cum >= top_p:
+            cutoff = buf[i - 1]
+            break
+        cum += np.exp(buf[i] - m) / total
+    for i in range(classes):
+        if scores[i] < cutoff:
+            scores[i] = -np.inf
+
+
+@njit(cache=True)
 def sample_into(logits, noise, temperature, top_k, top_p, greedy, scores, sorted_buf, out):
     """The torch ``Sampler``'s rule on one step's logits with its Gumbel noise (B, classes)."""
     batch, classes = logits.shape
@@ -186,22 +223,7 @@ def sample_into(logits, noise, temperature, top_k, top_p, greedy, scores, sorted
                 if scores[i] < kth:
                     scores[i] = -np.inf
         if top_p < 1.0:
-            sorted_buf[:] = scores
-            sorted_buf.sort()
-            m = sorted_buf[classes - 1]
-            total = 0.0
-            for i in range(classes):
-                total += np.exp(sorted_buf[i] - m)
-            cum = 0.0
-            cutoff = -np.inf
-            for i in range(classes - 1, -1, -1):
-                if cum >= top_p:
-                    cutoff = sorted_buf[i + 1]
-                    break
-                cum += np.exp(sorted_buf[i] - m) / total
-            for i in range(classes):
-                if scores[i] < cutoff:
-                    scores[i] = -np.inf
+            apply_top_p(scores, top_p, sorted_buf)
         best = 0
         best_v = -np.inf
         for i in range(classes):
