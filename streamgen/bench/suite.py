@@ -104,9 +104,10 @@ def step_profile(model: nn.Module, *, device: str = "cpu", steps: int = 2048) ->
 
 def training_step(kind: str, config: dict, out_len: int, *, device: str = "cpu",
                   repeats: int = 3) -> dict[str, Any]:
-    """Forward + backward + Adam step on one window, in a fresh process (for peak memory)."""
+    """Forward + backward + Adam step on one window, in a fresh process (for peak memory)
+    with this process's torch thread count."""
     spec = json.dumps({"kind": kind, "config": config, "out_len": out_len, "device": device,
-                       "repeats": repeats})
+                       "repeats": repeats, "threads": torch.get_num_threads()})
     done = subprocess.run([sys.executable, "-m", "streamgen.bench.train_step", spec],
                           capture_output=True, text=True, check=True)
     return json.loads(done.stdout)

@@ -18,6 +18,7 @@ from streamgen.nn import build_network
 
 def main(spec_json: str) -> None:
     spec = json.loads(spec_json)
+    torch.set_num_threads(spec.get("threads", torch.get_num_threads()))
     device = torch.device(spec["device"])
     model = build_network(spec["kind"], spec["config"]).to(device)
     out_len = model.training_output_length(spec["out_len"])
@@ -37,7 +38,8 @@ def main(spec_json: str) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     timing = time_call(step, device=device, repeats=spec["repeats"])
-    result = {"seconds_median": timing.median, "seconds_runs": timing.runs, "out_len": out_len,
+    result = {"seconds_median": timing.median, "seconds_runs": timing.runs, "threads": torch.get_num_threads(),
+              "out_len": out_len,
               "input_len": n_in, "output_samples_per_s": out_len / timing.median}
     if device.type == "cuda":
         result["peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
