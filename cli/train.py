@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", dest="batch_size", type=int, help="windows per step")
     p.add_argument("--steps", type=int, help="optimizer steps in total")
     p.add_argument("--lr", type=float, help="Adam learning rate")
+    p.add_argument("--lr-final", type=float, help="decay the learning rate to this (cosine) by the last step")
+    p.add_argument("--decay-from", type=int, help="step where the decay starts (default 0)")
     p.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
     p.add_argument("--val-fraction", type=float, help="fraction of files held out")
     p.add_argument("--val-every", type=int, help="steps between validations")

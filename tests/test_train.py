@@ -180,6 +180,25 @@ def test_resume_continues_exactly(audio_dir: Path, tmp_path: Path, kind: str, mo
         assert torch.equal(a, b)
 
 
+def test_cosine_decay_schedule_is_applied_and_resumes_exactly(audio_dir: Path, tmp_path: Path) -> None:
+    cfg = config(tmp_path, audio_dir, steps=8, lr=4e-3, lr_final=1e-3, decay_from=4, log_every=1,
+                 out_dir=str(tmp_path / "a"))
+    assert [cfg.learning_rate(s) for s in (0, 3, 4)] == [4e-3, 4e-3, 4e-3]
+    assert cfg.learning_rate(6) == pytest.approx(2.5e-3)  # halfway down the cosine: the mean
+    assert cfg.learning_rate(8) == pytest.approx(1e-3)
+    assert cfg.learning_rate(5) == pytest.approx(1e-3 + 1.5e-3 * (1 + np.cos(np.pi / 4)))
+    model_a, out = fit(cfg)
+    log = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines() if '"lr"' in line]
+    assert [r["lr"] for r in log] == pytest.approx([cfg.learning_rate(r["step"] - 1) for r in log])
+    assert len(log) == 8
+    # steps 0-4 take the full rate under either step count, so 5 steps then a resume to 8
+    # must land exactly where the straight run did
+    fit(replace(cfg, steps=5, out_dir=str(tmp_path / "b")))
+    model_b, _ = fit(replace(cfg, out_dir=str(tmp_path / "b"), resume=True))
+    for a, b in zip(model_a.parameters(), model_b.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_refuses_to_overwrite_and_checks_kind(audio_dir: Path, tmp_path: Path) -> None:
     cfg = config(tmp_path, audio_dir, steps=1)
     train(cfg)

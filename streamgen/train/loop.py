@@ -57,6 +57,8 @@ class TrainConfig:
     batch_size: int = 8
     steps: int = 10000
     lr: float = 5e-4
+    lr_final: float | None = None  # cosine decay from ``lr`` at ``decay_from`` to this at ``steps``
+    decay_from: int = 0
     grad_clip: float | None = None
     val_fraction: float = 0.1
     train_files: list[str] | None = None
@@ -75,6 +77,14 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def learning_rate(self, step: int) -> float:
+        """Adam's learning rate for the step taken from ``step`` (0-based): constant, or a
+        cosine from ``lr`` (until ``decay_from``) down to ``lr_final`` (at ``steps``)."""
+        if self.lr_final is None or step < self.decay_from:
+            return self.lr
+        progress = min(1.0, (step - self.decay_from) / max(1, self.steps - self.decay_from))
+        return self.lr_final + 0.5 * (self.lr - self.lr_final) * (1 + math.cos(math.pi * progress))
 
     @classmethod
     def from_options(cls, options: Namespace | Mapping[str, Any]) -> "TrainConfig":
@@ -234,8 +244,6 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
     step = 0
     if resumed is not None:
         load_optimizer_state(out, optimizer)
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr
         state = resumed["training"]
         step = int(state["step"])
         rng.bit_generator.state = state["batch_rng"]
@@ -292,6 +300,8 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             loss = nll_loss(net, x, y)
         optimizer.zero_grad(set_to_none=True)
+        for group in optimizer.param_groups:
+            group["lr"] = config.learning_rate(step)
         scaler.scale(loss).backward()
         if config.grad_clip is not None:
             scaler.unscale_(optimizer)
@@ -307,7 +317,8 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
             mean = float(np.mean(window_losses))
             last.update(train_loss_nats=mean, samples_per_second=rate)
             bar.set_postfix(loss=f"{mean:.3f}", sps=f"{rate:,.0f}")
-            log({"step": step, "train_loss_nats": mean, "samples_per_second": rate})
+            log({"step": step, "train_loss_nats": mean, "samples_per_second": rate,
+                 "lr": optimizer.param_groups[0]["lr"]})
             window_losses.clear()
             busy = 0.0
         if len(val_positions) and (step % config.val_every == 0 or step == config.steps):
