@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import bench, generate, models, play, train
-from .common import CLIError, fail
-
 EPILOG = """examples:
   streamgen generate -o out.wav --seconds 10
   streamgen play --seconds 30
@@ -20,6 +17,8 @@ EPILOG = """examples:
 
 def build_parser() -> argparse.ArgumentParser:
     from streamgen import __version__
+
+    from . import bench, generate, models, play, train
 
     parser = argparse.ArgumentParser(
         prog="streamgen",
@@ -43,6 +42,8 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from streamgen.checkpoint import CheckpointError
     from streamgen.zoo import ModelNotFoundError
 
+    from .common import CLIError
+
     errors: list[type[BaseException]] = [CLIError, AudioFileError, CheckpointError,
                                          ModelNotFoundError, FileNotFoundError, PermissionError]
     try:
@@ -55,6 +56,18 @@ def known_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Ctrl-C at any moment, start-up (importing torch) included, exits 130
+    with one line and no traceback."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("streamgen: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str] | None) -> int:
+    from .common import fail
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -64,9 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except known_errors() as exc:
         return fail(str(exc))
-    except KeyboardInterrupt:
-        print("streamgen: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

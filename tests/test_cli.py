@@ -125,6 +125,18 @@ def test_sigint_keeps_a_valid_file(zoo: Path, tmp_path: Path) -> None:
     assert f"kept {len(audio)} samples" in err.decode()
 
 
+def test_ctrl_c_during_start_up_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Ctrl-C while torch is still importing (before any command runs) exits 130 quietly."""
+    from streamgen.cli import main as cli_main
+
+    def interrupted_import():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_main, "build_parser", interrupted_import)
+    assert cli_main.main(["generate", "-o", "x.wav"]) == 130
+    assert capsys.readouterr().err == "streamgen: interrupted\n"
+
+
 def test_errors_are_one_line(zoo: Path, tmp_path: Path) -> None:
     (tmp_path / "exists.wav").write_bytes(b"x")
     (tmp_path / "bad.wav").write_bytes(b"not audio at all")
