@@ -12,6 +12,15 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, and do not stall when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def rng(request: pytest.FixtureRequest) -> torch.Generator:
     """A generator seeded from the test's id: fresh per test, reproducible on rerun.
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from streamgen.bench.report import markdown, write_results
 from streamgen.bench.suite import Profile, run_suite
@@ -19,15 +18,8 @@ MICRO = Profile("micro", gen_samples=64, repeats=1, recompute_steps=1, sequnet_l
                 wavenet_layers=(2, 3), tcn_levels=(2, 3), batches=(1, 2), profile_steps=16, paper=False)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_micro_suite_reports_every_section(tmp_path: Path, one_thread) -> None:
+@pytest.mark.usefixtures("one_thread")
+def test_micro_suite_reports_every_section(tmp_path: Path) -> None:
     model = SeqUNet(SeqUNetConfig(6, 3, 1, 3))
     sampling = SamplingConfig(top_p=0.9)
     results = run_suite(MICRO, default_model=("tiny", model), sampling=sampling, log=lambda s: None)

@@ -39,13 +39,7 @@ def write_tone(path: Path, sr: int, seconds: float, freq: float, seed: int) -> N
     sf.write(path, stereo, sr)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not stall when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # from conftest
 
 
 @pytest.fixture(scope="module")
