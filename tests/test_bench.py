@@ -56,3 +56,14 @@ def test_micro_suite_reports_every_section(tmp_path: Path) -> None:
     assert {p.name for p in paths} >= {"micro.json", "micro.md"}
     pytest.importorskip("matplotlib")
     assert (tmp_path / "micro_scaling.png").stat().st_size > 1000 and (tmp_path / "micro_batch.png").exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_training_step_runs_in_a_fresh_process_on_the_suites_threads() -> None:
+    from streamgen.bench.suite import training_step
+
+    model = SeqUNet(SeqUNetConfig(6, 3, 1, 3))
+    result = training_step("sequnet", {"channels": 6, "levels": 3, "depth": 1, "kernel_size": 3}, 20, repeats=1)
+    assert result["threads"] == 1  # the parent's count: the suite states one thread
+    assert result["out_len"] == model.training_output_length(20) and result["input_len"] == model.input_length(result["out_len"])
+    assert result["seconds_median"] > 0 and result["peak_rss_mb"] >= result["rss_before_mb"] > 0
