@@ -304,8 +304,8 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     for kind, model in [("sequnet", TINY_SEQUNET),
                         ("wavenet", {"blocks": 1, "layers": 3, "residual_channels": 8,
                                      "dilation_channels": 8, "skip_channels": 8})]:
-        runs[kind] = train(config(tmp_path, audio_dir, kind=kind, model=model, steps=3,
-                                  out_dir=str(tmp_path / kind)))
+        runs[kind] = train(config(tmp_path, audio_dir, kind=kind, model=model, steps=3, lr_final=1e-4,
+                                  decay_from=1, out_dir=str(tmp_path / kind)))
         result = evaluate_run(runs[kind], audio_dir, every=3, first_target=300, block=64)
         (runs[kind] / EVAL).write_text(json.dumps(result))
 
@@ -332,10 +332,15 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     assert card["sampling"] == {"top_p": 0.9}
     assert card["training"]["val_bits_per_sample"] == pytest.approx(result["val_bits_per_sample"])
     assert card["training"]["hardware"] == "test machine"
+    assert {k: card["training"][k] for k in ("lr_final", "decay_from")} == {"lr_final": 1e-4, "decay_from": 1}
     audio, rate = sf.read(dest / "example.wav")
     assert rate == 16000 and len(audio) == 4000 and np.abs(audio).max() > 0
     assert (dest / "example.png").stat().st_size > 1000
     text = (dest / "README.md").read_text()
     wavenet_bits = json.loads((runs["wavenet"] / EVAL).read_text())["val_bits_per_sample"]
     assert f"| {result['val_bits_per_sample']:.3f} |" in text and f"| {wavenet_bits:.3f} |" in text
+    assert "decayed along a cosine to 0.0001 from step 1 to the last" in text
+    assert "real time on this machine's CPU (numba backend" in text  # what ran the example
+    other = write_card(runs["wavenet"], tmp_path / "zoo" / "wn", audio_dir, seconds=0.1)
+    assert "real time on this machine's CPU (torch backend" in (other / "README.md").read_text()
     assert "| wavenet-tiny | wavenet" in text and "one block of 64 samples in every 3, from sample 300" in text

@@ -60,11 +60,19 @@ def _training_summary(info: dict[str, Any], run: Path) -> dict[str, Any]:
     cfg = train.get("train_config", {})
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines() if line]
     rates = [r["samples_per_second"] for r in log if "samples_per_second" in r]
-    keep = ("output_length", "batch_size", "lr", "grad_clip", "seed")
+    keep = ("output_length", "batch_size", "lr", "lr_final", "decay_from", "grad_clip", "seed")
     return {"steps": train.get("step"), **{k: cfg.get(k) for k in keep},
             "target_samples_seen": (train.get("step") or 0) * cfg.get("batch_size", 0) * cfg.get("output_length", 0),
             "median_target_samples_per_s": sorted(rates)[len(rates) // 2] if rates else None,
             "threads": cfg.get("threads")}
+
+
+def _schedule(summary: dict[str, Any]) -> str:
+    """The learning rate as the card states it: constant, or its cosine decay."""
+    if summary.get("lr_final") is None:
+        return f"learning rate {summary['lr']}"
+    return (f"learning rate {summary['lr']}, decayed along a cosine to {summary['lr_final']} "
+            f"from step {summary.get('decay_from') or 0} to the last")
 
 
 def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | None = None, seconds: float = 8.0,
@@ -111,12 +119,12 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
         macs=mean_macs(model), bits=ev["val_bits_per_sample"], nats=ev["val_nats"], targets=ev["targets"],
         files=ev["files"], every=ev["every"], first=ev["first_target"], block=ev.get("block", BLOCK), rows="\n".join(rows),
         steps=summary["steps"], batch=summary["batch_size"], window=summary["output_length"],
-        lr=summary["lr"], clip=summary["grad_clip"], seen=summary["target_samples_seen"],
+        schedule=_schedule(summary), train_seed=summary["seed"], clip=summary["grad_clip"], seen=summary["target_samples_seen"],
         seen_h=summary["target_samples_seen"] / rate / 3600,
         epochs=summary["target_samples_seen"] / rate / 3600 / hours[0],
         train_files=len(split.train), train_h=hours[0], val_h=hours[1], rate_s=summary["median_target_samples_per_s"] or 0,
         hardware=summary["hardware"], threads=summary["threads"], seconds=seconds, seed=seed,
-        sampling=sampling, speed=speed, flat=tone.flatness, sal=tone.salience,
+        sampling=sampling, speed=speed, backend=gen.engine.backend, flat=tone.flatness, sal=tone.salience,
         tonal="yes" if tone.is_tonal() else "no", python=platform.python_version(), torch=torch.__version__,
     )
     (dest / "README.md").write_text(card)
@@ -146,9 +154,9 @@ needed).
 
 ## Training
 
-Adam, learning rate {lr}, gradient clipping {clip}, {steps} steps of {batch} windows of
+Adam, {schedule}, gradient clipping {clip}, {steps} steps of {batch} windows of
 {window} target samples ({seen:,} target samples: {seen_h:.2f} h of audio, {epochs:.2f} passes over the training
-set), seed 0. Hardware: {hardware}, CPU only, {threads} thread, about {rate_s:,.0f}
+set), seed {train_seed}. Hardware: {hardware}, CPU only, {threads} thread, about {rate_s:,.0f}
 target samples/s, alongside the baseline's run on the other core.
 
 ## Evaluation
@@ -164,7 +172,7 @@ model is favoured by its receptive field):
 ## Example
 
 `example.wav`: {seconds:g} s generated from silence with seed {seed} and
-`{sampling}` (the sampling `streamgen generate` uses for this model unless told otherwise), at {speed:.2f}x real time on this machine's CPU (numba backend, including start-up).
+`{sampling}` (the sampling `streamgen generate` uses for this model unless told otherwise), at {speed:.2f}x real time on this machine's CPU ({backend} backend, including start-up).
 `example.png` is its spectrogram. Tonality check (`streamgen.audio.analysis.harmonicity`):
 spectral flatness {flat:.4f} (white noise: 0.56), pitch salience {sal:.2f}, tonal: {tonal}.
 
