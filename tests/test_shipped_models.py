@@ -39,7 +39,7 @@ def test_default_is_a_realtime_sequnet() -> None:
     assert info["kind"] == "sequnet"
     baseline = json.loads((packaged_zoo() / "wavenet-baseline" / "config.json").read_text())
     # trained the same way as its baseline
-    keep = ("steps", "batch_size", "output_length", "lr", "grad_clip", "seed")
+    keep = ("steps", "batch_size", "output_length", "lr", "lr_final", "decay_from", "grad_clip", "seed")
     assert {k: info["training"][k] for k in keep} == {k: baseline["training"][k] for k in keep}
 
 
