@@ -57,6 +57,18 @@ def check_output(path: str, force: bool) -> None:
         raise CLIError(f"cannot write {path}: permission denied; choose another output path")
 
 
+def announce_compile(backend: str, quiet: bool = False) -> None:
+    """One line on stderr when the numba kernels are about to compile (first use only), so a
+    half-minute wait before the first sample does not look like a hang."""
+    if quiet or backend != "numba":
+        return
+    from streamgen.engine.fast.kernels import kernels_cached
+
+    if not kernels_cached():
+        print("streamgen: compiling the CPU kernels for first use (cached afterwards; about 30 s)",
+              file=sys.stderr)
+
+
 def fail(message: str, status: int = 2) -> int:
     print(f"streamgen: error: {message}", file=sys.stderr)
     return status

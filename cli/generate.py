@@ -10,7 +10,8 @@ import numpy as np
 
 from streamgen.zoo import load_model
 
-from .common import CLIError, add_model_options, add_sampling_options, check_output, sampling_config
+from .common import (CLIError, add_model_options, add_sampling_options, announce_compile, check_output,
+                     sampling_config)
 
 EXAMPLES = """examples:
   streamgen generate -o out.wav --seconds 10
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     total = int(round(args.seconds * rate))
     writers = [AudioWriter(p, rate) for p in paths]
     kept: list[np.ndarray] = []
+    announce_compile(gen.engine.backend, args.quiet)
     progress = _progress(total, args.quiet or args.output == "-" and not sys.stderr.isatty())
     try:
         for block in gen.blocks(total, args.block):

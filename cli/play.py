@@ -7,7 +7,7 @@ import sys
 
 from streamgen.zoo import load_model
 
-from .common import add_model_options, add_sampling_options, check_output, sampling_config
+from .common import add_model_options, add_sampling_options, announce_compile, check_output, sampling_config
 
 EXAMPLES = """examples:
   streamgen play --seconds 30
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     gen = AudioGenerator(model, device=args.device, sampling=sampling_config(args, info.get("sampling")), seed=args.seed,
                          backend=args.backend)
+    announce_compile(gen.engine.backend)
     player = LivePlayer(lambda n: gen(n)[0], rate, device=args.device_name, block_size=args.block,
                         prebuffer=args.prebuffer, force=args.force)
     report = player.play(args.seconds, save=args.save)

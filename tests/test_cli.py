@@ -141,6 +141,22 @@ def test_ctrl_c_during_start_up_is_one_line(monkeypatch: pytest.MonkeyPatch, cap
     assert capsys.readouterr().err == "streamgen: interrupted\n"
 
 
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+def test_first_compile_is_announced_once(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path) -> None:
+    """A cold numba cache gets one line before the half-minute compile; a warm cache, the torch
+    backend and --quiet get none."""
+    from streamgen.cli import main as cli_main
+    from streamgen.engine.fast import kernels
+
+    note = "compiling the CPU kernels for first use"
+    for cached, extra, expect in [(False, [], True), (True, [], False), (False, ["--backend", "torch"], False),
+                                  (False, ["--quiet"], False)]:
+        monkeypatch.setattr(kernels, "kernels_cached", lambda cached=cached: cached)
+        out = tmp_path / f"{len(list(tmp_path.iterdir()))}.wav"
+        assert cli_main.main(["generate", "-o", str(out), "--seconds", "0.02", *extra]) == 0
+        assert (note in capsys.readouterr().err) == expect, (cached, extra)
+
+
 def test_errors_are_one_line(zoo: Path, tmp_path: Path) -> None:
     (tmp_path / "exists.wav").write_bytes(b"x")
     (tmp_path / "bad.wav").write_bytes(b"not audio at all")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -293,6 +294,26 @@ def test_numba_generates_the_same_samples_as_torch(sampling, rng) -> None:
         sampler = engine.sampler(sampling, seed=42)
         runs.append(torch.cat([engine.generate(n, sampler) for n in (1, 255, 300)], 1))
     assert torch.equal(runs[0], runs[1])
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+def test_kernels_cached_tells_a_cold_numba_cache_from_a_warm_one(tmp_path, rng) -> None:
+    """Warm once the kernels have run here (numba wrote its cache); cold in a process whose
+    cache folder is empty, where the first block would compile them."""
+    import subprocess
+    import sys
+
+    from streamgen.engine.fast.kernels import kernels_cached
+
+    model, _ = fresh_sequnet((5, 3, 1, 4, 1), rng)
+    engine = StreamingEngine(model, 1, backend="numba")
+    engine.feed(torch.randint(0, CLASSES, (1, 4)))
+    engine.generate(4, engine.sampler(SamplingConfig(), seed=0))
+    assert kernels_cached()
+    probe = "from streamgen.engine.fast.kernels import kernels_cached as k; print(k())"
+    cold = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)})
+    assert cold.stdout.strip() == "False", cold.stderr
 
 
 @pytest.mark.skipif(not numba_available(), reason="numba is not installed")

@@ -8,6 +8,8 @@ one entry of a homogeneous tuple, its window length in ``wins`` and its newest i
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from numba import njit
 
@@ -232,3 +234,14 @@ def sample_into(logits, noise, temperature, top_k, top_p, greedy, scores, sorted
                 best_v = v
                 best = i
         out[b] = best
+
+
+def kernels_cached() -> bool:
+    """Whether numba's on-disk cache already holds the generation kernel. When it does not
+    (first use after an install), the first block compiles it: about half a minute on one
+    core. Reads numba's cache index path (internal API); if that cannot be read, says True."""
+    try:
+        index = sequnet_generate._cache._cache_file._index_path
+    except AttributeError:
+        return True
+    return os.path.isfile(index)
