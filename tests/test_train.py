@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -340,6 +341,15 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     wavenet_bits = json.loads((runs["wavenet"] / EVAL).read_text())["val_bits_per_sample"]
     assert f"| {result['val_bits_per_sample']:.3f} |" in text and f"| {wavenet_bits:.3f} |" in text
     assert "decayed along a cosine to 0.0001 from step 1 to the last" in text
+    # the card's training command, parsed by the CLI, is the run's own config
+    from streamgen.cli.main import build_parser
+
+    line = next(ln for ln in text.splitlines() if ln.startswith("streamgen train --data"))
+    repeat = TrainConfig.from_options(build_parser().parse_args(shlex.split(line)[1:]))
+    ran = TrainConfig(**info["training"]["train_config"])
+    assert replace(repeat, data=ran.data, out_dir=ran.out_dir, val_windows=ran.val_windows, log_every=ran.log_every,
+                   checkpoint_every=ran.checkpoint_every, val_every=ran.val_every, cache_dir=ran.cache_dir,
+                   progress=ran.progress) == ran
     assert "real time on this machine's CPU (numba backend" in text  # what ran the example
     other = write_card(runs["wavenet"], tmp_path / "zoo" / "wn", audio_dir, seconds=0.1)
     assert "real time on this machine's CPU (torch backend" in (other / "README.md").read_text()

@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import platform
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -65,6 +66,23 @@ def _training_summary(info: dict[str, Any], run: Path) -> dict[str, Any]:
             "target_samples_seen": (train.get("step") or 0) * cfg.get("batch_size", 0) * cfg.get("output_length", 0),
             "median_target_samples_per_s": sorted(rates)[len(rates) // 2] if rates else None,
             "threads": cfg.get("threads")}
+
+
+# TrainConfig field -> `streamgen train` flag, for the command that repeats a run
+TRAIN_FLAGS = (("kind", "--kind"), ("output_length", "--window"), ("batch_size", "--batch"), ("steps", "--steps"),
+               ("lr", "--lr"), ("lr_final", "--lr-final"), ("decay_from", "--decay-from"),
+               ("grad_clip", "--grad-clip"), ("val_fraction", "--val-fraction"), ("seed", "--seed"),
+               ("threads", "--threads"))
+
+
+def train_command(train_config: dict[str, Any], data: str, out: str) -> str:
+    """The ``streamgen train`` command line that repeats a run from its stored config."""
+    parts = ["streamgen", "train", "--data", data, "--out", out]
+    for field, flag in TRAIN_FLAGS:
+        if train_config.get(field) is not None:
+            parts += [flag, str(train_config[field])]
+    parts += ["--config", json.dumps(train_config["model"])]
+    return shlex.join(parts)
 
 
 def _schedule(summary: dict[str, Any]) -> str:
@@ -125,7 +143,8 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
         train_files=len(split.train), train_h=hours[0], val_h=hours[1], rate_s=summary["median_target_samples_per_s"] or 0,
         hardware=summary["hardware"], threads=summary["threads"], seconds=seconds, seed=seed,
         sampling=sampling, speed=speed, backend=gen.engine.backend, flat=tone.flatness, sal=tone.salience,
-        tonal="yes" if tone.is_tonal() else "no", python=platform.python_version(), torch=torch.__version__,
+        tonal="yes" if tone.is_tonal() else "no", data_dir=f"data/{data.name}",
+        train=train_command((info.get("training") or {}).get("train_config", {}), f"data/{data.name}", f"runs/{dest.name}"), python=platform.python_version(), torch=torch.__version__,
     )
     (dest / "README.md").write_text(card)
     return dest
@@ -157,7 +176,13 @@ needed).
 Adam, {schedule}, gradient clipping {clip}, {steps} steps of {batch} windows of
 {window} target samples ({seen:,} target samples: {seen_h:.2f} h of audio, {epochs:.2f} passes over the training
 set), seed {train_seed}. Hardware: {hardware}, CPU only, {threads} thread, about {rate_s:,.0f}
-target samples/s, alongside the baseline's run on the other core.
+target samples/s, alongside the baseline's run on the other core. To repeat it:
+
+```bash
+streamgen train --build-corpus {data_dir}
+{train}
+python -m streamgen.train.publish eval runs/{name} --data {data_dir}
+```
 
 ## Evaluation
 
