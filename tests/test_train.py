@@ -341,6 +341,8 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     wavenet_bits = json.loads((runs["wavenet"] / EVAL).read_text())["val_bits_per_sample"]
     assert f"| {result['val_bits_per_sample']:.3f} |" in text and f"| {wavenet_bits:.3f} |" in text
     assert "decayed along a cosine to 0.0001 from step 1 to the last" in text
+    seen, rate = card["training"]["target_samples_seen"], card["training"]["median_target_samples_per_s"]
+    assert seen == 3 * 4 * 60 and f"(about {seen / rate / 3600:.1f} h of training)" in text
     # the card's training command, parsed by the CLI, is the run's own config
     from streamgen.cli.main import build_parser
 

@@ -141,6 +141,7 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
         seen_h=summary["target_samples_seen"] / rate / 3600,
         epochs=summary["target_samples_seen"] / rate / 3600 / hours[0],
         train_files=len(split.train), train_h=hours[0], val_h=hours[1], rate_s=summary["median_target_samples_per_s"] or 0,
+        wall_h=summary["target_samples_seen"] / (summary["median_target_samples_per_s"] or math.inf) / 3600,
         hardware=summary["hardware"], threads=summary["threads"], seconds=seconds, seed=seed,
         sampling=sampling, speed=speed, backend=gen.engine.backend, flat=tone.flatness, sal=tone.salience,
         tonal="yes" if tone.is_tonal() else "no", data_dir=f"data/{data.name}",
@@ -176,7 +177,8 @@ needed).
 Adam, {schedule}, gradient clipping {clip}, {steps} steps of {batch} windows of
 {window} target samples ({seen:,} target samples: {seen_h:.2f} h of audio, {epochs:.2f} passes over the training
 set), seed {train_seed}. Hardware: {hardware}, CPU only, {threads} thread, about {rate_s:,.0f}
-target samples/s, alongside the baseline's run on the other core. To repeat it:
+target samples/s (about {wall_h:.1f} h of training), alongside the baseline's run on the other core.
+To repeat it:
 
 ```bash
 streamgen train --build-corpus {data_dir}
