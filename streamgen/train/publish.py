@@ -176,9 +176,8 @@ needed).
 
 Adam, {schedule}, gradient clipping {clip}, {steps} steps of {batch} windows of
 {window} target samples ({seen:,} target samples: {seen_h:.2f} h of audio, {epochs:.2f} passes over the training
-set), seed {train_seed}. Hardware: {hardware}, CPU only, {threads} thread, about {rate_s:,.0f}
-target samples/s (about {wall_h:.1f} h of training), alongside the baseline's run on the other core.
-To repeat it:
+set), seed {train_seed}. Hardware: {hardware}; {threads} thread(s), about {rate_s:,.0f}
+target samples/s (about {wall_h:.1f} h of training). To repeat it:
 
 ```bash
 streamgen train --build-corpus {data_dir}
