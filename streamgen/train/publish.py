@@ -31,6 +31,7 @@ from streamgen.checkpoint import CONFIG, WEIGHTS, load_checkpoint
 from streamgen.engine import SamplingConfig
 from streamgen.engine.cost import mean_macs
 from streamgen.generation import AudioGenerator
+from streamgen.nn import StreamableNetwork
 from streamgen.train.data import EncodedAudio, split_files
 from streamgen.train.loop import evaluate
 
@@ -56,8 +57,7 @@ def evaluate_run(run: Path, data: Path, every: int = 4, threads: int = 1, *,
             "first_target": first_target, "block": block, "every": every, "seconds": time.time() - start}
 
 
-def _training_summary(info: dict[str, Any], run: Path) -> dict[str, Any]:
-    train = info.get("training") or {}
+def _training_summary(train: dict[str, Any], run: Path) -> dict[str, Any]:
     cfg = train.get("train_config", {})
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines() if line]
     rates = [r["samples_per_second"] for r in log if "samples_per_second" in r]
@@ -85,6 +85,12 @@ def train_command(train_config: dict[str, Any], data: str, out: str) -> str:
     return shlex.join(parts)
 
 
+def _comparison_row(label: str, model: StreamableNetwork, info: dict[str, Any], bits: float) -> str:
+    """One evaluated network as a row of the card's comparison table."""
+    return (f"| {label} | {info['kind']} {json.dumps(info['config'])} | {model.num_parameters():,} | "
+            f"{model.receptive_field:,} | {mean_macs(model):,.0f} | {bits:.3f} |")
+
+
 def _schedule(summary: dict[str, Any]) -> str:
     """The learning rate as the card states it: constant, or its cosine decay."""
     if summary.get("lr_final") is None:
@@ -106,7 +112,8 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
     ev = json.loads((run / EVAL).read_text())
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(run / WEIGHTS, dest / WEIGHTS)
-    summary = _training_summary(info, run)
+    training = info.get("training") or {}
+    summary = _training_summary(training, run)
     summary.update({"val_nats": ev["val_nats"], "val_bits_per_sample": ev["val_bits_per_sample"],
                     "val_targets": ev["targets"], "hardware": hardware or cpu_name(),
                     "data": "Bach chorales (music21) rendered to piano, 16 kHz; see README"})
@@ -124,13 +131,10 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
     save_spectrogram(audio, rate, dest / "example.png", title=f"{dest.name}: {seconds:g} s, seed {seed}")
     tone = harmonicity(audio, rate)
 
-    rows = [f"| {dest.name} (this model) | {info['kind']} {json.dumps(info['config'])} | {model.num_parameters():,} | "
-            f"{model.receptive_field:,} | {mean_macs(model):,.0f} | {ev['val_bits_per_sample']:.3f} |"]
+    rows = [_comparison_row(f"{dest.name} (this model)", model, info, ev["val_bits_per_sample"])]
     for label, other in (baselines or {}).items():
-        bmodel, binfo = load_checkpoint(other)
-        bits = json.loads((other / EVAL).read_text())["val_bits_per_sample"]
-        rows.append(f"| {label} | {binfo['kind']} {json.dumps(binfo['config'])} | {bmodel.num_parameters():,} | "
-                    f"{bmodel.receptive_field:,} | {mean_macs(bmodel):,.0f} | {bits:.3f} |")
+        rows.append(_comparison_row(label, *load_checkpoint(other),
+                                    json.loads((other / EVAL).read_text())["val_bits_per_sample"]))
     card = CARD.format(
         name=dest.name, kind=info["kind"], config=json.dumps(info["config"]),
         params=model.num_parameters(), rf=model.receptive_field, rf_s=model.receptive_field / rate,
@@ -145,7 +149,8 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
         hardware=summary["hardware"], threads=summary["threads"], seconds=seconds, seed=seed,
         sampling=sampling, speed=speed, backend=gen.engine.backend, flat=tone.flatness, sal=tone.salience,
         tonal="yes" if tone.is_tonal() else "no", data_dir=f"data/{data.name}",
-        train=train_command((info.get("training") or {}).get("train_config", {}), f"data/{data.name}", f"runs/{dest.name}"), python=platform.python_version(), torch=torch.__version__,
+        train=train_command(training.get("train_config", {}), f"data/{data.name}", f"runs/{dest.name}"),
+        python=platform.python_version(), torch=torch.__version__,
     )
     (dest / "README.md").write_text(card)
     return dest
