@@ -31,6 +31,11 @@ SEQUNET_GRID = [
     (3, 6, 2, 6, 1),
     (5, 6, 1, 10, 2),
     (5, 1, 2, 6, 2),
+    # widths equal to the class count, kernels 7 and 9, up to 8 levels
+    (7, 3, 2, CLASSES, 2),
+    (9, 2, 1, 6, 1),
+    (7, 7, 1, 4, 1),
+    (9, 8, 1, 3, 1),
 ]
 
 
@@ -71,24 +76,34 @@ def test_sequnet_engine_equals_offline(cfg, chunks, backend, rng: torch.Generato
     assert (got.double() - want).abs().max().item() < TOL
 
 
-def small_wavenet(gen: torch.Generator, kernel: int = 2) -> WaveNet:
+def small_wavenet(gen: torch.Generator, kernel: int = 2, residual: int = 6) -> WaveNet:
     # 12 skip channels: with 7, about 1% of draws leave every head ReLU dead (constant output)
-    model = WaveNet(WaveNetConfig(2, 4, kernel, 6, 5, 12, classes=CLASSES))
+    model = WaveNet(WaveNetConfig(2, 4, kernel, residual, 5, 12, classes=CLASSES))
     randomize_(model, gen)
     return model.eval()
 
 
-def small_tcn(gen: torch.Generator, kernel: int = 3) -> TCN:
-    model = TCN(TCNConfig(channels=6, levels=3, kernel_size=kernel, classes=CLASSES))
+def small_tcn(gen: torch.Generator, kernel: int = 3, channels: int = 6) -> TCN:
+    model = TCN(TCNConfig(channels=channels, levels=3, kernel_size=kernel, classes=CLASSES))
     randomize_(model, gen)
     return model.eval()
+
+
+# (kind, kernel, width, batch): even and odd kernels; widths equal to the class count (the
+# TCN's first block then has no 1x1 projection: its residual is the one-hot input itself)
+BASELINE_GRID = [("wavenet", 2, 6, 1), ("wavenet", 3, 6, 3), ("wavenet", 4, CLASSES, 2),
+                 ("tcn", 2, 6, 2), ("tcn", 3, 6, 4), ("tcn", 4, 6, 1), ("tcn", 2, CLASSES, 2),
+                 ("tcn", 3, CLASSES, 1)]
 
 
 @pytest.mark.parametrize("chunks", ["1", "7", "random"])
-@pytest.mark.parametrize("kind,kernel,batch", [("wavenet", 2, 1), ("wavenet", 3, 3),
-                                               ("tcn", 2, 2), ("tcn", 3, 4)])
-def test_baselines_engine_equals_offline(kind, kernel, batch, chunks, rng) -> None:
-    model = small_wavenet(rng, kernel) if kind == "wavenet" else small_tcn(rng, kernel)
+@pytest.mark.parametrize("kind,kernel,width,batch", BASELINE_GRID,
+                         ids=lambda v: str(v))
+def test_baselines_engine_equals_offline(kind, kernel, width, batch, chunks, rng) -> None:
+    if kind == "wavenet":
+        model = small_wavenet(rng, kernel, residual=width)
+    else:
+        model = small_tcn(rng, kernel, channels=width)
     n = 2 * model.receptive_field + 5
     x = torch.randint(0, CLASSES, (batch, n), generator=rng)
     got = chunked_feed(StreamingEngine(model, batch), x, chunks, seed=3)
@@ -154,6 +169,44 @@ def test_state_save_restore(backend: str, rng: torch.Generator) -> None:
     third = torch.empty(batch, 41, CLASSES)
     fresh.feed(x[:, 29:], third)
     assert torch.equal(first, third)
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+@pytest.mark.parametrize("direction", ["torch->numba", "numba->torch"])
+def test_state_moves_between_backends(direction: str, rng: torch.Generator) -> None:
+    """Both executors run the same plans over the same rings: a state saved by one continues
+    in the other, and a state saved with its sampler continues the same free-running stream."""
+    model, batch = fresh_sequnet((5, 4, 2, 6, 2), rng)
+    first, second = direction.split("->")
+    sampling = SamplingConfig(temperature=1.2, top_p=0.95)
+    prompt = torch.randint(0, CLASSES, (batch, 50), generator=rng)
+    source = StreamingEngine(model, batch, backend=first)
+    source.feed(prompt)
+    sampler = source.sampler(sampling, seed=3)
+    before = source.generate(37, sampler)  # the clock, the rings and the noise block mid-way
+    saved = source.state_dict(sampler)
+    continued = source.generate(300, sampler)
+    target = StreamingEngine(model, batch, backend=second)
+    other = target.sampler(sampling, seed=99)
+    target.load_state_dict(saved, other)
+    assert torch.equal(target.generate(300, other), continued)
+    # teacher-forced after the move: the offline pass over everything the stream received
+    target.load_state_dict(saved)
+    x = torch.randint(0, CLASSES, (batch, 27), generator=rng)
+    out = torch.empty(batch, 27, CLASSES)
+    target.feed(x, out)
+    want = reference_logits(model, torch.cat([prompt, before, x], 1))[:, -27:]
+    assert (out.double() - want).abs().max().item() < TOL
+
+
+def test_state_without_sampler_is_refused_for_a_sampler(rng: torch.Generator) -> None:
+    model, _ = fresh_sequnet((3, 2, 1, 4, 1), rng)
+    engine = StreamingEngine(model, 1)
+    with pytest.raises(ValueError, match="holds no sampler"):
+        engine.load_state_dict(engine.state_dict(), engine.sampler())
+    wavenet = StreamingEngine(small_wavenet(rng), 1)
+    with pytest.raises(ValueError, match="another network"):
+        wavenet.load_state_dict(engine.state_dict())
 
 
 @pytest.mark.parametrize("kind", ["sequnet", "wavenet", "tcn"])
@@ -349,7 +402,7 @@ def test_backend_selection() -> None:
     assert StreamingEngine(sequnet, 64).backend == "torch"  # batched matmuls win there
     wavenet = WaveNet(WaveNetConfig(1, 2, 2, 4, 4, 4, classes=CLASSES))
     assert StreamingEngine(wavenet).backend == "torch"
-    with pytest.raises(ValueError, match="numba backend runs Seq-U-Nets"):
+    with pytest.raises(ValueError, match="numba backend runs plans of gated layers"):
         StreamingEngine(wavenet, backend="numba")
     with pytest.raises(ValueError, match="unknown backend"):
         StreamingEngine(sequnet, backend="cuda-graphs")

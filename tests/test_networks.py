@@ -139,3 +139,20 @@ def test_build_network_rejects_unknown() -> None:
         build_network("sequnet", {"width": 3})
     with pytest.raises(ValueError, match="odd"):
         SeqUNetConfig(kernel_size=4)
+
+
+@pytest.mark.parametrize("k", [3, 5, 7, 9])
+@pytest.mark.parametrize("levels", [1, 2, 3, 4])
+def test_sequnet_newest_outputs_ignore_older_history(k: int, levels: int, rng) -> None:
+    """Any input length gives the same newest outputs: the stride-2 convolutions stay phased
+    like the decimated identity (both keep the newest frame) whatever history precedes."""
+    model = sequnet(4, levels, 2, k).double().eval()
+    randomize_(model, rng)
+    n = model.input_length(3 * model.period)
+    x = random_onehot(1, n + 8, CLASSES, rng)
+    full = model(x)
+    for length in range(max(n - 8, model.input_length(1)), n + 8):
+        y = model(x[..., x.shape[-1] - length :])
+        assert y.shape[-1] == model.output_length(length) >= 1
+        newest = min(y.shape[-1], 3)
+        assert (y[..., -newest:] - full[..., -newest:]).abs().max().item() < 1e-12

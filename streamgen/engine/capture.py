@@ -9,16 +9,10 @@ vectors) and how it primes from a long prompt without stepping through it.
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
+from streamgen.engine.clock import newest_frame_time, one_hot, zero_index
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.nn.layers import crop_front
-
-
-def newest_frame_time(t: int, level: int) -> int:
-    """The latest time ``<= t`` on ``level``'s grid (``(time + 1) % 2**level == 0``)."""
-    step = 2**level
-    return ((t + 1) // step) * step - 1
 
 
 class Capture:
@@ -27,7 +21,7 @@ class Capture:
     def __init__(
         self, program: StepProgram, history: torch.Tensor, t_last: int, span: int = 1
     ) -> None:
-        """``history``: (B, N) int64 classes ending at time ``t_last`` (index ``classes`` =
+        """``history``: (B, N) int64 classes ending at time ``t_last`` (``zero_index`` = the
         zero vector); older history than the receptive field is ignored, missing history is
         zero vectors."""
         model, classes, period = program.model, program.classes, program.period
@@ -37,15 +31,16 @@ class Capture:
         n_in = model.input_length(pad_right + span)
         n_hist = n_in - pad_right
         batch = history.shape[0]
-        zeros = torch.full((batch, max(n_hist - history.shape[1], 0)), classes, dtype=torch.int64)
+        zero = zero_index(classes)
+        zeros = torch.full((batch, max(n_hist - history.shape[1], 0)), zero, dtype=torch.int64)
         idx = torch.cat([zeros, history[:, max(history.shape[1] - n_hist, 0) :].cpu(),
-                         torch.full((batch, pad_right), classes, dtype=torch.int64)], dim=1)
+                         torch.full((batch, pad_right), zero, dtype=torch.int64)], dim=1)
         self.index = idx
         self.windows: dict[str, torch.Tensor] = {}
         self.program = program
 
         param = next(model.parameters())
-        onehot = F.one_hot(idx, classes + 1)[..., :classes].transpose(1, 2)
+        onehot = one_hot(idx, classes).transpose(1, 2)
         onehot = onehot.to(device=param.device, dtype=param.dtype)
         handles = []
         sequences: dict[str, torch.Tensor] = {}

@@ -15,14 +15,11 @@ import torch
 from torch import nn
 
 from streamgen.engine.capture import Capture
-from streamgen.engine.program import StepProgram
+from streamgen.engine.clock import silence_class
+from streamgen.engine.program import StepProgram, TorchExecutor, build_program
 from streamgen.engine.sampling import Sampler, SamplingConfig
-from streamgen.nn import TCN, SeqUNet, WaveNet
 
-def silence_class(classes: int) -> int:
-    """The input fed to a stream that has no previous sample: the mu-law class of 0.0."""
-    return classes // 2
-
+Executor = Any  # TorchExecutor or NumbaExecutor: feed_block / generate_block over a program
 
 BACKENDS = ("auto", "torch", "numba")
 
@@ -36,43 +33,28 @@ def numba_available() -> bool:
 
 
 #: Batches up to this size stream faster through the single-threaded numba kernel than
-#: through batched torch matrix products (crossover measured at 16: benchmarks/results).
+#: through batched torch matrix products: the crossover lies between 4 streams (numba 2.2x
+#: ahead) and 16 (torch 1.2x ahead) in benchmarks/results/cpu-x86-64-full.md.
 NUMBA_MAX_BATCH = 8
 
 
-def choose_backend(
-    model: nn.Module, device: torch.device, dtype: torch.dtype, backend: str, batch: int = 1
-) -> str:
-    """``auto`` picks the compiled CPU kernel where it applies and is faster (a Seq-U-Net on
-    the CPU in float32, small batches, numba installed: 5-10x at batch 1), else torch."""
+def build_executor(program: StepProgram, backend: str) -> Executor:
+    """An executor of ``program``'s plans: ``auto`` picks the compiled CPU interpreter where
+    it runs the program and is faster (numba installed, small batches: 5x at batch 1), else
+    torch."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
-    fits = isinstance(model, SeqUNet) and device.type == "cpu" and dtype == torch.float32
-    if backend == "numba" and not fits:
-        raise ValueError("the numba backend runs Seq-U-Nets on the CPU in float32; use backend='torch'")
-    if backend == "numba" and not numba_available():
-        raise ValueError("the numba backend needs numba: pip install numba")
-    if backend == "auto":
-        return "numba" if fits and batch <= NUMBA_MAX_BATCH and numba_available() else "torch"
-    return backend
+    if backend == "torch":
+        return TorchExecutor(program)
+    if not numba_available():
+        if backend == "numba":
+            raise ValueError("the numba backend needs numba: pip install numba")
+        return TorchExecutor(program)
+    from streamgen.engine.fast.numba_executor import NumbaExecutor
 
-
-def build_program(
-    model: nn.Module, batch: int, device: torch.device, dtype: torch.dtype, backend: str = "torch"
-) -> StepProgram:
-    """The step program for ``model``'s network kind on ``backend`` (``torch`` or ``numba``)."""
-    from streamgen.engine.sequnet_program import SeqUNetProgram
-    from streamgen.engine.tcn_program import TCNProgram
-    from streamgen.engine.wavenet_program import WaveNetProgram
-
-    if backend == "numba":
-        from streamgen.engine.fast.sequnet_numba import NumbaSeqUNetProgram
-
-        return NumbaSeqUNetProgram(model, batch, device, dtype)
-    for cls, program in ((SeqUNet, SeqUNetProgram), (WaveNet, WaveNetProgram), (TCN, TCNProgram)):
-        if isinstance(model, cls):
-            return program(model, batch, device, dtype)
-    raise TypeError(f"no streaming program for {type(model).__name__}")
+    if backend == "auto" and (NumbaExecutor.unsupported(program) or program.batch > NUMBA_MAX_BATCH):
+        return TorchExecutor(program)
+    return NumbaExecutor(program)
 
 
 class StreamingEngine:
@@ -96,8 +78,9 @@ class StreamingEngine:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model
         self.batch_size, self.dtype = batch_size, dtype
-        self.backend = choose_backend(model, self.device, dtype, backend, batch_size)
-        self.program = build_program(model, batch_size, self.device, dtype, self.backend)
+        self.program = build_program(model, batch_size, self.device, dtype)
+        self.executor = build_executor(self.program, backend)
+        self.backend: str = self.executor.name
         self.classes, self.period = self.program.classes, self.program.period
         self.t = 0  # index of the next step on the shared clock
         self.logits = torch.empty(batch_size, self.classes, dtype=dtype, device=self.device)
@@ -153,21 +136,34 @@ class StreamingEngine:
         self.logits.copy_(capture.logits_at(n - 1))
         return self.logits
 
-    def state_dict(self) -> dict[str, Any]:
-        """A copy of the full streaming state (rings, clock, pending logits)."""
-        return {
+    def state_dict(self, sampler: Sampler | None = None) -> dict[str, Any]:
+        """A copy of the full streaming state (rings, clock, pending logits), and of
+        ``sampler``'s if given: restoring both continues the same free-running stream."""
+        state: dict[str, Any] = {
             "t": self.t,
             "logits": self.logits.clone(),
             "rings": {n: (r.data.clone(), r.pos) for n, r in self.program.rings.items()},
         }
+        if sampler is not None:
+            state["sampler"] = sampler.state_dict()
+        return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], sampler: Sampler | None = None) -> None:
+        """Restore a ``state_dict`` (from any backend of the same model and batch), and
+        ``sampler``'s state if the dict holds one."""
+        if sampler is not None and "sampler" not in state:
+            raise ValueError("this state holds no sampler; save it with state_dict(sampler)")
+        if set(state["rings"]) != set(self.program.rings):
+            raise ValueError("this state belongs to another network; restore it into an "
+                             "engine of the same model")
         self.t = int(state["t"])
         self.logits.copy_(state["logits"])
         for name, (data, pos) in state["rings"].items():
             ring = self.program.rings[name]
             ring.data.copy_(data)
             ring.pos = pos
+        if sampler is not None:
+            sampler.load_state_dict(state["sampler"])
 
     # -- stepping ----------------------------------------------------------------------
     def _check_classes(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,7 +179,7 @@ class StreamingEngine:
         """Teacher-forced: consume ``samples`` (B, N); write each step's logits into ``out``
         ``(B, N, classes)`` if given. ``self.logits`` then predicts the next sample."""
         samples = self._check_classes(samples).contiguous()
-        self.program.feed_block(samples, out, self.logits, self.t)
+        self.executor.feed_block(samples, out, self.logits, self.t)
         self.t += samples.shape[1]
         return out
 
@@ -192,7 +188,7 @@ class StreamingEngine:
         """Free-running: draw ``n`` samples per stream from the model into ``out`` (B, n)."""
         if out is None:
             out = torch.empty(self.batch_size, n, dtype=torch.int64, device=self.device)
-        self.program.generate_block(n, sampler, out, self.logits, self.t, self._input)
+        self.executor.generate_block(n, sampler, out, self.logits, self.t, self._input)
         self.t += n
         return out
 

@@ -1,25 +1,34 @@
-"""The step program of a network: its rings, their rates, and one step of computation.
+"""The step program of a network: its rings, their layers, and one plan per clock phase.
 
-A program is built from a trained network's own modules and weights. It names every ring,
-the level its frames live at (frames at times ``t`` with ``(t + 1) % 2**level == 0``), and the
-module whose forward input those frames are, so the engine can fill the rings from an offline
-forward pass (see ``streamgen.engine.capture``).
+A program is built from a trained network's own modules and weights. It names every ring
+after the module whose input its frames are (``named_modules()``), the level its frames live
+at (see ``streamgen.engine.clock``), and the step kernel that reads it; ``plan[phase]`` lists
+what runs at a step (``print(program.plan[0])``). Capture (``streamgen.engine.capture``) fills
+the rings from an offline forward pass; executors (``TorchExecutor`` here, the numba one in
+``streamgen.engine.fast``) run the plans.
+
+Programs register themselves by network kind: adding a network is one ``nn/`` file and one
+``engine/programs/`` file.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from torch import nn
 
-from streamgen.engine.ring import FrameRing
+from streamgen.engine.plan import HEAD, Advance, Copy, Head, Input, Layer, Op, Plan
+from streamgen.engine.ring import FrameRing, RingPositions
 
 if TYPE_CHECKING:
     from streamgen.engine.sampling import Sampler
 
 INPUT_RING = "input"
+
+#: Network kind -> its program class (filled by ``StepProgram.__init_subclass__``).
+PROGRAMS: dict[str, type["StepProgram"]] = {}
 
 
 @dataclass(frozen=True)
@@ -30,46 +39,132 @@ class RingInfo:
 
 
 class StepProgram:
-    """Base of the per-network programs. Subclasses fill ``rings``/``info`` and define ``step``."""
+    """Base of the per-network programs. Subclasses create rings with ``ring``, register a
+    step kernel per ring in ``kernels`` and the head in ``head``, and build ``plan``."""
+
+    kind: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            PROGRAMS[cls.kind] = cls
 
     def __init__(self, model: nn.Module, batch: int, device: torch.device, dtype: torch.dtype):
         self.model = model
         self.batch, self.device, self.dtype = batch, device, dtype
         self.classes: int = model.num_classes
         self.period: int = model.period
+        self.positions = RingPositions()
         self.rings: dict[str, FrameRing] = {}
         self.info: dict[str, RingInfo] = {}
+        self.kernels: dict[str, Any] = {}  # ring name -> the step kernel that reads it
+        self.head: Any = None  # head kernel: compute(head_in, logits)
+        self.head_in: torch.Tensor
+        self.plan: list[Plan] = []  # one per clock phase
+        self._names = {module: name for name, module in model.named_modules()}
 
-    def ring(
-        self, name: str, level: int, window: int, channels: int, source: nn.Module | None,
-        cond: bool = False,
-    ) -> FrameRing:
+    def ring(self, source: nn.Module | None, level: int, window: int, channels: int,
+             cond: bool = False) -> str:
+        """A ring holding the last ``window`` inputs of ``source`` (None: the class indices)."""
+        name = INPUT_RING if source is None else self._names[source]
         dtype = torch.int64 if source is None else self.dtype
-        ring = FrameRing(self.batch, window, channels, dtype=dtype, device=self.device)
-        self.rings[name] = ring
+        self.rings[name] = FrameRing(self.batch, window, channels, dtype=dtype, device=self.device,
+                                     positions=self.positions)
         self.info[name] = RingInfo(level, source, cond)
-        return ring
+        return name
 
-    def input_ring(self, window: int) -> FrameRing:
-        return self.ring(INPUT_RING, 0, window, 1, None)
+    def scratch(self, width: int) -> torch.Tensor:
+        return torch.empty(self.batch, width, dtype=self.dtype, device=self.device)
+
+    def op_macs(self, op: Op) -> int:
+        if isinstance(op, Layer):
+            return self.kernels[op.ring].macs(op.taps)
+        if isinstance(op, Head):
+            return self.head.macs()
+        return 0
+
+    def macs_per_step(self) -> list[int]:
+        """Multiply-accumulates of each step over one clock period (summed over its ops)."""
+        return [sum(self.op_macs(op) for op in plan) for plan in self.plan]
+
+
+def build_program(model: nn.Module, batch: int, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> StepProgram:
+    """The step program registered for ``model``'s network kind."""
+    import streamgen.engine.programs  # noqa: F401  (registers the programs)
+
+    kind = getattr(model, "kind", None)
+    if kind not in PROGRAMS:
+        raise TypeError(f"no streaming program for {type(model).__name__}; known kinds: "
+                        f"{sorted(PROGRAMS)}")
+    return PROGRAMS[kind](model, batch, torch.device(device), dtype)
+
+
+class TorchExecutor:
+    """Runs a program's plans with tensor operations, on any device.
+
+    Each op is bound once, at construction, to a closure over its rings and kernel; a step
+    calls the closures of its phase in order.
+    """
+
+    name = "torch"
+
+    def __init__(self, program: StepProgram) -> None:
+        self.program = program
+        self._x: torch.Tensor | None = None
+        self._logits: torch.Tensor | None = None
+        self._steps = [[self._bind(op) for op in plan] for plan in program.plan]
+
+    def _dst(self, name: str, col: int, width: int) -> Callable[[], torch.Tensor]:
+        if name == HEAD:
+            head = self.program.head_in[:, col : col + width]
+            return lambda: head
+        ring = self.program.rings[name]
+        return lambda: ring.slot()[:, col : col + width]
+
+    def _bind(self, op: Op) -> Callable[[], object]:
+        p = self.program
+        if isinstance(op, Input):
+            ring = p.rings[INPUT_RING]
+
+            def feed() -> None:
+                ring.slot().copy_(self._x.view(-1, 1))
+                ring.advance()
+            return feed
+        if isinstance(op, Advance):
+            return p.rings[op.ring].advance
+        if isinstance(op, Layer):
+            kernel, dst, taps = p.kernels[op.ring], self._dst(op.dst, op.col, op.width), op.taps
+            return lambda: kernel.compute(dst(), taps)
+        if isinstance(op, Copy):
+            src, dst = p.rings[op.src], self._dst(op.dst, op.dst_col, op.width)
+            lo, hi = op.src_col, op.src_col + op.width
+            return lambda: dst().copy_(src.newest()[:, lo:hi])
+        if isinstance(op, Head):
+            return lambda: p.head.compute(p.head_in, self._logits)
+        raise TypeError(f"unknown op {op!r}")
 
     def step(self, x: torch.Tensor, logits: torch.Tensor, phase: int) -> None:
         """Consume input classes ``x`` (B,) at clock ``phase`` (= t mod period); write ``logits``."""
-        raise NotImplementedError
+        self._x, self._logits = x, logits
+        for fn in self._steps[phase]:
+            fn()
 
     def feed_block(self, xs: torch.Tensor, out: torch.Tensor | None, logits: torch.Tensor,
                    t0: int) -> None:
         """Teacher-forced steps ``t0, t0+1, ...`` over ``xs`` (B, N); each step's logits into
-        ``out`` (B, N, classes) if given. Compiled programs override the whole block."""
+        ``out`` (B, N, classes) if given."""
+        period = self.program.period
         for i in range(xs.shape[1]):
-            self.step(xs[:, i], logits, (t0 + i) % self.period)
+            self.step(xs[:, i], logits, (t0 + i) % period)
             if out is not None:
                 out[:, i].copy_(logits)
 
     def generate_block(self, n: int, sampler: "Sampler", out: torch.Tensor, logits: torch.Tensor,
                        t0: int, x: torch.Tensor) -> None:
         """Free-running steps from ``t0``: sample ``x`` from ``logits``, record it, feed it."""
+        period = self.program.period
         for i in range(n):
             sampler.sample(logits, x)
             out[:, i].copy_(x)
-            self.step(x, logits, (t0 + i) % self.period)
+            self.step(x, logits, (t0 + i) % period)

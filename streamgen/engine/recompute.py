@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from streamgen.engine.clock import one_hot, zero_index
+
 
 class RecomputeEngine:
     """Teacher-forced logits by one offline forward pass per step."""
@@ -23,7 +25,7 @@ class RecomputeEngine:
         self.device, self.dtype = param.device, param.dtype
         # longest window any phase needs: outputs up to a period ahead of the newest sample
         self.window = model.input_length(self.period)
-        self.history = torch.full((batch_size, self.window), self.classes, dtype=torch.int64,
+        self.history = torch.full((batch_size, self.window), zero_index(self.classes), dtype=torch.int64,
                                   device=self.device)
         self.t = 0
 
@@ -34,8 +36,8 @@ class RecomputeEngine:
         pad = (-(self.t + 1)) % self.period  # zero vectors after t: the grid end is aligned
         n_in = self.model.input_length(pad + 1)
         idx = F.pad(self.history[:, self.history.shape[1] - (n_in - pad) :], (0, pad),
-                    value=self.classes)
-        onehot = F.one_hot(idx, self.classes + 1)[..., : self.classes].transpose(1, 2)
+                    value=zero_index(self.classes))
+        onehot = one_hot(idx, self.classes).transpose(1, 2)
         y = self.model(onehot.to(self.dtype))
         self.t += 1
         return y[..., y.shape[-1] - 1 - pad]

@@ -1,8 +1,9 @@
-"""Step-mode kernels: one output frame from a ring window, written into a caller's buffer.
+"""Step kernels: one output frame of one layer from its ring, written into a caller's buffer.
 
 Each kernel copies the trained layer's weights once, at construction, into the layout its
 matrix products want, and preallocates its scratch; ``compute`` then works with ``out=``
-operations only, so the per-sample loop allocates no tensor storage.
+operations only, so the per-sample loop allocates no tensor storage. ``macs`` counts the
+multiply-accumulates of one call (a one-hot lookup counts one per output value).
 """
 
 from __future__ import annotations
@@ -10,12 +11,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from streamgen.engine.clock import zero_index
+from streamgen.engine.plan import Taps
 from streamgen.engine.ring import FrameRing
+from streamgen.nn.layers import conv_window
 
 
-def _conv_weight(conv: nn.Module) -> torch.Tensor:
+def _weight(conv: nn.Module) -> torch.Tensor:
     """The effective weight of a (possibly weight-normalised) convolution, detached."""
     return conv.weight.detach()
+
+
+def _bias(conv: nn.Module, like: torch.Tensor) -> torch.Tensor:
+    return conv.bias.detach().to(device=like.device, dtype=like.dtype)
+
+
+def _scratch(ring: FrameRing, width: int) -> torch.Tensor:
+    return torch.empty(ring.data.shape[0], width, dtype=ring.data.dtype, device=ring.data.device)
+
+
+def _only_all_taps(taps: Taps) -> None:
+    if taps != Taps.ALL:
+        raise ValueError("only a stride-2 up layer has even and odd taps")
 
 
 class TapConv:
@@ -33,6 +50,7 @@ class TapConv:
             raise ValueError("ring does not match the convolution's span")
         dtype, device = ring.data.dtype, ring.data.device
         self.ring, self.k, self.dilation = ring, k, dilation
+        self.in_ch, self.out_ch = in_ch, out_ch
         w = weight.to(device=device, dtype=dtype)
         if dilation == 1:
             # (k * in, out): rows ordered tap-major to match the flattened window
@@ -42,7 +60,7 @@ class TapConv:
         b = torch.zeros(out_ch) if bias is None else bias.detach()
         self.bias = b.to(device=device, dtype=dtype).expand(ring.data.shape[0], out_ch)
 
-    def compute(self, out: torch.Tensor) -> torch.Tensor:
+    def compute(self, out: torch.Tensor, taps: Taps = Taps.ALL) -> torch.Tensor:
         if self.dilation == 1:
             return torch.addmm(self.bias, self.ring.flat_window(), self.flat, out=out)
         ring, d, k = self.ring, self.dilation, self.k
@@ -50,6 +68,10 @@ class TapConv:
         for q in range(1, k):
             out.addmm_(ring.frame((k - 1 - q) * d), self.taps[q])
         return out
+
+    def macs(self, taps: Taps = Taps.ALL) -> int:
+        _only_all_taps(taps)
+        return self.k * self.in_ch * self.out_ch
 
 
 def _stack_filter_gate(filter_w: torch.Tensor, gate_w: torch.Tensor, dim: int) -> torch.Tensor:
@@ -77,12 +99,15 @@ class GatedStep:
         bias = _stack_filter_gate(layer.filter.bias, layer.gate.bias, 0)
         self.conv = TapConv(weight, bias, ring)
         self.ring, self.channels = ring, c
-        self.scratch = torch.empty(ring.data.shape[0], 2 * c, dtype=ring.data.dtype,
-                                   device=ring.data.device)
+        self.scratch = _scratch(ring, 2 * c)
 
-    def compute(self, out: torch.Tensor) -> None:
+    def compute(self, out: torch.Tensor, taps: Taps = Taps.ALL) -> None:
         c = self.channels
         _gate(self.conv.compute(self.scratch), c, self.ring.newest()[:, :c], out)
+
+    def macs(self, taps: Taps = Taps.ALL) -> int:
+        _only_all_taps(taps)
+        return self.conv.macs()
 
 
 class UpStep:
@@ -96,7 +121,7 @@ class UpStep:
 
     def __init__(self, layer: nn.Module, ring: FrameRing) -> None:
         k, c = layer.kernel_size, layer.channels
-        if ring.window_size != (k + 1) // 2:
+        if ring.window_size != layer.window:
             raise ValueError("up ring must hold (k+1)/2 coarse frames")
         w = _stack_filter_gate(layer.filter.weight, layer.gate.weight, 1)  # (in, 2c, k)
         dtype, device = ring.data.dtype, ring.data.device
@@ -107,72 +132,120 @@ class UpStep:
         bias = _stack_filter_gate(layer.filter.bias, layer.gate.bias, 0).to(device=device, dtype=dtype)
         self.bias = bias.expand(ring.data.shape[0], 2 * c)
         self.ring, self.channels = ring, c
-        self.scratch = torch.empty(ring.data.shape[0], 2 * c, dtype=dtype, device=device)
+        self.scratch = _scratch(ring, 2 * c)
 
-    def compute(self, on_tick: bool, out: torch.Tensor) -> None:
+    def compute(self, out: torch.Tensor, taps: Taps) -> None:
         ring = self.ring
-        if on_tick:
+        if taps == Taps.EVEN:
             torch.addmm(self.bias, ring.flat_window(), self.even, out=self.scratch)
-        else:
+        elif taps == Taps.ODD:
             torch.addmm(self.bias, ring.flat_window(ring.window_size - 1), self.odd, out=self.scratch)
+        else:
+            raise ValueError("an up layer runs its even or its odd taps")
         _gate(self.scratch, self.channels, ring.newest(), out)
+
+    def macs(self, taps: Taps) -> int:
+        weight = self.even if taps == Taps.EVEN else self.odd
+        return weight.shape[0] * weight.shape[1]
 
 
 class OneHotConv:
     """A convolution over one-hot classes as a table lookup over a ring of class indices.
 
-    Index ``classes`` stands for the all-zero input vector (history before a stream starts).
+    Index ``zero_index(classes)`` stands for the all-zero input vector (history before a
+    stream starts): its table rows are zero.
     """
 
-    def __init__(
-        self, conv: nn.Module, ring: FrameRing, classes: int, dtype: torch.dtype, dilation: int = 1
-    ) -> None:
-        w = _conv_weight(conv)  # (out, classes, k)
+    def __init__(self, conv: nn.Module, ring: FrameRing, classes: int, dtype: torch.dtype) -> None:
+        w = _weight(conv)  # (out, classes, k)
         out_ch, _, k = w.shape
-        if ring.window_size != (k - 1) * dilation + 1 or ring.channels != 1:
+        if ring.window_size != conv_window(conv) or ring.channels != 1:
             raise ValueError("index ring must span the convolution's taps")
-        self.dilation = dilation
+        self.dilation = conv.dilation[0]
         device, batch = ring.data.device, ring.data.shape[0]
-        table = torch.zeros(k, classes + 1, out_ch, dtype=w.dtype)
+        rows = zero_index(classes) + 1
+        table = torch.zeros(k, rows, out_ch, dtype=w.dtype)
         table[:, :classes] = w.permute(2, 1, 0)
-        self.table = table.reshape(k * (classes + 1), out_ch).to(device=device, dtype=dtype)
-        self.offsets = (torch.arange(k, device=device) * (classes + 1)).expand(batch, k)
+        self.table = table.reshape(k * rows, out_ch).to(device=device, dtype=dtype)
+        self.offsets = (torch.arange(k, device=device) * rows).expand(batch, k)
         self.bias = conv.bias.detach().to(device=device, dtype=dtype)
-        self.ring, self.k = ring, k
+        self.ring, self.k, self.out_ch = ring, k, out_ch
         self.index = torch.empty(batch, k, dtype=torch.int64, device=device)
         self.rows = torch.empty(batch * k, out_ch, dtype=dtype, device=device)
 
-    def compute(self, out: torch.Tensor) -> torch.Tensor:
+    def compute(self, out: torch.Tensor, taps: Taps = Taps.ALL) -> torch.Tensor:
         torch.add(self.ring.flat_window()[:, :: self.dilation], self.offsets, out=self.index)
         torch.index_select(self.table, 0, self.index.view(-1), out=self.rows)
         torch.sum(self.rows.view(-1, self.k, self.rows.shape[1]), dim=1, out=out)
         return out.add_(self.bias)
+
+    def macs(self, taps: Taps = Taps.ALL) -> int:
+        _only_all_taps(taps)
+        return self.k * self.out_ch
 
 
 class Dense:
     """``out = W x + b`` for a 1x1 convolution, weights transposed once."""
 
     def __init__(self, conv: nn.Module, like: torch.Tensor) -> None:
-        w = _conv_weight(conv)[:, :, 0]
+        w = _weight(conv)[:, :, 0]
         self.weight = w.t().contiguous().to(device=like.device, dtype=like.dtype)
-        self.bias = conv.bias.detach().to(device=like.device, dtype=like.dtype)
+        self.bias = _bias(conv, like)
 
     def compute(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         return torch.addmm(self.bias.expand(x.shape[0], -1), x, self.weight, out=out)
 
+    def macs(self) -> int:
+        return self.weight.numel()
+
 
 class OneHotDense:
-    """A 1x1 convolution over one-hot classes: a row lookup by the newest index."""
+    """A 1x1 convolution over one-hot classes: a row lookup by the newest index.
 
-    def __init__(self, conv: nn.Module, ring: FrameRing, classes: int, dtype: torch.dtype) -> None:
-        w = _conv_weight(conv)[:, :, 0]  # (out, classes)
+    ``conv=None`` is the identity (the one-hot vector itself, zero for ``zero_index``).
+    """
+
+    def __init__(self, conv: nn.Module | None, ring: FrameRing, classes: int, dtype: torch.dtype) -> None:
         device = ring.data.device
-        table = torch.zeros(classes + 1, w.shape[0], dtype=w.dtype)
+        w = torch.eye(classes) if conv is None else _weight(conv)[:, :, 0]  # (out, classes)
+        table = torch.zeros(zero_index(classes) + 1, w.shape[0], dtype=w.dtype)
         table[:classes] = w.t()
         self.table = table.to(device=device, dtype=dtype)
-        self.bias = conv.bias.detach().to(device=device, dtype=dtype)
+        bias = torch.zeros(w.shape[0]) if conv is None else conv.bias.detach()
+        self.bias = bias.to(device=device, dtype=dtype)
         self.ring = ring
 
-    def compute(self, out: torch.Tensor) -> torch.Tensor:
+    def compute(self, out: torch.Tensor, taps: Taps = Taps.ALL) -> torch.Tensor:
         torch.index_select(self.table, 0, self.ring.newest().view(-1), out=out)
         return out.add_(self.bias)
+
+    def macs(self, taps: Taps = Taps.ALL) -> int:
+        _only_all_taps(taps)
+        return self.table.shape[1]
+
+
+class ReluDense:
+    """A head of ReLU then a 1x1 convolution (relu applied in place on the input buffer)."""
+
+    def __init__(self, conv: nn.Module, like: torch.Tensor) -> None:
+        self.dense = Dense(conv, like)
+
+    def compute(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        self.dense.compute(x.relu_(), out)
+
+    def macs(self) -> int:
+        return self.dense.macs()
+
+
+class Relu:
+    """Another kernel's output, rectified in place."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+
+    def compute(self, out: torch.Tensor, taps: Taps = Taps.ALL) -> None:
+        self.kernel.compute(out, taps)
+        out.relu_()
+
+    def macs(self, taps: Taps = Taps.ALL) -> int:
+        return self.kernel.macs(taps)

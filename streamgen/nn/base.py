@@ -60,3 +60,14 @@ class StreamableNetwork(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class SingleRateNetwork(StreamableNetwork):
+    """A network whose every layer runs at the sample rate: one output per input beyond the
+    receptive field."""
+
+    def output_length(self, input_length: int) -> int:
+        return max(input_length - self.receptive_field + 1, 0)
+
+    def input_length(self, output_length: int) -> int:
+        return output_length + self.receptive_field - 1

@@ -24,6 +24,11 @@ def crop_front(x: torch.Tensor, length: int) -> torch.Tensor:
     return x[..., x.shape[-1] - length :]
 
 
+def conv_window(conv: nn.Module) -> int:
+    """Inputs one output of a (dilated) convolution reads: ``(k - 1) * dilation + 1``."""
+    return (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
+
+
 def sample_and_hold(x: torch.Tensor) -> torch.Tensor:
     """x0, x0, x1, x1, ..., x_{n-1}: every value repeated, the last one once (length 2n-1)."""
     return x.repeat_interleave(2, dim=-1)[..., :-1]
@@ -83,6 +88,11 @@ class GatedResidual(nn.Module):
         if self.kind == "down":
             return 2 * (m - 1) + k
         return math.ceil((m + k - 1) / 2)
+
+    @property
+    def window(self) -> int:
+        """Input frames one output frame reads (``k``; ``(k+1)/2`` coarse frames for up)."""
+        return self.input_length(1)
 
     # -- offline forward ---------------------------------------------------------------
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

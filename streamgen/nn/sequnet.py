@@ -87,6 +87,15 @@ class SeqUNet(StreamableNetwork):
         return 2 ** (self.config.levels - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for the last ``output_length(T)`` times of ``x`` (B, classes, T), any ``T``.
+
+        The oldest inputs that no complete frame reads are dropped first, so that every
+        stride-2 convolution is phased like its decimated identity (both keep the newest
+        frame): the newest outputs do not depend on how much older history is passed.
+        """
+        outputs = self.output_length(x.shape[-1])
+        if outputs:
+            x = crop_front(x, self.input_length(outputs))
         h = self.input_conv(x)
         skips = []
         for enc in self.encoder:

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from streamgen.nn.base import NetworkConfig, StreamableNetwork
-from streamgen.nn.layers import crop_front
+from streamgen.nn.base import NetworkConfig, SingleRateNetwork
+from streamgen.nn.layers import conv_window, crop_front
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,9 @@ class TemporalBlock(nn.Module):
         self.downsample = nn.Conv1d(n_in, n_out, 1) if n_in != n_out else None
 
     @property
-    def span(self) -> int:
-        """Inputs one output of one of the two convolutions reads."""
-        return (self.kernel_size - 1) * self.dilation + 1
+    def window(self) -> int:
+        """Inputs one output of either convolution reads."""
+        return conv_window(self.conv2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.dropout(torch.relu(self.conv1(x)))
@@ -54,7 +54,7 @@ class TemporalBlock(nn.Module):
         return torch.relu(h + crop_front(res, h.shape[-1]))
 
 
-class TCN(StreamableNetwork):
+class TCN(SingleRateNetwork):
     config_class = TCNConfig
     kind = "tcn"
 
@@ -75,10 +75,5 @@ class TCN(StreamableNetwork):
 
     @property
     def receptive_field(self) -> int:
-        return sum(2 * (block.span - 1) for block in self.blocks) + 1
+        return sum(2 * (block.window - 1) for block in self.blocks) + 1
 
-    def output_length(self, input_length: int) -> int:
-        return max(input_length - self.receptive_field + 1, 0)
-
-    def input_length(self, output_length: int) -> int:
-        return output_length + self.receptive_field - 1

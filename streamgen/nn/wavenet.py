@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from streamgen.nn.base import NetworkConfig, StreamableNetwork
-from streamgen.nn.layers import crop_front
+from streamgen.nn.base import NetworkConfig, SingleRateNetwork
+from streamgen.nn.layers import conv_window, crop_front
 
 
 @dataclass(frozen=True)
@@ -46,16 +46,16 @@ class WaveNetLayer(nn.Module):
         self.skip = nn.Conv1d(d, s, 1)
 
     @property
-    def span(self) -> int:
+    def window(self) -> int:
         """Inputs one output of this layer reads: (kernel_size - 1) * dilation + 1."""
-        return (self.kernel_size - 1) * self.dilation + 1
+        return conv_window(self.filter)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = torch.tanh(self.filter(x)) * torch.sigmoid(self.gate(x))
         return crop_front(x, h.shape[-1]) + self.residual(h), self.skip(h)
 
 
-class WaveNet(StreamableNetwork):
+class WaveNet(SingleRateNetwork):
     config_class = WaveNetConfig
     kind = "wavenet"
 
@@ -80,10 +80,5 @@ class WaveNet(StreamableNetwork):
 
     @property
     def receptive_field(self) -> int:
-        return sum(layer.span - 1 for layer in self.layers) + 1
+        return sum(layer.window - 1 for layer in self.layers) + 1
 
-    def output_length(self, input_length: int) -> int:
-        return max(input_length - self.receptive_field + 1, 0)
-
-    def input_length(self, output_length: int) -> int:
-        return output_length + self.receptive_field - 1

@@ -1,14 +1,16 @@
-"""numba kernels for the Seq-U-Net step program (CPU, float32).
+"""numba kernels: an interpreter of step plans of gated layers (CPU, float32).
 
-They run a whole block of steps in one native call over the same ring storage the torch
-program uses (numpy views of its tensors), so capture, reset, prime and state save/restore
-are shared with the plain engine. The layer graph arrives as integer tables; every ring is
-one entry of a homogeneous tuple, its window length in ``wins`` and its newest index in ``pos``.
+They run a whole block of steps in one native call over the same ring storage and ring
+positions the torch executor uses (numpy views of its tensors), so capture, reset, prime and
+state save/restore are shared with it. The plans arrive as integer tables (``Compiled``);
+every float ring is one entry of a homogeneous tuple, its window length in ``wins`` and its
+newest index in ``pos``.
 """
 
 from __future__ import annotations
 
 import os
+from collections import namedtuple
 
 import numpy as np
 from numba import njit
@@ -49,125 +51,98 @@ def gated(src, p, nframes, weight, bias, channels, dst, q, col, acc):
             dst[b, q, col + o] = src[b, p, o] + np.tanh(acc[o]) / (1.0 + np.exp(-acc[channels + o]))
 
 
-@njit(cache=True)
-def chain(ids, rings, pos, wins, weights, biases, channels, dst, q, acc):
-    """Run the layers ``ids`` in order, each into the first ``channels`` columns of the next
-    one's slot, the last into ``dst[:, q, :channels]``."""
-    n = ids.shape[0]
-    for i in range(n):
-        r = ids[i]
-        pos[r] += 1
-        if i + 1 < n:
-            r2 = ids[i + 1]
-            q2 = ring_slot(rings[r2], pos, r2, wins[r2])
-            gated(rings[r], pos[r], wins[r], weights[r], biases[r], channels, rings[r2], q2, 0, acc)
-        else:
-            gated(rings[r], pos[r], wins[r], weights[r], biases[r], channels, dst, q, 0, acc)
+# opcodes of the plan tables (columns: opcode, a, b, c, d, e); see NumbaExecutor
+OP_INPUT, OP_ADVANCE, OP_EMBED, OP_GATED, OP_COPY, OP_HEAD = 0, 1, 2, 3, 4, 5
+TAPS_ALL, TAPS_EVEN, TAPS_ODD = 0, 1, 2
+
+#: A program as the kernels see it: the plan tables, the shared ring positions and windows,
+#: the float rings (one homogeneous tuple; the index ring's entry is a placeholder), the
+#: index ring, per-ring weights, the input table and the head.
+Compiled = namedtuple("Compiled", [
+    "ops", "starts", "pos", "wins", "rings", "index", "index_ring", "weights", "odds", "biases",
+    "table", "table_bias", "head_w", "head_b", "head_in", "acc",
+])
+
+
+@njit(cache=True, inline="always")
+def _dst(rings, pos, wins, head_in, r):
+    """The array and frame index that ring ``r``'s next frame goes to (-1: the head input)."""
+    if r < 0:
+        return head_in, 0
+    return rings[r], ring_slot(rings[r], pos, r, wins[r])
 
 
 @njit(cache=True)
-def sequnet_step(
-    x, phase, tops, in_ring, in_pos, table, in_bias, rings, pos, wins, weights, odds, biases,
-    channels, enc_convs, enc_down, bott, dec_up, dec_convs, head_w, head_b, head_in, acc, logits,
-):
-    """One step for every stream: classes ``x`` (B,) in, ``logits`` (B, classes) out."""
-    last = enc_down.shape[0]
-    c = channels
-    top = tops[phase]
+def run_step(x, phase, prog, logits):
+    """One step for every stream: classes ``x`` (B,) in, ``logits`` (B, classes) out, by
+    interpreting the plan of clock ``phase``."""
+    (ops, starts, pos, wins, rings, index, index_ring, weights, odds, biases, table, table_bias,
+     head_w, head_b, head_in, acc) = prog
     batch = x.shape[0]
-    # input ring and input convolution (table lookup; index `classes` is the zero vector)
-    k = table.shape[0] // (logits.shape[1] + 1)
-    qi = ring_slot(in_ring, in_pos, 0, k)
-    for b in range(batch):
-        in_ring[b, qi, 0] = x[b]
-    in_pos[0] = qi
-    entry = enc_convs[0, 0] if last > 0 else bott[0]
-    qe = ring_slot(rings[entry], pos, entry, wins[entry])
-    dst = rings[entry]
-    stride = logits.shape[1] + 1
-    for b in range(batch):
-        for o in range(c):
-            dst[b, qe, o] = in_bias[o]
-        for j in range(k):
-            row = table[j * stride + in_ring[b, qi - k + 1 + j, 0]]
-            for o in range(c):
-                dst[b, qe, o] += row[o]
-    # encoder upwards
-    hi = min(top, last - 1)
-    for l in range(hi + 1):
-        down = enc_down[l]
-        qd = ring_slot(rings[down], pos, down, wins[down])
-        chain(enc_convs[l], rings, pos, wins, weights, biases, c, rings[down], qd, acc)
-        d0 = dec_convs[l, 0]
-        q0 = ring_slot(rings[d0], pos, d0, wins[d0])
-        for b in range(batch):
-            rings[d0][b, q0, :c] = rings[down][b, qd, :c]
-        pos[down] += 1
-        if l + 1 <= top:
-            nxt = enc_convs[l + 1, 0] if l + 1 < last else bott[0]
-            qn = ring_slot(rings[nxt], pos, nxt, wins[nxt])
-            gated(rings[down], pos[down], wins[down], weights[down], biases[down], c,
-                  rings[nxt], qn, 0, acc)
-    # bottleneck
-    if top == last:
-        dst, q = head_in, 0
-        if last > 0:
-            up = dec_up[last - 1]
-            dst, q = rings[up], ring_slot(rings[up], pos, up, wins[up])
-        chain(bott, rings, pos, wins, weights, biases, c, dst, q, acc)
-    # decoder, coarse to fine
-    for l in range(hi, -1, -1):
-        up = dec_up[l]
-        convs = dec_convs[l]
-        on_tick = l + 1 <= top
-        if on_tick:
-            pos[up] += 1
-        d0 = convs[0]
-        q0 = ring_slot(rings[d0], pos, d0, wins[d0])
-        if on_tick:
-            gated(rings[up], pos[up], wins[up], weights[up], biases[up], c, rings[d0], q0, c, acc)
-        else:
-            gated(rings[up], pos[up], wins[up] - 1, odds[up], biases[up], c, rings[d0], q0, c, acc)
-        for j in range(1, convs.shape[0]):
-            rj = convs[j]
-            qj = ring_slot(rings[rj], pos, rj, wins[rj])
-            for b in range(batch):
-                rings[rj][b, qj, c:] = rings[d0][b, q0, c:]
-        dst, q = head_in, 0
-        if l > 0:
-            nu = dec_up[l - 1]
-            dst, q = rings[nu], ring_slot(rings[nu], pos, nu, wins[nu])
-        chain(convs, rings, pos, wins, weights, biases, c, dst, q, acc)
-    # head: relu, 1x1
-    for b in range(batch):
-        for o in range(head_w.shape[0]):
-            s = head_b[o]
-            w = head_w[o]
-            for i in range(c):
-                h = head_in[b, 0, i]
-                if h > 0:
-                    s += w[i] * h
-            logits[b, o] = s
+    for i in range(starts[phase], starts[phase + 1]):
+        code, a, b, c, d, e = ops[i, 0], ops[i, 1], ops[i, 2], ops[i, 3], ops[i, 4], ops[i, 5]
+        if code == OP_INPUT:
+            q = ring_slot(index, pos, index_ring, wins[index_ring])
+            for s in range(batch):
+                index[s, q, 0] = x[s]
+            pos[index_ring] = q
+        elif code == OP_ADVANCE:
+            pos[a] += 1
+        elif code == OP_GATED:
+            dst, q = _dst(rings, pos, wins, head_in, b)
+            if d == TAPS_ODD:
+                gated(rings[a], pos[a], wins[a] - 1, odds[a], biases[a], e, dst, q, c, acc)
+            else:
+                gated(rings[a], pos[a], wins[a], weights[a], biases[a], e, dst, q, c, acc)
+        elif code == OP_COPY:
+            src = rings[a]
+            p = pos[a]
+            dst, q = _dst(rings, pos, wins, head_in, b)
+            for s in range(batch):
+                for j in range(e):
+                    dst[s, q, d + j] = src[s, p, c + j]
+        elif code == OP_EMBED:
+            # one-hot convolution as table lookups (index `classes` is the zero vector)
+            dst, q = _dst(rings, pos, wins, head_in, b)
+            k = wins[index_ring]
+            p = pos[index_ring]
+            rows = table.shape[0] // k
+            for s in range(batch):
+                for o in range(e):
+                    dst[s, q, c + o] = table_bias[o]
+                for j in range(k):
+                    row = table[j * rows + index[s, p - k + 1 + j, 0]]
+                    for o in range(e):
+                        dst[s, q, c + o] += row[o]
+        elif code == OP_HEAD:  # relu, 1x1
+            for s in range(batch):
+                for o in range(head_w.shape[0]):
+                    total = head_b[o]
+                    for j in range(head_w.shape[1]):
+                        h = head_in[s, 0, j]
+                        if h > 0:
+                            total += head_w[o, j] * h
+                    logits[s, o] = total
 
 
 @njit(cache=True)
-def sequnet_feed(xs, out, write, t0, period, logits, prog):
+def feed(xs, out, write, t0, period, logits, prog):
     """Teacher-forced block: ``xs`` (B, N); each step's logits into ``out`` if ``write``."""
     for i in range(xs.shape[1]):
-        sequnet_step(xs[:, i], (t0 + i) % period, *prog, logits)
+        run_step(xs[:, i], (t0 + i) % period, prog, logits)
         if write:
             out[:, i, :] = logits
 
 
 @njit(cache=True)
-def sequnet_generate(n, out, t0, period, logits, prog, noise, noise_at, temperature, top_k,
-                     top_p, greedy, scores, sorted_buf, x):
+def generate(n, out, t0, period, logits, prog, noise, noise_at, temperature, top_k,
+             top_p, greedy, scores, sorted_buf, x):
     """Free-running block of ``n`` steps consuming ``noise[noise_at:]`` (one row per step)."""
     for i in range(n):
         sample_into(logits, noise[noise_at + i], temperature, top_k, top_p, greedy, scores,
                     sorted_buf, x)
         out[:, i] = x
-        sequnet_step(x, (t0 + i) % period, *prog, logits)
+        run_step(x, (t0 + i) % period, prog, logits)
 
 
 @njit(cache=True)
@@ -241,7 +216,7 @@ def kernels_cached() -> bool:
     (first use after an install), the first block compiles it: about half a minute on one
     core. Reads numba's cache index path (internal API); if that cannot be read, says True."""
     try:
-        index = sequnet_generate._cache._cache_file._index_path
+        index = generate._cache._cache_file._index_path
     except AttributeError:
         return True
     return os.path.isfile(index)

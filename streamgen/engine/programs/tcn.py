@@ -1,0 +1,75 @@
+"""TCN step program: two rings per residual block (the block input and the first conv's
+output), each of ``(k-1) * dilation + 1`` frames; every block runs every step."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from streamgen.engine.plan import HEAD, Head, Input, Layer, Plan, PlanBuilder
+from streamgen.engine.program import StepProgram
+from streamgen.engine.ring import FrameRing
+from streamgen.engine.steps import Dense, OneHotConv, OneHotDense, Relu, TapConv
+from streamgen.nn.tcn import TCN
+
+
+class BlockOutput:
+    """``relu(relu(conv2) + residual)``: the residual is the block input's newest frame, its
+    1x1 projection, or (first block, over class indices) its one-hot vector or projection."""
+
+    def __init__(self, conv2: TapConv, residual: Callable[[torch.Tensor], object],
+                 residual_macs: int) -> None:
+        self.conv2, self.residual, self.residual_macs = conv2, residual, residual_macs
+        bias = conv2.bias
+        self.scratch = torch.empty(bias.shape, dtype=bias.dtype, device=bias.device)
+
+    def compute(self, out: torch.Tensor, taps=None) -> None:
+        h = self.conv2.compute(self.scratch).relu_()
+        self.residual(out)
+        out.add_(h).relu_()
+
+    def macs(self, taps=None) -> int:
+        return self.conv2.macs() + self.residual_macs
+
+
+class TCNProgram(StepProgram):
+    kind = TCN.kind
+
+    def __init__(self, model: TCN, batch: int, device: torch.device, dtype: torch.dtype):
+        super().__init__(model, batch, device, dtype)
+        cfg = model.config
+        c = cfg.channels
+        inputs, mids = [], []
+        for i, block in enumerate(model.blocks):
+            if i == 0:  # over class indices: table lookups on the index ring
+                in_name = self.ring(None, 0, block.window, 1)
+                in_ring = self.rings[in_name]
+                conv1 = OneHotConv(block.conv1, in_ring, cfg.classes, dtype)
+                lookup = OneHotDense(block.downsample, in_ring, cfg.classes, dtype)
+                residual, residual_macs = lookup.compute, lookup.macs()
+            else:
+                if block.downsample is not None:
+                    raise ValueError("only the first TCN block changes the width")
+                in_name = self.ring(block.conv1, 0, block.window, c)
+                in_ring = self.rings[in_name]
+                conv1 = TapConv(block.conv1.weight.detach(), block.conv1.bias, in_ring, block.dilation)
+                residual, residual_macs = (lambda out, ring=in_ring: out.copy_(ring.newest())), 0
+            mid = self.ring(block.conv2, 0, block.window, c)
+            conv2 = TapConv(block.conv2.weight.detach(), block.conv2.bias, self.rings[mid], block.dilation)
+            self.kernels[in_name] = Relu(conv1)
+            self.kernels[mid] = BlockOutput(conv2, residual, residual_macs)
+            inputs.append(in_name)
+            mids.append(mid)
+        self.head_in = self.scratch(c)
+        self.head = Dense(model.head, self.head_in)
+        b = PlanBuilder()
+        b.add(Input())
+        for i, (in_name, mid) in enumerate(zip(inputs, mids)):
+            if i:
+                b.chain([in_name], mid, c)
+            else:  # the input op already advanced the index ring
+                b.add(Layer(in_name, mid, 0, c))
+            b.chain([mid], inputs[i + 1] if i + 1 < len(inputs) else HEAD, c)
+        b.add(Head())
+        self.plan: list[Plan] = [b.build()]
