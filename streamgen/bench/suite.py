@@ -22,6 +22,7 @@ from torch import nn
 from streamgen.bench.timing import machine_info, synchronize, time_call
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.cost import macs_per_step, mean_macs
+from streamgen.engine.engine import available_backends
 from streamgen.engine.recompute import RecomputeEngine
 from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig, build_network
 
@@ -124,7 +125,7 @@ def overhead_breakdown(config: SeqUNetConfig, *, device: str = "cpu", n: int = 2
     full = SeqUNet(config).eval()
     skeleton = SeqUNet(SeqUNetConfig(1, config.levels, config.depth, config.kernel_size, classes=16)).eval()
     rows = []
-    for backend in (["torch", "numba"] if device == "cpu" else ["torch"]):
+    for backend in available_backends(full, device):
         t_full, t_skel = (1.0 / generation_rate(m, device=device, backend=backend, n=n,
                                                   repeats=repeats)["samples_per_s"] for m in (full, skeleton))
         arithmetic = max(t_full - t_skel, 0.0)
@@ -159,7 +160,7 @@ def scaling(profile: Profile, device: str) -> list[dict[str, Any]]:
             model = make(size).eval().to(device)
             row = {"family": family, "size": size, "receptive_field": model.receptive_field,
                    "params": model.num_parameters(), "macs_per_sample": mean_macs(model)}
-            for backend in (["torch", "numba"] if family == "Seq-U-Net" and device == "cpu" else ["torch"]):
+            for backend in available_backends(model, device):
                 rate = generation_rate(model, device=device, backend=backend,
                                        n=profile.gen_samples, repeats=profile.repeats)
                 row[f"{backend}_samples_per_s"] = rate["samples_per_s"]
@@ -186,7 +187,7 @@ def run_suite(profile: Profile, *, device: str = "cpu",
                                "sample_rate": SAMPLE_RATE, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     name, model = default_model or ("default-architecture", _sequnet(10))
     model = model.eval().to(device)
-    backends = ["torch", "numba"] if device == "cpu" else ["torch"]
+    backends = available_backends(model, device)
 
     log(f"1. throughput: {name}")
     samplings = [SamplingConfig()] + ([sampling] if sampling and sampling != SamplingConfig() else [])
@@ -202,7 +203,7 @@ def run_suite(profile: Profile, *, device: str = "cpu",
         paper = []
         for kind, cfg in (PAPER_SEQUNET, PAPER_WAVENET):
             net = build_network(kind, cfg).eval().to(device)
-            for b in (backends if kind == "sequnet" else ["torch"]):
+            for b in available_backends(net, device):
                 paper.append({"model": f"paper {kind}", "kind": kind, "config": cfg,
                               "params": net.num_parameters(), "receptive_field": net.receptive_field,
                               "macs_per_sample": mean_macs(net),

@@ -57,6 +57,17 @@ def build_executor(program: StepProgram, backend: str) -> Executor:
     return NumbaExecutor(program)
 
 
+def available_backends(model: nn.Module, device: torch.device | str = "cpu",
+                       dtype: torch.dtype = torch.float32) -> list[str]:
+    """The backends that can stream ``model`` on ``device`` (torch always can)."""
+    if not numba_available():
+        return ["torch"]
+    from streamgen.engine.fast.numba_executor import NumbaExecutor
+
+    program = build_program(model, 1, device, dtype)
+    return ["torch"] + ([] if NumbaExecutor.unsupported(program) else ["numba"])
+
+
 class StreamingEngine:
     """Streams of a trained ``SeqUNet``, ``WaveNet`` or ``TCN``, one sample per step.
 

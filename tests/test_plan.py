@@ -1,0 +1,66 @@
+"""Step plans: their invariants over many networks, and the README's printed example."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from streamgen.engine.clock import top_level
+from streamgen.engine.plan import HEAD, Advance, Copy, Head, Input, Layer
+from streamgen.engine.program import INPUT_RING, build_program
+from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig
+
+NETWORKS = [SeqUNet(SeqUNetConfig(c, levels, depth, k, classes=16))
+            for c, levels, depth, k in [(4, 1, 1, 3), (6, 2, 2, 5), (5, 4, 3, 7), (3, 6, 1, 9)]]
+NETWORKS += [WaveNet(WaveNetConfig(2, 3, 2, 6, 5, 7, classes=16)),
+             TCN(TCNConfig(channels=16, levels=3, kernel_size=4, classes=16))]
+
+
+@pytest.mark.parametrize("model", NETWORKS, ids=lambda m: f"{m.kind}-{m.receptive_field}")
+def test_every_frame_is_written_whole_then_advanced_once_per_tick(model) -> None:
+    """Within a step: a ring's next frame gets every column written (exactly once) before it
+    is advanced; it is advanced iff its level runs; a layer reads a ring whose level runs
+    only after its advance (else its history); the head input is written whole."""
+    program = build_program(model, 1)
+    assert len(program.plan) == model.period
+    for phase, plan in enumerate(program.plan):
+        top = top_level(phase, getattr(model.config, "levels", 1)) if model.period > 1 else 0
+        assert isinstance(plan[0], Input) and isinstance(plan[-1], Head)
+        written: dict[str, list[int]] = {}
+        advanced = {INPUT_RING}
+        for op in plan[1:-1]:
+            if isinstance(op, Advance):
+                cols = sorted(written.pop(op.ring, []))
+                assert cols == list(range(program.rings[op.ring].channels)), (phase, op)
+                assert op.ring not in advanced, f"{op.ring} advanced twice at phase {phase}"
+                advanced.add(op.ring)
+            else:
+                dst, col = (op.dst, op.col) if isinstance(op, Layer) else (op.dst, op.dst_col)
+                src = op.ring if isinstance(op, Layer) else op.src
+                assert src in advanced or program.info[src].level > top, \
+                    f"{op} reads {src} before its newest frame exists"
+                written.setdefault(dst, []).extend(range(col, col + op.width))
+        head = sorted(written.pop(HEAD, []))
+        assert head == list(range(program.head_in.shape[1]))
+        assert not written, f"frames written but never advanced at phase {phase}: {written}"
+        for name, info in program.info.items():
+            assert (name in advanced) == (info.level <= top), (phase, name, info.level, top)
+
+
+def test_readme_prints_a_real_plan() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"print\(build_program\(SeqUNet\(SeqUNetConfig\(32, 2, 1, 5\)\), batch=1\)"
+                      r"\.plan\[1\]\)\n(.*?)```", readme, re.S)
+    assert block, "the README's plan example is missing"
+    shown = "\n".join(line.strip() for line in block.group(1).strip().splitlines())
+    assert shown == str(build_program(SeqUNet(SeqUNetConfig(32, 2, 1, 5)), 1).plan[1])
+    per = build_program(SeqUNet(SeqUNetConfig(32, 2, 1, 5)), 1).macs_per_step()
+    assert f"{per[0]:,} and {per[1]:,}" in readme.replace("\n  ", " ")
+
+
+def test_ops_print_what_they_do() -> None:
+    assert str(Layer("a", "b", 8, 8)) == "layer a -> b [8:16]"
+    assert str(Copy("a", "b", 0, 4, 2)) == "copy a [0:2] -> b [4:6]"
+    assert str(Advance("a")) == "advance a"
