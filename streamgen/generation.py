@@ -38,10 +38,12 @@ class AudioGenerator:
         seed: int = 0,
         backend: str = "auto",
         prime: np.ndarray | None = None,
+        start: str = "zeros",
     ) -> None:
+        """``start``: the history before the first sample (``StreamingEngine``'s ``STARTS``)."""
         device = pick_device(device) if isinstance(device, str) else device
         self.model = model.to(device).eval()
-        self.engine = StreamingEngine(self.model, batch, device=device, backend=backend)
+        self.engine = StreamingEngine(self.model, batch, device=device, backend=backend, start=start)
         self.sampler = self.engine.sampler(sampling, seed=seed)
         self.batch = batch
         self._out = torch.empty(0, dtype=torch.int64)

@@ -406,3 +406,30 @@ def test_backend_selection() -> None:
         StreamingEngine(wavenet, backend="numba")
     with pytest.raises(ValueError, match="unknown backend"):
         StreamingEngine(sequnet, backend="cuda-graphs")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_silence_start_equals_offline_with_silence_history(kind: str, rng: torch.Generator) -> None:
+    """``start="silence"``: before its start (and after a reset) a stream has received the
+    silence class; priming and resets of some streams keep to that definition too."""
+    model, backend = model_of_kind(kind, rng, (5, 3, 2, CLASSES, 3))
+    batch, n = 3, 70
+    x = torch.randint(0, CLASSES, (batch, n), generator=rng)
+    engine = StreamingEngine(model, batch, backend=backend, start="silence")
+    first = engine.logits.clone()
+    got = torch.empty(batch, n, CLASSES)
+    engine.feed(x[:, :29], got[:, :29])
+    engine.reset([1])
+    engine.feed(x[:, 29:], got[:, 29:])
+    want = reference_logits(model, x, before="silence")
+    want[1, 29:] = reference_logits(model, x, starts=[0, 29, 0], before="silence")[1, 29:]
+    assert (got.double() - want).abs().max().item() < TOL
+    assert (got.double() - reference_logits(model, x)).abs().max().item() > 1e-3  # not zeros
+    # the first prediction is the model's own after silence (time -1 has the clock phase of
+    # time period - 1, with the same all-silence history), not a forced silence class
+    silent = torch.full((batch, model.period), CLASSES // 2)
+    after_silence = reference_logits(model, silent, before="silence")[:, -1]
+    assert (first.double() - after_silence).abs().max().item() < TOL
+    primed = StreamingEngine(model, batch, backend=backend, start="silence")
+    primed.prime(x[:, :11])
+    assert (primed.logits.double() - want[:, 10]).abs().max().item() < TOL

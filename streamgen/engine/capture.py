@@ -19,11 +19,12 @@ class Capture:
     """Ring windows and logits for every time in ``[t_last - span + 1, t_last]``."""
 
     def __init__(
-        self, program: StepProgram, history: torch.Tensor, t_last: int, span: int = 1
+        self, program: StepProgram, history: torch.Tensor, t_last: int, span: int = 1,
+        before: int | None = None,
     ) -> None:
         """``history``: (B, N) int64 classes ending at time ``t_last`` (``zero_index`` = the
         zero vector); older history than the receptive field is ignored, missing history is
-        zero vectors."""
+        the input index ``before`` (default: zero vectors)."""
         model, classes, period = program.model, program.classes, program.period
         pad_right = (-(t_last + 1)) % period + period  # end on the coarsest grid, a period ahead
         self.t_end = t_last + pad_right
@@ -32,8 +33,9 @@ class Capture:
         n_hist = n_in - pad_right
         batch = history.shape[0]
         zero = zero_index(classes)
-        zeros = torch.full((batch, max(n_hist - history.shape[1], 0)), zero, dtype=torch.int64)
-        idx = torch.cat([zeros, history[:, max(history.shape[1] - n_hist, 0) :].cpu(),
+        missing = torch.full((batch, max(n_hist - history.shape[1], 0)),
+                             zero if before is None else before, dtype=torch.int64)
+        idx = torch.cat([missing, history[:, max(history.shape[1] - n_hist, 0) :].cpu(),
                          torch.full((batch, pad_right), zero, dtype=torch.int64)], dim=1)
         self.index = idx
         self.windows: dict[str, torch.Tensor] = {}

@@ -3,8 +3,8 @@
 Teacher-forced (``feed``) and free-running (``generate``) use the same step: one new input
 class per stream in, one distribution over the next sample out. The engine's output at step
 ``t`` equals the offline forward pass over the whole sequence, on a grid fixed in absolute
-time (level ``l`` frames at ``(t + 1) % 2**l == 0``), with zero-vector history before each
-stream's start.
+time (level ``l`` frames at ``(t + 1) % 2**l == 0``), with the start history (zero vectors,
+or the silence class: ``STARTS``) before each stream's start.
 """
 
 from __future__ import annotations
@@ -15,13 +15,17 @@ import torch
 from torch import nn
 
 from streamgen.engine.capture import Capture
-from streamgen.engine.clock import silence_class
-from streamgen.engine.program import StepProgram, TorchExecutor, build_program
+from streamgen.engine.clock import silence_class, zero_index
+from streamgen.engine.program import Executor, StepProgram, TorchExecutor, build_program
 from streamgen.engine.sampling import Sampler, SamplingConfig
 
-Executor = Any  # TorchExecutor or NumbaExecutor: feed_block / generate_block over a program
-
 BACKENDS = ("auto", "torch", "numba")
+
+#: What a stream has received before its first sample: all-zero input vectors (the offline
+#: pass's own padding; the first sample is then the silence class), or the silence class
+#: itself, a history like the quiet passages the model was trained on (the first sample is
+#: then drawn from the model).
+STARTS = ("zeros", "silence")
 
 
 def numba_available() -> bool:
@@ -83,12 +87,15 @@ class StreamingEngine:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         backend: str = "auto",
+        start: str = "zeros",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if start not in STARTS:
+            raise ValueError(f"unknown start {start!r}; choose one of {STARTS}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model
-        self.batch_size, self.dtype = batch_size, dtype
+        self.batch_size, self.dtype, self.start = batch_size, dtype, start
         self.program = build_program(model, batch_size, self.device, dtype)
         self.executor = build_executor(self.program, backend)
         self.backend: str = self.executor.name
@@ -96,11 +103,18 @@ class StreamingEngine:
         self.t = 0  # index of the next step on the shared clock
         self.logits = torch.empty(batch_size, self.classes, dtype=dtype, device=self.device)
         self._input = torch.empty(batch_size, dtype=torch.int64, device=self.device)
-        self._silence_logits = torch.full((self.classes,), -1e4, dtype=dtype, device=self.device)
-        self._silence_logits[silence_class(self.classes)] = 0.0
-        # zero history is periodic in time: one capture holds every phase
+        self._before = zero_index(self.classes) if start == "zeros" else silence_class(self.classes)
+        # the start history is periodic in time: one capture holds every phase
         empty = torch.empty(1, 0, dtype=torch.int64)
-        self._zero = Capture(self.program, empty, t_last=2 * self.period - 1, span=self.period)
+        self._start = Capture(self.program, empty, t_last=2 * self.period - 1, span=self.period,
+                              before=self._before)
+        if start == "zeros":  # no prediction from zero vectors: the first sample is silence
+            first = torch.full((self.classes,), -1e4, dtype=dtype, device=self.device)
+            first[silence_class(self.classes)] = 0.0
+            self._first_logits = [first] * self.period
+        else:
+            self._first_logits = [self._start.logits_at(self._start.t_first + i)[0].to(self.device, dtype)
+                                  for i in range(self.period)]
         self.reset()
 
     # -- state -------------------------------------------------------------------------
@@ -113,22 +127,24 @@ class StreamingEngine:
             ring.fill(frames.expand(count, -1, -1), streams)
 
     def reset(self, streams: list[int] | torch.Tensor | None = None) -> None:
-        """Restore zero history: all streams (and the clock), or only ``streams``.
+        """Restore the start history: all streams (and the clock), or only ``streams``.
 
         A stream reset mid-run continues on the shared clock as if every input it had
-        received were the all-zero vector; its next input is ``silence_class`` unless fed.
+        received were the start history (``start``: zero vectors or the silence class).
         """
         if streams is None:
             self.t = 0
             sel = None
         else:
             sel = torch.as_tensor(streams, dtype=torch.int64, device=self.device).view(-1)
-        zero = self._zero  # periodic: the captured step with the same clock phase as t - 1
-        self._load_capture(zero, zero.t_first + (self.t - 1 - zero.t_first) % self.period, sel)
+        start = self._start  # periodic: the captured step with the same clock phase as t - 1
+        t = start.t_first + (self.t - 1 - start.t_first) % self.period
+        self._load_capture(start, t, sel)
+        first = self._first_logits[t - start.t_first]
         if sel is None:
-            self.logits.copy_(self._silence_logits.expand_as(self.logits))
+            self.logits.copy_(first.expand_as(self.logits))
         else:
-            self.logits[sel] = self._silence_logits
+            self.logits[sel] = first
 
     def prime(self, prompt: torch.Tensor) -> torch.Tensor:
         """Restart all streams from a prompt ``(B, N)`` of classes in one offline pass.
@@ -141,7 +157,7 @@ class StreamingEngine:
         if n == 0:
             self.reset()
             return self.logits
-        capture = Capture(self.program, prompt, t_last=n - 1)
+        capture = Capture(self.program, prompt, t_last=n - 1, before=self._before)
         self._load_capture(capture, n - 1, None)
         self.t = n
         self.logits.copy_(capture.logits_at(n - 1))
@@ -160,8 +176,8 @@ class StreamingEngine:
         return state
 
     def load_state_dict(self, state: dict[str, Any], sampler: Sampler | None = None) -> None:
-        """Restore a ``state_dict`` (from any backend of the same model and batch), and
-        ``sampler``'s state if the dict holds one."""
+        """Restore a ``state_dict`` (saved by any backend of the same model and batch), and
+        into ``sampler`` the sampler state saved with it."""
         if sampler is not None and "sampler" not in state:
             raise ValueError("this state holds no sampler; save it with state_dict(sampler)")
         if set(state["rings"]) != set(self.program.rings):

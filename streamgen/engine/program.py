@@ -14,7 +14,7 @@ Programs register themselves by network kind: adding a network is one ``nn/`` fi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -98,6 +98,18 @@ def build_program(model: nn.Module, batch: int, device: torch.device | str = "cp
         raise TypeError(f"no streaming program for {type(model).__name__}; known kinds: "
                         f"{sorted(PROGRAMS)}")
     return PROGRAMS[kind](model, batch, torch.device(device), dtype)
+
+
+class Executor(Protocol):
+    """Runs a program's plans: blocks of teacher-forced or free-running steps."""
+
+    name: str
+
+    def feed_block(self, xs: torch.Tensor, out: torch.Tensor | None, logits: torch.Tensor,
+                   t0: int) -> None: ...
+
+    def generate_block(self, n: int, sampler: "Sampler", out: torch.Tensor, logits: torch.Tensor,
+                       t0: int, x: torch.Tensor) -> None: ...
 
 
 class TorchExecutor:
