@@ -23,7 +23,7 @@ from streamgen.audio.mulaw import mulaw_encode
 from streamgen.checkpoint import load_checkpoint
 from streamgen.train import corpus, data
 from streamgen.train.data import EncodedAudio, find_audio_files, load_encoded, split_files
-from streamgen.train.loop import LOG_FILE, TrainConfig, fit, train
+from streamgen.train.loop import LOG_FILE, ResumeConflict, TrainConfig, TrainingInterrupted, fit, train
 
 ROOT = Path(__file__).resolve().parents[1]
 # input_length(56) of this net gives 60 outputs: the loop must score the newest 56.
@@ -199,7 +199,7 @@ def test_refuses_to_overwrite_and_checks_kind(audio_dir: Path, tmp_path: Path) -
     train(cfg)
     with pytest.raises(FileExistsError, match="resume"):
         train(cfg)
-    with pytest.raises(ValueError, match="not tcn"):
+    with pytest.raises(ResumeConflict, match="kind='tcn' conflicts with the run .* kind='sequnet'"):
         train(replace(cfg, kind="tcn", resume=True, steps=2))
 
 
