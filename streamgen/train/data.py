@@ -66,6 +66,7 @@ class Split:
     train: list[Path]
     validation: list[Path]
     rule: str = "explicit file lists"
+    hashed: bool = False  # split by path hash, so any subset of the files can be split alike
 
 
 def split_files(
@@ -73,13 +74,15 @@ def split_files(
     val_fraction: float = 0.1,
     train_files: Sequence[str | Path] | None = None,
     val_files: Sequence[str | Path] | None = None,
+    files: Sequence[Path] | None = None,
 ) -> Split:
     """Split the audio under ``root`` by file.
 
     Explicit lists (relative to ``root`` or absolute) win; else ``root/manifest.json`` from the
-    corpus builder; else the files sorted by a hash of their relative path, the first
-    ``round(val_fraction * n)`` (at least one when the fraction is positive and n > 1) going to
-    validation: deterministic, and independent of file order on disk.
+    corpus builder; else the files (``files``, default all found under ``root``) sorted by a
+    hash of their relative path, the first ``round(val_fraction * n)`` (at least one when the
+    fraction is positive and n > 1) going to validation: deterministic, and independent of file
+    order on disk.
     """
     root = Path(root)
 
@@ -104,7 +107,7 @@ def split_files(
             return Split(resolve(data["train"]), resolve(data["validation"]), f"the folder's {MANIFEST}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    files = find_audio_files(root)
+    files = find_audio_files(root) if files is None else sorted(files)
     if not files:
         raise FileNotFoundError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
     ordered = sorted(files, key=lambda p: _stable_rank(p, root))
@@ -114,7 +117,7 @@ def split_files(
     n_val = min(n_val, len(files) - 1)
     val = set(ordered[:n_val])
     return Split([p for p in files if p not in val], [p for p in files if p in val],
-                 f"{val_fraction:g} of the files by path hash")
+                 f"{val_fraction:g} of the files by path hash", hashed=True)
 
 
 def load_encoded(path: str | Path, sample_rate: int, cache_dir: str | Path | None = None) -> np.ndarray:
@@ -288,18 +291,19 @@ def open_training_data(
     else:
         split = split_files(root, val_fraction, train_files, val_files)
         skipped: dict[str, str] = {}
+        encoded: dict[Path, np.ndarray] = {}
+        for path in split.train + split.validation:
+            try:
+                encoded[path] = load_encoded(path, sample_rate, cache_dir)
+            except (AudioFileError, OSError) as exc:
+                skipped[str(path)] = str(exc)
+                warn(f"skipping {path}: unreadable ({exc})")
+        if skipped and split.hashed and encoded:  # split what is left, so validation is readable
+            split = split_files(root, val_fraction, files=list(encoded))
         sets = {}
         for name, files in (("train", split.train), ("validation", split.validation)):
-            names, tracks = [], []
-            for path in files:
-                try:
-                    tracks.append(load_encoded(path, sample_rate, cache_dir))
-                except (AudioFileError, OSError) as exc:
-                    skipped[str(path)] = str(exc)
-                    warn(f"skipping {path}: unreadable ({exc})")
-                    continue
-                names.append(path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path))
-            sets[name] = EncodedAudio.from_tracks(names, tracks)
+            names = [p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in files if p in encoded]
+            sets[name] = EncodedAudio.from_tracks(names, [encoded[p] for p in files if p in encoded])
         data = TrainingData(sets["train"], sets["validation"], sample_rate, "audio folder", split.rule, skipped)
     if not data.train.tracks:
         raise ValueError(f"{root}: no usable training audio ({len(data.skipped)} files unreadable); "
