@@ -82,12 +82,13 @@ def _flag(parser_actions: list[argparse.Action], field: str) -> str:
 
 def pack(args: argparse.Namespace) -> int:
     from streamgen.train.data import open_training_data
+    from streamgen.train.loop import TrainConfig, warn
     from streamgen.train.pack import DEFAULT_MAX_BYTES, write_pack
 
     source, out = args.pack_corpus
-    warn = lambda message: print(f"streamgen: warning: {message}", file=sys.stderr)  # noqa: E731
-    data = open_training_data(source, 16000, args.val_fraction if args.val_fraction is not None else 0.1,
-                              cache_dir=args.cache_dir, warn=warn).subset(args.subset)
+    val_fraction = TrainConfig.val_fraction if args.val_fraction is None else args.val_fraction
+    data = open_training_data(source, TrainConfig.sample_rate, val_fraction, cache_dir=args.cache_dir,
+                              warn=warn).subset(args.subset)
     print(data.summary(), file=sys.stderr)
     manifest = json.loads(write_pack(data, out, args.max_bytes or DEFAULT_MAX_BYTES).read_text())
     samples = sum(manifest["samples"].values())

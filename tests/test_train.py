@@ -431,18 +431,19 @@ def test_a_second_signal_during_the_save_is_deferred(audio_dir: Path, tmp_path: 
             os.kill(os.getpid(), signal.SIGINT)
         return real_loss(*args, **kwargs)
 
-    def save_file_then_ctrl_c(*args, **kwargs):  # and again between the checkpoint's files
+    def save_file_then_sigterm(*args, **kwargs):  # and SIGTERM between the checkpoint's files
         calls["save"] += 1
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
         return real_save_file(*args, **kwargs)
 
     monkeypatch.setattr(loop, "nll_loss", loss_then_ctrl_c)
-    monkeypatch.setattr(checkpoint, "save_file", save_file_then_ctrl_c)
+    monkeypatch.setattr(checkpoint, "save_file", save_file_then_sigterm)
     cfg = config(tmp_path, audio_dir, steps=50, checkpoint_every=100, val_every=100)
     with pytest.raises(TrainingInterrupted) as stopped:
         fit(cfg)
     assert stopped.value.step == 3 and calls["save"] == 3  # weights, optimizer, RNG states
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp folder
     monkeypatch.undo()
     straight, _ = fit(replace(cfg, steps=3, out_dir=str(tmp_path / "straight")))
@@ -488,7 +489,7 @@ def test_resume_reuses_the_stored_options_and_refuses_conflicts(
     shutil.copytree(audio_dir, moved)
     status, err = run_cli(capsys, "--out", str(run), "--resume", "--steps", "8", "--data", str(moved))
     assert status == 0, err
-    next(moved.rglob("tone1.wav")).unlink()
+    write_tone(next(moved.rglob("tone1.wav")), 22050, 1.0, 999.0, seed=1)  # same name and length
     status, err = run_cli(capsys, "--out", str(run), "--resume", "--steps", "9", "--data", str(moved))
     assert status == 2 and "holds other data than the run" in err and len(err.strip().splitlines()) == 1
 

@@ -281,7 +281,8 @@ def _deferred_interrupts() -> Iterator[Callable[[], bool]]:
             signal.signal(s, handler)
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
+    """One warning line on stderr."""
     print(f"streamgen: warning: {message}", file=sys.stderr, flush=True)
 
 
@@ -317,7 +318,7 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
     in_len = model.input_length(out_len)
 
     data = open_training_data(config.data, config.sample_rate, config.val_fraction, config.train_files,
-                              config.val_files, config.cache_dir, warn=_warn if d.main else lambda m: None)
+                              config.val_files, config.cache_dir, warn=warn if d.main else lambda m: None)
     data_identity = data.identity()
     if resumed is not None and "data" in resumed["training"]:
         stored_sha = resumed["training"]["data"]["sha256"]
