@@ -17,15 +17,21 @@ EXAMPLES = """examples:
 """
 
 
+DESCRIPTION = """\
+Train on any folder of audio (wav, flac, ogg, mp3; any rate and channel count), split into
+train/validation by file, or on a folder packed by --pack-corpus. The output folder is a
+checkpoint usable with --model.
+
+Ctrl-C (or SIGTERM) finishes the step under way, saves a checkpoint and says how to resume.
+--resume continues the stored run exactly: the options it stored are reused, and only --steps
+(to extend it), --data (the same data elsewhere), --device, --threads and --cache-dir may be
+given anew; on an --out that holds no run yet, it starts one.
+"""
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on a folder of audio",
-                       description="Train on any folder of audio (wav, flac, ogg, mp3; any rate and "
-                       "channel count), split into train/validation by file, or on a folder packed by "
-                       "--pack-corpus. The output folder is a checkpoint usable with --model. Ctrl-C "
-                       "(or SIGTERM) finishes the step under way, saves a checkpoint and says how to "
-                       "resume. --resume continues the stored run exactly: the options it stored are "
-                       "reused, and only --steps (to extend it), --data (the same data elsewhere), "
-                       "--device, --threads and --cache-dir may be given anew.",
+                       description=DESCRIPTION,
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="folder of audio files (searched recursively)")
     p.add_argument("--out", dest="out_dir", help="checkpoint folder to write")
@@ -52,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, help="steps between validations")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly (start it if there is none)")
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None,
                    help="no mixed precision on GPU")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
