@@ -226,7 +226,7 @@ class TrainingData:
     skipped: dict[str, str] = field(default_factory=dict)  # file -> why it was skipped
 
     def sets(self) -> dict[str, EncodedAudio]:
-        return {"train": self.train, "validation": self.validation}
+        return dict(zip(SPLITS, (self.train, self.validation)))
 
     def sha256(self) -> str:
         """A hash over every track's split, name and samples: which data, exactly."""
@@ -301,7 +301,7 @@ def open_training_data(
         if skipped and split.hashed and encoded:  # split what is left, so validation is readable
             split = split_files(root, val_fraction, files=list(encoded))
         sets = {}
-        for name, files in (("train", split.train), ("validation", split.validation)):
+        for name, files in zip(SPLITS, (split.train, split.validation)):
             names = [p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in files if p in encoded]
             sets[name] = EncodedAudio.from_tracks(names, [encoded[p] for p in files if p in encoded])
         data = TrainingData(sets["train"], sets["validation"], sample_rate, "audio folder", split.rule, skipped)
@@ -310,5 +310,6 @@ def open_training_data(
                          "add readable audio files or fix the split")
     if not data.validation.tracks:
         warn(f"{root}: no validation files ({len(data.train.tracks)} training files), so no "
-             "validation loss; add files or set --val-fraction (the split is by whole file)")
+             "validation loss; the split is by whole file: add audio files, with a validation "
+             "fraction above 0")
     return data
