@@ -4,27 +4,47 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 
 EXAMPLES = """examples:
   streamgen train --build-corpus data/bach16k              # the default Bach-piano corpus
   streamgen train --data data/bach16k --out runs/mine --steps 20000
   streamgen train --data ~/music --out runs/wn --kind wavenet --config '{"blocks": 3, "layers": 10}'
-  streamgen train --data data/bach16k --out runs/mine --steps 40000 --resume
+  streamgen train --out runs/mine --steps 40000 --resume       # continue (and extend) a run
+  streamgen train --pack-corpus data/bach16k data/bach16k-packed --subset 120
   torchrun --nproc_per_node=2 -m streamgen.cli.main train --data data/bach16k --out runs/ddp
+"""
+
+
+DESCRIPTION = """\
+Train on any folder of audio (wav, flac, ogg, mp3; any rate and channel count), split into
+train/validation by file, or on a folder packed by --pack-corpus. The output folder is a
+checkpoint usable with --model.
+
+Ctrl-C (or SIGTERM) finishes the step under way, saves a checkpoint and says how to resume.
+--resume continues the stored run exactly: the options it stored are reused, and only --steps
+(to extend it), --data (the same data elsewhere), --device, --threads and --cache-dir may be
+given anew; on an --out that holds no run yet, it starts one.
 """
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model on a folder of audio",
-                       description="Train on any folder of audio (wav, flac, ogg, mp3; any rate and "
-                       "channel count), split into train/validation by file. The output folder is a "
-                       "checkpoint usable with --model.",
+                       description=DESCRIPTION,
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", help="folder of audio files (searched recursively)")
     p.add_argument("--out", dest="out_dir", help="checkpoint folder to write")
     p.add_argument("--build-corpus", metavar="DIR",
                    help="render the Bach chorale piano corpus into DIR (needs fluidsynth) and exit")
-    p.add_argument("--kind", choices=["sequnet", "wavenet", "tcn"], default="sequnet")
+    p.add_argument("--pack-corpus", nargs=2, metavar=("DATA", "OUT"),
+                   help="pack DATA's encoded tracks (split kept) into OUT as parts of at most "
+                   "--max-bytes, for copying to another machine, and exit; train with --data OUT")
+    p.add_argument("--max-bytes", type=_size, default=None, metavar="SIZE",
+                   help="largest packed part, e.g. 60M (default: 60M)")
+    p.add_argument("--subset", type=int, metavar="N", help="pack only the first N training files "
+                   "(all validation files)")
+    p.add_argument("--kind", choices=["sequnet", "wavenet", "tcn"], help="network (default: sequnet)")
     p.add_argument("--config", dest="model", type=json.loads, default=None, metavar="JSON",
                    help="network config fields, e.g. '{\"channels\": 32, \"levels\": 10}'")
     p.add_argument("--window", dest="output_length", type=int, help="output samples per window")
@@ -38,13 +58,49 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-every", type=int, help="steps between validations")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
     p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly (start it if there is none)")
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None,
                    help="no mixed precision on GPU")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--cache-dir", help="where the mu-law encoded files are cached")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, parser_actions=p._actions)
+
+
+def _size(text: str) -> int:
+    """``60M``, ``1.5G``, ``500k`` or a plain byte count -> bytes (binary units)."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    scale = units.get(text[-1:].lower(), 1)
+    try:
+        value = int(float(text[:-1] if scale > 1 else text) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 60M)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a size must be positive, got {text!r}")
+    return value
+
+
+def _flag(parser_actions: list[argparse.Action], field: str) -> str:
+    """The command-line option that sets TrainConfig ``field`` (``model.x`` -> --config)."""
+    dest = "model" if field.startswith("model.") else field
+    return next((a.option_strings[-1] for a in parser_actions if a.dest == dest and a.option_strings), field)
+
+
+def pack(args: argparse.Namespace) -> int:
+    from streamgen.train.data import open_training_data
+    from streamgen.train.loop import TrainConfig, warn
+    from streamgen.train.pack import DEFAULT_MAX_BYTES, write_pack
+
+    source, out = args.pack_corpus
+    val_fraction = TrainConfig.val_fraction if args.val_fraction is None else args.val_fraction
+    data = open_training_data(source, TrainConfig.sample_rate, val_fraction, cache_dir=args.cache_dir,
+                              warn=warn).subset(args.subset)
+    print(data.summary(), file=sys.stderr)
+    manifest = json.loads(write_pack(data, out, args.max_bytes or DEFAULT_MAX_BYTES).read_text())
+    samples = sum(manifest["samples"].values())
+    print(f"packed {samples:,} samples in {len(manifest['parts'])} parts, {manifest['bytes']:,} bytes "
+          f"({manifest['bytes'] / samples:.3f} bytes/sample): {out}/pack.json")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,16 +112,27 @@ def run(args: argparse.Namespace) -> int:
         manifest = build_corpus(args.build_corpus)
         print(f"corpus written: {manifest}")
         return 0
-    from streamgen.train.loop import TrainConfig, train
+    from streamgen.train.loop import ResumeConflict, TrainConfig, TrainingInterrupted, train
 
     try:
+        if args.pack_corpus:
+            return pack(args)
         config = TrainConfig.from_options(args)
-    except (TypeError, ValueError) as exc:
-        raise CLIError(f"{exc}; see streamgen train --help") from exc
-    try:
         path = train(config)
+    except ResumeConflict as exc:
+        flag = _flag(args.parser_actions, exc.name)
+        raise CLIError(f"{flag} {exc.given if flag != '--config' else exc.name + '=' + repr(exc.given)} "
+                       f"conflicts with the run in {args.out_dir} (stored: {exc.stored!r}); leave "
+                       f"{flag} out to continue that run, or pass another --out") from exc
     except FileExistsError as exc:
-        raise CLIError(f"{config.out_dir} already holds a checkpoint; pass --resume to continue "
-                       "it or choose another --out") from exc
+        raise CLIError(str(exc) if args.pack_corpus else f"{args.out_dir} already holds a checkpoint; "
+                       "pass --resume to continue it or choose another --out") from exc
+    except (TypeError, ValueError) as exc:  # bad options or data: the message names the fix
+        raise CLIError(str(exc)) from exc
+    except TrainingInterrupted as stop:
+        print(f"streamgen: interrupted at step {stop.step}; checkpoint saved in {stop.out_dir}; "
+              f"resume with: streamgen train --out {shlex.quote(str(stop.out_dir))} --resume",
+              file=sys.stderr)
+        return 130
     print(f"checkpoint: {path}")
     return 0

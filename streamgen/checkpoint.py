@@ -6,7 +6,8 @@ A checkpoint directory holds
 - ``config.json``: format, version, network kind and config, sample rate, parameter count,
   receptive field, the sha256 of ``model.safetensors`` and a free ``training`` dict;
 - optionally ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensors and the
-  rest of its state dict, for exact resumption;
+  rest of its state dict, for exact resumption; tensors beyond ``SHARD_BYTES`` go on into
+  ``optimizer.1.safetensors``, ``optimizer.2...``, so that no file exceeds 16 MB (for transfers);
 - optionally ``extra.safetensors``: named tensors a trainer needs to resume (RNG states).
 
 ``load_checkpoint`` verifies the hash and that the weights' names and shapes match the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -36,6 +38,25 @@ CONFIG = "config.json"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
 EXTRA_TENSORS = "extra.safetensors"
+SHARD_BYTES = 16_000_000  # largest optimizer file, bar a single larger tensor
+
+
+def _optimizer_file(index: int) -> str:
+    return OPTIMIZER_TENSORS if index == 0 else f"optimizer.{index}.safetensors"
+
+
+def _shards(tensors: Mapping[str, torch.Tensor], limit: int) -> list[dict[str, torch.Tensor]]:
+    """Consecutive groups of ``tensors`` of at most ``limit`` bytes each (header room kept)."""
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size() + 256
+        if shards[-1] and size + nbytes > limit - 4096:
+            shards.append({})
+            size = 0
+        shards[-1][name] = tensor
+        size += nbytes
+    return shards
 
 
 class CheckpointError(ValueError):
@@ -111,8 +132,10 @@ def save_checkpoint(
         save_file(_tensors_for_file(model.state_dict()), str(tmp / WEIGHTS))
         if optimizer is not None:
             tensors, meta = _split_optimizer_state(optimizer.state_dict())
-            save_file(_tensors_for_file(tensors), str(tmp / OPTIMIZER_TENSORS))
-            meta["sha256"] = sha256_file(tmp / OPTIMIZER_TENSORS)
+            meta["files"] = {}
+            for index, shard in enumerate(_shards(tensors, SHARD_BYTES)):
+                save_file(_tensors_for_file(shard), str(tmp / _optimizer_file(index)))
+                meta["files"][_optimizer_file(index)] = sha256_file(tmp / _optimizer_file(index))
             (tmp / OPTIMIZER_META).write_text(json.dumps(meta, indent=1) + "\n")
         if extra:
             save_file(_tensors_for_file(extra), str(tmp / EXTRA_TENSORS))
@@ -131,9 +154,9 @@ def save_checkpoint(
         _make_readable(tmp)
         # Keep files that are not ours (a model card, samples) when overwriting.
         if directory.is_dir():
-            ours = {WEIGHTS, CONFIG, OPTIMIZER_TENSORS, OPTIMIZER_META, EXTRA_TENSORS}
+            ours = {WEIGHTS, CONFIG, OPTIMIZER_META, EXTRA_TENSORS}
             for item in directory.iterdir():
-                if item.name not in ours:
+                if item.name not in ours and not re.fullmatch(r"optimizer(\.\d+)?\.safetensors", item.name):
                     os.replace(item, tmp / item.name)
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -237,7 +260,12 @@ def load_optimizer_state(path: str | Path, optimizer: torch.optim.Optimizer) -> 
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{directory / OPTIMIZER_META}: not valid JSON ({exc}); "
                               "restore it or start a fresh run") from exc
-    tensors = _load_tensors(directory / OPTIMIZER_TENSORS, meta.get("sha256"))
+    files = meta.get("files") or {OPTIMIZER_TENSORS: meta.get("sha256")}  # one file before shards
+    tensors = {}
+    for name, sha in files.items():
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory / name}: missing; copy the whole checkpoint folder again")
+        tensors.update(_load_tensors(directory / name, sha))
     try:
         optimizer.load_state_dict(_join_optimizer_state(tensors, meta))
     except (ValueError, KeyError, RuntimeError) as exc:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import random_onehot, randomize_
+from streamgen import checkpoint
 from streamgen.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -64,7 +65,11 @@ def test_weight_norm_parametrizations_round_trip(tmp_path: Path, rng: torch.Gene
         assert torch.equal(loaded.state_dict()[k], v), k
 
 
-def test_optimizer_state_resumes_identically(tmp_path: Path, rng: torch.Generator) -> None:
+@pytest.mark.parametrize("shard_bytes", [None, 60_000])
+def test_optimizer_state_resumes_identically(tmp_path: Path, rng: torch.Generator, shard_bytes: int | None,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    if shard_bytes:  # a limit below the state's size: several files, none over the limit
+        monkeypatch.setattr(checkpoint, "SHARD_BYTES", shard_bytes)
     model = small("sequnet", rng)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, betas=(0.8, 0.95))
     x = random_onehot(2, model.input_length(8), 256, rng).float()
@@ -77,6 +82,13 @@ def test_optimizer_state_resumes_identically(tmp_path: Path, rng: torch.Generato
     for _ in range(3):
         step(model, opt)
     save_checkpoint(tmp_path / "ck", model, optimizer=opt, extra={"rng": torch.arange(5)})
+    files = sorted(p.name for p in (tmp_path / "ck").glob("optimizer*.safetensors"))
+    sizes = [t.numel() * t.element_size() for s in opt.state_dict()["state"].values() for t in s.values()]
+    if shard_bytes:
+        assert max(sizes) < shard_bytes - 5000 and len(files) >= sum(sizes) // shard_bytes > 1
+        assert all((tmp_path / "ck" / f).stat().st_size <= shard_bytes for f in files)
+    else:
+        assert files == ["optimizer.safetensors"]
     loaded, _ = load_checkpoint(tmp_path / "ck")
     loaded.train()
     opt2 = torch.optim.Adam(loaded.parameters(), lr=1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import shlex
@@ -23,7 +25,7 @@ from streamgen.audio.mulaw import mulaw_encode
 from streamgen.checkpoint import load_checkpoint
 from streamgen.train import corpus, data
 from streamgen.train.data import EncodedAudio, find_audio_files, load_encoded, split_files
-from streamgen.train.loop import LOG_FILE, TrainConfig, fit, train
+from streamgen.train.loop import LOG_FILE, ResumeConflict, TrainConfig, TrainingInterrupted, fit, train
 
 ROOT = Path(__file__).resolve().parents[1]
 # input_length(56) of this net gives 60 outputs: the loop must score the newest 56.
@@ -199,7 +201,7 @@ def test_refuses_to_overwrite_and_checks_kind(audio_dir: Path, tmp_path: Path) -
     train(cfg)
     with pytest.raises(FileExistsError, match="resume"):
         train(cfg)
-    with pytest.raises(ValueError, match="not tcn"):
+    with pytest.raises(ResumeConflict, match=r"kind='tcn' conflicts with the run .* \(kind='sequnet'\)"):
         train(replace(cfg, kind="tcn", resume=True, steps=2))
 
 
@@ -361,3 +363,226 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     other = write_card(runs["wavenet"], tmp_path / "zoo" / "wn", audio_dir, seconds=0.1)
     assert "real time on this machine's CPU (torch backend" in (other / "README.md").read_text()
     assert "| wavenet-tiny | wavenet" in text and "one block of 64 samples in every 3, from sample 300" in text
+
+
+# -- interrupts and resume from the command line ---------------------------------------------
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "streamgen.cli.main", "train", *args]
+
+
+def cli_options(tmp_path: Path, audio_dir: Path, run: Path, steps: int) -> list[str]:
+    return ["--data", str(audio_dir), "--out", str(run), "--config", json.dumps(TINY_SEQUNET),
+            "--window", "60", "--batch", "4", "--steps", str(steps), "--lr", "0.003", "--val-every", "5",
+            "--checkpoint-every", "100000", "--seed", "3", "--threads", "1",
+            "--cache-dir", str(tmp_path.parent / "cache")]
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(audio_dir: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cli(*cli_options(tmp_path, audio_dir, run, 10**6)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    log = run / LOG_FILE
+    deadline = time.time() + 120
+    while not (log.is_file() and '"step": 10,' in log.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not (run / "config.json").exists()  # no periodic checkpoint yet
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    line = err.strip().splitlines()[-1]
+    step = load_checkpoint(run)[1]["training"]["step"]
+    assert 10 <= step < 10**6
+    assert line == (f"streamgen: interrupted at step {step}; checkpoint saved in {run}; "
+                    f"resume with: streamgen train --out {run} --resume")
+    # the resumed run's next steps are the uninterrupted run's
+    resumed = subprocess.run(cli("--out", str(run), "--resume", "--steps", str(step + 3)),
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    stored = TrainConfig(**load_checkpoint(run)[1]["training"]["train_config"])
+    assert (stored.steps, stored.batch_size, stored.seed) == (step + 3, 4, 3)
+    straight, _ = fit(replace(stored, out_dir=str(tmp_path / "straight"), progress=False, resume=False))
+    assert_same_weights(straight, load_checkpoint(run)[0])
+    rows = [json.loads(r) for r in log.read_text().splitlines()]
+    assert [r["step"] for r in rows if "lr" in r] == [s for s in range(10, step + 4, 10)] + [step + 3]
+
+
+def test_a_second_signal_during_the_save_is_deferred(audio_dir: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from streamgen import checkpoint
+    from streamgen.train import loop
+
+    calls = {"loss": 0, "save": 0}
+    real_loss, real_save_file = loop.nll_loss, checkpoint.save_file
+
+    def loss_then_ctrl_c(*args, **kwargs):  # Ctrl-C arrives during the third step (call 1
+        calls["loss"] += 1                    # is the step-0 validation)
+        if calls["loss"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_loss(*args, **kwargs)
+
+    def save_file_then_sigterm(*args, **kwargs):  # and SIGTERM between the checkpoint's files
+        calls["save"] += 1
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real_save_file(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "nll_loss", loss_then_ctrl_c)
+    monkeypatch.setattr(checkpoint, "save_file", save_file_then_sigterm)
+    cfg = config(tmp_path, audio_dir, steps=50, checkpoint_every=100, val_every=100)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        fit(cfg)
+    assert stopped.value.step == 3 and calls["save"] == 3  # weights, optimizer, RNG states
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp folder
+    monkeypatch.undo()
+    straight, _ = fit(replace(cfg, steps=3, out_dir=str(tmp_path / "straight")))
+    assert_same_weights(straight, load_checkpoint(cfg.out_dir)[0])
+    resumed, _ = fit(replace(cfg, steps=5, resume=True))
+    assert_same_weights(fit(replace(cfg, steps=5, out_dir=str(tmp_path / "five")))[0], resumed)
+
+
+def run_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    from streamgen.cli.main import main
+
+    status = main(["train", *args])
+    return status, capsys.readouterr().err
+
+
+def test_resume_reuses_the_stored_options_and_refuses_conflicts(
+        audio_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = tmp_path / "run"
+    # the decay starts at step 4: the first 4 steps take the same rate whatever the step count
+    options = cli_options(tmp_path, audio_dir, run, 4) + ["--lr-final", "0.001", "--decay-from", "4",
+                                                         "--grad-clip", "0.5", "--checkpoint-every", "2"]
+    assert run_cli(capsys, *options)[0] == 0
+    first = load_checkpoint(run)[1]["training"]["train_config"]
+    status, err = run_cli(capsys, "--out", str(run), "--resume", "--steps", "7", "--batch", "4", "--lr", "0.003")
+    assert status == 0, err  # the stored options, repeated ones included
+    resumed = load_checkpoint(run)[1]["training"]["train_config"]
+    assert resumed == {**first, "steps": 7, "resume": True}
+    straight, _ = fit(replace(TrainConfig(**resumed), out_dir=str(tmp_path / "straight"), progress=False))
+    assert_same_weights(straight, load_checkpoint(run)[0])
+    for given, expected in [
+        (["--batch", "8"], f"--batch 8 conflicts with the run in {run} (stored: 4)"),
+        (["--window", "64"], f"--window 64 conflicts with the run in {run} (stored: 60)"),
+        (["--lr-final", "0.002"], "--lr-final 0.002 conflicts"),
+        (["--config", '{"channels": 16}'], "--config model.channels=16 conflicts with the run in"),
+        (["--kind", "tcn"], "--kind tcn conflicts"),
+    ]:
+        status, err = run_cli(capsys, "--out", str(run), "--resume", *given)
+        lines = err.strip().splitlines()
+        assert status == 2 and len(lines) == 1 and expected in lines[0], err
+    assert load_checkpoint(run)[1]["training"]["step"] == 7  # nothing changed
+    # the same data elsewhere resumes; other data is refused
+    moved = tmp_path / "moved"
+    shutil.copytree(audio_dir, moved)
+    status, err = run_cli(capsys, "--out", str(run), "--resume", "--steps", "8", "--data", str(moved))
+    assert status == 0, err
+    write_tone(next(moved.rglob("tone1.wav")), 22050, 1.0, 999.0, seed=1)  # same name and length
+    status, err = run_cli(capsys, "--out", str(run), "--resume", "--steps", "9", "--data", str(moved))
+    assert status == 2 and "holds other data than the run" in err and len(err.strip().splitlines()) == 1
+
+
+# -- data: summary, unreadable files, identity, packs -------------------------------------------
+def test_unreadable_files_are_skipped_and_the_data_summarised(tmp_path: Path) -> None:
+    from streamgen.train.data import open_training_data
+
+    root = tmp_path / "audio"
+    seconds = [0.5, 0.75, 1.0, 1.25]
+    for i, s in enumerate(seconds):
+        write_tone(root / f"t{i}.wav", 16000, s, 300.0, seed=i)
+    (root / "broken.wav").write_bytes(b"RIFF" + os.urandom(200))
+    warnings: list[str] = []
+    data = open_training_data(root, val_fraction=0.25, cache_dir=tmp_path / "cache", warn=warnings.append)
+    assert warnings == [f"skipping {root / 'broken.wav'}: unreadable "
+                        f"({data.skipped[str(root / 'broken.wav')]})"] or \
+        (len(warnings) == 1 and warnings[0].startswith(f"skipping {root / 'broken.wav'}: unreadable"))
+    files = {n: seconds[int(n[1])] for n in data.train.names + data.validation.names}
+    assert sorted(files) == ["t0.wav", "t1.wav", "t2.wav", "t3.wav"] and len(data.validation.names) == 1
+    hours = {k: sum(files[n] for n in v.names) / 3600 for k, v in data.sets().items()}
+    assert data.summary() == (f"data: audio folder, train 3 files {hours['train']:.2f} h, validation 1 files "
+                              f"{hours['validation']:.2f} h (split: 0.25 of the files by path hash); "
+                              "1 unreadable files skipped")
+    assert data.identity()["skipped"] == [str(root / "broken.wav")]
+
+    one = tmp_path / "one"
+    write_tone(one / "only.wav", 16000, 0.5, 300.0, seed=0)
+    warnings.clear()
+    assert open_training_data(one, cache_dir=tmp_path / "cache", warn=warnings.append).validation.tracks == []
+    assert len(warnings) == 1 and "no validation files (1 training files)" in warnings[0]
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.wav").write_bytes(b"not audio")
+    (bad / "b.flac").write_bytes(b"")
+    with pytest.raises(ValueError, match="no usable training audio"):
+        open_training_data(bad, cache_dir=tmp_path / "cache")
+
+
+def test_cli_reports_unreadable_data_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "a.wav").write_bytes(b"not audio")
+    status, err = run_cli(capsys, "--data", str(bad), "--out", str(tmp_path / "run"), "--cache-dir",
+                          str(tmp_path / "cache"))
+    lines = err.strip().splitlines()
+    assert status == 2 and lines[-1].startswith(f"streamgen: error: {bad}: no usable training audio")
+    assert lines[0].startswith(f"streamgen: warning: skipping {bad / 'a.wav'}: unreadable")
+    assert not (tmp_path / "run").exists()
+
+
+def test_packed_corpus_round_trips_in_small_parts_and_trains_alike(audio_dir: Path, tmp_path: Path) -> None:
+    from streamgen.train.data import open_training_data
+    from streamgen.train.pack import read_pack, write_pack
+
+    source = open_training_data(audio_dir, cache_dir=tmp_path / "cache")
+    limit = 15_000
+    manifest = json.loads(write_pack(source, tmp_path / "pack", max_bytes=limit).read_text())
+    parts = sorted((tmp_path / "pack").glob("part-*.npz"))
+    assert len(parts) == len(manifest["parts"]) > 1
+    for part, entry in zip(parts, manifest["parts"]):
+        assert part.stat().st_size == entry["bytes"] <= limit
+        assert hashlib.sha256(part.read_bytes()).hexdigest() == entry["sha256"]
+    assert manifest["bytes"] < 0.9 * sum(manifest["samples"].values())  # compressed below 1 byte/sample
+    _, tracks = read_pack(tmp_path / "pack")
+    for split, encoded in source.sets().items():
+        assert list(tracks[split]) == encoded.names
+        for got, want in zip(tracks[split].values(), encoded.tracks):
+            assert got.dtype == np.uint8 and np.array_equal(got, want)
+    packed = open_training_data(tmp_path / "pack")
+    assert packed.sha256() == source.sha256() == manifest["data_sha256"]
+    a, _ = fit(config(tmp_path, audio_dir, out_dir=str(tmp_path / "a"), steps=3))
+    b, out = fit(config(tmp_path, tmp_path / "pack", out_dir=str(tmp_path / "b"), steps=3))
+    assert_same_weights(a, b)
+    assert load_checkpoint(out)[1]["training"]["data"]["sha256"] == source.sha256()
+    # a subset is other data; a damaged part is refused
+    subset = source.subset(2)
+    assert subset.train.names == source.train.names[:2] and subset.sha256() != source.sha256()
+    with open(parts[0], "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff" * 8)
+    with pytest.raises(ValueError, match="part-000.npz: missing or not the part the manifest lists"):
+        read_pack(tmp_path / "pack")
+
+
+def test_cli_packs_a_subset(audio_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "packed"
+    status, err = run_cli(capsys, "--pack-corpus", str(audio_dir), str(out), "--subset", "2",
+                          "--max-bytes", "60k", "--cache-dir", str(tmp_path / "cache"))
+    assert status == 0, err
+    manifest = json.loads((out / "pack.json").read_text())
+    assert sum(len([t for t in p["tracks"] if t["split"] == "train"]) for p in manifest["parts"]) == 2
+    assert manifest["max_bytes"] == 60 * 1024
+    status, err = run_cli(capsys, "--pack-corpus", str(audio_dir), str(out))
+    assert status == 2 and "already holds a packed corpus" in err

@@ -4,7 +4,14 @@ Files are found recursively (``AUDIO_EXTENSIONS``) and split into training and v
 file: the split listed in the folder's ``manifest.json`` (see ``streamgen.train.corpus``),
 explicit lists, or a deterministic hash-ordered fraction. Each file is decoded, resampled and
 mu-law encoded once; the uint8 classes are cached as ``.npy`` under a key made of the file's
-absolute path, mtime, size and the sample rate, so later runs skip decoding.
+absolute path, mtime, size and the sample rate, so later runs skip decoding. A folder packed by
+``streamgen.train.pack`` (``pack.json``) is read directly, split included.
+
+``open_training_data`` is the one entry: it skips unreadable files (naming each), refuses a
+set with nothing usable left, and gives the data's identity: a sha256 over every track's name,
+split and mu-law samples, the same for a folder and for a full pack of it, so a model's record
+says which data it saw. A folder of one file has no validation (a warning says so); the split is
+always by whole file, never inside one.
 
 A window for an output length ``m`` is ``input_length(m) + 1`` consecutive samples: the
 network reads the first ``input_length(m)`` and the targets are the last ``m`` (the target at
@@ -16,15 +23,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from streamgen.audio.io import AUDIO_EXTENSIONS, load_audio
+from streamgen.audio.io import AUDIO_EXTENSIONS, AudioFileError, load_audio
 from streamgen.audio.mulaw import mulaw_encode
 from streamgen.train.corpus import MANIFEST, MANIFEST_FORMAT
+from streamgen.train.pack import PACK_MANIFEST, read_pack
+
+SPLITS = ("train", "validation")
 
 
 def default_cache_dir() -> Path:
@@ -55,6 +65,8 @@ def _stable_rank(path: Path, root: Path) -> str:
 class Split:
     train: list[Path]
     validation: list[Path]
+    rule: str = "explicit file lists"
+    hashed: bool = False  # split by path hash, so any subset of the files can be split alike
 
 
 def split_files(
@@ -62,13 +74,15 @@ def split_files(
     val_fraction: float = 0.1,
     train_files: Sequence[str | Path] | None = None,
     val_files: Sequence[str | Path] | None = None,
+    files: Sequence[Path] | None = None,
 ) -> Split:
     """Split the audio under ``root`` by file.
 
     Explicit lists (relative to ``root`` or absolute) win; else ``root/manifest.json`` from the
-    corpus builder; else the files sorted by a hash of their relative path, the first
-    ``round(val_fraction * n)`` (at least one when the fraction is positive and n > 1) going to
-    validation: deterministic, and independent of file order on disk.
+    corpus builder; else the files (``files``, default all found under ``root``) sorted by a
+    hash of their relative path, the first ``round(val_fraction * n)`` (at least one when the
+    fraction is positive and n > 1) going to validation: deterministic, and independent of file
+    order on disk.
     """
     root = Path(root)
 
@@ -90,10 +104,10 @@ def split_files(
     if manifest.is_file():
         data = json.loads(manifest.read_text())
         if data.get("format") == MANIFEST_FORMAT:
-            return Split(resolve(data["train"]), resolve(data["validation"]))
+            return Split(resolve(data["train"]), resolve(data["validation"]), f"the folder's {MANIFEST}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    files = find_audio_files(root)
+    files = find_audio_files(root) if files is None else sorted(files)
     if not files:
         raise FileNotFoundError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
     ordered = sorted(files, key=lambda p: _stable_rank(p, root))
@@ -102,7 +116,8 @@ def split_files(
         n_val = max(n_val, 1)
     n_val = min(n_val, len(files) - 1)
     val = set(ordered[:n_val])
-    return Split([p for p in files if p not in val], [p for p in files if p in val])
+    return Split([p for p in files if p not in val], [p for p in files if p in val],
+                 f"{val_fraction:g} of the files by path hash", hashed=True)
 
 
 def load_encoded(path: str | Path, sample_rate: int, cache_dir: str | Path | None = None) -> np.ndarray:
@@ -132,7 +147,15 @@ class EncodedAudio:
 
     def __init__(self, files: Sequence[Path], sample_rate: int, cache_dir: str | Path | None = None) -> None:
         self.files = list(files)
+        self.names = [str(f) for f in self.files]
         self.tracks = [load_encoded(f, sample_rate, cache_dir) for f in self.files]
+
+    @classmethod
+    def from_tracks(cls, names: Sequence[str], tracks: Sequence[np.ndarray]) -> "EncodedAudio":
+        """Tracks already encoded (uint8 mu-law classes), named as their source files."""
+        data = cls([], 0)
+        data.files, data.names, data.tracks = [Path(n) for n in names], list(names), list(tracks)
+        return data
 
     @property
     def total_samples(self) -> int:
@@ -189,3 +212,104 @@ class EncodedAudio:
             return np.zeros((0, 2), dtype=np.int64)
         take = np.linspace(0, len(candidates) - 1, min(count, len(candidates))).round().astype(int)
         return np.array([candidates[k] for k in np.unique(take)], dtype=np.int64)
+
+
+@dataclass
+class TrainingData:
+    """The encoded training and validation tracks of one data folder, and what was skipped."""
+
+    train: EncodedAudio
+    validation: EncodedAudio
+    sample_rate: int
+    source: str  # "audio folder" or "packed corpus"
+    split_rule: str
+    skipped: dict[str, str] = field(default_factory=dict)  # file -> why it was skipped
+
+    def sets(self) -> dict[str, EncodedAudio]:
+        return dict(zip(SPLITS, (self.train, self.validation)))
+
+    def sha256(self) -> str:
+        """A hash over every track's split, name and samples: which data, exactly."""
+        digest = hashlib.sha256()
+        for split, data in self.sets().items():
+            for name, track in zip(data.names, data.tracks):
+                digest.update(f"{split}\0{name}\0{len(track)}\0".encode())
+                digest.update(np.ascontiguousarray(track, dtype=np.uint8).tobytes())
+        return digest.hexdigest()
+
+    def identity(self) -> dict[str, Any]:
+        """What a training record stores about its data (JSON)."""
+        return {"sha256": self.sha256(), "source": self.source, "split": self.split_rule,
+                "sample_rate": self.sample_rate,
+                **{f"{k}_files": len(v.tracks) for k, v in self.sets().items()},
+                **{f"{k}_samples": v.total_samples for k, v in self.sets().items()},
+                "skipped": sorted(self.skipped)}
+
+    def summary(self) -> str:
+        """One line: files, hours and split."""
+        hours = {k: v.total_samples / self.sample_rate / 3600 for k, v in self.sets().items()}
+        parts = ", ".join(f"{k} {len(v.tracks)} files {hours[k]:.2f} h" for k, v in self.sets().items())
+        return (f"data: {self.source}, {parts} (split: {self.split_rule})"
+                + (f"; {len(self.skipped)} unreadable files skipped" if self.skipped else ""))
+
+    def subset(self, train_files: int | None) -> "TrainingData":
+        """The first ``train_files`` training tracks (all of validation); ``None``: all."""
+        if train_files is None:
+            return self
+        if train_files < 1:
+            raise ValueError(f"a subset needs at least one training file, got {train_files}")
+        keep = EncodedAudio.from_tracks(self.train.names[:train_files], self.train.tracks[:train_files])
+        return TrainingData(keep, self.validation, self.sample_rate, self.source,
+                            f"{self.split_rule}; first {len(keep.tracks)} training files", dict(self.skipped))
+
+
+def open_training_data(
+    root: str | Path,
+    sample_rate: int = 16000,
+    val_fraction: float = 0.1,
+    train_files: Sequence[str | Path] | None = None,
+    val_files: Sequence[str | Path] | None = None,
+    cache_dir: str | Path | None = None,
+    warn: Callable[[str], None] = lambda message: None,
+) -> TrainingData:
+    """Encode (or read packed) the tracks under ``root``, split, skipping unreadable files.
+
+    Each skipped file and a missing validation set are reported through ``warn``; a ``ValueError``
+    names the problem when no training audio is left.
+    """
+    root = Path(root)
+    if (root / PACK_MANIFEST).is_file():
+        if train_files is not None or val_files is not None:
+            raise ValueError(f"{root} is a packed corpus with its own split; drop the file lists")
+        manifest, tracks = read_pack(root)
+        if manifest["sample_rate"] != sample_rate:
+            raise ValueError(f"{root} was packed at {manifest['sample_rate']} Hz, not {sample_rate}; "
+                             "pack the audio again at this rate")
+        sets = {k: EncodedAudio.from_tracks(list(tracks[k]), list(tracks[k].values())) for k in SPLITS}
+        data = TrainingData(sets["train"], sets["validation"], sample_rate, "packed corpus",
+                            manifest["split"])
+    else:
+        split = split_files(root, val_fraction, train_files, val_files)
+        skipped: dict[str, str] = {}
+        encoded: dict[Path, np.ndarray] = {}
+        for path in split.train + split.validation:
+            try:
+                encoded[path] = load_encoded(path, sample_rate, cache_dir)
+            except (AudioFileError, OSError) as exc:
+                skipped[str(path)] = str(exc)
+                warn(f"skipping {path}: unreadable ({exc})")
+        if skipped and split.hashed and encoded:  # split what is left, so validation is readable
+            split = split_files(root, val_fraction, files=list(encoded))
+        sets = {}
+        for name, files in zip(SPLITS, (split.train, split.validation)):
+            names = [p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in files if p in encoded]
+            sets[name] = EncodedAudio.from_tracks(names, [encoded[p] for p in files if p in encoded])
+        data = TrainingData(sets["train"], sets["validation"], sample_rate, "audio folder", split.rule, skipped)
+    if not data.train.tracks:
+        raise ValueError(f"{root}: no usable training audio ({len(data.skipped)} files unreadable); "
+                         "add readable audio files or fix the split")
+    if not data.validation.tracks:
+        warn(f"{root}: no validation files ({len(data.train.tracks)} training files), so no "
+             "validation loss; the split is by whole file: add audio files, with a validation "
+             "fraction above 0")
+    return data

@@ -6,6 +6,13 @@ sample, a tqdm bar, periodic checkpoints that resume exactly (weights, optimizer
 every RNG state, as safetensors + JSON), and data-parallel training under ``torchrun``
 (gloo on CPU, nccl on CUDA).
 
+Interrupts: while the loop runs, SIGINT (Ctrl-C) and SIGTERM only set a flag; the step under
+way finishes, a checkpoint of the step reached is saved (a second signal cannot cut the save
+short), and ``fit`` raises ``TrainingInterrupted``. Resuming (``resume=True``) continues the
+stored run: every field but the step count and how this machine runs it (``RESUME_FREE``) must
+equal the stored one (``ResumeConflict`` otherwise), and the data must be the same data (its
+sha256, see ``streamgen.train.data``), wherever it lies now.
+
 Under ``torchrun`` every rank draws the same global batch of window positions from a shared
 generator and keeps rows ``rank::world``, so N processes with ``batch_size`` B train on the
 same windows as one process with B, up to the order of floating-point sums.
@@ -17,11 +24,15 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from argparse import Namespace
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -34,14 +45,35 @@ from streamgen.checkpoint import (
     load_checkpoint,
     load_extra,
     load_optimizer_state,
+    read_info,
     save_checkpoint,
 )
 from streamgen.nn import StreamableNetwork, build_network
 from streamgen.nn.layers import crop_front
-from streamgen.train.data import EncodedAudio, split_files
+from streamgen.train.data import open_training_data
 
 LOG_FILE = "train_log.jsonl"
 CLASSES = 256
+# TrainConfig fields a resumed run may set anew: the total step count (to extend a run), where
+# the data lies (its content is checked), and how this machine runs it.
+RESUME_FREE = frozenset({"data", "out_dir", "steps", "resume", "device", "threads", "cache_dir", "progress"})
+
+
+class ResumeConflict(ValueError):
+    """An option that differs from what the run being resumed stored."""
+
+    def __init__(self, out_dir: str, name: str, given: Any, stored: Any) -> None:
+        self.name, self.given, self.stored = name, given, stored
+        super().__init__(f"{name}={given!r} conflicts with the run in {out_dir} ({name}={stored!r}); "
+                         "leave it out to continue that run, or start a new one in another out_dir")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by SIGINT/SIGTERM after saving a checkpoint of ``step`` in ``out_dir``."""
+
+    def __init__(self, step: int, out_dir: Path) -> None:
+        self.step, self.out_dir = step, out_dir
+        super().__init__(f"interrupted at step {step}; checkpoint saved in {out_dir}")
 
 
 @dataclass
@@ -88,13 +120,46 @@ class TrainConfig:
 
     @classmethod
     def from_options(cls, options: Namespace | Mapping[str, Any]) -> "TrainConfig":
-        """Build from parsed CLI options: known fields that are not ``None``; others ignored."""
+        """Build from parsed CLI options: known fields that are not ``None``; others ignored.
+
+        With ``resume`` and a run in ``out_dir``, the run's stored config is the base: options
+        may only repeat it, except ``RESUME_FREE`` ones (``ResumeConflict`` otherwise).
+        """
         values = vars(options) if isinstance(options, Namespace) else dict(options)
         names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in names and v is not None}
+        stored = stored_run(values["out_dir"]) if values.get("resume") and values.get("out_dir") else None
+        if stored is not None:
+            check_resume(values["out_dir"], stored, values)
+            values = {**stored["training"]["train_config"], **values,
+                      "model": stored["training"]["train_config"]["model"]}
         missing = [n for n in ("data", "out_dir") if values.get(n) is None]
         if missing:
             raise ValueError(f"training needs {' and '.join(missing)}")
-        return cls(**{k: v for k, v in values.items() if k in names and v is not None})
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def stored_run(out_dir: str | Path) -> dict[str, Any] | None:
+    """The checkpoint info of the run in ``out_dir``, or ``None`` when there is none yet."""
+    return read_info(out_dir) if (Path(out_dir) / CONFIG).is_file() else None
+
+
+def check_resume(out_dir: str | Path, info: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """Raise ``ResumeConflict`` for the first of ``values`` (TrainConfig fields) that differs
+    from the run stored in ``info``; network config fields are checked against the network's."""
+    stored = info.get("training", {}).get("train_config")
+    if stored is None:
+        raise ValueError(f"{out_dir} holds a model but no training run to resume; start a new run "
+                         "in another out_dir")
+    for name, given in values.items():
+        if name in RESUME_FREE:
+            continue
+        if name == "model":
+            for key, value in given.items():
+                if info["config"].get(key) != value:
+                    raise ResumeConflict(str(out_dir), f"model.{key}", value, info["config"].get(key))
+        elif stored.get(name) != given:
+            raise ResumeConflict(str(out_dir), name, given, stored.get(name))
 
 
 # -- distributed helpers ------------------------------------------------------------------
@@ -192,12 +257,33 @@ def _prepare_model(config: TrainConfig, out: Path) -> tuple[StreamableNetwork, d
         raise FileExistsError(f"{out} already holds a checkpoint; pass resume=True to continue "
                               "it or choose another out_dir")
     if has_checkpoint:
+        check_resume(out, read_info(out), config.to_dict())
         model, info = load_checkpoint(out)
-        if info["kind"] != config.kind:
-            raise ValueError(f"{out} holds a {info['kind']} model, not {config.kind}; match kind or "
-                             "choose another out_dir")
         return model.train(), info
     return build_network(config.kind, config.model), None
+
+
+@contextmanager
+def _deferred_interrupts() -> Iterator[Callable[[], bool]]:
+    """While inside, SIGINT and SIGTERM set a flag (the yielded function reads it) instead of
+    stopping the process, so no step or checkpoint is cut short. Outside the main thread
+    signals cannot be caught: the flag stays unset."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(received)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"streamgen: warning: {message}", file=sys.stderr, flush=True)
 
 
 def train(config: TrainConfig) -> Path:
@@ -231,9 +317,19 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
     out_len = model.training_output_length(config.output_length)
     in_len = model.input_length(out_len)
 
-    split = split_files(config.data, config.val_fraction, config.train_files, config.val_files)
-    train_data = EncodedAudio(split.train, config.sample_rate, config.cache_dir)
-    val_data = EncodedAudio(split.validation, config.sample_rate, config.cache_dir)
+    data = open_training_data(config.data, config.sample_rate, config.val_fraction, config.train_files,
+                              config.val_files, config.cache_dir, warn=warn if d.main else lambda m: None)
+    data_identity = data.identity()
+    if resumed is not None and "data" in resumed["training"]:
+        stored_sha = resumed["training"]["data"]["sha256"]
+        if stored_sha != data_identity["sha256"]:
+            raise ValueError(f"{config.data} holds other data than the run in {out} was trained on "
+                             f"(sha256 {data_identity['sha256'][:12]}..., the run's {stored_sha[:12]}...); "
+                             f"pass the run's data ({resumed['training']['train_config']['data']}) "
+                             "or start a new run in another out_dir")
+    if d.main and config.progress:
+        print(data.summary(), file=sys.stderr, flush=True)
+    train_data, val_data = data.train, data.validation
     val_positions = val_data.validation_positions(config.val_windows, in_len, out_len)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -250,6 +346,9 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         _restore_rng(load_extra(out), d, device)
+        if d.main and (out / LOG_FILE).is_file():  # rows past the checkpoint are redone
+            rows = (out / LOG_FILE).read_text().splitlines(keepends=True)
+            (out / LOG_FILE).write_text("".join(r for r in rows if json.loads(r)["step"] <= step))
 
     net: torch.nn.Module = model
     if d.world > 1:
@@ -277,59 +376,76 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
                 "step": step, "batch_rng": rng.bit_generator.state,
                 "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "world_size": d.world, "output_length": out_len, "input_length": in_len,
-                "train_config": config.to_dict(), **last,
+                "train_config": config.to_dict(), "data": data_identity, **last,
             }
             save_checkpoint(out, model, sample_rate=config.sample_rate, training=training,
                             optimizer=optimizer, extra=extra)
         if d.world > 1:
             dist.barrier()
 
-    if step == 0 and len(val_positions):
-        last.update(validate())
-        log({"step": 0, **last})
+    def stop_requested() -> bool:
+        """Whether a signal came, on any rank (so that all stop at the same step)."""
+        if d.world == 1:
+            return interrupted()
+        flag = torch.tensor([float(interrupted())], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
     per_rank = config.batch_size // d.world
-    bar = tqdm(total=config.steps, initial=step, disable=not (config.progress and d.main),
-               unit="step", dynamic_ncols=True)
-    window_losses: list[float] = []
-    busy = 0.0  # seconds spent in training steps since the last log line
-    while step < config.steps:
-        tick = time.perf_counter()
-        positions = train_data.draw_positions(rng, config.batch_size, in_len + 1)
-        x, y = train_data.windows(positions[d.rank :: d.world], in_len, out_len)
-        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-            loss = nll_loss(net, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate(step)
-        scaler.scale(loss).backward()
-        if config.grad_clip is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        step += 1
-        window_losses.append(loss.item())
-        busy += time.perf_counter() - tick
-        bar.update(1)
-        if step % config.log_every == 0 or step == config.steps:
-            rate = len(window_losses) * per_rank * d.world * out_len / max(busy, 1e-9)
-            mean = float(np.mean(window_losses))
-            last.update(train_loss_nats=mean, samples_per_second=rate)
-            bar.set_postfix(loss=f"{mean:.3f}", sps=f"{rate:,.0f}")
-            log({"step": step, "train_loss_nats": mean, "samples_per_second": rate,
-                 "lr": optimizer.param_groups[0]["lr"]})
-            window_losses.clear()
-            busy = 0.0
-        if len(val_positions) and (step % config.val_every == 0 or step == config.steps):
+    saved = -1  # the step of the newest checkpoint
+    with _deferred_interrupts() as interrupted:
+        if step == 0 and len(val_positions):
             last.update(validate())
-            if d.main:
-                bar.write(f"step {step}: validation {last['val_nll_nats']:.4f} nats "
-                          f"({last['val_bits_per_sample']:.4f} bits) per sample")
-            log({"step": step, **{k: last[k] for k in ("val_nll_nats", "val_bits_per_sample")}})
-        if step % config.checkpoint_every == 0 or step == config.steps:
-            checkpoint()
-    bar.close()
+            log({"step": 0, **last})
+        bar = tqdm(total=config.steps, initial=step, disable=not (config.progress and d.main),
+                   unit="step", dynamic_ncols=True)
+        window_losses: list[float] = []
+        busy = 0.0  # seconds spent in training steps since the last log line
+        try:
+            while step < config.steps and not stop_requested():
+                tick = time.perf_counter()
+                positions = train_data.draw_positions(rng, config.batch_size, in_len + 1)
+                x, y = train_data.windows(positions[d.rank :: d.world], in_len, out_len)
+                x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    loss = nll_loss(net, x, y)
+                optimizer.zero_grad(set_to_none=True)
+                for group in optimizer.param_groups:
+                    group["lr"] = config.learning_rate(step)
+                scaler.scale(loss).backward()
+                if config.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                window_losses.append(loss.item())
+                busy += time.perf_counter() - tick
+                bar.update(1)
+                if step % config.log_every == 0 or step == config.steps:
+                    rate = len(window_losses) * per_rank * d.world * out_len / max(busy, 1e-9)
+                    mean = float(np.mean(window_losses))
+                    last.update(train_loss_nats=mean, samples_per_second=rate)
+                    bar.set_postfix(loss=f"{mean:.3f}", sps=f"{rate:,.0f}")
+                    log({"step": step, "train_loss_nats": mean, "samples_per_second": rate,
+                         "lr": optimizer.param_groups[0]["lr"]})
+                    window_losses.clear()
+                    busy = 0.0
+                if len(val_positions) and (step % config.val_every == 0 or step == config.steps):
+                    last.update(validate())
+                    if d.main:
+                        bar.write(f"step {step}: validation {last['val_nll_nats']:.4f} nats "
+                                  f"({last['val_bits_per_sample']:.4f} bits) per sample")
+                    log({"step": step, **{k: last[k] for k in ("val_nll_nats", "val_bits_per_sample")}})
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    checkpoint()
+                    saved = step
+            if step < config.steps:  # stopped by a signal
+                if saved != step:
+                    checkpoint()
+                raise TrainingInterrupted(step, out)
+        finally:
+            bar.close()
     return model, out
 
 
