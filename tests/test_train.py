@@ -149,9 +149,9 @@ def test_training_lowers_validation_nll_and_saves_a_checkpoint(audio_dir: Path, 
     assert vals[1]["val_bits_per_sample"] == pytest.approx(vals[1]["val_nll_nats"] / np.log(2))
     assert all(r["samples_per_second"] > 0 for r in log if "samples_per_second" in r)
     model, info = load_checkpoint(out)
-    assert info["training"]["step"] == 40
-    assert info["training"]["output_length"] == 56  # rounded up to a multiple of 2**(4-1)
-    assert info["training"]["output_length"] % model.period == 0
+    assert info.training["step"] == 40
+    assert info.training["output_length"] == 56  # rounded up to a multiple of 2**(4-1)
+    assert info.training["output_length"] % model.period == 0
 
 
 @pytest.mark.parametrize("kind,model", [
@@ -167,7 +167,7 @@ def test_resume_continues_exactly(audio_dir: Path, tmp_path: Path, kind: str, mo
     model_b, out_b = fit(replace(half, steps=6, resume=True))
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         assert torch.equal(a, b), name
-    assert load_checkpoint(out_b)[1]["training"]["step"] == 6
+    assert load_checkpoint(out_b)[1].training["step"] == 6
     # The optimizer's moments continued too: one more identical step keeps them equal.
     model_c, _ = fit(replace(straight, steps=7, resume=True))
     model_d, _ = fit(replace(half, steps=7, resume=True))
@@ -242,7 +242,7 @@ def test_torchrun_two_processes_match_one(audio_dir: Path, tmp_path: Path) -> No
     log = [json.loads(line) for line in (tmp_path / "ddp" / LOG_FILE).read_text().splitlines()]
     vals = [r["val_nll_nats"] for r in log if "val_nll_nats" in r]
     assert vals[-1] < vals[0]
-    assert load_checkpoint(tmp_path / "ddp")[1]["training"]["world_size"] == 2
+    assert load_checkpoint(tmp_path / "ddp")[1].training["world_size"] == 2
     # Both ranks together saw the same global batches as one process with the same batch.
     single, _ = fit(replace(cfg, out_dir=str(tmp_path / "single")))
     for name, value in single.state_dict().items():
@@ -299,7 +299,7 @@ def test_target_positions_give_the_same_targets_to_any_network(tmp_path) -> None
 # -- publishing: fair evaluation and the model card ----------------------------------------
 def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: Path) -> None:
     from streamgen.engine import SamplingConfig
-    from streamgen.train.publish import EVAL, evaluate_run, write_card
+    from streamgen.publish import EVAL, evaluate_run, write_card
 
     runs = {}
     for kind, model in [("sequnet", TINY_SEQUNET),
@@ -335,10 +335,10 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     write_card(runs["sequnet"], dest, audio_dir, {"wavenet-tiny": runs["wavenet"]}, seconds=0.25,
                sampling=SamplingConfig(top_p=0.9), hardware="test machine")
     shipped, card = load_checkpoint(dest)  # sha256 checked
-    assert card["sampling"] == {"top_p": 0.9}
-    assert card["training"]["val_bits_per_sample"] == pytest.approx(result["val_bits_per_sample"])
-    assert card["training"]["hardware"] == "test machine"
-    assert {k: card["training"][k] for k in ("lr_final", "decay_from")} == {"lr_final": 1e-4, "decay_from": 1}
+    assert card.sampling == SamplingConfig(top_p=0.9)
+    assert card.training["val_bits_per_sample"] == pytest.approx(result["val_bits_per_sample"])
+    assert card.training["hardware"] == "test machine"
+    assert {k: card.training[k] for k in ("lr_final", "decay_from")} == {"lr_final": 1e-4, "decay_from": 1}
     audio, rate = sf.read(dest / "example.wav")
     assert rate == 16000 and len(audio) == 4000 and np.abs(audio).max() > 0
     assert (dest / "example.png").stat().st_size > 1000
@@ -346,14 +346,14 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     wavenet_bits = json.loads((runs["wavenet"] / EVAL).read_text())["val_bits_per_sample"]
     assert f"| {result['val_bits_per_sample']:.3f} |" in text and f"| {wavenet_bits:.3f} |" in text
     assert "decayed along a cosine to 0.0001 from step 1 to the last" in text
-    seen, rate = card["training"]["target_samples_seen"], card["training"]["median_target_samples_per_s"]
+    seen, rate = card.training["target_samples_seen"], card.training["median_target_samples_per_s"]
     assert seen == 3 * 4 * 60 and rate == 0.1 and "(about 2.0 h of training)" in text
     # the card's training command, parsed by the CLI, is the run's own config
     from streamgen.cli.main import build_parser
 
     line = next(ln for ln in text.splitlines() if ln.startswith("streamgen train --data"))
     repeat = TrainConfig.from_options(build_parser().parse_args(shlex.split(line)[1:]))
-    ran = TrainConfig(**info["training"]["train_config"])
+    ran = TrainConfig(**info.training["train_config"])
     assert replace(repeat, data=ran.data, out_dir=ran.out_dir, val_windows=ran.val_windows, log_every=ran.log_every,
                    checkpoint_every=ran.checkpoint_every, val_every=ran.val_every, cache_dir=ran.cache_dir,
                    progress=ran.progress) == ran

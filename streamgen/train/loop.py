@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from streamgen.checkpoint import (
     CONFIG,
+    ModelInfo,
     load_checkpoint,
     load_extra,
     load_optimizer_state,
@@ -185,7 +186,7 @@ def evaluate(
     return float(total[0] / total[1]) if total[1] > 0 else math.nan
 
 
-def _prepare_model(config: TrainConfig, out: Path) -> tuple[StreamableNetwork, dict[str, Any] | None]:
+def _prepare_model(config: TrainConfig, out: Path) -> tuple[StreamableNetwork, ModelInfo | None]:
     """The network to train: resumed from ``out`` or freshly built from ``config``."""
     has_checkpoint = (out / CONFIG).is_file()
     if has_checkpoint and not config.resume:
@@ -193,8 +194,8 @@ def _prepare_model(config: TrainConfig, out: Path) -> tuple[StreamableNetwork, d
                               "it or choose another out_dir")
     if has_checkpoint:
         model, info = load_checkpoint(out)
-        if info["kind"] != config.kind:
-            raise ValueError(f"{out} holds a {info['kind']} model, not {config.kind}; match kind or "
+        if info.kind != config.kind:
+            raise ValueError(f"{out} holds a {info.kind} model, not {config.kind}; match kind or "
                              "choose another out_dir")
         return model.train(), info
     return build_network(config.kind, config.model), None
@@ -244,7 +245,7 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
     step = 0
     if resumed is not None:
         load_optimizer_state(out, optimizer)
-        state = resumed["training"]
+        state = resumed.training
         step = int(state["step"])
         rng.bit_generator.state = state["batch_rng"]
         if state.get("scaler"):
