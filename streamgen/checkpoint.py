@@ -112,8 +112,9 @@ class ModelInfo:
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: invalid {kind} config ({exc}); "
                                   "fix the config or re-save the checkpoint") from exc
+        classes = config.classes  # type: ignore[attr-defined]
         try:
-            sampling = merge_sampling(SamplingConfig(), data.get("sampling") or {}, config.classes)  # type: ignore[attr-defined]
+            sampling = merge_sampling(SamplingConfig(), data.get("sampling") or {}, classes)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: invalid recommended sampling ({exc}); "
                                   "fix its \"sampling\" entry") from exc
