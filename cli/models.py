@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+
 from streamgen.checkpoint import ModelInfo
 from streamgen.zoo import load_model
 
