@@ -20,7 +20,7 @@ import torch
 
 from streamgen.bench.report import write_results
 from streamgen.bench.suite import FULL, QUICK, run_suite
-from streamgen.zoo import load_model, recommended_sampling
+from streamgen.zoo import load_model
 
 
 def default_stem(device: str, quick: bool) -> str:
@@ -40,9 +40,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model, info, _ = load_model(args.model)
+    model, info = load_model(args.model)
     results = run_suite(QUICK if args.quick else FULL, device=args.device, default_model=(args.model, model),
-                        sampling=recommended_sampling(info))
+                        sampling=info.sampling)
     for path in write_results(results, args.out, default_stem(args.device, args.quick)):
         print(path)
 

@@ -25,12 +25,12 @@ def run(args: argparse.Namespace) -> int:
 
     from streamgen.bench.report import markdown, write_results
     from streamgen.bench.suite import FULL, QUICK, run_suite
-    from streamgen.zoo import ModelNotFoundError, load_model, recommended_sampling
+    from streamgen.zoo import ModelNotFoundError, load_model
 
     torch.set_num_threads(args.threads)
     try:
-        model, info, _ = load_model(args.model)
-        default, sampling = (args.model, model), recommended_sampling(info)
+        model, info = load_model(args.model)
+        default, sampling = (args.model, model), info.sampling
     except ModelNotFoundError:
         default, sampling = None, None  # measure the default architecture with random weights
     results = run_suite(QUICK if args.quick else FULL, device=args.device, default_model=default, sampling=sampling,

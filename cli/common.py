@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from streamgen.checkpoint import ModelInfo, merge_sampling
 from streamgen.engine import SamplingConfig
 
 DEFAULT_MODEL = "default"
@@ -33,12 +34,12 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--greedy", action="store_true", default=None, help="always take the most likely class")
 
 
-def sampling_config(args: argparse.Namespace, recommended: dict | None = None) -> SamplingConfig:
-    """The model's recommended sampling (``config.json`` "sampling"), overridden by options."""
+def sampling_config(args: argparse.Namespace, info: ModelInfo | None = None) -> SamplingConfig:
+    """The model's recommended sampling (plain without a model), overridden by options."""
     given = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
              "greedy": args.greedy}
     try:
-        return SamplingConfig(**{**(recommended or {}), **{k: v for k, v in given.items() if v is not None}})
+        return info.sampling_with(given) if info else merge_sampling(SamplingConfig(), given)
     except (TypeError, ValueError) as exc:
         raise CLIError(f"{exc}; see --help") from exc
 

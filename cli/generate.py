@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     paths = output_paths(args.output, args.batch)
     for path in paths + ([args.spectrogram] if args.spectrogram else []):
         check_output(path, args.force)
-    model, info, _ = load_model(args.model)
-    sampling = sampling_config(args, info.get("sampling"))
-    rate = int(info.get("sample_rate", 16000))
+    model, info = load_model(args.model)
+    sampling = sampling_config(args, info)
+    rate = info.sample_rate
     prime = load_audio(args.prime, rate) if args.prime else None
     gen = AudioGenerator(model, batch=args.batch, device=args.device, sampling=sampling,
                          seed=args.seed, backend=args.backend, prime=prime)

@@ -18,7 +18,7 @@ EPILOG = """examples:
 def build_parser() -> argparse.ArgumentParser:
     from streamgen import __version__
 
-    from . import bench, generate, models, play, train
+    from . import bench, generate, models, play, publish, train
 
     parser = argparse.ArgumentParser(
         prog="streamgen",
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_parsers(sub)
     train.add_parser(sub)
     bench.add_parser(sub)
+    publish.add_parser(sub)
     return parser
 
 

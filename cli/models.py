@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
+from streamgen.checkpoint import ModelInfo
 from streamgen.zoo import load_model
 
 
@@ -24,12 +24,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run_info)
 
 
-def _summary(name: str, path: Path, info: dict) -> dict:
-    rate = info.get("sample_rate", 16000)
-    val = (info.get("training") or {}).get("val_bits_per_sample")
-    return {"name": name, "kind": info["kind"], "params": info.get("params"),
-            "receptive_field": info.get("receptive_field"), "sample_rate": rate,
-            "val_bits_per_sample": val, "weights_sha256": info["weights_sha256"], "path": str(path)}
+def _summary(name: str, info: ModelInfo) -> dict:
+    return {"name": name, "kind": info.kind, "params": info.params,
+            "receptive_field": info.receptive_field, "sample_rate": info.sample_rate,
+            "val_bits_per_sample": info.training.get("val_bits_per_sample"),
+            "weights_sha256": info.sha256, "path": str(info.folder)}
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -39,7 +38,7 @@ def run_models(args: argparse.Namespace) -> int:
     rows = []
     for entry in list_models():
         try:
-            rows.append(_summary(entry.name, entry.path, read_info(entry.path)))
+            rows.append(_summary(entry.name, read_info(entry.path)))
         except CheckpointError as exc:
             rows.append({"name": entry.name, "error": str(exc), "path": str(entry.path)})
     if args.json:
@@ -66,35 +65,35 @@ def run_info(args: argparse.Namespace) -> int:
     from streamgen.checkpoint import sha256_file
     from streamgen.engine.cost import macs_per_step
 
-    model, info, folder = load_model(args.model)
+    model, info = load_model(args.model)
+    folder, rate = info.folder, info.sample_rate
     per = macs_per_step(model)
-    rate = info.get("sample_rate", 16000)
     files = {f.name: {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
              for f in sorted(folder.iterdir()) if f.is_file()}
     details = {
-        **_summary(args.model, folder, info),
-        "config": info["config"],
+        **_summary(args.model, info),
+        "config": info.config.to_dict(),
         "params": model.num_parameters(),
         "receptive_field": model.receptive_field,
         "receptive_field_seconds": model.receptive_field / rate,
         "macs_per_sample": sum(per) / len(per),
         "macs_worst_step": max(per),
-        "training": info.get("training"),
+        "training": info.training,
         "files": files,
     }
     if args.json:
         print(json.dumps(details, indent=2))
         return 0
     print(f"{args.model}  ({folder})")
-    print(f"  kind             {info['kind']}  {json.dumps(info['config'])}")
+    print(f"  kind             {info.kind}  {json.dumps(info.config.to_dict())}")
     print(f"  parameters       {details['params']:,}")
     print(f"  receptive field  {details['receptive_field']:,} samples "
           f"({details['receptive_field_seconds']:.2f} s at {rate} Hz)")
     print(f"  cost             {details['macs_per_sample']:,.0f} MACs/sample "
           f"(worst step {details['macs_worst_step']:,})")
-    if info.get("sampling"):
-        print(f"  sampling         {json.dumps(info['sampling'])} (recommended; options override)")
-    train = info.get("training") or {}
+    if info.sampling.changes():
+        print(f"  sampling         {json.dumps(info.sampling.changes())} (recommended; options override)")
+    train = info.training
     for key in ("val_bits_per_sample", "val_nats", "steps", "hardware", "wall_time_s", "data"):
         if key in train:
             print(f"  {key:<16} {train[key]}")

@@ -49,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.save:
         check_output(args.save, args.force)
-    model, info, _ = load_model(args.model)
-    rate = int(info.get("sample_rate", 16000))
+    model, info = load_model(args.model)
+    rate = info.sample_rate
     from streamgen.generation import AudioGenerator
 
-    gen = AudioGenerator(model, device=args.device, sampling=sampling_config(args, info.get("sampling")), seed=args.seed,
+    gen = AudioGenerator(model, device=args.device, sampling=sampling_config(args, info), seed=args.seed,
                          backend=args.backend)
     announce_compile(gen.engine.backend)
     player = LivePlayer(lambda n: gen(n)[0], rate, device=args.device_name, block_size=args.block,

@@ -10,7 +10,8 @@ A checkpoint directory holds
   ``optimizer.1.safetensors``, ``optimizer.2...``, so that no file exceeds 16 MB (for transfers);
 - optionally ``extra.safetensors``: named tensors a trainer needs to resume (RNG states).
 
-``load_checkpoint`` verifies the hash and that the weights' names and shapes match the
+``config.json`` is read into a ``ModelInfo`` record (``read_info``; ``ModelInfo.to_json`` writes
+it). ``load_checkpoint`` verifies the hash and that the weights' names and shapes match the
 config before building the model; every problem is one ``CheckpointError`` line with a fix.
 """
 
@@ -22,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,7 +31,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from streamgen.nn import NETWORKS, StreamableNetwork, build_network
+from streamgen.engine.sampling import SamplingConfig
+from streamgen.nn import NETWORKS, NetworkConfig, StreamableNetwork, build_network
 
 FORMAT = "streamgen-checkpoint"
 VERSION = 1
@@ -61,6 +64,104 @@ def _shards(tensors: Mapping[str, torch.Tensor], limit: int) -> list[dict[str, t
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message names the problem and the fix."""
+
+
+def merge_sampling(recommended: SamplingConfig, overrides: Mapping[str, Any],
+                   classes: int | None = None) -> SamplingConfig:
+    """``recommended`` with each override that is not ``None`` in its place (the user's value
+    wins; an option left unset keeps the model's).
+
+    Raises a one-line ``ValueError`` naming the problem: an unknown or invalid value, a
+    ``top_k`` beyond the model's ``classes``, or ``greedy`` given together with a
+    temperature, top-k or top-p (greedy decoding ignores them).
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    known = [f.name for f in fields(SamplingConfig)]
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"unknown sampling options {unknown}; known: {known}")
+    if given.get("greedy") and len(given) > 1:
+        raise ValueError(f"greedy sampling ignores {sorted(set(given) - {'greedy'})}; "
+                         "give greedy or temperature/top-k/top-p, not both")
+    sampling = replace(recommended, **given)
+    if classes is not None and sampling.top_k > classes:
+        raise ValueError(f"top_k {sampling.top_k} exceeds the model's {classes} classes; "
+                         f"choose at most {classes} (0: off)")
+    return sampling
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a checkpoint's ``config.json`` says about its model (read without the weights)."""
+
+    kind: str  # a key of ``streamgen.nn.NETWORKS``
+    config: NetworkConfig  # the network's own dataclass config
+    sample_rate: int
+    sampling: SamplingConfig  # the model's recommended sampling (plain if none is recorded)
+    training: dict[str, Any]  # free record of the run that produced it
+    sha256: str  # of ``model.safetensors``
+    params: int
+    receptive_field: int
+    folder: Path
+
+    @classmethod
+    def from_model(cls, model: StreamableNetwork, folder: Path, sha256: str, *, sample_rate: int,
+                   training: Mapping[str, Any] | None = None) -> ModelInfo:
+        """The record of a freshly saved network (plain sampling recommended)."""
+        return cls(model.kind, model.config, sample_rate, SamplingConfig(), dict(training or {}), sha256,
+                   model.num_parameters(), model.receptive_field, Path(folder))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], folder: Path) -> ModelInfo:
+        """Parse a ``config.json`` dict; raises ``CheckpointError`` (one line) on any problem."""
+        where = Path(folder) / CONFIG
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise CheckpointError(f"{where}: not a {FORMAT} config; point at a folder "
+                                  "saved by streamgen.checkpoint.save_checkpoint")
+        if data.get("version") != VERSION:
+            raise CheckpointError(f"{where}: checkpoint version {data.get('version')!r} "
+                                  f"is not supported (this streamgen reads {VERSION}); upgrade streamgen")
+        missing = [k for k in REQUIRED if k not in data]
+        if missing:
+            raise CheckpointError(f"{where}: missing fields {missing}; re-save the checkpoint")
+        kind = data["kind"]
+        if kind not in NETWORKS:
+            raise CheckpointError(f"{where}: unknown network kind {kind!r}; known kinds are "
+                                  f"{sorted(NETWORKS)} (a newer streamgen may be needed)")
+        try:
+            config = NETWORKS[kind].config_class.from_dict(data["config"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{where}: invalid {kind} config ({exc}); "
+                                  "fix the config or re-save the checkpoint") from exc
+        classes = config.classes  # type: ignore[attr-defined]
+        try:
+            sampling = merge_sampling(SamplingConfig(), data.get("sampling") or {}, classes)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{where}: invalid recommended sampling ({exc}); "
+                                  "fix its \"sampling\" entry") from exc
+        try:
+            return cls(kind, config, int(data["sample_rate"]), sampling, dict(data.get("training") or {}),
+                       str(data["weights_sha256"]), int(data["params"]), int(data["receptive_field"]),
+                       Path(folder))
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{where}: a field has the wrong type ({exc}); re-save the checkpoint") from exc
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``config.json`` dict (``sampling`` only when it differs from plain sampling)."""
+        data = {"format": FORMAT, "version": VERSION, "kind": self.kind, "config": self.config.to_dict(),
+                "sample_rate": self.sample_rate, "params": self.params,
+                "receptive_field": self.receptive_field, "weights_sha256": self.sha256,
+                "training": dict(self.training)}
+        if self.sampling.changes():
+            data["sampling"] = self.sampling.changes()
+        return data
+
+    def sampling_with(self, overrides: Mapping[str, Any]) -> SamplingConfig:
+        """The recommended sampling merged with a user's ``overrides`` (see ``merge_sampling``)."""
+        return merge_sampling(self.sampling, overrides, self.config.classes)  # type: ignore[attr-defined]
+
+
+REQUIRED = ("kind", "config", "sample_rate", "params", "receptive_field", "weights_sha256")
 
 
 def sha256_file(path: Path) -> str:
@@ -139,18 +240,9 @@ def save_checkpoint(
             (tmp / OPTIMIZER_META).write_text(json.dumps(meta, indent=1) + "\n")
         if extra:
             save_file(_tensors_for_file(extra), str(tmp / EXTRA_TENSORS))
-        info = {
-            "format": FORMAT,
-            "version": VERSION,
-            "kind": model.kind,
-            "config": model.config.to_dict(),
-            "sample_rate": sample_rate,
-            "params": model.num_parameters(),
-            "receptive_field": model.receptive_field,
-            "weights_sha256": sha256_file(tmp / WEIGHTS),
-            "training": dict(training or {}),
-        }
-        (tmp / CONFIG).write_text(json.dumps(info, indent=2) + "\n")
+        info = ModelInfo.from_model(model, directory, sha256_file(tmp / WEIGHTS),
+                                    sample_rate=sample_rate, training=training)
+        (tmp / CONFIG).write_text(json.dumps(info.to_json(), indent=2) + "\n")
         _make_readable(tmp)
         # Keep files that are not ours (a model card, samples) when overwriting.
         if directory.is_dir():
@@ -185,27 +277,15 @@ def _checkpoint_dir(path: str | Path) -> Path:
     return path
 
 
-def read_info(path: str | Path) -> dict[str, Any]:
+def read_info(path: str | Path) -> ModelInfo:
     """Read and check ``config.json`` of a checkpoint (no weights loaded)."""
     directory = _checkpoint_dir(path)
     try:
-        info = json.loads((directory / CONFIG).read_text())
+        data = json.loads((directory / CONFIG).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{directory / CONFIG}: not valid JSON ({exc}); restore the "
                               "file from the original checkpoint") from exc
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise CheckpointError(f"{directory / CONFIG}: not a {FORMAT} config; point at a folder "
-                              "saved by streamgen.checkpoint.save_checkpoint")
-    if info.get("version") != VERSION:
-        raise CheckpointError(f"{directory / CONFIG}: checkpoint version {info.get('version')!r} "
-                              f"is not supported (this streamgen reads {VERSION}); upgrade streamgen")
-    missing = [k for k in ("kind", "config", "weights_sha256") if k not in info]
-    if missing:
-        raise CheckpointError(f"{directory / CONFIG}: missing fields {missing}; re-save the checkpoint")
-    if info["kind"] not in NETWORKS:
-        raise CheckpointError(f"{directory / CONFIG}: unknown network kind {info['kind']!r}; "
-                              f"known kinds are {sorted(NETWORKS)} (a newer streamgen may be needed)")
-    return info
+    return ModelInfo.from_json(data, directory)
 
 
 def _load_tensors(path: Path, expected_sha: str | None) -> dict[str, torch.Tensor]:
@@ -223,16 +303,12 @@ def _load_tensors(path: Path, expected_sha: str | None) -> dict[str, torch.Tenso
                               "corrupt or truncated, copy it again") from exc
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[StreamableNetwork, dict[str, Any]]:
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[StreamableNetwork, ModelInfo]:
     """Load a checkpoint folder (or its ``config.json``) as ``(model in eval mode, info)``."""
     directory = _checkpoint_dir(path)
     info = read_info(directory)
-    weights = _load_tensors(directory / WEIGHTS, info["weights_sha256"])
-    try:
-        model = build_network(info["kind"], info["config"])
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{directory / CONFIG}: invalid {info['kind']} config ({exc}); "
-                              "fix the config or re-save the checkpoint") from exc
+    weights = _load_tensors(directory / WEIGHTS, info.sha256)
+    model = build_network(info.kind, info.config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in weights.items()}
     if expected != found:

@@ -11,12 +11,10 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
-from streamgen.checkpoint import CONFIG, load_checkpoint
-from streamgen.engine.sampling import SamplingConfig
+from streamgen.checkpoint import CONFIG, ModelInfo, load_checkpoint
 
 ENV_VAR = "STREAMGEN_MODELS"
 
@@ -82,13 +80,6 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
     )
 
 
-def load_model(name_or_path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any], Path]:
-    """``(model, info, folder)`` for a zoo name or checkpoint path (sha256 checked)."""
-    folder = resolve_model(name_or_path)
-    model, info = load_checkpoint(folder)
-    return model, info, folder
-
-
-def recommended_sampling(info: dict[str, Any]) -> SamplingConfig:
-    """The sampling a checkpoint's ``config.json`` recommends (plain sampling if none)."""
-    return SamplingConfig(**info.get("sampling", {}))
+def load_model(name_or_path: str | os.PathLike[str]) -> tuple[nn.Module, ModelInfo]:
+    """``(model, info)`` for a zoo name or checkpoint path (sha256 checked)."""
+    return load_checkpoint(resolve_model(name_or_path))

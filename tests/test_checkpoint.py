@@ -38,16 +38,16 @@ def small(kind: str, rng: torch.Generator) -> StreamableNetwork:
 def test_round_trip_reproduces_outputs_and_metadata(tmp_path: Path, kind: str, rng: torch.Generator) -> None:
     model = small(kind, rng).double()
     save_checkpoint(tmp_path / "ck", model, sample_rate=8000, training={"step": 7})
-    info = json.loads((tmp_path / "ck" / "config.json").read_text())
+    raw = json.loads((tmp_path / "ck" / "config.json").read_text())  # the format on disk
     digest = hashlib.sha256((tmp_path / "ck" / "model.safetensors").read_bytes()).hexdigest()
-    assert info["weights_sha256"] == digest
-    assert (info["format"], info["version"], info["kind"]) == ("streamgen-checkpoint", 1, kind)
-    assert info["config"] == SMALL[kind] | {k: v for k, v in info["config"].items() if k not in SMALL[kind]}
-    assert info["params"] == model.num_parameters() and info["receptive_field"] == model.receptive_field
-    assert info["sample_rate"] == 8000 and info["training"] == {"step": 7}
+    assert raw["weights_sha256"] == digest
+    assert (raw["format"], raw["version"], raw["kind"]) == ("streamgen-checkpoint", 1, kind)
+    assert raw["config"] == SMALL[kind] | {k: v for k, v in raw["config"].items() if k not in SMALL[kind]}
+    assert raw["params"] == model.num_parameters() and raw["receptive_field"] == model.receptive_field
+    assert raw["sample_rate"] == 8000 and raw["training"] == {"step": 7}
 
-    loaded, info2 = load_checkpoint(tmp_path / "ck")
-    assert info2 == info and not loaded.training
+    loaded, info = load_checkpoint(tmp_path / "ck")
+    assert info.to_json() == raw and not loaded.training
     x = random_onehot(2, model.input_length(16), 256, rng)
     model.eval()
     with torch.no_grad():
@@ -130,13 +130,13 @@ def expect_error(path: Path, *fragments: str) -> str:
 
 
 def edit_config(path: Path, **changes) -> None:
-    info = json.loads((path / "config.json").read_text())
+    raw = json.loads((path / "config.json").read_text())
     for key, value in changes.items():
         if isinstance(value, dict):
-            info[key].update(value)
+            raw[key].update(value)
         else:
-            info[key] = value
-    (path / "config.json").write_text(json.dumps(info))
+            raw[key] = value
+    (path / "config.json").write_text(json.dumps(raw))
 
 
 def test_flipped_byte_fails_the_hash(saved: Path, rng: torch.Generator) -> None:

@@ -193,7 +193,7 @@ def test_models_and_info(zoo: Path) -> None:
 
 
 def test_help_everywhere(zoo: Path) -> None:
-    for sub in ["generate", "play", "models", "info", "train", "bench"]:
+    for sub in ["generate", "play", "models", "info", "train", "bench", "publish"]:
         result = streamgen(zoo, sub, "--help")
         assert result.returncode == 0 and b"usage: streamgen " + sub.encode() in result.stdout
     assert b"examples" in streamgen(zoo, "generate", "--help").stdout

@@ -10,7 +10,6 @@ import soundfile as sf
 
 from streamgen.audio.analysis import WHITE_NOISE_FLATNESS, harmonicity
 from streamgen.checkpoint import load_checkpoint
-from streamgen.engine import SamplingConfig
 from streamgen.generation import AudioGenerator
 from streamgen.zoo import list_models, packaged_zoo
 
@@ -23,29 +22,29 @@ def test_shipped_model_loads_and_matches_its_card(name: str) -> None:
     assert zoo is not None and (zoo / name).is_dir(), f"models/{name} is not installed"
     assert name in {m.name for m in list_models()}
     model, info = load_checkpoint(zoo / name)  # verifies the sha256 and every shape
-    assert info["params"] == model.num_parameters()
-    assert info["receptive_field"] == model.receptive_field
-    bits = info["training"]["val_bits_per_sample"]
+    assert info.params == model.num_parameters()
+    assert info.receptive_field == model.receptive_field
+    bits = info.training["val_bits_per_sample"]
     assert 0 < bits < 8  # learned something: uniform over 256 classes is 8 bits
     card = (zoo / name / "README.md").read_text()
     assert f"{bits:.3f} bits/sample" in card and f"{model.num_parameters():,}" in card
     audio, rate = sf.read(str(zoo / name / "example.wav"))
-    assert rate == info["sample_rate"] and len(audio) >= rate
+    assert rate == info.sample_rate and len(audio) >= rate
     assert (zoo / name / "example.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_default_is_a_realtime_sequnet() -> None:
     model, info = load_checkpoint(packaged_zoo() / "default")
-    assert info["kind"] == "sequnet"
+    assert info.kind == "sequnet"
     baseline = json.loads((packaged_zoo() / "wavenet-baseline" / "config.json").read_text())
     # trained the same way as its baseline
     keep = ("steps", "batch_size", "output_length", "lr", "lr_final", "decay_from", "grad_clip", "seed")
-    assert {k: info["training"][k] for k in keep} == {k: baseline["training"][k] for k in keep}
+    assert {k: info.training[k] for k in keep} == {k: baseline["training"][k] for k in keep}
 
 
 def default_clip(seconds: float = 2.0) -> np.ndarray:
     model, info = load_checkpoint(packaged_zoo() / "default")
-    return AudioGenerator(model, seed=0)(int(seconds * info["sample_rate"]))[0]
+    return AudioGenerator(model, seed=0)(int(seconds * info.sample_rate))[0]
 
 
 def test_default_model_output_is_not_white_noise() -> None:
@@ -59,8 +58,7 @@ def test_default_model_is_tonal_with_its_recommended_sampling() -> None:
     a spectral flatness under a tenth of white noise's and a median pitch salience over 0.5.
     (It is marginal: single clips can fall just under 0.5 salience; see its model card.)"""
     model, info = load_checkpoint(packaged_zoo() / "default")
-    sampling = SamplingConfig(**info["sampling"])
-    rate = info["sample_rate"]
+    sampling, rate = info.sampling, info.sample_rate
     found = [harmonicity(AudioGenerator(model, sampling=sampling, seed=seed)(3 * rate)[0], rate)
              for seed in range(3)]
     assert all(h.flatness < 0.1 * WHITE_NOISE_FLATNESS for h in found), found

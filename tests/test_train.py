@@ -151,9 +151,9 @@ def test_training_lowers_validation_nll_and_saves_a_checkpoint(audio_dir: Path, 
     assert vals[1]["val_bits_per_sample"] == pytest.approx(vals[1]["val_nll_nats"] / np.log(2))
     assert all(r["samples_per_second"] > 0 for r in log if "samples_per_second" in r)
     model, info = load_checkpoint(out)
-    assert info["training"]["step"] == 40
-    assert info["training"]["output_length"] == 56  # rounded up to a multiple of 2**(4-1)
-    assert info["training"]["output_length"] % model.period == 0
+    assert info.training["step"] == 40
+    assert info.training["output_length"] == 56  # rounded up to a multiple of 2**(4-1)
+    assert info.training["output_length"] % model.period == 0
 
 
 @pytest.mark.parametrize("kind,model", [
@@ -169,7 +169,7 @@ def test_resume_continues_exactly(audio_dir: Path, tmp_path: Path, kind: str, mo
     model_b, out_b = fit(replace(half, steps=6, resume=True))
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         assert torch.equal(a, b), name
-    assert load_checkpoint(out_b)[1]["training"]["step"] == 6
+    assert load_checkpoint(out_b)[1].training["step"] == 6
     # The optimizer's moments continued too: one more identical step keeps them equal.
     model_c, _ = fit(replace(straight, steps=7, resume=True))
     model_d, _ = fit(replace(half, steps=7, resume=True))
@@ -244,7 +244,7 @@ def test_torchrun_two_processes_match_one(audio_dir: Path, tmp_path: Path) -> No
     log = [json.loads(line) for line in (tmp_path / "ddp" / LOG_FILE).read_text().splitlines()]
     vals = [r["val_nll_nats"] for r in log if "val_nll_nats" in r]
     assert vals[-1] < vals[0]
-    assert load_checkpoint(tmp_path / "ddp")[1]["training"]["world_size"] == 2
+    assert load_checkpoint(tmp_path / "ddp")[1].training["world_size"] == 2
     # Both ranks together saw the same global batches as one process with the same batch.
     single, _ = fit(replace(cfg, out_dir=str(tmp_path / "single")))
     for name, value in single.state_dict().items():
@@ -301,7 +301,7 @@ def test_target_positions_give_the_same_targets_to_any_network(tmp_path) -> None
 # -- publishing: fair evaluation and the model card ----------------------------------------
 def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: Path) -> None:
     from streamgen.engine import SamplingConfig
-    from streamgen.train.publish import EVAL, evaluate_run, write_card
+    from streamgen.publish import EVAL, evaluate_run, write_card
 
     runs = {}
     for kind, model in [("sequnet", TINY_SEQUNET),
@@ -337,10 +337,10 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     write_card(runs["sequnet"], dest, audio_dir, {"wavenet-tiny": runs["wavenet"]}, seconds=0.25,
                sampling=SamplingConfig(top_p=0.9), hardware="test machine")
     shipped, card = load_checkpoint(dest)  # sha256 checked
-    assert card["sampling"] == {"top_p": 0.9}
-    assert card["training"]["val_bits_per_sample"] == pytest.approx(result["val_bits_per_sample"])
-    assert card["training"]["hardware"] == "test machine"
-    assert {k: card["training"][k] for k in ("lr_final", "decay_from")} == {"lr_final": 1e-4, "decay_from": 1}
+    assert card.sampling == SamplingConfig(top_p=0.9)
+    assert card.training["val_bits_per_sample"] == pytest.approx(result["val_bits_per_sample"])
+    assert card.training["hardware"] == "test machine"
+    assert {k: card.training[k] for k in ("lr_final", "decay_from")} == {"lr_final": 1e-4, "decay_from": 1}
     audio, rate = sf.read(dest / "example.wav")
     assert rate == 16000 and len(audio) == 4000 and np.abs(audio).max() > 0
     assert (dest / "example.png").stat().st_size > 1000
@@ -348,14 +348,14 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     wavenet_bits = json.loads((runs["wavenet"] / EVAL).read_text())["val_bits_per_sample"]
     assert f"| {result['val_bits_per_sample']:.3f} |" in text and f"| {wavenet_bits:.3f} |" in text
     assert "decayed along a cosine to 0.0001 from step 1 to the last" in text
-    seen, rate = card["training"]["target_samples_seen"], card["training"]["median_target_samples_per_s"]
+    seen, rate = card.training["target_samples_seen"], card.training["median_target_samples_per_s"]
     assert seen == 3 * 4 * 60 and rate == 0.1 and "(about 2.0 h of training)" in text
     # the card's training command, parsed by the CLI, is the run's own config
     from streamgen.cli.main import build_parser
 
     line = next(ln for ln in text.splitlines() if ln.startswith("streamgen train --data"))
     repeat = TrainConfig.from_options(build_parser().parse_args(shlex.split(line)[1:]))
-    ran = TrainConfig(**info["training"]["train_config"])
+    ran = TrainConfig(**info.training["train_config"])
     assert replace(repeat, data=ran.data, out_dir=ran.out_dir, val_windows=ran.val_windows, log_every=ran.log_every,
                    checkpoint_every=ran.checkpoint_every, val_every=ran.val_every, cache_dir=ran.cache_dir,
                    progress=ran.progress) == ran
@@ -399,7 +399,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(audio_dir: Path, tmp_pat
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     line = err.strip().splitlines()[-1]
-    step = load_checkpoint(run)[1]["training"]["step"]
+    step = load_checkpoint(run)[1].training["step"]
     assert 10 <= step < 10**6
     assert line == (f"streamgen: interrupted at step {step}; checkpoint saved in {run}; "
                     f"resume with: streamgen train --out {run} --resume")
@@ -407,7 +407,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(audio_dir: Path, tmp_pat
     resumed = subprocess.run(cli("--out", str(run), "--resume", "--steps", str(step + 3)),
                              capture_output=True, text=True, env=env, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
-    stored = TrainConfig(**load_checkpoint(run)[1]["training"]["train_config"])
+    stored = TrainConfig(**load_checkpoint(run)[1].training["train_config"])
     assert (stored.steps, stored.batch_size, stored.seed) == (step + 3, 4, 3)
     straight, _ = fit(replace(stored, out_dir=str(tmp_path / "straight"), progress=False, resume=False))
     assert_same_weights(straight, load_checkpoint(run)[0])
@@ -466,10 +466,10 @@ def test_resume_reuses_the_stored_options_and_refuses_conflicts(
     options = cli_options(tmp_path, audio_dir, run, 4) + ["--lr-final", "0.001", "--decay-from", "4",
                                                          "--grad-clip", "0.5", "--checkpoint-every", "2"]
     assert run_cli(capsys, *options)[0] == 0
-    first = load_checkpoint(run)[1]["training"]["train_config"]
+    first = load_checkpoint(run)[1].training["train_config"]
     status, err = run_cli(capsys, "--out", str(run), "--resume", "--steps", "7", "--batch", "4", "--lr", "0.003")
     assert status == 0, err  # the stored options, repeated ones included
-    resumed = load_checkpoint(run)[1]["training"]["train_config"]
+    resumed = load_checkpoint(run)[1].training["train_config"]
     assert resumed == {**first, "steps": 7, "resume": True}
     straight, _ = fit(replace(TrainConfig(**resumed), out_dir=str(tmp_path / "straight"), progress=False))
     assert_same_weights(straight, load_checkpoint(run)[0])
@@ -483,7 +483,7 @@ def test_resume_reuses_the_stored_options_and_refuses_conflicts(
         status, err = run_cli(capsys, "--out", str(run), "--resume", *given)
         lines = err.strip().splitlines()
         assert status == 2 and len(lines) == 1 and expected in lines[0], err
-    assert load_checkpoint(run)[1]["training"]["step"] == 7  # nothing changed
+    assert load_checkpoint(run)[1].training["step"] == 7  # nothing changed
     # the same data elsewhere resumes; other data is refused
     moved = tmp_path / "moved"
     shutil.copytree(audio_dir, moved)
@@ -565,7 +565,7 @@ def test_packed_corpus_round_trips_in_small_parts_and_trains_alike(audio_dir: Pa
     a, _ = fit(config(tmp_path, audio_dir, out_dir=str(tmp_path / "a"), steps=3))
     b, out = fit(config(tmp_path, tmp_path / "pack", out_dir=str(tmp_path / "b"), steps=3))
     assert_same_weights(a, b)
-    assert load_checkpoint(out)[1]["training"]["data"]["sha256"] == source.sha256()
+    assert load_checkpoint(out)[1].training["data"]["sha256"] == source.sha256()
     # a subset is other data; a damaged part is refused
     subset = source.subset(2)
     assert subset.train.names == source.train.names[:2] and subset.sha256() != source.sha256()

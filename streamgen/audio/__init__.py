@@ -1,16 +1,10 @@
-"""Audio helpers: mu-law companding, file I/O, live output."""
+"""Audio helpers: mu-law companding (``mulaw``), file I/O (``io``), live output (``live``,
+``devices``), spectrograms (``plots``) and a tonality check (``analysis``).
 
-from streamgen.audio.devices import AudioDeviceError, OutputDevice, list_devices
-from streamgen.audio.live import LivePlayer, PlaybackReport, TooSlowError
+Import the module you need: importing this package loads only mu-law coding, so the data
+loader does not pull in the live-playback machinery.
+"""
+
 from streamgen.audio.mulaw import mulaw_decode, mulaw_encode
 
-__all__ = [
-    "AudioDeviceError",
-    "LivePlayer",
-    "OutputDevice",
-    "PlaybackReport",
-    "TooSlowError",
-    "list_devices",
-    "mulaw_decode",
-    "mulaw_encode",
-]
+__all__ = ["mulaw_decode", "mulaw_encode"]

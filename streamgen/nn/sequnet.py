@@ -1,6 +1,6 @@
 """Seq-U-Net: the residual, gated, one-dimensional causal U-Net for raw audio.
 
-Exactly the computation of ``shared/design/seq-unet.md``: valid convolutions, right
+The computation of Stoller et al. (IJCAI 2020) as streamgen defines it: valid convolutions, right
 alignment, decimation that keeps the last sample, sample-and-hold upsampling identity, the
 decoder stream restarting from the skip, ``[stream; upsampled]`` into the decoder's gated
 convolutions, ReLU + 1x1 head. Level ``l`` runs at 1/2**l of the sample rate; on a grid fixed

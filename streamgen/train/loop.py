@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from streamgen.checkpoint import (
     CONFIG,
+    ModelInfo,
     load_checkpoint,
     load_extra,
     load_optimizer_state,
@@ -131,23 +132,24 @@ class TrainConfig:
         stored = stored_run(values["out_dir"]) if values.get("resume") and values.get("out_dir") else None
         if stored is not None:
             check_resume(values["out_dir"], stored, values)
-            values = {**stored["training"]["train_config"], **values,
-                      "model": stored["training"]["train_config"]["model"]}
+            values = {**stored.training["train_config"], **values,
+                      "model": stored.training["train_config"]["model"]}
         missing = [n for n in ("data", "out_dir") if values.get(n) is None]
         if missing:
             raise ValueError(f"training needs {' and '.join(missing)}")
         return cls(**{k: v for k, v in values.items() if k in names})
 
 
-def stored_run(out_dir: str | Path) -> dict[str, Any] | None:
+def stored_run(out_dir: str | Path) -> ModelInfo | None:
     """The checkpoint info of the run in ``out_dir``, or ``None`` when there is none yet."""
     return read_info(out_dir) if (Path(out_dir) / CONFIG).is_file() else None
 
 
-def check_resume(out_dir: str | Path, info: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+def check_resume(out_dir: str | Path, info: ModelInfo, values: Mapping[str, Any]) -> None:
     """Raise ``ResumeConflict`` for the first of ``values`` (TrainConfig fields) that differs
     from the run stored in ``info``; network config fields are checked against the network's."""
-    stored = info.get("training", {}).get("train_config")
+    stored = info.training.get("train_config")
+    network = info.config.to_dict()
     if stored is None:
         raise ValueError(f"{out_dir} holds a model but no training run to resume; start a new run "
                          "in another out_dir")
@@ -156,8 +158,8 @@ def check_resume(out_dir: str | Path, info: Mapping[str, Any], values: Mapping[s
             continue
         if name == "model":
             for key, value in given.items():
-                if info["config"].get(key) != value:
-                    raise ResumeConflict(str(out_dir), f"model.{key}", value, info["config"].get(key))
+                if network.get(key) != value:
+                    raise ResumeConflict(str(out_dir), f"model.{key}", value, network.get(key))
         elif stored.get(name) != given:
             raise ResumeConflict(str(out_dir), name, given, stored.get(name))
 
@@ -250,7 +252,7 @@ def evaluate(
     return float(total[0] / total[1]) if total[1] > 0 else math.nan
 
 
-def _prepare_model(config: TrainConfig, out: Path) -> tuple[StreamableNetwork, dict[str, Any] | None]:
+def _prepare_model(config: TrainConfig, out: Path) -> tuple[StreamableNetwork, ModelInfo | None]:
     """The network to train: resumed from ``out`` or freshly built from ``config``."""
     has_checkpoint = (out / CONFIG).is_file()
     if has_checkpoint and not config.resume:
@@ -259,6 +261,9 @@ def _prepare_model(config: TrainConfig, out: Path) -> tuple[StreamableNetwork, d
     if has_checkpoint:
         check_resume(out, read_info(out), config.to_dict())
         model, info = load_checkpoint(out)
+        if info.kind != config.kind:
+            raise ValueError(f"{out} holds a {info.kind} model, not {config.kind}; match kind or "
+                             "choose another out_dir")
         return model.train(), info
     return build_network(config.kind, config.model), None
 
@@ -320,12 +325,12 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
     data = open_training_data(config.data, config.sample_rate, config.val_fraction, config.train_files,
                               config.val_files, config.cache_dir, warn=warn if d.main else lambda m: None)
     data_identity = data.identity()
-    if resumed is not None and "data" in resumed["training"]:
-        stored_sha = resumed["training"]["data"]["sha256"]
+    if resumed is not None and "data" in resumed.training:
+        stored_sha = resumed.training["data"]["sha256"]
         if stored_sha != data_identity["sha256"]:
             raise ValueError(f"{config.data} holds other data than the run in {out} was trained on "
                              f"(sha256 {data_identity['sha256'][:12]}..., the run's {stored_sha[:12]}...); "
-                             f"pass the run's data ({resumed['training']['train_config']['data']}) "
+                             f"pass the run's data ({resumed.training['train_config']['data']}) "
                              "or start a new run in another out_dir")
     if d.main and config.progress:
         print(data.summary(), file=sys.stderr, flush=True)
@@ -340,7 +345,7 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
     step = 0
     if resumed is not None:
         load_optimizer_state(out, optimizer)
-        state = resumed["training"]
+        state = resumed.training
         step = int(state["step"])
         rng.bit_generator.state = state["batch_rng"]
         if state.get("scaler"):

@@ -1,7 +1,7 @@
 """From a training run to a zoo entry: fair evaluation, an example clip, a model card.
 
-    python -m streamgen.train.publish eval RUN --data DATA            # -> RUN/eval.json
-    python -m streamgen.train.publish card RUN DEST --data DATA [--baseline NAME=OTHER_RUN ...]
+    streamgen publish eval RUN --data DATA            # -> RUN/eval.json
+    streamgen publish card RUN DEST --data DATA [--baseline NAME=OTHER_RUN ...]
 
 ``eval`` scores a checkpoint on validation targets that do not depend on its receptive field
 (one block of 8192 samples in every ``every``, from sample 16384 of each held-out file), so two
@@ -11,13 +11,13 @@ generates an example with its spectrogram and tonality figures, and writes ``REA
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import platform
 import shlex
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from streamgen.audio.analysis import harmonicity
 from streamgen.audio.io import write_audio
 from streamgen.audio.plots import save_spectrogram
 from streamgen.bench.timing import cpu_name
-from streamgen.checkpoint import CONFIG, WEIGHTS, load_checkpoint
+from streamgen.checkpoint import CONFIG, WEIGHTS, ModelInfo, load_checkpoint
 from streamgen.engine import SamplingConfig
 from streamgen.engine.cost import mean_macs
 from streamgen.generation import AudioGenerator
@@ -45,7 +45,7 @@ def evaluate_run(run: Path, data: Path, every: int = 4, threads: int = 1, *,
     """Validation NLL of a checkpoint on the fixed, receptive-field-independent targets."""
     torch.set_num_threads(threads)
     model, info = load_checkpoint(run)
-    val = EncodedAudio(split_files(data).validation, info.get("sample_rate", 16000))
+    val = EncodedAudio(split_files(data).validation, info.sample_rate)
     in_len = model.input_length(block)
     positions = val.target_positions(first_target, in_len, block, every)
     if not len(positions):
@@ -55,6 +55,15 @@ def evaluate_run(run: Path, data: Path, every: int = 4, threads: int = 1, *,
     return {"val_nats": nats, "val_bits_per_sample": nats * math.log2(math.e),
             "targets": int(len(positions) * block), "files": len(val.files),
             "first_target": first_target, "block": block, "every": every, "seconds": time.time() - start}
+
+
+def read_eval(run: Path) -> dict[str, Any]:
+    """The scores ``evaluate_run`` stored in ``run/eval.json``."""
+    path = run / EVAL
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; score the run first with "
+                                f"`streamgen publish eval {run} --data DATA`")
+    return json.loads(path.read_text())
 
 
 def _training_summary(train: dict[str, Any], run: Path) -> dict[str, Any]:
@@ -85,9 +94,9 @@ def train_command(train_config: dict[str, Any], data: str, out: str) -> str:
     return shlex.join(parts)
 
 
-def _comparison_row(label: str, model: StreamableNetwork, info: dict[str, Any], bits: float) -> str:
+def _comparison_row(label: str, model: StreamableNetwork, info: ModelInfo, bits: float) -> str:
     """One evaluated network as a row of the card's comparison table."""
-    return (f"| {label} | {info['kind']} {json.dumps(info['config'])} | {model.num_parameters():,} | "
+    return (f"| {label} | {info.kind} {json.dumps(info.config.to_dict())} | {model.num_parameters():,} | "
             f"{model.receptive_field:,} | {mean_macs(model):,.0f} | {bits:.3f} |")
 
 
@@ -106,22 +115,20 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
     ``baselines`` maps a display name to another evaluated run, compared in the card's table.
     """
     model, info = load_checkpoint(run)
-    rate = info.get("sample_rate", 16000)
+    rate = info.sample_rate
+    ev = read_eval(run)
     split = split_files(data)
     hours = [EncodedAudio(files, rate).total_samples / rate / 3600 for files in (split.train, split.validation)]
-    ev = json.loads((run / EVAL).read_text())
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copy2(run / WEIGHTS, dest / WEIGHTS)
-    training = info.get("training") or {}
+    training = info.training
     summary = _training_summary(training, run)
     summary.update({"val_nats": ev["val_nats"], "val_bits_per_sample": ev["val_bits_per_sample"],
                     "val_targets": ev["targets"], "hardware": hardware or cpu_name(),
                     "data": "Bach chorales (music21) rendered to piano, 16 kHz; see README"})
-    sampling = sampling or SamplingConfig()
-    shipped = {k: v for k, v in info.items() if k != "training"} | {"training": summary}
-    if sampling != SamplingConfig():  # what `streamgen generate` uses unless told otherwise
-        shipped["sampling"] = sampling.changes()
-    (dest / CONFIG).write_text(json.dumps(shipped, indent=2))
+    sampling = sampling or SamplingConfig()  # what `streamgen generate` uses unless told otherwise
+    shipped = replace(info, training=summary, sampling=sampling, folder=dest)
+    (dest / CONFIG).write_text(json.dumps(shipped.to_json(), indent=2))
 
     gen = AudioGenerator(model, sampling=sampling, seed=seed, device="cpu")
     start = time.perf_counter()
@@ -133,10 +140,9 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
 
     rows = [_comparison_row(f"{dest.name} (this model)", model, info, ev["val_bits_per_sample"])]
     for label, other in (baselines or {}).items():
-        rows.append(_comparison_row(label, *load_checkpoint(other),
-                                    json.loads((other / EVAL).read_text())["val_bits_per_sample"]))
+        rows.append(_comparison_row(label, *load_checkpoint(other), read_eval(other)["val_bits_per_sample"]))
     card = CARD.format(
-        name=dest.name, kind=info["kind"], config=json.dumps(info["config"]),
+        name=dest.name, kind=info.kind, config=json.dumps(info.config.to_dict()),
         params=model.num_parameters(), rf=model.receptive_field, rf_s=model.receptive_field / rate,
         macs=mean_macs(model), bits=ev["val_bits_per_sample"], nats=ev["val_nats"], targets=ev["targets"],
         files=ev["files"], every=ev["every"], first=ev["first_target"], block=ev.get("block", BLOCK), rows="\n".join(rows),
@@ -187,7 +193,7 @@ target samples/s (about {wall_h:.1f} h of training). To repeat it:
 ```bash
 streamgen train --build-corpus {data_dir}
 {train}
-python -m streamgen.train.publish eval runs/{name} --data {data_dir}
+streamgen publish eval runs/{name} --data {data_dir}
 ```
 
 ## Evaluation
@@ -211,41 +217,3 @@ Reproduce: `streamgen generate -o example.wav --model {name} --seconds {seconds:
 
 Python {python}, torch {torch}.
 """
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("eval")
-    e.add_argument("run", type=Path)
-    e.add_argument("--data", type=Path, required=True)
-    e.add_argument("--every", type=int, default=4)
-    e.add_argument("--threads", type=int, default=1)
-    c = sub.add_parser("card")
-    c.add_argument("run", type=Path)
-    c.add_argument("dest", type=Path)
-    c.add_argument("--data", type=Path, required=True)
-    c.add_argument("--baseline", action="append", default=[], metavar="NAME=RUN",
-                   help="another evaluated run for the comparison table (repeatable)")
-    c.add_argument("--seconds", type=float, default=8.0)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--hardware", default="")
-    c.add_argument("--temperature", type=float, default=1.0)
-    c.add_argument("--top-p", type=float, default=1.0, help="recommended sampling, stored in config.json")
-    args = parser.parse_args()
-    if args.cmd == "eval":
-        result = evaluate_run(args.run, args.data, args.every, args.threads)
-        (args.run / EVAL).write_text(json.dumps(result, indent=2))
-        print(json.dumps(result))
-    else:
-        sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p)
-        baselines = {}
-        for item in args.baseline:
-            label, _, path = item.rpartition("=")
-            baselines[label or Path(path).name] = Path(path)
-        print(write_card(args.run, args.dest, args.data, baselines, args.seconds, args.seed,
-                         sampling=sampling, hardware=args.hardware))
-
-
-if __name__ == "__main__":
-    main()
