@@ -31,7 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from streamgen.engine.sampling import SamplingConfig
+from streamgen.sampling import SamplingConfig
 from streamgen.nn import NETWORKS, NetworkConfig, StreamableNetwork, build_network
 
 FORMAT = "streamgen-checkpoint"

@@ -48,3 +48,15 @@ def test_console_script_help_lists_subcommands(tmp_path: Path) -> None:
     assert result.returncode == 0
     for sub in ["generate", "play", "models", "info", "train", "bench"]:
         assert sub in result.stdout
+
+
+def test_training_depends_only_on_networks_checkpoints_and_data() -> None:
+    """Importing the training loop loads no engine, live audio, benchmark or CLI module."""
+    probe = ("import sys, streamgen.train.loop; "
+             "print(' '.join(m for m in sys.modules if m.startswith('streamgen.')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert "streamgen.train.loop" in loaded
+    banned = ("streamgen.engine", "streamgen.bench", "streamgen.cli", "streamgen.audio.live",
+              "streamgen.publish", "streamgen.generation")
+    assert not [m for m in loaded if m.startswith(banned)], loaded
