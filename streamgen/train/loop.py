@@ -259,11 +259,8 @@ def _prepare_model(config: TrainConfig, out: Path) -> tuple[StreamableNetwork, M
         raise FileExistsError(f"{out} already holds a checkpoint; pass resume=True to continue "
                               "it or choose another out_dir")
     if has_checkpoint:
-        check_resume(out, read_info(out), config.to_dict())
         model, info = load_checkpoint(out)
-        if info.kind != config.kind:
-            raise ValueError(f"{out} holds a {info.kind} model, not {config.kind}; match kind or "
-                             "choose another out_dir")
+        check_resume(out, info, config.to_dict())  # the kind is one of the stored fields
         return model.train(), info
     return build_network(config.kind, config.model), None
 
