@@ -54,6 +54,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-final", type=float, help="decay the learning rate to this (cosine) by the last step")
     p.add_argument("--decay-from", type=int, help="step where the decay starts (default 0)")
     p.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
+    p.add_argument("--start-windows", type=float, metavar="FRACTION",
+                   help="share of windows that start before a file, with silence before it, so "
+                        "the model learns to begin from silence (generate --start silence)")
     p.add_argument("--val-fraction", type=float, help="fraction of files held out")
     p.add_argument("--val-every", type=int, help="steps between validations")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")

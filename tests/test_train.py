@@ -140,6 +140,48 @@ def test_positions_are_uniform_over_all_windows(tmp_path: Path) -> None:
 
 
 # -- the loop --------------------------------------------------------------------------------
+def test_start_windows_begin_before_tracks_with_silence() -> None:
+    """A share of windows starts 1..lead samples before a track: silence class there, the
+    track's first samples after, every target a real sample; none without the option, and
+    then the same windows as before (no extra random draws)."""
+    tracks = [np.arange(i * 40, i * 40 + 40, dtype=np.uint8) for i in range(3)]
+    audio = EncodedAudio.from_tracks(["a", "b", "c"], tracks)
+    n_in, n_out = 12, 4
+    lead = n_in + 1 - n_out
+    plain = audio.draw_positions(np.random.default_rng(5), 500, n_in + 1)
+    same = audio.draw_positions(np.random.default_rng(5), 500, n_in + 1, lead=lead)
+    assert np.array_equal(plain, same) and (plain[:, 1] >= 0).all()
+    mixed = audio.draw_positions(np.random.default_rng(5), 2000, n_in + 1, lead=lead,
+                                 lead_fraction=0.25)
+    early = mixed[:, 1] < 0
+    assert 0.2 < early.mean() < 0.3 and set(-mixed[early, 1]) == set(range(1, lead + 1))
+    x, y = audio.windows(mixed[early], n_in, n_out)
+    for (t, s), xi, yi in zip(mixed[early], x, y):
+        assert (xi[: -s] == data.SILENCE).all() and data.SILENCE == 128
+        assert np.array_equal(xi[-s:], tracks[t][: n_in + s])
+        assert np.array_equal(yi, tracks[t][n_in + 1 - n_out + s : n_in + 1 + s])  # real samples
+    with pytest.raises(ValueError, match="start_windows"):
+        TrainConfig(data="d", out_dir="o", start_windows=1.5)
+
+
+def test_training_passes_start_windows_to_the_window_draw(audio_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    draw = EncodedAudio.draw_positions
+
+    def spy(self, rng, count, window, lead=0, lead_fraction=0.0):
+        seen.append((window, lead, lead_fraction))
+        return draw(self, rng, count, window, lead, lead_fraction)
+
+    monkeypatch.setattr(EncodedAudio, "draw_positions", spy)
+    cfg = config(tmp_path, audio_dir, steps=2, val_every=100, checkpoint_every=100,
+                 output_length=50, start_windows=0.5)
+    model, info = load_checkpoint(train(cfg))
+    window = model.input_length(56) + 1
+    assert seen == [(window, window - 56, 0.5)] * 2  # every target a real sample
+    assert info.training["train_config"]["start_windows"] == 0.5
+
+
 def test_training_lowers_validation_nll_and_saves_a_checkpoint(audio_dir: Path, tmp_path: Path) -> None:
     cfg = config(tmp_path, audio_dir, steps=40, val_every=40, checkpoint_every=100, output_length=50)
     out = train(cfg)

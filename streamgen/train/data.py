@@ -36,6 +36,9 @@ from streamgen.train.pack import PACK_MANIFEST, read_pack
 
 SPLITS = ("train", "validation")
 
+#: The mu-law class of 0.0: what a window that starts before its track holds there.
+SILENCE = int(mulaw_encode(np.zeros(1, dtype=np.float32))[0])
+
 
 def default_cache_dir() -> Path:
     """``$STREAMGEN_CACHE``, else ``$XDG_CACHE_HOME/streamgen``, else ``~/.cache/streamgen``."""
@@ -170,18 +173,34 @@ class EncodedAudio:
                              f"{longest}); use a shorter output window or longer files")
         return ids, np.array([len(self.tracks[i]) - window + 1 for i in ids], dtype=np.int64)
 
-    def draw_positions(self, rng: np.random.Generator, count: int, window: int) -> np.ndarray:
-        """``count`` (track, start) pairs, uniform over all window positions of all tracks."""
+    def draw_positions(self, rng: np.random.Generator, count: int, window: int, lead: int = 0,
+                       lead_fraction: float = 0.0) -> np.ndarray:
+        """``count`` (track, start) pairs, uniform over all window positions of all tracks.
+
+        With ``lead_fraction`` > 0, that share of the windows instead starts 1 to ``lead``
+        samples before a track (uniform over tracks): ``windows`` fills what lies before the
+        track with the silence class, so the model learns to begin from silence. (No extra
+        random numbers are drawn when it is 0: runs without it draw the same windows.)
+        """
         ids, starts = self._usable(window)
         flat = rng.integers(0, int(starts.sum()), size=count)
         edges = np.cumsum(starts)
         which = np.searchsorted(edges, flat, side="right")
         offsets = flat - np.concatenate([[0], edges[:-1]])[which]
-        return np.stack([np.array(ids)[which], offsets], axis=1)
+        positions = np.stack([np.array(ids)[which], offsets], axis=1)
+        if lead_fraction > 0 and lead > 0:
+            early = rng.random(count) < lead_fraction
+            positions[early, 0] = rng.choice(ids, size=int(early.sum()))
+            positions[early, 1] = -rng.integers(1, lead + 1, size=int(early.sum()))
+        return positions
 
     def windows(self, positions: np.ndarray, input_length: int, output_length: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs ``(B, input_length)`` and next-sample targets ``(B, output_length)`` (int64)."""
-        segs = np.stack([self.tracks[t][s : s + input_length + 1] for t, s in positions])
+        """Inputs ``(B, input_length)`` and next-sample targets ``(B, output_length)`` (int64);
+        a window that starts before its track (negative start) holds the silence class there."""
+        n = input_length + 1
+        segs = np.stack([self.tracks[t][s : s + n] if s >= 0 else
+                         np.concatenate([np.full(-s, SILENCE, np.uint8), self.tracks[t][: s + n]])
+                         for t, s in positions])
         segs = segs.astype(np.int64)
         return segs[:, :input_length], segs[:, input_length + 1 - output_length :]
 

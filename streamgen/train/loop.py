@@ -93,6 +93,9 @@ class TrainConfig:
     lr_final: float | None = None  # cosine decay from ``lr`` at ``decay_from`` to this at ``steps``
     decay_from: int = 0
     grad_clip: float | None = None
+    # share of training windows that start before a track, with silence-class history: the
+    # start a stream gets from StreamingEngine(start="silence")
+    start_windows: float = 0.0
     val_fraction: float = 0.1
     train_files: list[str] | None = None
     val_files: list[str] | None = None
@@ -107,6 +110,10 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None keeps torch's default
     cache_dir: str | None = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.start_windows <= 1.0:
+            raise ValueError(f"start_windows must be a share between 0 and 1, got {self.start_windows}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -406,7 +413,9 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
         try:
             while step < config.steps and not stop_requested():
                 tick = time.perf_counter()
-                positions = train_data.draw_positions(rng, config.batch_size, in_len + 1)
+                positions = train_data.draw_positions(rng, config.batch_size, in_len + 1,
+                                                      lead=in_len + 1 - out_len,
+                                                      lead_fraction=config.start_windows)
                 x, y = train_data.windows(positions[d.rank :: d.world], in_len, out_len)
                 x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
