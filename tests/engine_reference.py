@@ -31,3 +31,21 @@ def reference_logits(
     with torch.no_grad():
         y = model(onehot)
     return y[..., y.shape[-1] - n_aligned :][..., :n].transpose(1, 2)
+
+
+def reference_frame_logits(model: torch.nn.Module, frames: torch.Tensor,
+                           starts: list[int] | None = None) -> torch.Tensor:
+    """``frames`` (B, N, F) -> (B, N, F) logits of one offline float64 pass with zero frames
+    before the start (and before ``starts[b]`` for stream ``b``)."""
+    model = copy.deepcopy(model).double().eval()
+    period = model.period
+    b, n, f = frames.shape
+    n_aligned = -(-n // period) * period
+    pad = model.input_length(n_aligned) - n_aligned
+    x = torch.zeros(b, f, pad + n_aligned, dtype=torch.float64)
+    x[:, :, pad : pad + n] = frames.transpose(1, 2).double()
+    for i, s in enumerate(starts or [0] * b):
+        x[i, :, : pad + s] = 0.0
+    with torch.no_grad():
+        y = model(x)
+    return y[..., y.shape[-1] - n_aligned :][..., :n].transpose(1, 2)

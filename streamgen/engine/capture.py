@@ -22,28 +22,20 @@ class Capture:
         self, program: StepProgram, history: torch.Tensor, t_last: int, span: int = 1,
         before: int | None = None,
     ) -> None:
-        """``history``: (B, N) int64 classes ending at time ``t_last`` (``zero_index`` = the
-        zero vector); older history than the receptive field is ignored, missing history is
-        the input index ``before`` (default: zero vectors)."""
-        model, classes, period = program.model, program.classes, program.period
+        """``history``: (B, N) int64 classes (``zero_index`` = the zero vector), or (B, N, F)
+        float frames for a program fed frames, ending at time ``t_last``; older history than
+        the receptive field is ignored, missing history is the input index ``before``
+        (default: zero vectors), or zero frames."""
+        model, period = program.model, program.period
         pad_right = (-(t_last + 1)) % period + period  # end on the coarsest grid, a period ahead
         self.t_end = t_last + pad_right
         self.t_first = t_last - span + 1
         n_in = model.input_length(pad_right + span)
         n_hist = n_in - pad_right
-        batch = history.shape[0]
-        zero = zero_index(classes)
-        missing = torch.full((batch, max(n_hist - history.shape[1], 0)),
-                             zero if before is None else before, dtype=torch.int64)
-        idx = torch.cat([missing, history[:, max(history.shape[1] - n_hist, 0) :].cpu(),
-                         torch.full((batch, pad_right), zero, dtype=torch.int64)], dim=1)
-        self.index = idx
-        self.windows: dict[str, torch.Tensor] = {}
         self.program = program
-
         param = next(model.parameters())
-        onehot = one_hot(idx, classes).transpose(1, 2)
-        onehot = onehot.to(device=param.device, dtype=param.dtype)
+        model_input = self._model_input(history.cpu(), n_hist, pad_right, before)
+        model_input = model_input.to(device=param.device, dtype=param.dtype)
         handles = []
         sequences: dict[str, torch.Tensor] = {}
         for name, info in program.info.items():
@@ -61,13 +53,30 @@ class Capture:
         model.eval()
         try:
             with torch.no_grad():
-                out = model(onehot)
+                out = model(model_input)
         finally:
             model.train(was_training)
             for h in handles:
                 h.remove()
         self.sequences = sequences
         self.logits = out[..., out.shape[-1] - pad_right - span : out.shape[-1] - pad_right]
+
+    def _model_input(self, history: torch.Tensor, n_hist: int, pad_right: int,
+                     before: int | None) -> torch.Tensor:
+        """The offline pass's input ``(B, F, n_hist + pad_right)``: missing history, the
+        newest ``n_hist`` of ``history``, then ``pad_right`` zero vectors (they cannot reach
+        the captured range: the network is causal). Keeps class indices in ``self.index``."""
+        batch, classes = history.shape[0], self.program.classes
+        kept = history[:, max(history.shape[1] - n_hist, 0) :]
+        missing = max(n_hist - history.shape[1], 0)
+        if self.program.inputs == "frames":
+            self.index = None
+            zeros = [torch.zeros(batch, n, classes, dtype=kept.dtype) for n in (missing, pad_right)]
+            return torch.cat([zeros[0], kept, zeros[1]], dim=1).transpose(1, 2)
+        zero = zero_index(classes)
+        self.index = torch.cat([torch.full((batch, missing), zero if before is None else before),
+                                kept, torch.full((batch, pad_right), zero)], dim=1)
+        return one_hot(self.index, classes).transpose(1, 2)
 
     def _trim(self, x: torch.Tensor, level: int, window: int) -> torch.Tensor:
         """Keep the frames some window in the range needs (x's last frame is at ``t_end``)."""

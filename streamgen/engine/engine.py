@@ -88,7 +88,11 @@ class StreamingEngine:
         dtype: torch.dtype = torch.float32,
         backend: str = "auto",
         start: str = "zeros",
+        inputs: str = "classes",
     ) -> None:
+        """``inputs``: ``classes`` (mu-law sample classes, (B, N) int64) or ``frames`` (float
+        vectors of the model's ``classes`` channels, (B, N, classes), e.g. piano-roll frames:
+        teacher-forced only, zero frames before the start)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if start not in STARTS:
@@ -96,7 +100,8 @@ class StreamingEngine:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model
         self.batch_size, self.dtype, self.start = batch_size, dtype, start
-        self.program = build_program(model, batch_size, self.device, dtype)
+        self.program = build_program(model, batch_size, self.device, dtype, inputs)
+        self.inputs = inputs
         self.executor = build_executor(self.program, backend)
         self.backend: str = self.executor.name
         self.classes, self.period = self.program.classes, self.program.period
@@ -105,10 +110,10 @@ class StreamingEngine:
         self._input = torch.empty(batch_size, dtype=torch.int64, device=self.device)
         self._before = zero_index(self.classes) if start == "zeros" else silence_class(self.classes)
         # the start history is periodic in time: one capture holds every phase
-        empty = torch.empty(1, 0, dtype=torch.int64)
+        empty = self._empty_history()
         self._start = Capture(self.program, empty, t_last=2 * self.period - 1, span=self.period,
                               before=self._before)
-        if start == "zeros":  # no prediction from zero vectors: the first sample is silence
+        if start == "zeros" and inputs == "classes":  # the first sample is the silence class
             first = torch.full((self.classes,), -1e4, dtype=dtype, device=self.device)
             first[silence_class(self.classes)] = 0.0
             self._first_logits = [first] * self.period
@@ -116,6 +121,11 @@ class StreamingEngine:
             self._first_logits = [self._start.logits_at(self._start.t_first + i)[0].to(self.device, dtype)
                                   for i in range(self.period)]
         self.reset()
+
+    def _empty_history(self) -> torch.Tensor:
+        if self.inputs == "frames":
+            return torch.empty(1, 0, self.classes, dtype=self.dtype)
+        return torch.empty(1, 0, dtype=torch.int64)
 
     # -- state -------------------------------------------------------------------------
     def _load_capture(self, capture: Capture, t: int, streams: torch.Tensor | None) -> None:
@@ -152,7 +162,7 @@ class StreamingEngine:
         Equivalent to ``reset(); feed(prompt)`` (without returning every step's logits);
         returns the logits predicting the sample after the prompt.
         """
-        prompt = self._check_classes(prompt)
+        prompt = self._check_inputs(prompt)
         n = prompt.shape[1]
         if n == 0:
             self.reset()
@@ -193,8 +203,14 @@ class StreamingEngine:
             sampler.load_state_dict(state["sampler"])
 
     # -- stepping ----------------------------------------------------------------------
-    def _check_classes(self, x: torch.Tensor) -> torch.Tensor:
+    def _check_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, N) classes, or (B, N, classes) frames, on the engine's device."""
         x = torch.as_tensor(x)
+        if self.inputs == "frames":
+            if x.dim() != 3 or x.shape[0] != self.batch_size or x.shape[2] != self.classes:
+                raise ValueError(f"expected (batch={self.batch_size}, N, {self.classes}) frames, "
+                                 f"got {tuple(x.shape)}")
+            return x.to(device=self.device, dtype=self.dtype)
         if x.dim() != 2 or x.shape[0] != self.batch_size:
             raise ValueError(f"expected (batch={self.batch_size}, N) classes, got {tuple(x.shape)}")
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.classes):
@@ -205,7 +221,7 @@ class StreamingEngine:
     def feed(self, samples: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor | None:
         """Teacher-forced: consume ``samples`` (B, N); write each step's logits into ``out``
         ``(B, N, classes)`` if given. ``self.logits`` then predicts the next sample."""
-        samples = self._check_classes(samples).contiguous()
+        samples = self._check_inputs(samples).contiguous()
         self.executor.feed_block(samples, out, self.logits, self.t)
         self.t += samples.shape[1]
         return out
@@ -213,6 +229,9 @@ class StreamingEngine:
     @torch.no_grad()
     def generate(self, n: int, sampler: Sampler, out: torch.Tensor | None = None) -> torch.Tensor:
         """Free-running: draw ``n`` samples per stream from the model into ``out`` (B, n)."""
+        if self.inputs != "classes":
+            raise ValueError("free-running generation draws classes; an engine fed frames "
+                             "runs teacher-forced (feed)")
         if out is None:
             out = torch.empty(self.batch_size, n, dtype=torch.int64, device=self.device)
         self.executor.generate_block(n, sampler, out, self.logits, self.t, self._input)

@@ -49,7 +49,16 @@ class StepProgram:
         if "kind" in cls.__dict__:
             PROGRAMS[cls.kind] = cls
 
-    def __init__(self, model: nn.Module, batch: int, device: torch.device, dtype: torch.dtype):
+    #: What a step consumes: ``classes`` (one index per stream, looked up as one-hot
+    #: vectors) or ``frames`` (a float vector per stream, e.g. a piano-roll frame).
+    INPUTS: ClassVar[tuple[str, ...]] = ("classes",)
+
+    def __init__(self, model: nn.Module, batch: int, device: torch.device, dtype: torch.dtype,
+                 inputs: str = "classes"):
+        if inputs not in self.INPUTS:
+            raise ValueError(f"a {self.kind} streams inputs of kind {self.INPUTS}, not {inputs!r}")
+        self.inputs = inputs
+        self.input_ring = INPUT_RING  # the ring the step's input is written into
         self.model = model
         self.batch, self.device, self.dtype = batch, device, dtype
         self.classes: int = model.num_classes
@@ -67,6 +76,8 @@ class StepProgram:
              cond: bool = False) -> str:
         """A ring holding the last ``window`` inputs of ``source`` (None: the class indices)."""
         name = INPUT_RING if source is None else self._names[source]
+        if not self.rings and self.inputs == "frames":  # the first ring is fed the frames
+            self.input_ring = name
         dtype = torch.int64 if source is None else self.dtype
         self.rings[name] = FrameRing(self.batch, window, channels, dtype=dtype, device=self.device,
                                      positions=self.positions)
@@ -89,15 +100,15 @@ class StepProgram:
 
 
 def build_program(model: nn.Module, batch: int, device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float32) -> StepProgram:
-    """The step program registered for ``model``'s network kind."""
+                  dtype: torch.dtype = torch.float32, inputs: str = "classes") -> StepProgram:
+    """The step program registered for ``model``'s network kind, fed ``inputs``."""
     import streamgen.engine.programs  # noqa: F401  (registers the programs)
 
     kind = getattr(model, "kind", None)
     if kind not in PROGRAMS:
         raise TypeError(f"no streaming program for {type(model).__name__}; known kinds: "
                         f"{sorted(PROGRAMS)}")
-    return PROGRAMS[kind](model, batch, torch.device(device), dtype)
+    return PROGRAMS[kind](model, batch, torch.device(device), dtype, inputs)
 
 
 class Executor(Protocol):
@@ -137,10 +148,10 @@ class TorchExecutor:
     def _bind(self, op: Op) -> Callable[[], object]:
         p = self.program
         if isinstance(op, Input):
-            ring = p.rings[INPUT_RING]
+            ring = p.rings[p.input_ring]
 
             def feed() -> None:
-                ring.slot().copy_(self._x.view(-1, 1))
+                ring.slot().copy_(self._x.view(ring.data.shape[0], -1))
                 ring.advance()
             return feed
         if isinstance(op, Advance):

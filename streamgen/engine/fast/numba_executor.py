@@ -33,6 +33,8 @@ class NumbaExecutor:
         """Why this executor cannot run ``program`` (None if it can)."""
         if program.device.type != "cpu" or program.dtype != torch.float32:
             return "the numba backend runs on the CPU in float32"
+        if program.inputs != "classes":
+            return "the numba backend streams class inputs, not frames"
         for name, kernel in program.kernels.items():
             fits = isinstance(kernel, OneHotConv) and kernel.dilation == 1 if name == INPUT_RING \
                 else isinstance(kernel, (GatedStep, UpStep))

@@ -35,41 +35,47 @@ class BlockOutput:
 
 class TCNProgram(StepProgram):
     kind = TCN.kind
+    INPUTS = ("classes", "frames")
 
-    def __init__(self, model: TCN, batch: int, device: torch.device, dtype: torch.dtype):
-        super().__init__(model, batch, device, dtype)
+    def __init__(self, model: TCN, batch: int, device: torch.device, dtype: torch.dtype,
+                 inputs: str = "classes"):
+        super().__init__(model, batch, device, dtype, inputs)
         cfg = model.config
         c = cfg.channels
-        inputs, mids = [], []
+        block_inputs, mids = [], []
         for i, block in enumerate(model.blocks):
-            if i == 0:  # over class indices: table lookups on the index ring
+            if i == 0 and inputs == "classes":  # table lookups on the ring of class indices
                 in_name = self.ring(None, 0, block.window, 1)
                 in_ring = self.rings[in_name]
                 conv1 = OneHotConv(block.conv1, in_ring, cfg.classes, dtype)
                 lookup = OneHotDense(block.downsample, in_ring, cfg.classes, dtype)
                 residual, residual_macs = lookup.compute, lookup.macs()
             else:
-                if block.downsample is not None:
-                    raise ValueError("only the first TCN block changes the width")
-                in_name = self.ring(block.conv1, 0, block.window, c)
+                width = block.conv1.in_channels
+                in_name = self.ring(block.conv1, 0, block.window, width)
                 in_ring = self.rings[in_name]
                 conv1 = TapConv(block.conv1.weight.detach(), block.conv1.bias, in_ring, block.dilation)
-                residual, residual_macs = (lambda out, ring=in_ring: out.copy_(ring.newest())), 0
+                if block.downsample is None:
+                    residual, residual_macs = (lambda out, ring=in_ring: out.copy_(ring.newest())), 0
+                else:
+                    dense = Dense(block.downsample, in_ring.data)
+                    residual = lambda out, ring=in_ring, d=dense: d.compute(ring.newest(), out)  # noqa: E731
+                    residual_macs = dense.macs()
             mid = self.ring(block.conv2, 0, block.window, c)
             conv2 = TapConv(block.conv2.weight.detach(), block.conv2.bias, self.rings[mid], block.dilation)
             self.kernels[in_name] = Relu(conv1)
             self.kernels[mid] = BlockOutput(conv2, residual, residual_macs)
-            inputs.append(in_name)
+            block_inputs.append(in_name)
             mids.append(mid)
         self.head_in = self.scratch(c)
         self.head = Dense(model.head, self.head_in)
         b = PlanBuilder()
         b.add(Input())
-        for i, (in_name, mid) in enumerate(zip(inputs, mids)):
+        for i, (in_name, mid) in enumerate(zip(block_inputs, mids)):
             if i:
                 b.chain([in_name], mid, c)
-            else:  # the input op already advanced the index ring
+            else:  # the input op already advanced the first ring
                 b.add(Layer(in_name, mid, 0, c))
-            b.chain([mid], inputs[i + 1] if i + 1 < len(inputs) else HEAD, c)
+            b.chain([mid], block_inputs[i + 1] if i + 1 < len(block_inputs) else HEAD, c)
         b.add(Head())
         self.plan: list[Plan] = [b.build()]
