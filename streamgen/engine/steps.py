@@ -110,39 +110,67 @@ class GatedStep:
         return self.conv.macs()
 
 
+def transposed_taps(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stride-2 transposed convolution's weight ``(in, out, k)`` as two matrices over the
+    flattened window of its newest coarse frames: even taps ``w[k-1], w[k-3], ..., w[0]``
+    over ``(k+1)/2`` frames (the fine output on a coarse tick), odd taps ``w[k-2], ..., w[1]``
+    over ``(k-1)/2`` frames (the output in between). Window position ``q`` (0 = oldest) pairs
+    with tap ``k-1-2q`` (even) and ``k-2q`` (odd, ``q >= 1``)."""
+    k = w.shape[2]
+    even = torch.cat([w[:, :, k - 1 - 2 * q] for q in range((k + 1) // 2)], 0).contiguous()
+    odd = torch.cat([w[:, :, k - 2 * q] for q in range(1, (k + 1) // 2)], 0).contiguous()
+    return even, odd
+
+
+def _transposed(ring: FrameRing, even: torch.Tensor, odd: torch.Tensor, bias: torch.Tensor,
+                taps: Taps, out: torch.Tensor) -> torch.Tensor:
+    """``bias + taps @ window`` of a stride-2 transposed convolution for one fine frame."""
+    if taps == Taps.EVEN:
+        return torch.addmm(bias, ring.flat_window(), even, out=out)
+    if taps == Taps.ODD:
+        return torch.addmm(bias, ring.flat_window(ring.window_size - 1), odd, out=out)
+    raise ValueError("an up layer runs its even or its odd taps")
+
+
 class UpStep:
     """A transposed-conv ``GatedResidual`` (stride 2) evaluated one fine frame at a time.
 
-    The ring holds the coarse input. On a coarse tick the fine output uses the even taps
-    ``w[k-1], w[k-3], ..., w[0]`` over the newest ``(k+1)/2`` coarse frames; on the step in
-    between it uses the odd taps over the newest ``(k-1)/2``. The identity is sample-and-hold:
-    the newest coarse frame.
+    The ring holds the coarse input; the gate's pre-activations come from the even or odd
+    taps (``transposed_taps``). The identity is sample-and-hold: the newest coarse frame.
     """
 
     def __init__(self, layer: nn.Module, ring: FrameRing) -> None:
-        k, c = layer.kernel_size, layer.channels
+        c = layer.channels
         if ring.window_size != layer.window:
             raise ValueError("up ring must hold (k+1)/2 coarse frames")
         w = _stack_filter_gate(layer.filter.weight, layer.gate.weight, 1)  # (in, 2c, k)
         dtype, device = ring.data.dtype, ring.data.device
-        w = w.to(device=device, dtype=dtype)
-        # window position q (0 = oldest) pairs with tap k-1-2q (even) / k-2q (odd, q >= 1)
-        self.even = torch.cat([w[:, :, k - 1 - 2 * q] for q in range((k + 1) // 2)], 0).contiguous()
-        self.odd = torch.cat([w[:, :, k - 2 * q] for q in range(1, (k + 1) // 2)], 0).contiguous()
+        self.even, self.odd = transposed_taps(w.to(device=device, dtype=dtype))
         bias = _stack_filter_gate(layer.filter.bias, layer.gate.bias, 0).to(device=device, dtype=dtype)
         self.bias = bias.expand(ring.data.shape[0], 2 * c)
         self.ring, self.channels = ring, c
         self.scratch = _scratch(ring, 2 * c)
 
     def compute(self, out: torch.Tensor, taps: Taps) -> None:
-        ring = self.ring
-        if taps == Taps.EVEN:
-            torch.addmm(self.bias, ring.flat_window(), self.even, out=self.scratch)
-        elif taps == Taps.ODD:
-            torch.addmm(self.bias, ring.flat_window(ring.window_size - 1), self.odd, out=self.scratch)
-        else:
-            raise ValueError("an up layer runs its even or its odd taps")
-        _gate(self.scratch, self.channels, ring.newest(), out)
+        _transposed(self.ring, self.even, self.odd, self.bias, taps, self.scratch)
+        _gate(self.scratch, self.channels, self.ring.newest(), out)
+
+    def macs(self, taps: Taps) -> int:
+        weight = self.even if taps == Taps.EVEN else self.odd
+        return weight.shape[0] * weight.shape[1]
+
+
+class TransposedStep:
+    """A plain stride-2 transposed convolution, one fine frame at a time (even or odd taps)."""
+
+    def __init__(self, conv: nn.Module, ring: FrameRing) -> None:
+        dtype, device = ring.data.dtype, ring.data.device
+        self.even, self.odd = transposed_taps(_weight(conv).to(device=device, dtype=dtype))
+        self.bias = _bias(conv, ring.data).expand(ring.data.shape[0], -1)
+        self.ring = ring
+
+    def compute(self, out: torch.Tensor, taps: Taps) -> None:
+        _transposed(self.ring, self.even, self.odd, self.bias, taps, out)
 
     def macs(self, taps: Taps) -> int:
         weight = self.even if taps == Taps.EVEN else self.odd
@@ -237,15 +265,18 @@ class ReluDense:
         return self.dense.macs()
 
 
-class Relu:
-    """Another kernel's output, rectified in place."""
+class Rectified:
+    """Another kernel's output through a (leaky) ReLU, in place: ``slope`` 0 is the ReLU."""
 
-    def __init__(self, kernel) -> None:
-        self.kernel = kernel
+    def __init__(self, kernel, slope: float = 0.0) -> None:
+        self.kernel, self.slope = kernel, slope
 
     def compute(self, out: torch.Tensor, taps: Taps = Taps.ALL) -> None:
         self.kernel.compute(out, taps)
-        out.relu_()
+        if self.slope:
+            torch.nn.functional.leaky_relu_(out, self.slope)
+        else:
+            out.relu_()
 
     def macs(self, taps: Taps = Taps.ALL) -> int:
         return self.kernel.macs(taps)

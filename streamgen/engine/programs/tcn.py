@@ -10,7 +10,7 @@ import torch
 from streamgen.engine.plan import HEAD, Head, Input, Layer, Plan, PlanBuilder
 from streamgen.engine.program import StepProgram
 from streamgen.engine.ring import FrameRing
-from streamgen.engine.steps import Dense, OneHotConv, OneHotDense, Relu, TapConv
+from streamgen.engine.steps import Dense, OneHotConv, OneHotDense, Rectified, TapConv
 from streamgen.nn.tcn import TCN
 
 
@@ -63,7 +63,7 @@ class TCNProgram(StepProgram):
                     residual_macs = dense.macs()
             mid = self.ring(block.conv2, 0, block.window, c)
             conv2 = TapConv(block.conv2.weight.detach(), block.conv2.bias, self.rings[mid], block.dilation)
-            self.kernels[in_name] = Relu(conv1)
+            self.kernels[in_name] = Rectified(conv1)
             self.kernels[mid] = BlockOutput(conv2, residual, residual_macs)
             block_inputs.append(in_name)
             mids.append(mid)
