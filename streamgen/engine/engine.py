@@ -19,9 +19,9 @@ from streamgen.engine.clock import silence_class
 from streamgen.engine.program import StepProgram, TorchExecutor, build_program
 from streamgen.engine.sampling import Sampler, SamplingConfig
 
-Executor = Any  # TorchExecutor or NumbaExecutor: feed_block / generate_block over a program
+Executor = Any  # Torch-, Numba- or TritonExecutor: feed_block / generate_block over a program
 
-BACKENDS = ("auto", "torch", "numba")
+BACKENDS = ("auto", "torch", "numba", "triton")
 
 
 def numba_available() -> bool:
@@ -38,14 +38,26 @@ def numba_available() -> bool:
 NUMBA_MAX_BATCH = 8
 
 
+def _triton_executor(program: StepProgram, backend: str) -> Executor:
+    """The Triton executor where it runs ``program`` (``auto``: on a CUDA device, batches up
+    to its ``MAX_BATCH``), else torch; an explicit ``triton`` that cannot run is an error."""
+    from streamgen.engine.gpu.triton_executor import MAX_BATCH, TritonExecutor
+
+    if backend == "auto" and (TritonExecutor.unsupported(program) or program.batch > MAX_BATCH):
+        return TorchExecutor(program)
+    return TritonExecutor(program)
+
+
 def build_executor(program: StepProgram, backend: str) -> Executor:
-    """An executor of ``program``'s plans: ``auto`` picks the compiled CPU interpreter where
-    it runs the program and is faster (numba installed, small batches: 5x at batch 1), else
-    torch."""
+    """An executor of ``program``'s plans: ``auto`` picks the compiled interpreter of the plan
+    tables where it runs the program and is faster (on the CPU numba at small batches: 5x at
+    batch 1; on a CUDA GPU the Triton kernel at batches up to 64), else torch."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend == "torch":
         return TorchExecutor(program)
+    if backend == "triton" or (backend == "auto" and program.device.type == "cuda"):
+        return _triton_executor(program, backend)
     if not numba_available():
         if backend == "numba":
             raise ValueError("the numba backend needs numba: pip install numba")
@@ -59,13 +71,19 @@ def build_executor(program: StepProgram, backend: str) -> Executor:
 
 def available_backends(model: nn.Module, device: torch.device | str = "cpu",
                        dtype: torch.dtype = torch.float32) -> list[str]:
-    """The backends that can stream ``model`` on ``device`` (torch always can)."""
-    if not numba_available():
-        return ["torch"]
-    from streamgen.engine.fast.numba_executor import NumbaExecutor
+    """The backends that can stream ``model`` on ``device`` (torch always can; triton on a
+    CUDA device only, not through its CPU interpreter)."""
+    from streamgen.engine.gpu.triton_executor import TritonExecutor
 
     program = build_program(model, 1, device, dtype)
-    return ["torch"] + ([] if NumbaExecutor.unsupported(program) else ["numba"])
+    backends = ["torch"]
+    if numba_available():
+        from streamgen.engine.fast.numba_executor import NumbaExecutor
+
+        backends += [] if NumbaExecutor.unsupported(program) else ["numba"]
+    if program.device.type == "cuda" and not TritonExecutor.unsupported(program):
+        backends.append("triton")
+    return backends
 
 
 class StreamingEngine:

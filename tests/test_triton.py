@@ -1,0 +1,106 @@
+"""The Triton executor's kernel on the CPU, through Triton's interpreter (``TRITON_INTERPRET=1``).
+
+The interpreter runs the very kernel the GPU compiles, one Triton program per stream, slowly:
+the configurations here are small. Teacher-forced logits are compared with the float64
+offline pass, free-running samples with the torch backend's for the same seed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import randomize_
+from engine_reference import reference_logits
+from streamgen.engine import SamplingConfig, StreamingEngine
+from streamgen.engine.gpu import triton_available
+from streamgen.nn import SeqUNet, SeqUNetConfig, WaveNet, WaveNetConfig
+
+pytestmark = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+CLASSES = 32
+TOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def interpret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the kernels through Triton's interpreter on CPU tensors."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+
+
+def sequnet(cfg: tuple, gen: torch.Generator) -> SeqUNet:
+    channels, levels, depth, kernel = cfg
+    model = SeqUNet(SeqUNetConfig(channels, levels, depth, kernel, classes=CLASSES))
+    randomize_(model, gen)
+    return model.eval()
+
+
+def feed_in_chunks(engine: StreamingEngine, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    out = torch.empty(x.shape[0], x.shape[1], engine.classes)
+    for i in range(0, x.shape[1], chunk):
+        engine.feed(x[:, i : i + chunk], out[:, i : i + chunk])
+    return out
+
+
+# (channels, levels, depth, kernel, batch, chunk): levels 1..4, kernels 3/5/7, a width equal
+# to the class count, batch 1 and 3, chunks of 1 and of primes
+CONFIGS = [
+    (4, 1, 1, 3, 1, 7),
+    (6, 2, 2, 5, 3, 1),
+    (5, 3, 1, 7, 1, 13),
+    (CLASSES, 2, 1, 3, 1, 5),
+    (8, 4, 1, 3, 3, 11),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "C{}-L{}-D{}-k{}-b{}-chunk{}".format(*c))
+def test_triton_engine_equals_offline(cfg: tuple, rng: torch.Generator) -> None:
+    *net, batch, chunk = cfg
+    model = sequnet(tuple(net), rng)
+    n = 2 * model.period + 9  # every phase, a ring rewind and a partial block
+    x = torch.randint(0, CLASSES, (batch, n), generator=rng)
+    engine = StreamingEngine(model, batch, backend="triton")
+    assert engine.backend == "triton"
+    out = feed_in_chunks(engine, x, chunk)
+    assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+def test_triton_state_continues_after_prime_and_reset(rng: torch.Generator) -> None:
+    """Rings primed by the offline capture and a stream reset mid-run stay exact."""
+    model = sequnet((6, 3, 1, 5), rng)
+    x = torch.randint(0, CLASSES, (2, 30), generator=rng)
+    engine = StreamingEngine(model, 2, backend="triton")
+    engine.prime(x[:, :12])
+    engine.reset([1])
+    out = feed_in_chunks(engine, x[:, 12:], 6)
+    want = reference_logits(model, x, starts=[0, 12])[:, 12:]
+    assert (out.double() - want).abs().max().item() < TOL
+
+
+SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
+             SamplingConfig(top_p=0.8), SamplingConfig(greedy=True)]
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
+def test_triton_generates_the_same_samples_as_torch(sampling: SamplingConfig,
+                                                    rng: torch.Generator) -> None:
+    model = sequnet((8, 3, 1, 3), rng)
+    runs = {}
+    for backend in ["torch", "triton"]:
+        engine = StreamingEngine(model, 2, backend=backend)
+        sampler = engine.sampler(sampling, seed=11)
+        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (9, 14)], dim=1)
+    assert torch.equal(runs["torch"], runs["triton"])
+    assert len(runs["torch"].unique()) > 1 or sampling.greedy
+
+
+def test_triton_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
+                                           rng: torch.Generator) -> None:
+    wavenet = WaveNet(WaveNetConfig(1, 3, 2, 4, 4, 8, classes=CLASSES))
+    with pytest.raises(ValueError, match="plans of gated layers.*backend='torch'"):
+        StreamingEngine(wavenet, 1, backend="triton")
+    # auto keeps torch for a WaveNet, and never picks the interpreter on the CPU
+    assert StreamingEngine(wavenet, 1).backend == "torch"
+    assert StreamingEngine(sequnet((4, 2, 1, 3), rng), 1, backend="auto").backend != "triton"
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(ValueError, match="runs on a CUDA device, not 'cpu'"):
+        StreamingEngine(sequnet((4, 2, 1, 3), rng), 1, backend="triton")
