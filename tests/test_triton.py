@@ -64,11 +64,14 @@ def test_triton_engine_equals_offline(cfg: tuple, rng: torch.Generator) -> None:
     assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
 
 
-def test_triton_state_continues_after_prime_and_reset(rng: torch.Generator) -> None:
-    """Rings primed by the offline capture and a stream reset mid-run stay exact."""
+@pytest.mark.parametrize("capacity", ["double", "period"])
+def test_triton_state_continues_after_prime_and_reset(capacity: str,
+                                                      rng: torch.Generator) -> None:
+    """Rings primed by the offline capture and a stream reset mid-run stay exact, with
+    either ring capacity."""
     model = sequnet((6, 3, 1, 5), rng)
     x = torch.randint(0, CLASSES, (2, 30), generator=rng)
-    engine = StreamingEngine(model, 2, backend="triton")
+    engine = StreamingEngine(model, 2, backend="triton", capacity=capacity)
     engine.prime(x[:, :12])
     engine.reset([1])
     out = feed_in_chunks(engine, x[:, 12:], 6)

@@ -91,6 +91,9 @@ class StreamingEngine:
 
     All state lives in preallocated rings sized from the network's layers; nothing is
     allocated and no history is copied per step. ``device`` defaults to the model's.
+    ``capacity`` sizes the rings (``streamgen.engine.program.ring_capacity``): ``"double"``
+    (two windows each) or ``"period"`` (rewinds at the same phases of every graph period,
+    fewer spare frames: what replaying one recorded period of steps needs).
     """
 
     def __init__(
@@ -101,13 +104,14 @@ class StreamingEngine:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         backend: str = "auto",
+        capacity: str = "double",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model
         self.batch_size, self.dtype = batch_size, dtype
-        self.program = build_program(model, batch_size, self.device, dtype)
+        self.program = build_program(model, batch_size, self.device, dtype, capacity)
         self.executor = build_executor(self.program, backend)
         self.backend: str = self.executor.name
         self.classes, self.period = self.program.classes, self.program.period

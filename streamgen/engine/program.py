@@ -27,6 +27,33 @@ if TYPE_CHECKING:
 
 INPUT_RING = "input"
 
+#: Ring capacity rules: ``double`` holds two windows per ring (a rewind every ``window + 1``
+#: writes); ``period`` makes every ring's rewinds fall at the same clock phases in every graph
+#: period (so one recorded period of steps replays exactly) with fewer spare frames.
+CAPACITIES = ("double", "period")
+
+#: The graph period is the clock period, or this many steps where the clock period is shorter
+#: (single-rate networks: WaveNet, TCN).
+GRAPH_STEPS = 64
+
+
+def ring_capacity(window: int, level: int, graph_period: int, rule: str) -> int:
+    """Frames a ring of ``window`` frames at ``level`` holds under capacity ``rule``.
+
+    A ring's slot index depends only on its write count ``k``: ``window - 1 + (k + 1) % cycle``
+    with ``cycle = capacity - window + 1`` (see ``FrameRing.slot``). Under ``period`` the cycle
+    divides the ring's writes per graph period (``graph_period / 2**level``, a power of two):
+    the smallest power of two holding the window, or all of those writes where fewer (the
+    coarsest rings then shift on each write, once per period).
+    """
+    if rule == "double":
+        return 2 * window
+    if rule != "period":
+        raise ValueError(f"unknown ring capacity {rule!r}; choose one of {CAPACITIES}")
+    writes = max(graph_period >> level, 1)
+    cycle = min(writes, 1 << (window - 1).bit_length())
+    return window - 1 + cycle
+
 #: Network kind -> its program class (filled by ``StepProgram.__init_subclass__``).
 PROGRAMS: dict[str, type["StepProgram"]] = {}
 
@@ -49,11 +76,16 @@ class StepProgram:
         if "kind" in cls.__dict__:
             PROGRAMS[cls.kind] = cls
 
-    def __init__(self, model: nn.Module, batch: int, device: torch.device, dtype: torch.dtype):
+    def __init__(self, model: nn.Module, batch: int, device: torch.device, dtype: torch.dtype,
+                 capacity: str = "double"):
+        if capacity not in CAPACITIES:
+            raise ValueError(f"unknown ring capacity {capacity!r}; choose one of {CAPACITIES}")
         self.model = model
         self.batch, self.device, self.dtype = batch, device, dtype
         self.classes: int = model.num_classes
         self.period: int = model.period
+        self.capacity = capacity
+        self.graph_period: int = max(self.period, GRAPH_STEPS)
         self.positions = RingPositions()
         self.rings: dict[str, FrameRing] = {}
         self.info: dict[str, RingInfo] = {}
@@ -68,8 +100,9 @@ class StepProgram:
         """A ring holding the last ``window`` inputs of ``source`` (None: the class indices)."""
         name = INPUT_RING if source is None else self._names[source]
         dtype = torch.int64 if source is None else self.dtype
+        capacity = ring_capacity(window, level, self.graph_period, self.capacity)
         self.rings[name] = FrameRing(self.batch, window, channels, dtype=dtype, device=self.device,
-                                     positions=self.positions)
+                                     capacity=capacity, positions=self.positions)
         self.info[name] = RingInfo(level, source, cond)
         return name
 
@@ -89,15 +122,16 @@ class StepProgram:
 
 
 def build_program(model: nn.Module, batch: int, device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float32) -> StepProgram:
-    """The step program registered for ``model``'s network kind."""
+                  dtype: torch.dtype = torch.float32, capacity: str = "double") -> StepProgram:
+    """The step program registered for ``model``'s network kind, its rings sized by the
+    ``capacity`` rule (``CAPACITIES``)."""
     import streamgen.engine.programs  # noqa: F401  (registers the programs)
 
     kind = getattr(model, "kind", None)
     if kind not in PROGRAMS:
         raise TypeError(f"no streaming program for {type(model).__name__}; known kinds: "
                         f"{sorted(PROGRAMS)}")
-    return PROGRAMS[kind](model, batch, torch.device(device), dtype)
+    return PROGRAMS[kind](model, batch, torch.device(device), dtype, capacity)
 
 
 class TorchExecutor:

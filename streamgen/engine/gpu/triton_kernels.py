@@ -55,7 +55,9 @@ def _slot(data_ptr, base, pos, ridx, r, cap, ch, win, BLOCK: tl.constexpr):
         for j in range(0, n, BLOCK):
             offs = j + tl.arange(0, BLOCK)
             m = offs < n
-            tl.store(data_ptr + base + offs, tl.load(src + offs, mask=m), mask=m)
+            v = tl.load(src + offs, mask=m)
+            tl.debug_barrier()  # a short ring's source and destination overlap
+            tl.store(data_ptr + base + offs, v, mask=m)
         tl.debug_barrier()
         p = keep - 1
         pos = tl.where(ridx == r, p, pos)

@@ -22,8 +22,9 @@ from streamgen.nn.sequnet import SeqUNet
 class SeqUNetProgram(StepProgram):
     kind = SeqUNet.kind
 
-    def __init__(self, model: SeqUNet, batch: int, device: torch.device, dtype: torch.dtype):
-        super().__init__(model, batch, device, dtype)
+    def __init__(self, model: SeqUNet, batch: int, device: torch.device, dtype: torch.dtype,
+                 capacity: str = "double"):
+        super().__init__(model, batch, device, dtype, capacity)
         cfg = model.config
         self.channels, self.levels = cfg.channels, cfg.levels
         inp = self.ring(None, 0, conv_window(model.input_conv), 1)

@@ -36,8 +36,9 @@ class BlockOutput:
 class TCNProgram(StepProgram):
     kind = TCN.kind
 
-    def __init__(self, model: TCN, batch: int, device: torch.device, dtype: torch.dtype):
-        super().__init__(model, batch, device, dtype)
+    def __init__(self, model: TCN, batch: int, device: torch.device, dtype: torch.dtype,
+                 capacity: str = "double"):
+        super().__init__(model, batch, device, dtype, capacity)
         cfg = model.config
         c = cfg.channels
         inputs, mids = [], []

@@ -64,8 +64,9 @@ class WaveNetHead:
 class WaveNetProgram(StepProgram):
     kind = WaveNet.kind
 
-    def __init__(self, model: WaveNet, batch: int, device: torch.device, dtype: torch.dtype):
-        super().__init__(model, batch, device, dtype)
+    def __init__(self, model: WaveNet, batch: int, device: torch.device, dtype: torch.dtype,
+                 capacity: str = "double"):
+        super().__init__(model, batch, device, dtype, capacity)
         cfg = model.config
         r = cfg.residual_channels
         inp = self.ring(None, 0, conv_window(model.start), 1)
