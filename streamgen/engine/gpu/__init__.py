@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 
 
 def triton_available() -> bool:
@@ -14,6 +15,12 @@ def triton_available() -> bool:
 
 
 def interpreting() -> bool:
-    """Whether Triton kernels run on the CPU through Triton's interpreter (``TRITON_INTERPRET=1``
-    set before triton is imported): how the kernels are tested without a GPU."""
+    """Whether Triton runs kernels on the CPU through its interpreter in this process: how
+    the kernels are tested without a GPU. Triton fixes the mode for the whole process when it
+    is first imported (``TRITON_INTERPRET=1`` set then), its own library included."""
+    if "triton.language" in sys.modules:
+        from triton.language import standard
+        from triton.runtime.interpreter import InterpretedFunction
+
+        return isinstance(standard.sigmoid, InterpretedFunction)
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")

@@ -9,14 +9,11 @@ and shared ring positions, so capture, reset, prime and state save/restore are s
 the torch executor.
 
 It runs on a CUDA device, or on the CPU through Triton's interpreter (``TRITON_INTERPRET=1``
-set before triton is imported), which is how the tests check it without a GPU.
+set before triton is first imported: the mode holds for the whole process), which is how the
+tests check it without a GPU.
 """
 
 from __future__ import annotations
-
-import importlib.util
-import os
-from types import ModuleType
 
 import numpy as np
 import torch
@@ -30,28 +27,6 @@ from streamgen.engine.tables import plan_tables, unsupported_layers
 #: matrix products (one program per stream: a batch beyond the GPU's multiprocessors runs
 #: in waves).
 MAX_BATCH = 64
-
-
-_KERNELS: dict[bool, ModuleType] = {}
-
-
-def load_kernels(interpret: bool) -> ModuleType:
-    """The kernel module, compiled for the GPU or run by Triton's interpreter. Triton fixes
-    the mode when a kernel is defined, so each mode gets its own copy of the module."""
-    if interpret not in _KERNELS:
-        spec = importlib.util.find_spec("streamgen.engine.gpu.triton_kernels")
-        module = importlib.util.module_from_spec(spec)
-        saved = os.environ.get("TRITON_INTERPRET")
-        os.environ["TRITON_INTERPRET"] = "1" if interpret else "0"
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            if saved is None:
-                del os.environ["TRITON_INTERPRET"]
-            else:
-                os.environ["TRITON_INTERPRET"] = saved
-        _KERNELS[interpret] = module
-    return _KERNELS[interpret]
 
 
 def _pow2(n: int, lo: int, hi: int) -> int:
@@ -71,6 +46,8 @@ class TritonExecutor:
         if program.device.type != "cuda" and not interpreting():
             return (f"the triton backend runs on a CUDA device, not {program.device.type!r} "
                     f"(or on the CPU with TRITON_INTERPRET=1)")
+        if program.device.type == "cuda" and interpreting():
+            return "triton runs through its CPU interpreter in this process (TRITON_INTERPRET=1)"
         if program.dtype != torch.float32:
             return f"the triton backend runs in float32, not {program.dtype}"
         reason = unsupported_layers(program)
@@ -80,7 +57,9 @@ class TritonExecutor:
         reason = self.unsupported(program)
         if reason:
             raise ValueError(f"{reason}; use backend='torch'")
-        self._kernels = load_kernels(interpret=program.device.type != "cuda")
+        from streamgen.engine.gpu import triton_kernels
+
+        self._kernels = triton_kernels
         self.program = program
         dev = program.device
         tables = plan_tables(program)
