@@ -49,6 +49,12 @@ def unsupported_layers(program: StepProgram) -> str | None:
     return None
 
 
+def refuse_unless_runnable(reason: str | None) -> None:
+    """The one-line error of an executor asked to run a program it cannot (``reason``)."""
+    if reason:
+        raise ValueError(f"{reason}; use backend='torch'")
+
+
 @dataclass
 class GatedWeights:
     """One ring's layer as ``(2C, frames * in)`` matrices over its flattened window: ``full``

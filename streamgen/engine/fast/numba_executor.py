@@ -15,7 +15,7 @@ import torch
 from streamgen.engine.fast import kernels
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.sampling import Sampler
-from streamgen.engine.tables import plan_tables, unsupported_layers
+from streamgen.engine.tables import plan_tables, refuse_unless_runnable, unsupported_layers
 
 
 def _f32(t: torch.Tensor) -> np.ndarray:
@@ -36,9 +36,7 @@ class NumbaExecutor:
         return f"the numba backend runs {reason}" if reason else None
 
     def __init__(self, program: StepProgram) -> None:
-        reason = self.unsupported(program)
-        if reason:
-            raise ValueError(f"{reason}; use backend='torch'")
+        refuse_unless_runnable(self.unsupported(program))
         self.program = program
         tables = plan_tables(program)
         placeholder = np.zeros((1, 1, 1), dtype=np.float32)

@@ -21,7 +21,7 @@ import torch
 from streamgen.engine.gpu import interpreting, triton_available
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.sampling import Sampler
-from streamgen.engine.tables import plan_tables, unsupported_layers
+from streamgen.engine.tables import plan_tables, refuse_unless_runnable, unsupported_layers
 
 #: The executor is built for the latency regime; larger batches go to torch's batched
 #: matrix products (one program per stream: a batch beyond the GPU's multiprocessors runs
@@ -54,9 +54,7 @@ class TritonExecutor:
         return f"the triton backend runs {reason}" if reason else None
 
     def __init__(self, program: StepProgram) -> None:
-        reason = self.unsupported(program)
-        if reason:
-            raise ValueError(f"{reason}; use backend='torch'")
+        refuse_unless_runnable(self.unsupported(program))
         from streamgen.engine.gpu import triton_kernels
 
         self._kernels = triton_kernels
