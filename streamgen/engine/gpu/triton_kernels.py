@@ -116,8 +116,8 @@ def run_block(
                 if TOP_P:
                     srt = tl.sort(s, descending=True)
                     top = tl.max(srt, axis=0)
-                    e = tl.exp(srt - top)
-                    probs = e / tl.sum(e, axis=0)
+                    ex = tl.exp(srt - top)
+                    probs = ex / tl.sum(ex, axis=0)
                     above = tl.cumsum(probs, axis=0) - probs  # mass ranked above each class
                     keep = (above < top_p) & (srt > -float("inf"))
                     cutoff = tl.min(tl.where(keep, srt, float("inf")), axis=0)
