@@ -43,7 +43,7 @@ def compile_variants(capability: int) -> None:
                 floats = n in FLOAT_PTRS or (n == "out_ptr" and not generate)
                 sig[n] = "*fp32" if floats else "*i64"
             else:
-                sig[n] = "fp32" if n in FLOATS else "i64"
+                sig[n] = "fp32" if n in FLOATS else "i32"  # Python ints below 2**31
         src = ASTSource(fn, sig, constexprs={(names.index(n),): v for n, v in const.items()})
         kernel = triton.compile(src, target=GPUTarget("cuda", capability, 32))
         assert kernel.asm["cubin"], "no cubin"

@@ -69,7 +69,13 @@ def _tanh(x):
     return 2.0 * tl.sigmoid(2.0 * x) - 1.0
 
 
-@triton.jit
+#: Scalar integer arguments: never specialised (Triton makes a 1 a compile-time constant),
+#: widened to int64 on entry so every index computation has one type.
+INT_ARGS = ["n_steps", "t0", "period", "n_rings", "index_ring", "embed_cols", "embed_rows",
+            "head_width", "classes", "batch", "noise_at", "top_k"]
+
+
+@triton.jit(do_not_specialize=INT_ARGS)
 def run_block(
     ops_ptr, starts_ptr, n_steps, t0, period,
     pos_ptr, pos_out_ptr, n_rings, ring_off_ptr, ring_cap_ptr, ring_ch_ptr, win_ptr,
@@ -89,6 +95,11 @@ def run_block(
     classes from ``xs`` (B, n_steps), logits of every step into ``out`` (B, n_steps, classes)
     if ``WRITE_OUT``. Free-running (``GENERATE``): each step samples from the pending logits
     with noise rows ``noise_at...`` into ``out`` (B, n_steps) and feeds the sample back."""
+    n_steps, t0, period = n_steps.to(tl.int64), t0.to(tl.int64), period.to(tl.int64)
+    n_rings, index_ring = n_rings.to(tl.int64), index_ring.to(tl.int64)
+    embed_cols, embed_rows = embed_cols.to(tl.int64), embed_rows.to(tl.int64)
+    head_width, classes, batch = head_width.to(tl.int64), classes.to(tl.int64), batch.to(tl.int64)
+    noise_at, top_k = noise_at.to(tl.int64), top_k.to(tl.int64)
     pid = tl.program_id(0).to(tl.int64)
     ridx = tl.arange(0, BLOCK_R)
     pos = tl.load(pos_ptr + ridx, mask=ridx < n_rings, other=0)
