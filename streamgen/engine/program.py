@@ -43,8 +43,8 @@ def ring_capacity(window: int, level: int, graph_period: int, rule: str) -> int:
     A ring's slot index depends only on its write count ``k``: ``window - 1 + (k + 1) % cycle``
     with ``cycle = capacity - window + 1`` (see ``FrameRing.slot``). Under ``period`` the cycle
     divides the ring's writes per graph period (``graph_period / 2**level``, a power of two):
-    the smallest power of two holding the window, or all of those writes where fewer (the
-    coarsest rings then shift on each write, once per period).
+    the smallest power of two >= the window (at most one frame copied per write on average),
+    or all of those writes where fewer (the coarsest rings then shift on each write).
     """
     if rule == "double":
         return 2 * window
@@ -78,13 +78,11 @@ class StepProgram:
 
     def __init__(self, model: nn.Module, batch: int, device: torch.device, dtype: torch.dtype,
                  capacity: str = "double"):
-        if capacity not in CAPACITIES:
-            raise ValueError(f"unknown ring capacity {capacity!r}; choose one of {CAPACITIES}")
         self.model = model
         self.batch, self.device, self.dtype = batch, device, dtype
         self.classes: int = model.num_classes
         self.period: int = model.period
-        self.capacity = capacity
+        self.capacity = capacity  # the ring capacity rule (CAPACITIES)
         self.graph_period: int = max(self.period, GRAPH_STEPS)
         self.positions = RingPositions()
         self.rings: dict[str, FrameRing] = {}
