@@ -122,3 +122,9 @@ def test_triton_kernel_compiles_for_hopper() -> None:
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("compiled") == 3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")
+def test_cuda_device_without_a_gpu_is_a_one_line_error(rng: torch.Generator) -> None:
+    with pytest.raises(ValueError, match=r"^no CUDA GPU is visible to torch .*use device='cpu'$"):
+        StreamingEngine(sequnet((4, 2, 1, 3), rng), 1, device="cuda")

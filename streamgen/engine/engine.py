@@ -109,6 +109,9 @@ class StreamingEngine:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("no CUDA GPU is visible to torch (or this torch build has no CUDA); "
+                             "use device='cpu'")
         self.model = model
         self.batch_size, self.dtype = batch_size, dtype
         self.program = build_program(model, batch_size, self.device, dtype, capacity)
