@@ -111,7 +111,7 @@ class TritonExecutor:
         self.pos_out = torch.zeros_like(self.pos)
         self.blocks = dict(
             BLOCK_R=_pow2(len(rings), 16, 1 << 16),
-            BLOCK_O=_pow2(tables.width // 2, 16, 64),
+            BLOCK_O=_pow2(tables.width // 2, 16, 32),  # 64 spills registers on sm_90
             BLOCK_K=64,
             BLOCK_C=_pow2(program.classes, 16, 1 << 16),
         )
