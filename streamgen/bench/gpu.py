@@ -168,6 +168,8 @@ def gpu_markdown(results: dict[str, Any]) -> str:
         digits = 2 if t["target"] < 100 else 0
         lines.append(f"| {t['what']} | {_num(t['target'], digits)} | {_num(t['measured'], digits)} "
                      f"| {t['backend'] or ''} | {'yes' if t['met'] else 'no'} |")
+    lines += ["", "The WaveNet runs on the torch backend only (the Triton kernel runs plans of gated "
+              "layers): a ratio taken against a Triton Seq-U-Net row compares unequal optimisation."]
     seconds = [r["seconds_median"] for r in results["rows"] if "seconds_median" in r]
     if seconds:
         lines += ["", f"Median timed call: {statistics.median(seconds):.3f} s."]
