@@ -10,6 +10,11 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
+# Triton fixes its mode (compiled for a GPU, or interpreted on the CPU) for the whole process
+# when first imported: without a GPU, its kernels run through the interpreter (tests/test_triton.py).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 @pytest.fixture
 def one_thread():

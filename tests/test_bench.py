@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -67,3 +68,30 @@ def test_training_step_runs_in_a_fresh_process_on_the_suites_threads() -> None:
     assert result["threads"] == 1  # the parent's count: the suite states one thread
     assert result["out_len"] == model.training_output_length(20) and result["input_len"] == model.input_length(result["out_len"])
     assert result["seconds_median"] > 0 and result["peak_rss_mb"] >= result["rss_before_mb"] > 0
+
+
+def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
+    """The GPU benchmark's code path on the CPU (Triton through its interpreter): every row
+    measured or explained, the targets table filled, the report written."""
+    from streamgen.engine.gpu import interpreting, triton_available
+
+    if not (triton_available() and interpreting()):
+        pytest.skip("needs triton running through its interpreter (conftest sets it without a GPU)")
+    from streamgen.bench.gpu import DRY_RUN, gpu_markdown, run_gpu_suite
+    from streamgen.bench.report import write_json_md
+
+    profile = dataclasses.replace(DRY_RUN, steps_torch=2, steps_triton=2, steps_large=2,
+                                  triton_batches=())
+    results = run_gpu_suite(profile, device="cpu", default_model=("tiny", SeqUNet(SeqUNetConfig(6, 2, 1, 3))),
+                            sampling=SamplingConfig(top_p=0.9), log=lambda s: None)
+    rows = results["rows"]
+    assert [(r["model"], r["backend"], r["batch"]) for r in rows] == [
+        ("default", "torch", 1), ("default", "triton", 1), ("paper sequnet", "torch", 1),
+        ("paper sequnet", "triton", 1), ("paper wavenet", "torch", 1), ("default", "torch", 3),
+        ("paper sequnet", "torch", 3), ("paper wavenet", "torch", 3), ("paper wavenet", "torch", 3)]
+    assert all(r["samples_per_s"] > 0 and "error" not in r for r in rows)
+    assert [r["capacity"] for r in rows[-2:]] == ["double", "period"]
+    assert all(t["measured"] is not None for t in results["targets"])
+    paths = write_json_md(results, gpu_markdown(results), tmp_path, "gpu-dry")
+    assert json.loads(paths[0].read_text())["rows"] == rows
+    assert "| paper Seq-U-Net / WaveNet, latency |" in paths[1].read_text()

@@ -8,6 +8,7 @@ import torch
 from conftest import randomize_
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
+from streamgen.engine.gpu import triton_available
 from streamgen.nn import SeqUNet, SeqUNetConfig, WaveNet, WaveNetConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
@@ -23,8 +24,8 @@ def test_cuda_engine_equals_offline(kind: str, batch: int, rng: torch.Generator)
         model = WaveNet(WaveNetConfig(2, 4, 2, 6, 5, 12, classes=CLASSES))
     randomize_(model, rng)
     x = torch.randint(0, CLASSES, (batch, 70), generator=rng)
-    engine = StreamingEngine(model.cuda().eval(), batch)
-    assert engine.backend == "torch" and engine.device.type == "cuda"
+    engine = StreamingEngine(model.cuda().eval(), batch, backend="torch")
+    assert engine.device.type == "cuda"
     out = torch.empty(batch, 70, CLASSES, device="cuda")
     engine.feed(x.cuda(), out)
     engine.reset([0])
@@ -49,3 +50,57 @@ def test_cuda_generation_is_reproducible(rng: torch.Generator) -> None:
         engine = StreamingEngine(model, 2)
         runs.append(engine.generate(200, engine.sampler(SamplingConfig(top_p=0.9), seed=3)).cpu())
     assert torch.equal(runs[0], runs[1])
+
+
+# -- the Triton executor at real sizes ----------------------------------------------------
+needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+DEFAULT = (32, 10, 2, 5)  # the shipped default's shape
+PAPER = (180, 11, 2, 5)  # the paper-size Seq-U-Net
+
+
+def _sequnet(cfg: tuple, rng: torch.Generator, classes: int = 256) -> SeqUNet:
+    model = SeqUNet(SeqUNetConfig(*cfg, classes=classes))
+    randomize_(model, rng, scale=0.2)
+    return model.eval()
+
+
+@needs_triton
+def test_cuda_auto_picks_triton_for_small_batches(rng: torch.Generator) -> None:
+    model = _sequnet((8, 4, 2, 5), rng, CLASSES).cuda()
+    assert StreamingEngine(model, 1).backend == "triton"
+    assert StreamingEngine(model, 64).backend == "triton"
+    assert StreamingEngine(model, 65).backend == "torch"
+    wavenet = WaveNet(WaveNetConfig(2, 4, 2, 6, 5, 12, classes=CLASSES)).cuda()
+    assert StreamingEngine(wavenet, 1).backend == "torch"
+
+
+@needs_triton
+@pytest.mark.parametrize("cfg,batch", [(DEFAULT, 1), (DEFAULT, 8), (PAPER, 1)],
+                         ids=["default-b1", "default-b8", "paper-b1"])
+def test_cuda_triton_equals_offline_at_real_sizes(cfg: tuple, batch: int,
+                                                  rng: torch.Generator) -> None:
+    model = _sequnet(cfg, rng)
+    n = 2 * model.period + 37  # every phase, ring rewinds, several launches
+    x = torch.randint(0, 256, (batch, n), generator=rng)
+    engine = StreamingEngine(model.cuda(), batch, backend="triton")
+    out = torch.empty(batch, n, 256, device="cuda")
+    for i in range(0, n, 499):
+        engine.feed(x[:, i : i + 499].cuda(), out[:, i : i + 499])
+    want = reference_logits(model.cpu(), x)
+    scale = max(1.0, want.abs().max().item())
+    assert (out.cpu().double() - want).abs().max().item() < 1e-4 * scale
+
+
+@needs_triton
+@pytest.mark.parametrize("sampling", [SamplingConfig(top_p=0.94),
+                                      SamplingConfig(temperature=0.8, top_k=20),
+                                      SamplingConfig(greedy=True)], ids=lambda s: s.describe())
+def test_cuda_triton_generates_the_same_samples_as_torch(sampling: SamplingConfig,
+                                                         rng: torch.Generator) -> None:
+    model = _sequnet(DEFAULT, rng).cuda()
+    runs = {}
+    for backend in ["torch", "triton"]:
+        engine = StreamingEngine(model, 2, backend=backend)
+        sampler = engine.sampler(sampling, seed=5)
+        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (300, 700)], 1).cpu()
+    assert torch.equal(runs["torch"], runs["triton"])

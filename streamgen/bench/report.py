@@ -122,13 +122,18 @@ def plots(results: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
-def write_results(results: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
-    """``stem.json``, ``stem.md`` and the plots under ``out_dir``; returns the paths."""
+def write_json_md(results: dict[str, Any], md: str, out_dir: Path, stem: str) -> list[Path]:
+    """``stem.json`` (the results) and ``stem.md`` (``md``) under ``out_dir``; their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
     json_path.write_text(json.dumps(results, indent=2))
-    md_path.write_text(markdown(results))
-    paths = [json_path, md_path]
+    md_path.write_text(md)
+    return [json_path, md_path]
+
+
+def write_results(results: dict[str, Any], out_dir: Path, stem: str) -> list[Path]:
+    """``stem.json``, ``stem.md`` and the plots under ``out_dir``; returns the paths."""
+    paths = write_json_md(results, markdown(results), out_dir, stem)
     try:
         paths += plots(results, out_dir, stem)
     except ImportError:

@@ -57,9 +57,10 @@ FULL = Profile("full")
 
 
 def generation_rate(model: nn.Module, *, batch: int = 1, device: str = "cpu", backend: str = "auto",
-                    n: int = 4096, repeats: int = 5, sampling: SamplingConfig | None = None) -> dict[str, Any]:
+                    n: int = 4096, repeats: int = 5, sampling: SamplingConfig | None = None,
+                    capacity: str = "double") -> dict[str, Any]:
     """Free-running samples per second (all streams together) and real-time factor."""
-    engine = StreamingEngine(model, batch, device=device, backend=backend)
+    engine = StreamingEngine(model, batch, device=device, backend=backend, capacity=capacity)
     sampler = engine.sampler(sampling, seed=0)
     out = torch.empty(batch, n, dtype=torch.int64, device=engine.device)
     timing = time_call(lambda: engine.generate(n, sampler, out), device=device, repeats=repeats)

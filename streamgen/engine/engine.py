@@ -19,7 +19,7 @@ from streamgen.engine.clock import silence_class, zero_index
 from streamgen.engine.program import Executor, StepProgram, TorchExecutor, build_program
 from streamgen.engine.sampling import Sampler, SamplingConfig
 
-BACKENDS = ("auto", "torch", "numba")
+BACKENDS = ("auto", "torch", "numba", "triton")
 
 #: What a stream has received before its first sample: all-zero input vectors (the offline
 #: pass's own padding; the first sample is then the silence class), or the silence class
@@ -42,14 +42,26 @@ def numba_available() -> bool:
 NUMBA_MAX_BATCH = 8
 
 
+def _triton_executor(program: StepProgram, backend: str) -> Executor:
+    """The Triton executor where it runs ``program`` (``auto``: on a CUDA device, batches up
+    to its ``MAX_BATCH``), else torch; an explicit ``triton`` that cannot run is an error."""
+    from streamgen.engine.gpu.triton_executor import MAX_BATCH, TritonExecutor
+
+    if backend == "auto" and (TritonExecutor.unsupported(program) or program.batch > MAX_BATCH):
+        return TorchExecutor(program)
+    return TritonExecutor(program)
+
+
 def build_executor(program: StepProgram, backend: str) -> Executor:
-    """An executor of ``program``'s plans: ``auto`` picks the compiled CPU interpreter where
-    it runs the program and is faster (numba installed, small batches: 5x at batch 1), else
-    torch."""
+    """An executor of ``program``'s plans: ``auto`` picks the compiled interpreter of the plan
+    tables where it runs the program and is faster (on the CPU numba at small batches: 5x at
+    batch 1; on a CUDA GPU the Triton kernel at batches up to 64), else torch."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend == "torch":
         return TorchExecutor(program)
+    if backend == "triton" or (backend == "auto" and program.device.type == "cuda"):
+        return _triton_executor(program, backend)
     if not numba_available():
         if backend == "numba":
             raise ValueError("the numba backend needs numba: pip install numba")
@@ -63,13 +75,19 @@ def build_executor(program: StepProgram, backend: str) -> Executor:
 
 def available_backends(model: nn.Module, device: torch.device | str = "cpu",
                        dtype: torch.dtype = torch.float32) -> list[str]:
-    """The backends that can stream ``model`` on ``device`` (torch always can)."""
-    if not numba_available():
-        return ["torch"]
-    from streamgen.engine.fast.numba_executor import NumbaExecutor
+    """The backends that can stream ``model`` on ``device`` (torch always can; triton on a
+    CUDA device only, not through its CPU interpreter)."""
+    from streamgen.engine.gpu.triton_executor import TritonExecutor
 
     program = build_program(model, 1, device, dtype)
-    return ["torch"] + ([] if NumbaExecutor.unsupported(program) else ["numba"])
+    backends = ["torch"]
+    if numba_available():
+        from streamgen.engine.fast.numba_executor import NumbaExecutor
+
+        backends += [] if NumbaExecutor.unsupported(program) else ["numba"]
+    if program.device.type == "cuda" and not TritonExecutor.unsupported(program):
+        backends.append("triton")
+    return backends
 
 
 class StreamingEngine:
@@ -77,6 +95,9 @@ class StreamingEngine:
 
     All state lives in preallocated rings sized from the network's layers; nothing is
     allocated and no history is copied per step. ``device`` defaults to the model's.
+    ``capacity`` sizes the rings (``streamgen.engine.program.ring_capacity``): ``"double"``
+    (two windows each) or ``"period"`` (rewinds at the same phases of every graph period,
+    fewer spare frames: what replaying one recorded period of steps needs).
     """
 
     def __init__(
@@ -89,6 +110,7 @@ class StreamingEngine:
         backend: str = "auto",
         start: str = "zeros",
         inputs: str = "classes",
+        capacity: str = "double",
     ) -> None:
         """``inputs``: ``classes`` (mu-law sample classes, (B, N) int64) or ``frames`` (float
         vectors of the model's ``classes`` channels, (B, N, classes), e.g. piano-roll frames:
@@ -98,9 +120,13 @@ class StreamingEngine:
         if start not in STARTS:
             raise ValueError(f"unknown start {start!r}; choose one of {STARTS}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("no CUDA GPU is visible to torch (or this torch build has no CUDA); "
+                             "use device='cpu'")
         self.model = model
         self.batch_size, self.dtype, self.start = batch_size, dtype, start
-        self.program = build_program(model, batch_size, self.device, dtype, inputs)
+        self.program = build_program(model, batch_size, self.device, dtype, inputs=inputs,
+                                     capacity=capacity)
         self.inputs = inputs
         self.executor = build_executor(self.program, backend)
         self.backend: str = self.executor.name

@@ -27,6 +27,34 @@ if TYPE_CHECKING:
 
 INPUT_RING = "input"
 
+#: Ring capacity rules: ``double`` holds two windows per ring (a rewind every ``window + 1``
+#: writes); ``period`` makes every ring's rewinds fall at the same clock phases in every graph
+#: period (so one recorded period of steps replays exactly) with fewer spare frames.
+CAPACITIES = ("double", "period")
+
+#: The graph period is the clock period, or this many steps where the clock period is shorter
+#: (single-rate networks: WaveNet, TCN).
+GRAPH_STEPS = 64
+
+
+def ring_capacity(window: int, level: int, graph_period: int, rule: str) -> int:
+    """Frames a ring of ``window`` frames at ``level`` holds under capacity ``rule``.
+
+    A ring's slot index depends only on its write count ``k``: ``window - 1 + (k + 1) % cycle``
+    with ``cycle = capacity - window + 1`` (see ``FrameRing.slot``). Under ``period`` the cycle
+    divides the ring's writes per graph period (``graph_period / 2**level``, a power of two):
+    the smallest power of two >= the window (at most one frame copied per write on average),
+    or all of those writes where fewer (the coarsest rings then shift on each write).
+    """
+    if rule == "double":
+        return 2 * window
+    if rule != "period":
+        raise ValueError(f"unknown ring capacity {rule!r}; choose one of {CAPACITIES}")
+    writes = max(graph_period >> level, 1)
+    cycle = min(writes, 1 << (window - 1).bit_length())
+    return window - 1 + cycle
+
+
 #: Network kind -> its program class (filled by ``StepProgram.__init_subclass__``).
 PROGRAMS: dict[str, type["StepProgram"]] = {}
 
@@ -39,8 +67,9 @@ class RingInfo:
 
 
 class StepProgram:
-    """Base of the per-network programs. Subclasses create rings with ``ring``, register a
-    step kernel per ring in ``kernels`` and the head in ``head``, and build ``plan``."""
+    """Base of the per-network programs. Subclasses define ``build``: create rings with
+    ``ring``, register a step kernel per ring in ``kernels`` and the head in ``head``, and
+    fill ``plan``."""
 
     kind: ClassVar[str]
 
@@ -54,7 +83,7 @@ class StepProgram:
     INPUTS: ClassVar[tuple[str, ...]] = ("classes",)
 
     def __init__(self, model: nn.Module, batch: int, device: torch.device, dtype: torch.dtype,
-                 inputs: str = "classes"):
+                 *, inputs: str = "classes", capacity: str = "double"):
         if inputs not in self.INPUTS:
             raise ValueError(f"a {self.kind} streams inputs of kind {self.INPUTS}, not {inputs!r}")
         self.inputs = inputs
@@ -63,6 +92,8 @@ class StepProgram:
         self.batch, self.device, self.dtype = batch, device, dtype
         self.classes: int = model.num_classes
         self.period: int = model.period
+        self.capacity = capacity  # the ring capacity rule (CAPACITIES)
+        self.graph_period: int = max(self.period, GRAPH_STEPS)
         self.positions = RingPositions()
         self.rings: dict[str, FrameRing] = {}
         self.info: dict[str, RingInfo] = {}
@@ -71,6 +102,10 @@ class StepProgram:
         self.head_in: torch.Tensor
         self.plan: list[Plan] = []  # one per clock phase
         self._names = {module: name for name, module in model.named_modules()}
+        self.build()
+
+    def build(self) -> None:
+        raise NotImplementedError
 
     def ring(self, source: nn.Module | None, level: int, window: int, channels: int,
              cond: bool = False) -> str:
@@ -79,8 +114,9 @@ class StepProgram:
         if not self.rings and self.inputs == "frames":  # the first ring is fed the frames
             self.input_ring = name
         dtype = torch.int64 if source is None else self.dtype
+        capacity = ring_capacity(window, level, self.graph_period, self.capacity)
         self.rings[name] = FrameRing(self.batch, window, channels, dtype=dtype, device=self.device,
-                                     positions=self.positions)
+                                     capacity=capacity, positions=self.positions)
         self.info[name] = RingInfo(level, source, cond)
         return name
 
@@ -100,15 +136,18 @@ class StepProgram:
 
 
 def build_program(model: nn.Module, batch: int, device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float32, inputs: str = "classes") -> StepProgram:
-    """The step program registered for ``model``'s network kind, fed ``inputs``."""
+                  dtype: torch.dtype = torch.float32, *, inputs: str = "classes",
+                  capacity: str = "double") -> StepProgram:
+    """The step program registered for ``model``'s network kind, fed ``inputs``, its rings
+    sized by the ``capacity`` rule (``CAPACITIES``)."""
     import streamgen.engine.programs  # noqa: F401  (registers the programs)
 
     kind = getattr(model, "kind", None)
     if kind not in PROGRAMS:
         raise TypeError(f"no streaming program for {type(model).__name__}; known kinds: "
                         f"{sorted(PROGRAMS)}")
-    return PROGRAMS[kind](model, batch, torch.device(device), dtype, inputs)
+    return PROGRAMS[kind](model, batch, torch.device(device), dtype, inputs=inputs,
+                          capacity=capacity)
 
 
 class Executor(Protocol):

@@ -1,10 +1,12 @@
 """Preallocated frame rings whose current window is always one contiguous slice.
 
 A ring keeps the last ``window`` frames of one layer's input, per stream, in a linear buffer
-of ``capacity >= window + 1`` frames that is rewound rarely: frames are written into
+of ``capacity >= window`` frames (two windows unless the program chooses otherwise, see
+``streamgen.engine.program.ring_capacity``) that is rewound rarely: frames are written into
 ``slot()`` (index ``pos + 1``) and made the newest by ``advance()``; when the end is reached
 the newest ``window - 1`` frames are copied to the front (once every ``capacity - window + 1``
-writes). Reading the window never copies.
+writes; a ring of exactly ``window`` frames shifts on every write). Reading the window never
+copies.
 
 Every ring's ``pos`` lives in one int64 array shared by all rings of a program
 (``RingPositions``), so the torch executor and the numba kernels move the same counters.
@@ -43,8 +45,10 @@ class FrameRing:
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
+        if capacity is not None and capacity < window:
+            raise ValueError(f"capacity {capacity} cannot hold a window of {window} frames")
         self.window_size = window
-        self.capacity = max(capacity or 2 * window, window + 1)
+        self.capacity = capacity or 2 * window
         self.channels = channels
         self.data = torch.zeros(batch, self.capacity, channels, dtype=dtype, device=device)
         self._positions = positions if positions is not None else RingPositions()
@@ -65,7 +69,10 @@ class FrameRing:
         if pos + 1 == self.capacity:
             keep = self.window_size - 1
             if keep:
-                self.data[:, :keep].copy_(self.data[:, self.capacity - keep :])
+                src = self.data[:, self.capacity - keep :]
+                if self.capacity < 2 * keep:  # overlapping (a short ring): copy via a clone
+                    src = src.clone()
+                self.data[:, :keep].copy_(src)
             pos = self.pos = keep - 1
         return self.data[:, pos + 1]
 

@@ -15,6 +15,9 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from streamgen.engine.tables import (OP_ADVANCE, OP_COPY, OP_EMBED, OP_GATED, OP_HEAD,
+                                     OP_INPUT, TAPS_ODD)
+
 FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "reassoc"}
 
 
@@ -51,9 +54,6 @@ def gated(src, p, nframes, weight, bias, channels, dst, q, col, acc):
             dst[b, q, col + o] = src[b, p, o] + np.tanh(acc[o]) / (1.0 + np.exp(-acc[channels + o]))
 
 
-# opcodes of the plan tables (columns: opcode, a, b, c, d, e); see NumbaExecutor
-OP_INPUT, OP_ADVANCE, OP_EMBED, OP_GATED, OP_COPY, OP_HEAD = 0, 1, 2, 3, 4, 5
-TAPS_ALL, TAPS_EVEN, TAPS_ODD = 0, 1, 2
 
 #: A program as the kernels see it: the plan tables, the shared ring positions and windows,
 #: the float rings (one homogeneous tuple; the index ring's entry is a placeholder), the

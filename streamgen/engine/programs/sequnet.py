@@ -22,13 +22,12 @@ from streamgen.nn.sequnet import SeqUNet
 class SeqUNetProgram(StepProgram):
     kind = SeqUNet.kind
 
-    def __init__(self, model: SeqUNet, batch: int, device: torch.device, dtype: torch.dtype,
-                 inputs: str = "classes"):
-        super().__init__(model, batch, device, dtype, inputs)
+    def build(self) -> None:
+        model = self.model
         cfg = model.config
         self.channels, self.levels = cfg.channels, cfg.levels
         inp = self.ring(None, 0, conv_window(model.input_conv), 1)
-        self.kernels[inp] = OneHotConv(model.input_conv, self.rings[inp], cfg.classes, dtype)
+        self.kernels[inp] = OneHotConv(model.input_conv, self.rings[inp], cfg.classes, self.dtype)
 
         def gated(layer, level: int) -> str:
             cond = layer.cond_channels > 0

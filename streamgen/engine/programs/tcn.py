@@ -37,14 +37,13 @@ class TCNProgram(StepProgram):
     kind = TCN.kind
     INPUTS = ("classes", "frames")
 
-    def __init__(self, model: TCN, batch: int, device: torch.device, dtype: torch.dtype,
-                 inputs: str = "classes"):
-        super().__init__(model, batch, device, dtype, inputs)
+    def build(self) -> None:
+        model, dtype = self.model, self.dtype
         cfg = model.config
         c = cfg.channels
         block_inputs, mids = [], []
         for i, block in enumerate(model.blocks):
-            if i == 0 and inputs == "classes":  # table lookups on the ring of class indices
+            if i == 0 and self.inputs == "classes":  # table lookups on the ring of class indices
                 in_name = self.ring(None, 0, block.window, 1)
                 in_ring = self.rings[in_name]
                 conv1 = OneHotConv(block.conv1, in_ring, cfg.classes, dtype)

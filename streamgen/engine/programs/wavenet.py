@@ -64,17 +64,16 @@ class WaveNetHead:
 class WaveNetProgram(StepProgram):
     kind = WaveNet.kind
 
-    def __init__(self, model: WaveNet, batch: int, device: torch.device, dtype: torch.dtype,
-                 inputs: str = "classes"):
-        super().__init__(model, batch, device, dtype, inputs)
+    def build(self) -> None:
+        model, dtype = self.model, self.dtype
         cfg = model.config
         r = cfg.residual_channels
         inp = self.ring(None, 0, conv_window(model.start), 1)
         self.kernels[inp] = OneHotDense(model.start, self.rings[inp], cfg.classes, dtype)
         self.head_in = self.scratch(cfg.skip_channels)  # the finished skip sum
         skip = self.scratch(cfg.skip_channels)  # the running skip sum
-        skip_bias = sum(layer.skip.bias.detach() for layer in model.layers).to(device, dtype)
-        skip_bias = skip_bias.expand(batch, -1)
+        skip_bias = sum(layer.skip.bias.detach() for layer in model.layers).to(self.device, dtype)
+        skip_bias = skip_bias.expand(self.batch, -1)
         rings = []
         last = len(model.layers) - 1
         for i, layer in enumerate(model.layers):

@@ -1,0 +1,178 @@
+"""The GPU benchmark: the issue's targets, torch and Triton side by side in one run.
+
+Rows: batch 1 (latency: the default model with its recommended sampling, the paper-size
+Seq-U-Net, the paper WaveNet) and large batches (aggregate throughput of the default, the
+paper Seq-U-Net and the paper WaveNet, the WaveNet with ``capacity="period"`` rings). Every
+rate is a median over repeats after a warm-up call (which also compiles the Triton kernel),
+with the device synchronised around each timed call (``streamgen.bench.timing``).
+
+``dry_run`` profiles run the same code on the CPU with tiny models, the Triton kernel going
+through Triton's interpreter: a check that the benchmark runs, not a measurement.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from streamgen.bench.suite import PAPER_SEQUNET, PAPER_WAVENET, SAMPLE_RATE, generation_rate
+from streamgen.bench.timing import machine_info
+from streamgen.engine import SamplingConfig
+from streamgen.engine.gpu.triton_executor import MAX_BATCH
+from streamgen.nn import build_network
+
+#: The issue's targets on one H100, samples per second (aggregate for large batches).
+TARGETS = {
+    ("default", 1): 100_000,
+    ("paper sequnet", 1): 48_000,
+    ("paper sequnet", "large"): 10_000_000,
+    ("default", "large"): 50_000_000,
+}
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    name: str
+    steps_torch: int  # free-running steps per timed call, torch at batch 1
+    steps_triton: int  # ... the Triton kernel at batch 1
+    steps_large: int  # ... any backend at the large batch
+    large_batch: int
+    repeats: int
+    triton_batches: tuple[int, ...] = ()  # extra latency-regime batches of the default
+    dry_run: bool = False
+
+
+QUICK = GpuProfile("quick", steps_torch=128, steps_triton=2048, steps_large=32,
+                   large_batch=4096, repeats=3)
+FULL = GpuProfile("full", steps_torch=1024, steps_triton=16384, steps_large=256,
+                  large_batch=4096, repeats=5, triton_batches=(8, 64))
+DRY_RUN = GpuProfile("dry-run", steps_torch=4, steps_triton=4, steps_large=3, large_batch=3,
+                     repeats=1, triton_batches=(2,), dry_run=True)
+
+#: Tiny stand-ins for the paper models in a dry run.
+DRY_SEQUNET = ("sequnet", {"channels": 8, "levels": 3, "depth": 1, "kernel_size": 5})
+DRY_WAVENET = ("wavenet", {"blocks": 1, "layers": 3, "residual_channels": 4,
+                           "dilation_channels": 4, "skip_channels": 8})
+
+
+def _rate(model: nn.Module, device: str, profile: GpuProfile, *, batch: int, backend: str,
+          steps: int, sampling: SamplingConfig, capacity: str = "double") -> dict[str, Any]:
+    """One timed row; a backend that cannot run or memory that runs out is recorded, not
+    raised."""
+    row: dict[str, Any] = {"backend": backend, "batch": batch, "capacity": capacity,
+                           "sampling": sampling.describe()}
+    try:
+        row.update(generation_rate(model, batch=batch, device=device, backend=backend, n=steps,
+                                   repeats=profile.repeats, sampling=sampling,
+                                   capacity=capacity))
+    except torch.cuda.OutOfMemoryError:
+        row["error"] = "out of memory"
+    except ValueError as e:  # the backend cannot run this model here
+        row["error"] = str(e)
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return row
+
+
+def run_gpu_suite(profile: GpuProfile, *, device: str, default_model: tuple[str, nn.Module],
+                  sampling: SamplingConfig,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every row of the GPU benchmark on ``device``; ``default_model`` is (name, network)."""
+    name, default = default_model
+    seq_kind, seq_cfg = DRY_SEQUNET if profile.dry_run else PAPER_SEQUNET
+    wav_kind, wav_cfg = DRY_WAVENET if profile.dry_run else PAPER_WAVENET
+    models = {"default": default.eval(), "paper sequnet": build_network(seq_kind, seq_cfg).eval(),
+              "paper wavenet": build_network(wav_kind, wav_cfg).eval()}
+    rows: list[dict[str, Any]] = []
+
+    def add(model_name: str, regime: str, **kw: Any) -> None:
+        model = models[model_name].to(device)
+        row = {"model": model_name, "regime": regime,
+               **_rate(model, device, profile, sampling=sampling, **kw)}
+        rows.append(row)
+        rate = f"{row['samples_per_s']:,.0f} samples/s" if "samples_per_s" in row else row["error"]
+        log(f"  {model_name:14s} {row['backend']:7s} batch {row['batch']:5d} "
+            f"{row['capacity']:7s} {rate}")
+
+    log("1. latency: batch 1 (and small batches for the Triton kernel)")
+    for model_name in ("default", "paper sequnet"):
+        add(model_name, "latency", batch=1, backend="torch", steps=profile.steps_torch)
+        add(model_name, "latency", batch=1, backend="triton", steps=profile.steps_triton)
+    for batch in profile.triton_batches:
+        add("default", "latency", batch=batch, backend="triton",
+            steps=max(1, profile.steps_triton // 4))
+    add("paper wavenet", "latency", batch=1, backend="torch",
+        steps=max(1, profile.steps_torch // 4))
+    log(f"2. throughput: batch {profile.large_batch}")
+    for model_name in ("default", "paper sequnet"):
+        add(model_name, "throughput", batch=profile.large_batch, backend="torch",
+            steps=profile.steps_large)
+    for capacity in ("double", "period"):
+        add("paper wavenet", "throughput", batch=profile.large_batch, backend="torch",
+            steps=profile.steps_large, capacity=capacity)
+    return {"profile": profile.name, "machine": machine_info(device), "default_model": name,
+            "triton_max_batch": MAX_BATCH, "rows": rows, "targets": _targets(rows)}
+
+
+def _best(rows: list[dict[str, Any]], model: str, regime: str) -> dict[str, Any] | None:
+    done = [r for r in rows if r["model"] == model and r["regime"] == regime
+            and "samples_per_s" in r and (regime == "throughput" or r["batch"] == 1)]
+    return max(done, key=lambda r: r["samples_per_s"], default=None)
+
+
+def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each target beside the best measured rate, and the Seq-U-Net / WaveNet ratios."""
+    out = []
+    for (model, batch), target in TARGETS.items():
+        regime = "latency" if batch == 1 else "throughput"
+        best = _best(rows, model, regime)
+        out.append({"what": f"{model}, batch {batch}", "target": target,
+                    "measured": best and best["samples_per_s"],
+                    "backend": best and best["backend"],
+                    "met": bool(best and best["samples_per_s"] >= target)})
+    for regime in ("latency", "throughput"):
+        seq, wav = _best(rows, "paper sequnet", regime), _best(rows, "paper wavenet", regime)
+        ratio = seq["samples_per_s"] / wav["samples_per_s"] if seq and wav else None
+        out.append({"what": f"paper Seq-U-Net / WaveNet, {regime}", "target": 4.0,
+                    "measured": ratio, "backend": None, "met": bool(ratio and ratio >= 4.0)})
+    return out
+
+
+def _num(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def gpu_markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [f"# GPU benchmark ({results['profile']})", "",
+             f"{m.get('gpu', m['device'])}, torch {m['torch']}; default model: "
+             f"{results['default_model']}; medians after a warm-up call.", "",
+             "| model | regime | backend | batch | rings | sampling | samples/s | per stream | x real time |",
+             "|---|---|---|---:|---|---|---:|---:|---:|"]
+    for r in results["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['regime']} | {r['backend']} | {r['batch']} | "
+                         f"{r['capacity']} | {r['sampling']} | {r['error']} | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['regime']} | {r['backend']} | {r['batch']} | "
+                     f"{r['capacity']} | {r['sampling']} | {_num(r['samples_per_s'])} | "
+                     f"{_num(r['per_stream_samples_per_s'])} | "
+                     f"{_num(r['per_stream_samples_per_s'] / SAMPLE_RATE, 2)} |")
+    lines += ["", "| target | goal | measured | backend | met |", "|---|---:|---:|---|---|"]
+    for t in results["targets"]:
+        digits = 2 if t["target"] < 100 else 0
+        lines.append(f"| {t['what']} | {_num(t['target'], digits)} | {_num(t['measured'], digits)} "
+                     f"| {t['backend'] or ''} | {'yes' if t['met'] else 'no'} |")
+    lines += ["", "The WaveNet runs on the torch backend only (the Triton kernel runs plans of gated "
+              "layers): a ratio taken against a Triton Seq-U-Net row compares unequal optimisation."]
+    seconds = [r["seconds_median"] for r in results["rows"] if "seconds_median" in r]
+    if seconds:
+        lines += ["", f"Median timed call: {statistics.median(seconds):.3f} s."]
+    if "wall_seconds" in results:
+        lines.append(f"Whole run: {results['wall_seconds']:.0f} s.")
+    return "\n".join(lines) + "\n"

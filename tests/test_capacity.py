@@ -1,0 +1,107 @@
+"""Ring capacities: the ``period`` rule repeats every ring's slot pattern with the graph
+period (what replaying one recorded period of steps needs), stays exact, and holds fewer
+spare frames than two windows where windows are long."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import randomize_
+from engine_reference import reference_logits
+from streamgen.engine import StreamingEngine
+from streamgen.engine.engine import numba_available
+from streamgen.engine.program import build_program, ring_capacity
+from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig, build_network
+
+CLASSES = 32
+
+
+def model_of(kind: str, gen: torch.Generator) -> torch.nn.Module:
+    if kind == "sequnet-L4":
+        model = SeqUNet(SeqUNetConfig(6, 4, 2, 5, classes=CLASSES))
+    elif kind == "sequnet-L3-k7":
+        model = SeqUNet(SeqUNetConfig(4, 3, 1, 7, classes=CLASSES))
+    elif kind == "wavenet":
+        model = WaveNet(WaveNetConfig(2, 4, 2, 6, 5, 12, classes=CLASSES))
+    else:
+        model = TCN(TCNConfig(channels=6, levels=3, kernel_size=3, classes=CLASSES))
+    randomize_(model, gen)
+    return model.eval()
+
+
+KINDS = ["sequnet-L4", "sequnet-L3-k7", "wavenet", "tcn"]
+
+
+def positions_per_step(engine: StreamingEngine, x: torch.Tensor) -> np.ndarray:
+    """Every ring's newest index after each step, (steps, rings)."""
+    rows = []
+    for i in range(x.shape[1]):
+        engine.feed(x[:, i : i + 1])
+        rows.append(engine.program.positions.array.copy())
+    return np.stack(rows)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_period_capacity_repeats_the_slot_pattern_every_graph_period(kind, rng) -> None:
+    model = model_of(kind, rng)
+    engine = StreamingEngine(model, 1, backend="torch", capacity="period")
+    g = engine.program.graph_period
+    assert g % engine.period == 0
+    x = torch.randint(0, CLASSES, (1, 3 * g), generator=rng)
+    pos = positions_per_step(engine, x)
+    assert np.array_equal(pos[:g], pos[g : 2 * g]) and np.array_equal(pos[:g], pos[2 * g :])
+    # every ring that moves rewinds within the run (else nothing would have been checked)
+    moved = (pos != pos[0]).any(axis=0)
+    assert moved.any() and (pos[1:] < pos[:-1]).any(axis=0)[moved].all()
+
+
+def test_double_capacity_does_not_repeat_with_the_period(rng) -> None:
+    """The check above can fail: two windows per ring drift against the clock period."""
+    engine = StreamingEngine(model_of("sequnet-L4", rng), 1, backend="torch")
+    g = engine.program.graph_period
+    pos = positions_per_step(engine, torch.randint(0, CLASSES, (1, 2 * g), generator=rng))
+    assert not np.array_equal(pos[:g], pos[g:])
+
+
+def test_ring_capacity_rule() -> None:
+    # level 0 of a 64-step graph period: the power of two holding the window
+    assert ring_capacity(5, 0, 64, "period") == 5 - 1 + 8
+    # a coarse level written twice per graph period: a cycle of two writes
+    assert ring_capacity(5, 5, 64, "period") == 5 - 1 + 2
+    # written once per period: a shift register of exactly the window
+    assert ring_capacity(5, 6, 64, "period") == 5
+    assert ring_capacity(5, 0, 64, "double") == 10
+    with pytest.raises(ValueError, match="unknown ring capacity 'triple'"):
+        ring_capacity(5, 0, 64, "triple")
+
+
+BACKENDS = ["torch"] + (["numba"] if numba_available() else [])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_period_capacity_is_exact(kind: str, backend: str, rng) -> None:
+    if backend == "numba" and not kind.startswith("sequnet"):
+        pytest.skip("the numba backend runs Seq-U-Nets")
+    model = model_of(kind, rng)
+    engine = StreamingEngine(model, 2, backend=backend, capacity="period")
+    n = 2 * max(engine.program.graph_period, model.receptive_field) + 7
+    x = torch.randint(0, CLASSES, (2, n), generator=rng)
+    out = torch.empty(2, n, CLASSES)
+    for i in range(0, n, 13):
+        engine.feed(x[:, i : i + 13], out[:, i : i + 13])
+    assert (out.double() - reference_logits(model, x)).abs().max().item() < 1e-4
+
+
+def test_paper_wavenet_rings_at_batch_4096_fit_in_80_gb() -> None:
+    """Sized on the meta device (nothing allocated): two windows per ring need 128 GiB."""
+    model = build_network("wavenet", {"blocks": 4, "layers": 13})
+
+    def ring_gib(capacity: str) -> float:
+        program = build_program(model, 4096, "meta", torch.float32, capacity=capacity)
+        return sum(r.data.numel() * r.data.element_size() for r in program.rings.values()) / 2**30
+
+    assert ring_gib("double") > 80
+    assert ring_gib("period") < 70

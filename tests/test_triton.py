@@ -1,0 +1,130 @@
+"""The Triton executor's kernel on the CPU, through Triton's interpreter (``TRITON_INTERPRET=1``).
+
+The interpreter runs the very kernel the GPU compiles, one Triton program per stream, slowly:
+the configurations here are small. Teacher-forced logits are compared with the float64
+offline pass, free-running samples with the torch backend's for the same seed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import randomize_
+from engine_reference import reference_logits
+from streamgen.engine import SamplingConfig, StreamingEngine
+from streamgen.engine.gpu import interpreting, triton_available
+from streamgen.nn import SeqUNet, SeqUNetConfig, WaveNet, WaveNetConfig
+
+# conftest sets TRITON_INTERPRET=1 where no GPU is visible; Triton fixes its mode per process
+pytestmark = [
+    pytest.mark.skipif(not triton_available(), reason="triton is not installed"),
+    pytest.mark.skipif(triton_available() and not interpreting(),
+                       reason="Triton compiles for the GPU in this session: test_cuda covers it"),
+]
+CLASSES = 32
+TOL = 1e-4
+
+
+def sequnet(cfg: tuple, gen: torch.Generator) -> SeqUNet:
+    channels, levels, depth, kernel = cfg
+    model = SeqUNet(SeqUNetConfig(channels, levels, depth, kernel, classes=CLASSES))
+    randomize_(model, gen)
+    return model.eval()
+
+
+def feed_in_chunks(engine: StreamingEngine, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    out = torch.empty(x.shape[0], x.shape[1], engine.classes)
+    for i in range(0, x.shape[1], chunk):
+        engine.feed(x[:, i : i + chunk], out[:, i : i + chunk])
+    return out
+
+
+# (channels, levels, depth, kernel, batch, chunk): levels 1..4, kernels 3/5/7, a width equal
+# to the class count, batch 1 and 3, chunks of 1 and of primes
+CONFIGS = [
+    (4, 1, 1, 3, 1, 7),
+    (6, 2, 2, 5, 3, 1),
+    (5, 3, 1, 7, 1, 13),
+    (CLASSES, 2, 1, 3, 1, 5),
+    (8, 4, 1, 3, 3, 11),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "C{}-L{}-D{}-k{}-b{}-chunk{}".format(*c))
+def test_triton_engine_equals_offline(cfg: tuple, rng: torch.Generator) -> None:
+    *net, batch, chunk = cfg
+    model = sequnet(tuple(net), rng)
+    n = 2 * model.period + 9  # every phase, a ring rewind and a partial block
+    x = torch.randint(0, CLASSES, (batch, n), generator=rng)
+    engine = StreamingEngine(model, batch, backend="triton")
+    assert engine.backend == "triton"
+    out = feed_in_chunks(engine, x, chunk)
+    assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("capacity", ["double", "period"])
+def test_triton_state_continues_after_prime_and_reset(capacity: str,
+                                                      rng: torch.Generator) -> None:
+    """Rings primed by the offline capture and a stream reset mid-run stay exact, with
+    either ring capacity."""
+    model = sequnet((6, 3, 1, 5), rng)
+    x = torch.randint(0, CLASSES, (2, 30), generator=rng)
+    engine = StreamingEngine(model, 2, backend="triton", capacity=capacity)
+    engine.prime(x[:, :12])
+    engine.reset([1])
+    out = feed_in_chunks(engine, x[:, 12:], 6)
+    want = reference_logits(model, x, starts=[0, 12])[:, 12:]
+    assert (out.double() - want).abs().max().item() < TOL
+
+
+SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
+             SamplingConfig(top_p=0.8), SamplingConfig(greedy=True)]
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
+def test_triton_generates_the_same_samples_as_torch(sampling: SamplingConfig,
+                                                    rng: torch.Generator) -> None:
+    model = sequnet((8, 3, 1, 3), rng)
+    runs = {}
+    for backend in ["torch", "triton"]:
+        engine = StreamingEngine(model, 2, backend=backend)
+        sampler = engine.sampler(sampling, seed=11)
+        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (9, 14)], dim=1)
+    assert torch.equal(runs["torch"], runs["triton"])
+    assert len(runs["torch"].unique()) > 1 or sampling.greedy
+
+
+def test_triton_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
+                                           rng: torch.Generator) -> None:
+    wavenet = WaveNet(WaveNetConfig(1, 3, 2, 4, 4, 8, classes=CLASSES))
+    with pytest.raises(ValueError, match="plans of gated layers.*backend='torch'"):
+        StreamingEngine(wavenet, 1, backend="triton")
+    # auto keeps torch for a WaveNet, and never picks the interpreter on the CPU
+    assert StreamingEngine(wavenet, 1).backend == "torch"
+    assert StreamingEngine(sequnet((4, 2, 1, 3), rng), 1, backend="auto").backend != "triton"
+    monkeypatch.setattr("streamgen.engine.gpu.triton_executor.interpreting", lambda: False)
+    with pytest.raises(ValueError, match="runs on a CUDA device, not 'cpu'"):
+        StreamingEngine(sequnet((4, 2, 1, 3), rng), 1, backend="triton")
+
+
+def test_triton_kernel_compiles_for_hopper() -> None:
+    """The interpreter runs the kernel as Python; this compiles it for an H100 (sm_90) down to
+    a cubin, in a fresh process (Triton's mode is fixed per process)."""
+    script = Path(__file__).with_name("triton_compile.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, str(script), "90"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("compiled") == 3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")
+def test_cuda_device_without_a_gpu_is_a_one_line_error(rng: torch.Generator) -> None:
+    with pytest.raises(ValueError, match=r"^no CUDA GPU is visible to torch .*use device='cpu'$"):
+        StreamingEngine(sequnet((4, 2, 1, 3), rng), 1, device="cuda")
