@@ -11,7 +11,6 @@ sequence length is a multiple of ``period``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 from torch import nn
@@ -133,16 +132,3 @@ class SeqUNet(StreamableNetwork):
             for layer in reversed(enc.convs):
                 n = layer.input_length(n)
         return n + self.config.kernel_size - 1
-
-    @cached_property
-    def receptive_field(self) -> int:
-        """Longest span of inputs (this sample included) that any output depends on.
-
-        The span depends on the output's phase on the level clock, so it is the maximum over
-        one period of output positions.
-        """
-        return max(self.input_length(m) - m + 1 for m in range(1, self.period + 1))
-
-    def training_output_length(self, requested: int) -> int:
-        """Round an output window up to a multiple of ``period`` (every clock phase weighted equally)."""
-        return -(-requested // self.period) * self.period
