@@ -8,9 +8,12 @@ stride-2 transposed convolution, concatenates ``[upsampled; skip]`` and convolve
 width; a 1x1 convolution gives one logit per key (independent Bernoulli outputs).
 
 Convolutions are valid and right-aligned like the audio networks' (decimation keeps the last
-step, the transposed convolution is cropped to zero lag), so the causal zero padding of the
-reference is the zero history before a sequence: ``forward_from_start`` gives one output per
-input step. The TCN of the same comparison is :class:`streamgen.nn.TCN` with ``classes=88``.
+step, the transposed convolution is cropped to zero lag); ``forward_from_start`` gives one
+output per input step with zero frames before the first. The reference instead zero-pads
+every convolution and aligns the level clock with the end of each piece; both are causal, and
+they differ only in the first receptive field of a piece. The convention here is the audio
+networks' and the streaming engine's. The TCN of the same comparison is
+:class:`streamgen.nn.TCN` with ``classes=88``.
 """
 
 from __future__ import annotations
