@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -55,7 +56,7 @@ PAPER = {
 TOLERANCE = 0.15
 
 
-def machine() -> str:
+def machine(threads: list[int]) -> str:
     name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -64,7 +65,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{name}, {torch.get_num_threads()} torch thread(s) per run, torch {torch.__version__}"
+    return f"{name} ({os.cpu_count()} cores), torch threads per run: {', '.join(map(str, threads))}, torch {torch.__version__}"
 
 
 def train(args: argparse.Namespace) -> None:
@@ -104,14 +105,16 @@ def report(args: argparse.Namespace) -> None:
     rows = collect(args.runs)
     if not rows:
         sys.exit(f"error: no runs under {args.runs}; train first (see --help)")
-    where = machine()
+    where = machine(sorted({r["threads"] for r in rows}))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{STEM}.json").write_text(json.dumps({"machine": where, "runs": rows}, indent=2) + "\n")
     lines = [
         "# Polyphonic music: plain Seq-U-Net vs TCN (paper reproduction)",
         "",
         f"Machine: {where}. Written by `python benchmarks/paper/symbolic.py report`.",
-        "Test NLL: nats per frame (BCE summed over 88 keys, averaged over predicted frames).",
+        "Test NLL: nats per frame (BCE summed over 88 keys, averaged over predicted frames), of the",
+        "best validation epoch. Training time: wall clock of all epochs run, validation included,",
+        "on the machine as it was (shared with other jobs: compare epochs, not seconds).",
         "",
         "| task | model | params | paper params | test NLL | paper | gap | best epoch / run | stopped | training time |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
