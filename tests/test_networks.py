@@ -8,6 +8,8 @@ import torch
 from conftest import random_onehot, randomize_
 from streamgen.nn import (
     TCN,
+    PlainSeqUNet,
+    PlainSeqUNetConfig,
     SeqUNet,
     SeqUNetConfig,
     TCNConfig,
@@ -56,6 +58,10 @@ def sequnet(channels: int, levels: int, depth: int, k: int) -> SeqUNet:
     return SeqUNet(SeqUNetConfig(channels, levels, depth, k, classes=CLASSES))
 
 
+def plain_sequnet(channels: int, levels: int, k: int) -> PlainSeqUNet:
+    return PlainSeqUNet(PlainSeqUNetConfig(channels, levels, k, dropout=0.5, classes=CLASSES))
+
+
 # Widths of 16+ keep the odds that every channel of a ReLU is off at one time step (which
 # would hide a real dependency from the gradient) below 2**-16.
 CAUSAL_CASES = [
@@ -67,6 +73,11 @@ CAUSAL_CASES = [
     ("wavenet", lambda: WaveNet(WaveNetConfig(1, 4, 3, 6, 6, 20, classes=CLASSES))),
     ("tcn", lambda: TCN(TCNConfig(channels=20, levels=3, kernel_size=2, classes=CLASSES))),
     ("tcn", lambda: TCN(TCNConfig(channels=20, levels=2, kernel_size=3, classes=CLASSES))),
+    ("tcn", lambda: TCN(TCNConfig(channels=20, levels=4, kernel_size=5, classes=CLASSES))),
+    ("plain_sequnet", lambda: plain_sequnet(16, 1, 3)),
+    ("plain_sequnet", lambda: plain_sequnet(16, 2, 3)),
+    ("plain_sequnet", lambda: plain_sequnet(16, 3, 7)),
+    ("plain_sequnet", lambda: plain_sequnet(16, 4, 5)),
 ]
 
 
@@ -100,7 +111,7 @@ def test_causality_and_receptive_field(kind: str, factory, rng: torch.Generator)
         earliest = int(deps[j].nonzero().min())
         spans.append(t - earliest + 1)
     assert max(spans) == model.receptive_field
-    if kind != "sequnet":
+    if model.period == 1:
         assert set(spans) == {model.receptive_field}
 
 
@@ -141,12 +152,16 @@ def test_build_network_rejects_unknown() -> None:
         SeqUNetConfig(kernel_size=4)
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["gated", "plain"])
 @pytest.mark.parametrize("k", [3, 5, 7, 9])
 @pytest.mark.parametrize("levels", [1, 2, 3, 4])
-def test_sequnet_newest_outputs_ignore_older_history(k: int, levels: int, rng) -> None:
+def test_sequnet_newest_outputs_ignore_older_history(k: int, levels: int, plain: bool, rng) -> None:
     """Any input length gives the same newest outputs: the stride-2 convolutions stay phased
     like the decimated identity (both keep the newest frame) whatever history precedes."""
-    model = sequnet(4, levels, 2, k).double().eval()
+    from streamgen.nn.symbolic import PlainSeqUNet, PlainSeqUNetConfig
+
+    model = (PlainSeqUNet(PlainSeqUNetConfig(4, levels, k, 0.0, classes=CLASSES)) if plain
+             else sequnet(4, levels, 2, k)).double().eval()
     randomize_(model, rng)
     n = model.input_length(3 * model.period)
     x = random_onehot(1, n + 8, CLASSES, rng)

@@ -6,16 +6,17 @@ from typing import Any
 
 from streamgen.nn.base import NetworkConfig, StreamableNetwork
 from streamgen.nn.sequnet import SeqUNet, SeqUNetConfig
+from streamgen.nn.symbolic import PlainSeqUNet, PlainSeqUNetConfig
 from streamgen.nn.tcn import TCN, TCNConfig
 from streamgen.nn.wavenet import WaveNet, WaveNetConfig
 
 NETWORKS: dict[str, type[StreamableNetwork]] = {
-    cls.kind: cls for cls in (SeqUNet, WaveNet, TCN)
+    cls.kind: cls for cls in (SeqUNet, WaveNet, TCN, PlainSeqUNet)
 }
 
 
 def build_network(kind: str, config: dict[str, Any] | NetworkConfig) -> StreamableNetwork:
-    """Build a network of ``kind`` (``sequnet``, ``wavenet``, ``tcn``) from its config."""
+    """Build a network of ``kind`` (``sequnet``, ``wavenet``, ``tcn``, ``plain_sequnet``) from its config."""
     if kind not in NETWORKS:
         raise ValueError(f"unknown network kind {kind!r}; choose one of {sorted(NETWORKS)}")
     cls = NETWORKS[kind]
@@ -30,6 +31,8 @@ __all__ = [
     "StreamableNetwork",
     "SeqUNet",
     "SeqUNetConfig",
+    "PlainSeqUNet",
+    "PlainSeqUNetConfig",
     "WaveNet",
     "WaveNetConfig",
     "TCN",

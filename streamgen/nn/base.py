@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from functools import cached_property
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +53,42 @@ class StreamableNetwork(nn.Module):
     def input_length(self, output_length: int) -> int:
         raise NotImplementedError
 
-    @property
+    @cached_property
     def receptive_field(self) -> int:
-        raise NotImplementedError
+        """Longest span of inputs (this sample included) that any output depends on.
+
+        The span of a multi-rate network depends on the output's phase on the level clock,
+        so it is the maximum over one period of output positions.
+        """
+        return max(self.input_length(m) - m + 1 for m in range(1, self.period + 1))
 
     def training_output_length(self, requested: int) -> int:
-        """Output window used for training, at least ``requested``."""
-        return requested
+        """Round an output window up to a multiple of ``period`` (every clock phase weighted equally)."""
+        return -(-requested // self.period) * self.period
+
+    def drop_unread_history(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (..., T) without its oldest inputs that no complete output frame reads.
+
+        A stride-2 convolution is phased from its first input and a decimation from its
+        last: after this crop both keep the newest frame, so the newest outputs do not depend
+        on how much older history is passed (any ``T`` gives ``output_length(T)`` outputs).
+        """
+        outputs = self.output_length(x.shape[-1])
+        return x[..., x.shape[-1] - self.input_length(outputs) :] if outputs else x
+
+    def forward_from_start(self, x: torch.Tensor) -> torch.Tensor:
+        """One output per input step ``(B, C, T) -> (B, classes, T)``, as a stream starting at ``x[..., 0]``.
+
+        Zero vectors stand before the first step (the causal zero padding), and the level
+        clock is fixed from the first step: level ``l`` has frames at ``(t + 1) % 2**l == 0``.
+        Zero vectors appended up to a multiple of ``period`` place that grid and are never
+        read by the outputs kept.
+        """
+        steps = x.shape[-1]
+        n_out = self.training_output_length(steps)
+        pad_front = self.input_length(n_out) - n_out
+        y = self(F.pad(x, (pad_front, n_out - steps)))
+        return y[..., y.shape[-1] - n_out : y.shape[-1] - n_out + steps]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

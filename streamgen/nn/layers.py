@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-GatedKind = Literal["plain", "down", "up"]
+ConvKind = Literal["plain", "down", "up"]
 
 
 def crop_front(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -39,6 +39,41 @@ def decimate_keep_last(x: torch.Tensor) -> torch.Tensor:
     return x[..., (x.shape[-1] - 1) % 2 :: 2]
 
 
+def conv_output_length(kind: ConvKind, kernel_size: int, n: int) -> int:
+    """Outputs of a valid convolution of ``kind`` from ``n`` inputs (at the input's rate).
+
+    ``plain``: stride 1; ``down``: stride 2, phased to keep the last input; ``up``: stride-2
+    transposed convolution cropped by :func:`crop_transposed`.
+    """
+    k = kernel_size
+    if kind == "plain":
+        return n - k + 1
+    if kind == "down":
+        return (n - k) // 2 + 1 if n >= k else 0
+    # up: every transposed-conv output whose taps all exist, including the first odd one
+    return max(2 * n - k + 1, 0)
+
+
+def conv_input_length(kind: ConvKind, kernel_size: int, m: int) -> int:
+    """Fewest inputs that give a convolution of ``kind`` at least ``m`` outputs."""
+    k = kernel_size
+    if kind == "plain":
+        return m + k - 1
+    if kind == "down":
+        return 2 * (m - 1) + k
+    return math.ceil((m + k - 1) / 2)
+
+
+def crop_transposed(y: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Keep outputs ``m = k-2 .. 2n-2`` of a stride-2 transposed convolution of ``n`` inputs.
+
+    Those are the outputs whose taps all exist, the last one aligned with the last input
+    (zero lag).
+    """
+    k = kernel_size
+    return y[..., k - 2 : y.shape[-1] - (k - 1)]
+
+
 class GatedResidual(nn.Module):
     """``out = identity(x) + tanh(filter(z)) * sigmoid(gate(z))`` with valid convolutions.
 
@@ -49,14 +84,14 @@ class GatedResidual(nn.Module):
     """
 
     def __init__(
-        self, channels: int, kernel_size: int, kind: GatedKind = "plain", cond_channels: int = 0
+        self, channels: int, kernel_size: int, kind: ConvKind = "plain", cond_channels: int = 0
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1 or kernel_size < 3:
             raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
         if kind != "plain" and cond_channels:
             raise ValueError("only plain layers take a conditioning input")
-        self.kind: GatedKind = kind
+        self.kind: ConvKind = kind
         self.kernel_size = kernel_size
         self.channels = channels
         self.cond_channels = cond_channels
@@ -72,22 +107,11 @@ class GatedResidual(nn.Module):
     # -- length arithmetic -------------------------------------------------------------
     def output_length(self, n: int) -> int:
         """Outputs produced from ``n`` inputs (at the input's rate)."""
-        k = self.kernel_size
-        if self.kind == "plain":
-            return n - k + 1
-        if self.kind == "down":
-            return (n - k) // 2 + 1 if n >= k else 0
-        # up: every transposed-conv output whose taps all exist, including the first odd one
-        return max(2 * n - k + 1, 0)
+        return conv_output_length(self.kind, self.kernel_size, n)
 
     def input_length(self, m: int) -> int:
         """Fewest inputs that give at least ``m`` outputs."""
-        k = self.kernel_size
-        if self.kind == "plain":
-            return m + k - 1
-        if self.kind == "down":
-            return 2 * (m - 1) + k
-        return math.ceil((m + k - 1) / 2)
+        return conv_input_length(self.kind, self.kernel_size, m)
 
     @property
     def window(self) -> int:
@@ -99,10 +123,7 @@ class GatedResidual(nn.Module):
         z = x if cond is None else torch.cat([x, crop_front(cond, x.shape[-1])], dim=1)
         residual = torch.tanh(self.filter(z)) * torch.sigmoid(self.gate(z))
         if self.kind == "up":
-            k = self.kernel_size
-            # Keep outputs m = k-2 .. 2n-2 of the transposed conv: all taps present, and the
-            # last output aligned with the last input (zero lag).
-            residual = residual[..., k - 2 : residual.shape[-1] - (k - 1)]
+            residual = crop_transposed(residual, self.kernel_size)
             identity = sample_and_hold(x)
         elif self.kind == "down":
             identity = decimate_keep_last(x)

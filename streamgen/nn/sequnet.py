@@ -11,7 +11,6 @@ sequence length is a multiple of ``period``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 from torch import nn
@@ -87,16 +86,9 @@ class SeqUNet(StreamableNetwork):
         return 2 ** (self.config.levels - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for the last ``output_length(T)`` times of ``x`` (B, classes, T), any ``T``.
-
-        The oldest inputs that no complete frame reads are dropped first, so that every
-        stride-2 convolution is phased like its decimated identity (both keep the newest
-        frame): the newest outputs do not depend on how much older history is passed.
-        """
-        outputs = self.output_length(x.shape[-1])
-        if outputs:
-            x = crop_front(x, self.input_length(outputs))
-        h = self.input_conv(x)
+        """Logits for the last ``output_length(T)`` times of ``x`` (B, classes, T), any ``T``
+        (see ``drop_unread_history``)."""
+        h = self.input_conv(self.drop_unread_history(x))
         skips = []
         for enc in self.encoder:
             for layer in enc.convs:
@@ -142,16 +134,3 @@ class SeqUNet(StreamableNetwork):
             for layer in reversed(enc.convs):
                 n = layer.input_length(n)
         return n + self.config.kernel_size - 1
-
-    @cached_property
-    def receptive_field(self) -> int:
-        """Longest span of inputs (this sample included) that any output depends on.
-
-        The span depends on the output's phase on the level clock, so it is the maximum over
-        one period of output positions.
-        """
-        return max(self.input_length(m) - m + 1 for m in range(1, self.period + 1))
-
-    def training_output_length(self, requested: int) -> int:
-        """Round an output window up to a multiple of ``period`` (every clock phase weighted equally)."""
-        return -(-requested // self.period) * self.period

@@ -1,0 +1,277 @@
+"""Polyphonic music: the plain Seq-U-Net against a float64 reference on the absolute grid,
+parameter counts of the paper's models, the data loader, the frame NLL and a tiny training run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import randomize_
+from streamgen.checkpoint import load_checkpoint
+from streamgen.nn import TCN, PlainSeqUNet, PlainSeqUNetConfig, TCNConfig
+from streamgen.nn.base import NetworkConfig, StreamableNetwork
+from streamgen.train.symbolic import (
+    DATA_ENV,
+    PolyMusicError,
+    SymbolicTrainConfig,
+    _Progress,
+    default_data_dir,
+    evaluate,
+    load_poly_music,
+    piece_nll,
+    train_symbolic,
+)
+
+scipy_io = pytest.importorskip("scipy.io")
+
+
+# -- networks --------------------------------------------------------------------------------
+def test_paper_parameter_counts() -> None:
+    """The reference's layers one for one: JSB 521,938 vs the paper's 522K, TCN 534,468 vs 534K."""
+    c, k, keys = 175, 3, 88
+    conv = lambda n_in, n_out, kk: n_in * n_out * kk + n_out  # noqa: E731
+    # encoder conv + down, bottleneck, up + conv over [up; skip], 1x1 head
+    expected = conv(keys, c, k) + conv(c, c, k) + conv(c, c, k) + conv(c, c, k) + conv(2 * c, c, k) + conv(c, keys, 1)
+    jsb = PlainSeqUNet(PlainSeqUNetConfig(channels=c, levels=2, kernel_size=k, dropout=0.5))
+    assert jsb.num_parameters() == expected == 521_938
+    # weight norm adds one gain per output channel; a 1x1 projection where the width changes
+    h = 220
+    wn = lambda n_in: n_in * h * 3 + 2 * h  # noqa: E731
+    tcn = TCN(TCNConfig(channels=h, levels=2, kernel_size=3, dropout=0.5, classes=keys))
+    assert tcn.num_parameters() == wn(keys) + wn(h) + (keys * h + h) + 2 * wn(h) + (h * keys + keys) == 534_468
+    nott = PlainSeqUNet(PlainSeqUNetConfig(channels=150, levels=4, kernel_size=5, dropout=0.2))
+    nott_tcn = TCN(TCNConfig(channels=215, levels=4, kernel_size=5, dropout=0.2, classes=keys))
+    assert 1.65e6 < nott.num_parameters() < 1.8e6 and 1.65e6 < nott_tcn.num_parameters() < 1.8e6
+
+
+def reference_plain_sequnet(model: PlainSeqUNet, x: torch.Tensor) -> torch.Tensor:
+    """Output of every step ``(keys, T)`` computed frame by frame on the absolute grid.
+
+    Level ``l`` has frames ``f`` at times ``(f + 1) * 2**l - 1``; inputs before time 0 are
+    zero. A down conv's frame ``g`` reads fine frames up to ``2g + 1``; the transposed conv's
+    fine frame ``f`` sums tap ``j`` of coarse frame ``(f - 1 - j) / 2`` where that is whole.
+    """
+    cfg = model.config
+    k = cfg.kernel_size
+    history = model.receptive_field + 2 * model.period
+
+    def unit(conv: torch.nn.Module, seq: dict[int, torch.Tensor], kind: str) -> dict[int, torch.Tensor]:
+        w, b = conv.weight, conv.bias
+        out = {}
+        lo, hi = min(seq), max(seq)
+        frames = {"plain": range(lo, hi + 1), "down": range(lo // 2 - 1, hi // 2 + 1),
+                  "up": range(2 * lo, 2 * hi + 3)}[kind]  # wide enough; absent inputs skip a frame
+        for f in frames:
+            if kind == "up":
+                taps = [(j, (f - 1 - j) // 2) for j in range(k) if (f - 1 - j) % 2 == 0]
+                if not all(i in seq for _, i in taps):
+                    continue
+                y = b + sum(w[:, :, j].T @ seq[i] for j, i in taps)
+            else:
+                last = f if kind == "plain" else 2 * f + 1
+                idx = [last - (k - 1) + j for j in range(k)]
+                if not all(i in seq for i in idx):
+                    continue
+                y = b + sum(w[:, :, j] @ seq[i] for j, i in enumerate(idx))
+            out[f] = F.leaky_relu(y, 0.01)
+        return out
+
+    steps = x.shape[-1]
+    seq = {t: (x[:, t] if t >= 0 else torch.zeros_like(x[:, 0])) for t in range(-history, steps)}
+    skips = []
+    for enc in model.encoder:
+        seq = unit(enc.conv.conv, seq, "plain")
+        skips.append(seq)
+        seq = unit(enc.down.conv, seq, "down")
+    seq = unit(model.bottleneck.conv, seq, "plain")
+    for dec, skip in zip(model.decoder, reversed(skips)):
+        up = unit(dec.up.conv, seq, "up")
+        joined = {f: torch.cat([up[f], skip[f]]) for f in up if f in skip}
+        seq = unit(dec.conv.conv, joined, "plain")
+    head = model.head
+    return torch.stack([head.weight[:, :, 0] @ seq[t] + head.bias for t in range(steps)], dim=-1)
+
+
+@pytest.mark.parametrize("levels,k", [(1, 3), (2, 3), (3, 5), (4, 3)])
+def test_plain_sequnet_matches_frame_by_frame_reference(levels: int, k: int, rng: torch.Generator) -> None:
+    model = PlainSeqUNet(PlainSeqUNetConfig(channels=5, levels=levels, kernel_size=k, dropout=0.3, classes=6))
+    model = model.double().eval()
+    randomize_(model, rng, scale=1.0)
+    steps = 3 * model.period + 1  # not a multiple of the period: the grid must still start at t = 0
+    x = torch.randint(0, 2, (6, steps), generator=rng).double()
+    expected = reference_plain_sequnet(model, x)
+    with torch.no_grad():
+        got = model.forward_from_start(x[None])[0]
+    assert got.shape == (6, steps)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("factory", [
+    lambda: PlainSeqUNet(PlainSeqUNetConfig(channels=6, levels=3, kernel_size=3, dropout=0.0, classes=8)),
+    lambda: TCN(TCNConfig(channels=6, levels=3, kernel_size=2, dropout=0.0, classes=8)),
+])
+def test_forward_from_start_is_a_stream(factory, rng: torch.Generator) -> None:
+    """Every prefix gives the same outputs as the whole sequence (grid fixed from step 0)."""
+    model = factory().double().eval()
+    randomize_(model, rng)
+    x = torch.rand(2, 8, 21, generator=rng, dtype=torch.float64)
+    with torch.no_grad():
+        full = model.forward_from_start(x)
+        for n in (1, 5, 8, 13):
+            torch.testing.assert_close(model.forward_from_start(x[..., :n]), full[..., :n])
+        if isinstance(model, TCN):  # single rate: plain causal zero padding
+            ref = model(F.pad(x, (model.receptive_field - 1, 0)))
+            torch.testing.assert_close(full, ref)
+
+
+# -- data ------------------------------------------------------------------------------------
+def write_mat(path, splits: dict[str, list[np.ndarray]]) -> None:
+    cells = {}
+    for key, pieces in splits.items():
+        cell = np.empty((1, len(pieces)), dtype=object)
+        for i, p in enumerate(pieces):
+            cell[0, i] = p
+        cells[key] = cell
+    scipy_io.savemat(str(path), cells)
+
+
+def random_rolls(rng: np.random.Generator, count: int, lengths=(5, 12)) -> list[np.ndarray]:
+    return [(rng.random((int(rng.integers(*lengths)), 88)) < 0.1).astype(np.uint8) for _ in range(count)]
+
+
+def test_loader_reads_pieces_as_key_by_time(tmp_path, monkeypatch) -> None:
+    rng = np.random.default_rng(0)
+    splits = {"traindata": random_rolls(rng, 3), "validdata": random_rolls(rng, 2), "testdata": random_rolls(rng, 1)}
+    write_mat(tmp_path / "JSB_Chorales.mat", splits)
+    data = load_poly_music("jsb", tmp_path)
+    for split, key in (("train", "traindata"), ("valid", "validdata"), ("test", "testdata")):
+        assert len(data[split]) == len(splits[key])
+        for got, roll in zip(data[split], splits[key]):
+            assert got.dtype == torch.float32 and got.shape == (88, roll.shape[0])
+            assert np.array_equal(got.numpy(), roll.T)
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    assert default_data_dir() == tmp_path
+    assert len(load_poly_music("jsb")["train"]) == 3
+
+
+@pytest.mark.parametrize("case", ["no folder", "no file", "not a mat file", "missing split", "bad shape", "task"])
+def test_loader_errors_are_one_line(tmp_path, case: str) -> None:
+    rng = np.random.default_rng(1)
+    good = {"traindata": random_rolls(rng, 2), "validdata": random_rolls(rng, 2), "testdata": random_rolls(rng, 2)}
+    task, folder = "jsb", tmp_path
+    if case == "no folder":
+        folder = tmp_path / "absent"
+    elif case == "not a mat file":
+        (tmp_path / "JSB_Chorales.mat").write_text("hello")
+    elif case == "missing split":
+        write_mat(tmp_path / "JSB_Chorales.mat", {k: v for k, v in good.items() if k != "testdata"})
+    elif case == "bad shape":
+        write_mat(tmp_path / "JSB_Chorales.mat", {**good, "validdata": [np.zeros((4, 87), np.uint8)]})
+    elif case == "task":
+        task = "bach"
+    with pytest.raises(PolyMusicError) as err:
+        load_poly_music(task, folder)
+    message = str(err.value)
+    assert "\n" not in message
+    expected = {"no folder": "not found", "no file": "no such file", "not a mat file": "not a readable",
+                "missing split": "'testdata'", "bad shape": "(4, 87)", "task": "unknown task"}[case]
+    assert expected in message
+
+
+def test_real_data_sets_have_their_published_sizes() -> None:
+    if default_data_dir() is None:
+        pytest.skip("poly-music data folder not present")
+    sizes = {split: len(pieces) for split, pieces in load_poly_music("jsb").items()}
+    assert sizes == {"train": 229, "valid": 76, "test": 77}
+
+
+# -- metric ----------------------------------------------------------------------------------
+class CopyPrevious(StreamableNetwork):
+    """Predicts each frame to repeat the last: logit ``+a`` for a key that was on, ``-a`` if off."""
+
+    kind = "copy_previous"
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.config = NetworkConfig()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (2 * x - 1)
+
+    def output_length(self, input_length: int) -> int:
+        return input_length
+
+    def input_length(self, output_length: int) -> int:
+        return output_length
+
+
+def test_frame_nll_by_hand() -> None:
+    """Keys that repeat cost log(1 + e^-a), keys that change log(1 + e^a); frame 0 is not predicted."""
+    a = 1.5
+    rolls = [torch.zeros(88, 4), torch.zeros(88, 2)]
+    rolls[0][3, 0:2] = 1  # on at frames 0,1: changes at frame 2 only
+    rolls[0][10, 3] = 1  # turns on at frame 3
+    rolls[1][5, 0] = 1  # on at frame 0 only: changes at frame 1
+    keep, flip = math.log1p(math.exp(-a)), math.log1p(math.exp(a))
+    nll0, n0 = piece_nll(CopyPrevious(a), rolls[0])
+    assert n0 == 3
+    assert float(nll0) == pytest.approx((3 * 88 - 2) * keep + 2 * flip, rel=1e-6)
+    nll1, n1 = piece_nll(CopyPrevious(a), rolls[1])
+    assert n1 == 1 and float(nll1) == pytest.approx(87 * keep + flip, rel=1e-6)
+    # the split's NLL averages over all predicted frames, not over pieces
+    expected = ((3 * 88 - 2) * keep + 2 * flip + 87 * keep + flip) / 4
+    assert evaluate(CopyPrevious(a), rolls) == pytest.approx(expected, rel=1e-6)
+
+
+def test_learning_rate_halves_on_the_reference_plateau_rule() -> None:
+    progress = _Progress(lr=1.0)
+    vals = [5.0, 4.0, 3.0, 2.9, 4.5, 5.1, 3.0]
+    halved = [progress.update_lr(v, plateau=3) for v in vals]
+    # from the fourth epoch on, halve when above the highest of the previous three
+    assert halved == [False, False, False, False, True, True, False]
+    assert progress.lr == 0.25
+
+
+# -- training ------------------------------------------------------------------------------------
+def test_tiny_training_run_end_to_end(tmp_path, one_thread) -> None:
+    """A few epochs on a learnable toy set: validation improves, the best weights and the result
+    agree with an independent evaluation, an interrupted budget stops after one epoch."""
+    rng = np.random.default_rng(2)
+
+    def arpeggios(count: int) -> list[np.ndarray]:
+        pieces = []
+        for _ in range(count):
+            roll = np.zeros((int(rng.integers(12, 20)), 88), np.uint8)
+            start = int(rng.integers(0, 4))
+            for t in range(roll.shape[0]):
+                roll[t, 40 + (start + t) % 4] = 1
+            pieces.append(roll)
+        return pieces
+
+    write_mat(tmp_path / "JSB_Chorales.mat",
+              {"traindata": arpeggios(6), "validdata": arpeggios(3), "testdata": arpeggios(3)})
+    out = tmp_path / "run"
+    config = SymbolicTrainConfig(task="jsb", kind="plain_sequnet", out_dir=str(out), data=str(tmp_path),
+                                 model=dict(channels=8, levels=2, kernel_size=3, dropout=0.0),
+                                 lr=1e-2, epochs=5, seed=3)
+    result = train_symbolic(config)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5] and result["epochs_run"] == 5
+    assert min(r["valid_nll"] for r in log) < log[0]["valid_nll"] and result["stopped"] == "epochs"
+    best = min(log, key=lambda r: r["valid_nll"])
+    assert result["best_epoch"] == best["epoch"] and result["valid_nll"] == pytest.approx(best["valid_nll"])
+    model, info = load_checkpoint(out / "best")
+    data = load_poly_music("jsb", tmp_path)
+    assert result["test_nll"] == pytest.approx(evaluate(model, data["test"]), rel=1e-6)
+    assert result["params"] == model.num_parameters()
+    assert json.loads((out / "result.json").read_text())["test_nll"] == result["test_nll"]
+
+    budget = SymbolicTrainConfig(**{**config.to_dict(), "out_dir": str(tmp_path / "cut"), "time_budget_s": 1e-6})
+    assert train_symbolic(budget)["stopped"] == "time_budget"
+    assert len((tmp_path / "cut" / "log.jsonl").read_text().splitlines()) == 1
