@@ -9,13 +9,16 @@ import pytest
 
 from streamgen.engine.clock import top_level
 from streamgen.engine.plan import HEAD, Advance, Copy, Head, Input, Layer
-from streamgen.engine.program import INPUT_RING, build_program
+from streamgen.engine.program import build_program
 from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig
+from streamgen.nn.symbolic import PlainSeqUNet, PlainSeqUNetConfig
 
 NETWORKS = [SeqUNet(SeqUNetConfig(c, levels, depth, k, classes=16))
             for c, levels, depth, k in [(4, 1, 1, 3), (6, 2, 2, 5), (5, 4, 3, 7), (3, 6, 1, 9)]]
 NETWORKS += [WaveNet(WaveNetConfig(2, 3, 2, 6, 5, 7, classes=16)),
              TCN(TCNConfig(channels=16, levels=3, kernel_size=4, classes=16))]
+NETWORKS += [PlainSeqUNet(PlainSeqUNetConfig(c, levels, k, 0.0, classes=12))
+             for c, levels, k in [(5, 1, 3), (6, 3, 5), (12, 4, 3)]]
 
 
 @pytest.mark.parametrize("model", NETWORKS, ids=lambda m: f"{m.kind}-{m.receptive_field}")
@@ -23,13 +26,13 @@ def test_every_frame_is_written_whole_then_advanced_once_per_tick(model) -> None
     """Within a step: a ring's next frame gets every column written (exactly once) before it
     is advanced; it is advanced iff its level runs; a layer reads a ring whose level runs
     only after its advance (else its history); the head input is written whole."""
-    program = build_program(model, 1)
+    program = build_program(model, 1, inputs="frames" if model.kind == "plain_sequnet" else "classes")
     assert len(program.plan) == model.period
     for phase, plan in enumerate(program.plan):
         top = top_level(phase, getattr(model.config, "levels", 1)) if model.period > 1 else 0
         assert isinstance(plan[0], Input) and isinstance(plan[-1], Head)
         written: dict[str, list[int]] = {}
-        advanced = {INPUT_RING}
+        advanced = {program.input_ring}
         for op in plan[1:-1]:
             if isinstance(op, Advance):
                 cols = sorted(written.pop(op.ring, []))
