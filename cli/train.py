@@ -41,27 +41,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None,
                    help="no mixed precision on GPU")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto, cuda when available; "
+                   "under torchrun cuda means each process's own GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--cache-dir", help="where the mu-law encoded files are cached")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .common import CLIError
+    from .common import CLIError, require
 
     if args.build_corpus:
+        require("music21", "--build-corpus")
         from streamgen.train.corpus import build_corpus
 
         manifest = build_corpus(args.build_corpus)
         print(f"corpus written: {manifest}")
         return 0
+    from streamgen.devices import resolve_device
+    from streamgen.nn import build_network
     from streamgen.train.loop import TrainConfig, train
 
     try:
         config = TrainConfig.from_options(args)
+        if not isinstance(config.model, dict):
+            raise ValueError(f"--config must be a JSON object of network fields, not {config.model!r}")
+        build_network(config.kind, config.model)  # unknown or bad fields fail before any work
     except (TypeError, ValueError) as exc:
         raise CLIError(f"{exc}; see streamgen train --help") from exc
+    resolve_device(config.device)  # an unusable --device fails before any work
     try:
         path = train(config)
     except FileExistsError as exc:
