@@ -61,6 +61,18 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="torch device: auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "numba"],
                    help="engine backend; auto takes the fastest that applies")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default: %(default)s; a stream of single samples gains "
+                   "nothing from more, and loses much on a busy machine)")
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """Apply --threads (before any torch work)."""
+    if args.threads < 1:
+        raise CLIError("--threads must be at least 1")
+    import torch
+
+    torch.set_num_threads(args.threads)
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:

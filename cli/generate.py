@@ -11,7 +11,7 @@ import numpy as np
 from streamgen.zoo import load_model
 
 from .common import (CLIError, add_model_options, add_sampling_options, announce_compile, check_output, require,
-                     sampling_config, seconds)
+                     sampling_config, seconds, set_threads)
 
 EXAMPLES = """examples:
   streamgen generate -o out.wav --seconds 10
@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.spectrogram:
         require("matplotlib", "--spectrogram")
     sampling_config(args)  # bad values fail before any work
+    set_threads(args)
     paths = output_paths(args.output, args.batch)
     for path in paths:
         check_output(path, args.force)

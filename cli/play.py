@@ -7,7 +7,8 @@ import sys
 
 from streamgen.zoo import load_model
 
-from .common import add_model_options, add_sampling_options, announce_compile, check_output, sampling_config, seconds
+from .common import (add_model_options, add_sampling_options, announce_compile, check_output, sampling_config, seconds,
+                     set_threads)
 
 EXAMPLES = """examples:
   streamgen play --seconds 30
@@ -42,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from streamgen.audio.devices import list_devices, no_outputs, open_output_device
     from streamgen.audio.live import LivePlayer
+    from streamgen.devices import resolve_device
 
     if args.list_devices:
         devices = list_devices()
@@ -54,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.save:
         check_output(args.save, args.force)
+    resolve_device(args.device)  # a torch device that cannot run fails before any work
+    set_threads(args)
     model, info, _ = load_model(args.model)
     rate = int(info.get("sample_rate", 16000))
     open_output_device(args.device_name, rate)  # no device, or none for this rate: say so now

@@ -62,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from streamgen.nn import build_network
     from streamgen.train.loop import TrainConfig, train
 
+    if args.data is None or args.out_dir is None:
+        raise CLIError("train needs --data FOLDER and --out FOLDER (or --build-corpus DIR); "
+                       "see streamgen train --help")
     try:
         config = TrainConfig.from_options(args)
         if not isinstance(config.model, dict):
