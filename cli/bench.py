@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import announce_compile
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark samples per second",
@@ -34,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = str(resolve_device(args.device))
     torch.set_num_threads(args.threads)
+    announce_compile("numba" if device == "cpu" else "torch")
     try:
         model, info, _ = load_model(args.model)
         default, sampling = (args.model, model), recommended_sampling(info)
