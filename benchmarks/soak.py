@@ -95,7 +95,8 @@ def soak(minutes: float, workdir: Path, *, model: str = "default", seed: int = 0
     if proc.returncode != 0:
         raise RuntimeError(f"streamgen play exited with {proc.returncode}: {err.strip()}")
     summary = err.strip().splitlines()[-1]
-    underflows = int(re.search(r"underflows (\d+)", summary).group(1))
+    underflows, late, silence = map(int, re.search(
+        r"underflows (\d+) \((\d+) flagged by the device, (\d+) samples", summary).groups())
     played = np.fromfile(capture, dtype="<f4")
     lead = int(np.flatnonzero(played)[0])  # PortAudio primes the device with exact zeros
     body = played[lead : lead + total]
@@ -115,10 +116,12 @@ def soak(minutes: float, workdir: Path, *, model: str = "default", seed: int = 0
         "samples_played": len(body),
         "samples_saved": len(heard),
         "underflows": underflows,
+        "device_underflows": late,  # callbacks PortAudio flagged: the device ran dry (callback late)
+        "player_silence_samples": silence,  # zeros the player handed over because the producer was late
         "played_equals_saved": bool(len(body) == len(heard) == total
                                     and np.array_equal(to_pcm16(body), heard)),
         "after_played": int(np.count_nonzero(played[lead + total :])),  # nonzero samples after the end
-        "rss_start_mb": memory[0]["rss_mb"] if memory else None,
+        "rss_at_playback_start_mb": next((m["rss_mb"] for m in memory if m["played_s"] > 0), None),
         "rss_growth_after_first_minute_of_playback_mb": None if growth is None else round(growth, 2),
         "cpu_seconds": memory[-1]["cpu_s"] if memory else None,
         "memory": memory,
@@ -140,12 +143,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"`{result['command']}` on the JACK dummy driver at {RATE} Hz (wall-clock paced; see "
         "`benchmarks/soak.py`), machine `{}` ({}), {}.".format(m["machine"], m["processor"], m["platform"]), "",
         "| check | result |", "|---|---|",
-        f"| underflows | {result['underflows']} |",
+        f"| underflows | {result['underflows']} ({result['device_underflows']} flagged by the device, "
+        f"{result['player_silence_samples']:,} samples of silence inserted by the player) |",
         f"| samples requested / played / saved | {result['samples_requested']:,} / "
         f"{result['samples_played']:,} / {result['samples_saved']:,} |",
         f"| nonzero samples after the end | {result['after_played']} |",
         f"| played audio equals the saved file (16-bit PCM) | {'yes' if result['played_equals_saved'] else 'NO'} |",
-        f"| resident memory at start | {result['rss_start_mb']} MB |",
+        f"| resident memory when playback started | {result['rss_at_playback_start_mb']} MB |",
         f"| resident memory growth after the first minute of playback | "
         f"{result['rss_growth_after_first_minute_of_playback_mb']} MB "
         f"(limit {RSS_GROWTH_LIMIT_MB:g}) |",

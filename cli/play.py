@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
           f"({gen.engine.backend} backend): "
           f"real-time factor {report.realtime_factor:.2f}, pre-buffer {report.prebuffer_seconds:.2f} s, "
           f"output latency {report.output_latency * 1000:.0f} ms, underflows {report.underflows}"
+          f" ({report.device_underflows} flagged by the device, {report.silence_samples} samples of "
+          "silence inserted by the player)"
           + (" (interrupted)" if report.interrupted else "")
           + (f"; saved {report.saved}" if report.saved else ""), file=sys.stderr)
     return 130 if report.interrupted else 0

@@ -212,7 +212,7 @@ def test_errors_are_one_line(zoo: Path, tmp_path: Path) -> None:
         "--force": ["generate", "-o", str(tmp_path / "exists.wav")],
         "does not exist": ["generate", "-o", str(tmp_path / "no" / "dir" / "d.wav")],
         "temperature": ["generate", "-o", str(tmp_path / "e.wav"), "--temperature", "0"],
-        "cannot write .mp3": ["generate", "-o", str(tmp_path / "f.mp3"), "--seconds", "0.1"],
+        "cannot write .mp4": ["generate", "-o", str(tmp_path / "f.mp4"), "--seconds", "0.1"],
     }
     for needle, args in cases.items():
         line = one_line_error(streamgen(zoo, *args))

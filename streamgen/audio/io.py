@@ -170,10 +170,16 @@ class AudioWriter:
         self.frames_written += len(frames)
 
     def close(self) -> None:
-        """Finalise the file (headers, last pages); idempotent."""
+        """Finalise the file (headers, last pages); idempotent. ``frames_written`` is then read
+        back from the file: Ctrl-C can land after a block reached the file but before it was
+        counted."""
         if self._file is not None:
             self._file.close()
             self._file = None
+            try:
+                self.frames_written = sf.info(self.path).frames
+            except (sf.LibsndfileError, RuntimeError, OSError):
+                pass  # keep the count
         if self._stream is not None:
             try:
                 self._stream.flush()
