@@ -34,7 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="overwrite --save; play forever even when slower than real time")
     p.add_argument("--prebuffer", type=float, default=None, help="seconds to buffer (default: planned)")
-    p.add_argument("--block", type=int, default=1024, help="samples per produced block")
+    p.add_argument("--block", type=int, default=256,
+                   help="samples per produced block (default: %(default)s; the compiled kernel holds "
+                   "Python's lock for a block, and the audio callback waits for it)")
     add_model_options(p)
     add_sampling_options(p)
     p.set_defaults(run=run)

@@ -28,6 +28,8 @@ Producer = Callable[[int], np.ndarray]
 """``produce(n)`` returns the next ``n`` samples: float32 (or castable), shape ``(n,)``."""
 
 RECORD_SECONDS = 10.0  # capacity of the save ring; the calling thread drains it every POLL_S
+CUSHION_SECONDS = 2.0  # room beyond the pre-buffer: a producer faster than real time fills it
+# while playing, so a stall of the producer (a busy machine) up to this long goes unheard
 POLL_S = 0.02
 
 
@@ -192,7 +194,7 @@ class _Run:
         if total is not None:
             self.prebuffer_n = min(self.prebuffer_n, total)
         warm_n = sum(len(b) for b in warm)
-        self.ring = SampleRing(max(self.prebuffer_n, warm_n) + 2 * block)
+        self.ring = SampleRing(max(self.prebuffer_n, warm_n) + 2 * block + round(CUSHION_SECONDS * rate))
         for b in warm:
             self.ring.write(b)
         self.produced = warm_n
