@@ -41,11 +41,11 @@ def main() -> None:
     from streamgen.bench.gpu import DRY_RUN, FULL, QUICK, gpu_markdown, run_gpu_suite
     from streamgen.bench.report import write_json_md
     from streamgen.nn import build_network
-    from streamgen.zoo import load_model, recommended_sampling
+    from streamgen.zoo import load_model
 
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         sys.exit("error: no CUDA GPU visible to torch; run with --dry-run to check the benchmark on the CPU")
-    model, info, _ = load_model(args.model)
+    model, info = load_model(args.model)
     profile = DRY_RUN if args.dry_run else QUICK if args.quick else FULL
     if args.dry_run:  # the default's shape, shrunk
         model = build_network("sequnet", {"channels": 8, "levels": 3, "depth": 1, "kernel_size": 3})
@@ -55,7 +55,7 @@ def main() -> None:
     out = args.out or (Path(tempfile.mkdtemp()) if args.dry_run else Path(__file__).parent / "results")
     start = time.perf_counter()
     results = run_gpu_suite(profile, device=args.device, default_model=(args.model, model),
-                            sampling=recommended_sampling(info))
+                            sampling=info.sampling)
     results["wall_seconds"] = time.perf_counter() - start
     stem = re.sub(r"[^A-Za-z0-9]+", "-", f"gpu-{where}-{profile.name}").strip("-").lower()
     for path in write_json_md(results, gpu_markdown(results), out, stem):

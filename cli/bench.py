@@ -5,18 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import announce_compile
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark samples per second",
                        description="Measure the engine against its baselines (WaveNet, TCN, full "
                        "recomputation): throughput, scaling, batch sweep, worst-case step.",
-                       epilog="examples:\n  streamgen bench --quick\n  streamgen bench --device cuda --out results/",
+                       epilog="Results go to --out as bench-DEVICE-PROFILE.json and .md (plus plots "
+                       "when matplotlib is installed), and the tables to the terminal.\n\n"
+                       "examples:\n  streamgen bench --quick            # writes ./bench-results/bench-cpu-quick.*\n"
+                       "  streamgen bench --device cuda --out results/",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="the one-minute subset")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="the one-minute subset (the default: the full suite)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--model", default="default", help="model measured as the default (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=Path("bench-results"), help="output folder")
+    p.add_argument("--out", type=Path, default=Path("bench-results"),
+                   help="folder the results are written to (default: ./%(default)s)")
     p.set_defaults(run=run)
 
 
@@ -25,17 +31,20 @@ def run(args: argparse.Namespace) -> int:
 
     from streamgen.bench.report import markdown, write_results
     from streamgen.bench.suite import FULL, QUICK, run_suite
+    from streamgen.devices import resolve_device
     from streamgen.zoo import ModelNotFoundError, load_model
 
+    device = str(resolve_device(args.device))
     torch.set_num_threads(args.threads)
+    announce_compile("numba" if device == "cpu" else "torch")
     try:
         model, info = load_model(args.model)
         default, sampling = (args.model, model), info.sampling
     except ModelNotFoundError:
         default, sampling = None, None  # measure the default architecture with random weights
-    results = run_suite(QUICK if args.quick else FULL, device=args.device, default_model=default, sampling=sampling,
+    results = run_suite(QUICK if args.quick else FULL, device=device, default_model=default, sampling=sampling,
                         log=lambda s: print(s, flush=True))
-    stem = f"bench-{args.device}-{'quick' if args.quick else 'full'}"
+    stem = f"bench-{device.split(':')[0]}-{'quick' if args.quick else 'full'}"
     paths = write_results(results, args.out, stem)
     print(markdown(results))
     print("written: " + ", ".join(str(p) for p in paths))

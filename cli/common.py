@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import math
 import os
 import sys
 from pathlib import Path
@@ -13,16 +15,65 @@ from streamgen.engine import SamplingConfig
 DEFAULT_MODEL = "default"
 
 
+#: Optional packages -> the extra that installs them (pyproject.toml [project.optional-dependencies]).
+EXTRAS = {"matplotlib": "plot", "librosa": "train", "music21": "train"}  # sounddevice: audio.devices
+
+
 class CLIError(Exception):
     """A user-facing problem: printed as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with usage errors in one line (``streamgen: error: ...; see --help``), status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"streamgen: error: {message}; see {self.prog} --help\n")
+
+
+def require(module: str, feature: str) -> None:
+    """Import an optional ``module`` now, before any work; missing -> one line naming its extra."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise CLIError(f"{feature} needs the {module} package, which is not installed: "
+                       f'pip install "streamgen[{EXTRAS[module]}]"') from None
+
+
+def seconds(forever: bool = False):
+    """argparse type for durations: finite and positive (``forever``: 0 allowed, meaning endless)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (value == 0 and not forever):
+            bound = ">= 0 (0: forever)" if forever else "> 0"
+            raise argparse.ArgumentTypeError(f"{text!r} is not a duration; give a number of seconds {bound}")
+        return value
+
+    return parse
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
                    help="zoo model name or checkpoint folder (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    p.add_argument("--device", default="auto",
+                   help="torch device: auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "numba"],
                    help="engine backend; auto takes the fastest that applies")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default: %(default)s; a stream of single samples gains "
+                   "nothing from more, and loses much on a busy machine)")
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """Apply --threads (before any torch work)."""
+    if args.threads < 1:
+        raise CLIError("--threads must be at least 1")
+    import torch
+
+    torch.set_num_threads(args.threads)
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
@@ -31,7 +82,9 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--temperature", type=float, help="softmax temperature (plain: 1)")
     g.add_argument("--top-k", type=int, help="keep the k most likely classes (0: off)")
     g.add_argument("--top-p", type=float, help="nucleus sampling mass (1: off)")
-    g.add_argument("--greedy", action="store_true", default=None, help="always take the most likely class")
+    g.add_argument("--greedy", action="store_true", default=None,
+                   help="always take the most likely class (for tests: audio models then fall "
+                   "into near-silence)")
 
 
 def sampling_config(args: argparse.Namespace, info: ModelInfo | None = None) -> SamplingConfig:
@@ -44,10 +97,15 @@ def sampling_config(args: argparse.Namespace, info: ModelInfo | None = None) -> 
         raise CLIError(f"{exc}; see --help") from exc
 
 
-def check_output(path: str, force: bool) -> None:
-    """Refuse to overwrite without --force; fail early on unwritable folders."""
+def check_output(path: str, force: bool, audio: bool = True) -> None:
+    """Refuse to overwrite without --force; fail early on unwritable folders and (``audio``)
+    on extensions the audio writer cannot write."""
+    from streamgen.audio.io import output_format
+
     if path == "-":
         return
+    if audio:
+        output_format(path)  # an extension the writer cannot write fails before any work
     p = Path(path)
     if p.exists() and not force:
         raise CLIError(f"{path} exists; pass --force to overwrite it")

@@ -10,15 +10,16 @@ import numpy as np
 
 from streamgen.zoo import load_model
 
-from .common import (CLIError, add_model_options, add_sampling_options, announce_compile, check_output,
-                     sampling_config)
+from .common import (CLIError, add_model_options, add_sampling_options, announce_compile, check_output, require,
+                     sampling_config, seconds, set_threads)
 
 EXAMPLES = """examples:
   streamgen generate -o out.wav --seconds 10
   streamgen generate -o take.flac --seconds 30 --temperature 0.9 --top-p 0.95 --seed 7
   streamgen generate -o 'take_{i}.wav' --batch 4 --seconds 5        # four files
   streamgen generate -o cont.wav --prime prompt.mp3 --seconds 8      # continue a recording
-  streamgen generate -o - --seconds 5 | sox -t raw -r 16000 -e signed -b 16 -c 1 - out.mp3
+  streamgen generate -o both.mp3 --prime prompt.mp3 --include-prime  # prompt, then continuation
+  streamgen generate -o - --seconds 5 | sox -t raw -r 16000 -e signed -b 16 -c 1 - out.ogg
 """
 
 
@@ -28,11 +29,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "block (Ctrl-C keeps a valid file with everything so far).",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", required=True,
-                   help="output file (.wav, .flac, .ogg), '-' for raw s16le PCM on stdout; with "
-                   "--batch N, '{i}' in the name numbers the files (else _0, _1, ... are added)")
-    p.add_argument("--seconds", type=float, default=10.0, help="duration (default: %(default)s)")
+                   help="output file (.wav, .flac, .ogg, .mp3), '-' for raw s16le PCM on stdout (a "
+                   "pipe, not a terminal); with --batch N, '{i}' in the name numbers the files "
+                   "(else _0, _1, ... are added)")
+    p.add_argument("--seconds", type=seconds(), default=10.0,
+                   help="duration generated (default: %(default)s)")
     p.add_argument("--batch", type=int, default=1, help="independent streams, one file each")
     p.add_argument("--prime", metavar="FILE", help="continue this audio (any format and rate)")
+    p.add_argument("--include-prime", action="store_true",
+                   help="start the output with the --prime audio (mono, at the model's rate)")
     p.add_argument("--spectrogram", metavar="PNG", help="also save a spectrogram image")
     p.add_argument("--block", type=int, default=4096, help="samples per written block")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -57,12 +62,22 @@ def run(args: argparse.Namespace) -> int:
     from streamgen.audio.io import AudioWriter, load_audio
     from streamgen.generation import AudioGenerator
 
-    if args.seconds <= 0 or args.batch < 1 or args.block < 1:
-        raise CLIError("--seconds, --batch and --block must be positive")
+    if args.batch < 1 or args.block < 1:
+        raise CLIError("--batch and --block must be positive")
+    if args.include_prime and not args.prime:
+        raise CLIError("--include-prime needs --prime FILE")
+    if args.output == "-" and sys.stdout.isatty():
+        raise CLIError("-o - writes raw PCM, which a terminal cannot show; pipe it into a player "
+                       "or encoder (see --help) or give a file name")
+    if args.spectrogram:
+        require("matplotlib", "--spectrogram")
     sampling_config(args)  # bad values fail before any work
+    set_threads(args)
     paths = output_paths(args.output, args.batch)
-    for path in paths + ([args.spectrogram] if args.spectrogram else []):
+    for path in paths:
         check_output(path, args.force)
+    if args.spectrogram:
+        check_output(args.spectrogram, args.force, audio=False)
     model, info = load_model(args.model)
     sampling = sampling_config(args, info)
     rate = info.sample_rate
@@ -72,8 +87,13 @@ def run(args: argparse.Namespace) -> int:
     total = int(round(args.seconds * rate))
     writers = [AudioWriter(p, rate) for p in paths]
     kept: list[np.ndarray] = []
+    if args.include_prime:
+        for writer in writers:
+            writer.write(prime)
+        kept.append(prime)
     announce_compile(gen.engine.backend, args.quiet)
     progress = _progress(total, args.quiet or args.output == "-" and not sys.stderr.isatty())
+    interrupted = False
     try:
         for block in gen.blocks(total, args.block):
             for writer, stream in zip(writers, block):
@@ -82,17 +102,17 @@ def run(args: argparse.Namespace) -> int:
                 kept.append(block[0])
             _advance(progress, block.shape[1], rate)
     except KeyboardInterrupt:
-        done = gen.generated
-        print(f"\nstreamgen: interrupted; kept {done} samples ({done / rate:.2f} s) in "
-              f"{', '.join(paths)}", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 0  # the reader of stdout went away: not an error for a pipeline
+        interrupted = True
     finally:
         for writer in writers:
             writer.close()
         if progress is not None:
-            progress.close()
+            progress.close()  # the bar's last line comes before any message
+    if interrupted:
+        done = writers[0].frames_written
+        print(f"streamgen: interrupted; kept {done} samples ({done / rate:.2f} s) in "
+              f"{', '.join(paths)}", file=sys.stderr)
+        return 130
     if args.spectrogram and kept:
         from streamgen.audio.plots import save_spectrogram
 
@@ -106,15 +126,17 @@ def _progress(total: int, quiet: bool):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="sample", unit_scale=True, file=sys.stderr, dynamic_ncols=True)
+    # no rate field of tqdm's own: the postfix shows one speed in two units (see _advance)
+    return tqdm(total=total, unit="sample", unit_scale=True, file=sys.stderr, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
 
 
 def _advance(progress, n: int, rate: int) -> None:
-    """Advance the bar; the real-time factor is tqdm's smoothed current speed (so a one-off
-    start-up cost, such as compiling the kernels on first use, fades out of it)."""
+    """Advance the bar; the speed is tqdm's smoothed current one (so a one-off start-up cost,
+    such as compiling the kernels on first use, fades out of it), in samples/s and real time."""
     if progress is None:
         return
     progress.update(n)
     speed = progress.format_dict.get("rate")
     if speed:
-        progress.set_postfix_str(f"{speed / rate:.2f}x real time")
+        progress.set_postfix_str(f"{speed / 1000:.1f} ksample/s, {speed / rate:.2f}x real time")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EPILOG = """examples:
@@ -19,8 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     from streamgen import __version__
 
     from . import bench, generate, models, play, publish, train
+    from .common import Parser
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="streamgen",
         description="Real-time streaming audio generation with a causal Seq-U-Net.",
         epilog=EPILOG,
@@ -41,12 +43,13 @@ def known_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's to fix: reported in one line, no traceback."""
     from streamgen.audio.io import AudioFileError
     from streamgen.checkpoint import CheckpointError
+    from streamgen.devices import DeviceError
     from streamgen.zoo import ModelNotFoundError
 
     from .common import CLIError
 
     errors: list[type[BaseException]] = [CLIError, AudioFileError, CheckpointError,
-                                         ModelNotFoundError, FileNotFoundError, PermissionError]
+                                         ModelNotFoundError, DeviceError, FileNotFoundError, PermissionError]
     try:
         from streamgen.audio.live import AudioDeviceError, TooSlowError
 
@@ -58,12 +61,16 @@ def known_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Ctrl-C at any moment, start-up (importing torch) included, exits 130
-    with one line and no traceback."""
+    with one line and no traceback; a closed stdout (``streamgen info | head``) ends quietly."""
     try:
         return _run(argv)
     except KeyboardInterrupt:
         print("streamgen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away: send what is still buffered nowhere, so exit does not fail
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _run(argv: list[str] | None) -> int:

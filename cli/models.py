@@ -61,6 +61,15 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _readable(value: object) -> str:
+    """Floats to four decimals, integers with thousands separators, the rest as it is."""
+    if isinstance(value, float):
+        return f"{value:,.4f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
 def run_info(args: argparse.Namespace) -> int:
     from streamgen.checkpoint import sha256_file
     from streamgen.engine.cost import macs_per_step
@@ -84,19 +93,25 @@ def run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(details, indent=2))
         return 0
-    print(f"{args.model}  ({folder})")
-    print(f"  kind             {info.kind}  {json.dumps(info.config.to_dict())}")
-    print(f"  parameters       {details['params']:,}")
-    print(f"  receptive field  {details['receptive_field']:,} samples "
-          f"({details['receptive_field_seconds']:.2f} s at {rate} Hz)")
-    print(f"  cost             {details['macs_per_sample']:,.0f} MACs/sample "
-          f"(worst step {details['macs_worst_step']:,})")
-    if info.sampling.changes():
-        print(f"  sampling         {json.dumps(info.sampling.changes())} (recommended; options override)")
     train = info.training
-    for key in ("val_bits_per_sample", "val_nats", "steps", "hardware", "wall_time_s", "data"):
-        if key in train:
-            print(f"  {key:<16} {train[key]}")
+    rows = [("kind", f"{info.kind}  {json.dumps(info.config.to_dict())}"),
+            ("parameters", f"{details['params']:,}"),
+            ("receptive field", f"{details['receptive_field']:,} samples "
+                                f"({details['receptive_field_seconds']:.2f} s at {rate} Hz)"),
+            ("cost", f"{details['macs_per_sample']:,.0f} MACs/sample (worst step {details['macs_worst_step']:,})")]
+    if info.sampling.changes():
+        rows.append(("sampling", f"{json.dumps(info.sampling.changes())} (recommended; options override)"))
+    steps = train.get("steps", train.get("step"))  # zoo cards record "steps", training runs "step"
+    for label, value in [("val bits/sample", train.get("val_bits_per_sample")), ("val nats/sample", train.get("val_nats")),
+                         ("training steps", steps), ("hardware", train.get("hardware")),
+                         ("training time", train.get("wall_time_s")), ("data", train.get("data"))]:
+        if value is not None:
+            rows.append((label, _readable(value) + (" s" if label == "training time" else "")))
+    width = max(len(label) for label, _ in rows + [(n, "") for n in files]) + 2
+    print(f"{args.model}  ({folder})")
+    for label, value in rows:
+        print(f"  {label:<{width}}{value}")
+    size = max(len(f"{f['bytes']:,}") for f in files.values()) if files else 0
     for name, f in files.items():
-        print(f"  {name:<16} {f['bytes']:>10,} bytes  sha256 {f['sha256']}")
+        print(f"  {name:<{width}}{f['bytes']:>{size},} bytes  sha256 {f['sha256']}")
     return 0

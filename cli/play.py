@@ -7,7 +7,8 @@ import sys
 
 from streamgen.zoo import load_model
 
-from .common import add_model_options, add_sampling_options, announce_compile, check_output, sampling_config
+from .common import (add_model_options, add_sampling_options, announce_compile, check_output, sampling_config, seconds,
+                     set_threads)
 
 EXAMPLES = """examples:
   streamgen play --seconds 30
@@ -24,33 +25,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "real-time factor is measured first and just enough audio is pre-buffered to "
                        "play the whole duration without glitches.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=float, default=10.0, help="duration, 0 = forever (default: %(default)s)")
+    p.add_argument("--seconds", type=seconds(forever=True), default=10.0,
+                   help="duration, 0 = forever (default: %(default)s)")
     p.add_argument("--device-name", default=None, help="output device: index, name or part of one")
     p.add_argument("--list-devices", action="store_true", help="list output devices and exit")
-    p.add_argument("--save", metavar="FILE", help="also record exactly what was played")
+    p.add_argument("--save", metavar="FILE",
+                   help="also record exactly what was played (.wav: 16-bit PCM, like generate)")
     p.add_argument("--force", action="store_true",
                    help="overwrite --save; play forever even when slower than real time")
     p.add_argument("--prebuffer", type=float, default=None, help="seconds to buffer (default: planned)")
-    p.add_argument("--block", type=int, default=1024, help="samples per produced block")
+    p.add_argument("--block", type=int, default=256,
+                   help="samples per produced block (default: %(default)s; the compiled kernel holds "
+                   "Python's lock for a block, and the audio callback waits for it)")
     add_model_options(p)
     add_sampling_options(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamgen.audio.devices import list_devices
+    from streamgen.audio.devices import list_devices, no_outputs, open_output_device
     from streamgen.audio.live import LivePlayer
+    from streamgen.devices import resolve_device
 
     if args.list_devices:
-        for d in list_devices():
+        devices = list_devices()
+        for d in devices:
             mark = "*" if d.is_default else " "
             print(f"{mark} {d.index:>3}  {d.name}  ({d.hostapi}, {d.max_channels} ch, "
                   f"{d.default_samplerate:.0f} Hz)")
+        if not devices:
+            print(no_outputs())
         return 0
     if args.save:
         check_output(args.save, args.force)
+    resolve_device(args.device)  # a torch device that cannot run fails before any work
+    set_threads(args)
     model, info = load_model(args.model)
     rate = info.sample_rate
+    open_output_device(args.device_name, rate)  # no device, or none for this rate: say so now
     from streamgen.generation import AudioGenerator
 
     gen = AudioGenerator(model, device=args.device, sampling=sampling_config(args, info), seed=args.seed,
@@ -63,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
           f"({gen.engine.backend} backend): "
           f"real-time factor {report.realtime_factor:.2f}, pre-buffer {report.prebuffer_seconds:.2f} s, "
           f"output latency {report.output_latency * 1000:.0f} ms, underflows {report.underflows}"
+          f" ({report.device_underflows} flagged by the device, {report.silence_samples} samples of "
+          "silence inserted by the player)"
           + (" (interrupted)" if report.interrupted else "")
           + (f"; saved {report.saved}" if report.saved else ""), file=sys.stderr)
     return 130 if report.interrupted else 0

@@ -64,7 +64,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly (start it if there is none)")
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None,
                    help="no mixed precision on GPU")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto, cuda when available; "
+                   "under torchrun cuda means each process's own GPU)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--cache-dir", help="where the mu-law encoded files are cached")
     p.set_defaults(run=run, parser_actions=p._actions)
@@ -107,30 +108,42 @@ def pack(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .common import CLIError
+    from .common import CLIError, require
 
     if args.build_corpus:
+        require("music21", "--build-corpus")
         from streamgen.train.corpus import build_corpus
 
         manifest = build_corpus(args.build_corpus)
         print(f"corpus written: {manifest}")
         return 0
+    from streamgen.devices import resolve_device
+    from streamgen.nn import build_network
     from streamgen.train.loop import ResumeConflict, TrainConfig, TrainingInterrupted, train
 
     try:
         if args.pack_corpus:
             return pack(args)
-        config = TrainConfig.from_options(args)
-        path = train(config)
+        config = TrainConfig.from_options(args)  # a resumed run's stored options as the base
+        if not isinstance(config.model, dict):
+            raise ValueError(f"--config must be a JSON object of network fields, not {config.model!r}")
+        build_network(config.kind, config.model)  # unknown or bad fields fail before any work
+        resolve_device(config.device)  # so does an unusable --device
     except ResumeConflict as exc:
         flag = _flag(args.parser_actions, exc.name)
         raise CLIError(f"{flag} {exc.given if flag != '--config' else exc.name + '=' + repr(exc.given)} "
                        f"conflicts with the run in {args.out_dir} (stored: {exc.stored!r}); leave "
                        f"{flag} out to continue that run, or pass another --out") from exc
+    except FileExistsError as exc:  # packing into an existing folder
+        raise CLIError(str(exc)) from exc
+    except (TypeError, ValueError) as exc:
+        raise CLIError(f"{exc}; see streamgen train --help") from exc
+    try:
+        path = train(config)
     except FileExistsError as exc:
-        raise CLIError(str(exc) if args.pack_corpus else f"{args.out_dir} already holds a checkpoint; "
-                       "pass --resume to continue it or choose another --out") from exc
-    except (TypeError, ValueError) as exc:  # bad options or data: the message names the fix
+        raise CLIError(f"{args.out_dir} already holds a checkpoint; pass --resume to continue it "
+                       "or choose another --out") from exc
+    except (TypeError, ValueError) as exc:  # bad data: the message names the fix
         raise CLIError(str(exc)) from exc
     except TrainingInterrupted as stop:
         print(f"streamgen: interrupted at step {stop.step}; checkpoint saved in {stop.out_dir}; "

@@ -13,16 +13,8 @@ import torch
 from torch import nn
 
 from streamgen.audio.mulaw import mulaw_decode, mulaw_encode
+from streamgen.devices import resolve_device
 from streamgen.engine import SamplingConfig, StreamingEngine
-
-
-def pick_device(device: str) -> torch.device:
-    """``auto`` means CUDA when available, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-    return torch.device(device)
 
 
 class AudioGenerator:
@@ -41,7 +33,7 @@ class AudioGenerator:
         start: str = "zeros",
     ) -> None:
         """``start``: the history before the first sample (``StreamingEngine``'s ``STARTS``)."""
-        device = pick_device(device) if isinstance(device, str) else device
+        device = resolve_device(device)
         self.model = model.to(device).eval()
         self.engine = StreamingEngine(self.model, batch, device=device, backend=backend, start=start)
         self.sampler = self.engine.sampler(sampling, seed=seed)

@@ -13,6 +13,7 @@ deterministic signal with ``LivePlayer`` and prints the report as JSON.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes.util
 import glob
 import json
@@ -161,13 +162,14 @@ class PacedDevice:
         return report, played
 
 
-@pytest.fixture(scope="module")
-def paced_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PacedDevice]:
-    """A JACK dummy server at 16 kHz under a unique name, killed by PID at teardown."""
+@contextlib.contextmanager
+def jack_dummy_server(workdir: Path) -> Iterator[PacedDevice]:
+    """A JACK dummy server at 16 kHz under a unique name, killed by PID on exit.
+
+    Raises RigError when the rig is missing or the server does not come up."""
     reason = rig_missing()
     if reason:
-        pytest.skip(reason)
-    workdir = tmp_path_factory.mktemp("live")
+        raise RigError(reason)
     server = f"streamgen-test-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "JACK_DEFAULT_SERVER": server, "JACK_NO_START_SERVER": "1"}
     with open(workdir / "jackd.log", "w") as log:
@@ -189,16 +191,30 @@ def paced_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PacedDevi
             jackd.wait()
 
 
+class RigError(RuntimeError):
+    """The paced device cannot run here (its reason says which package is missing)."""
+
+
+@pytest.fixture(scope="module")
+def paced_device(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PacedDevice]:
+    """The paced device for a test module: skipped when the rig is missing."""
+    reason = rig_missing()
+    if reason:
+        pytest.skip(reason)
+    with jack_dummy_server(tmp_path_factory.mktemp("live")) as device:
+        yield device
+
+
 def _wait_for_ports(jackd: subprocess.Popen, server: str, env: dict, log: Path) -> None:
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if jackd.poll() is not None:
-            pytest.fail(f"jackd exited with {jackd.returncode}: {log.read_text()[-2000:]}")
+            raise RigError(f"jackd exited with {jackd.returncode}: {log.read_text()[-2000:]}")
         lsp = subprocess.run(["jack_lsp", "-s", server], env=env, capture_output=True, text=True)
         if "system:playback_1" in lsp.stdout:
             return
         time.sleep(0.1)
-    pytest.fail(f"jackd did not come up within 15 s: {log.read_text()[-2000:]}")
+    raise RigError(f"jackd did not come up within 15 s: {log.read_text()[-2000:]}")
 
 
 def _main(case: dict[str, Any]) -> dict[str, Any]:

@@ -79,6 +79,35 @@ def test_librosa_fallback_gives_the_same_audio(tmp_path: Path, monkeypatch: pyte
     assert np.allclose(load_audio(path, 16000), direct, atol=1e-6)
 
 
+@pytest.mark.parametrize("ext,fmt", [("flac", "FLAC"), ("mp3", "MP3")])
+def test_any_rate_loads_with_the_base_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              ext: str, fmt: str) -> None:
+    """Resampling is soxr's (a base dependency) and MP3 is libsndfile's: no librosa needed."""
+    if fmt not in sf.available_formats():
+        pytest.skip(f"libsndfile without {fmt}")
+    monkeypatch.setitem(sys.modules, "librosa", None)  # `import librosa` fails
+    freq = float(np.random.default_rng().uniform(300, 900))
+    path = tmp_path / f"tone.{ext}"
+    sf.write(path, stereo_sine(44100, 1.0, freq, (0.5, 0.5)), 44100, format=fmt)
+    audio = load_audio(path, 16000)
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    assert abs(np.argmax(spectrum) * 16000 / len(audio) - freq) < 3
+
+
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="libsndfile without MP3")
+def test_writer_writes_mp3(tmp_path: Path) -> None:
+    freq = float(np.random.default_rng().uniform(300, 900))
+    tone = 0.5 * np.sin(2 * np.pi * freq * np.arange(16000) / 16000)
+    with AudioWriter(tmp_path / "tone.mp3", 16000) as writer:
+        for block in np.split(tone, 4):
+            writer.write(block)
+    info = sf.info(tmp_path / "tone.mp3")
+    assert (info.format, info.samplerate) == ("MP3", 16000)
+    audio = load_audio(tmp_path / "tone.mp3", 16000)
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    assert abs(np.argmax(spectrum) * 16000 / len(audio) - freq) < 3
+
+
 @pytest.mark.parametrize("content", [b"", b"not audio at all" * 20])
 def test_unreadable_file_is_one_clear_line(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "broken.wav"

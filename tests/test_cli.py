@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,6 +126,51 @@ def test_sigint_keeps_a_valid_file(zoo: Path, tmp_path: Path) -> None:
     assert f"kept {len(audio)} samples" in err.decode()
 
 
+def test_include_prime_starts_the_file_with_the_prompt(zoo: Path, tmp_path: Path) -> None:
+    prime = tmp_path / "prompt.wav"
+    prompt = np.random.default_rng().uniform(-0.5, 0.5, 3000)
+    sf.write(str(prime), prompt, RATE, subtype="PCM_16")
+    common = ["--seconds", "0.2", "--prime", str(prime), "--seed", "4", "--quiet"]
+    plain, both = tmp_path / "plain.wav", tmp_path / "both.wav"
+    for out, extra in ((plain, []), (both, ["--include-prime"])):
+        result = streamgen(zoo, "generate", "-o", str(out), *common, *extra)
+        assert result.returncode == 0, result.stderr.decode()
+    with_prompt, generated = sf.read(str(both), dtype="int16")[0], sf.read(str(plain), dtype="int16")[0]
+    assert len(with_prompt) == 3000 + 3200
+    np.testing.assert_array_equal(with_prompt[:3000], sf.read(str(prime), dtype="int16")[0])
+    np.testing.assert_array_equal(with_prompt[3000:], generated)  # the same continuation
+
+
+def test_progress_shows_one_speed_and_ctrl_c_comes_after_it(zoo, tmp_path, monkeypatch, capsys) -> None:
+    """The bar's samples/s and real-time factor are one figure in two units; the
+    "interrupted" line follows the bar's last line instead of breaking into it."""
+    from streamgen.cli import main as cli_main
+    from streamgen.generation import AudioGenerator
+
+    monkeypatch.setenv("STREAMGEN_MODELS", str(zoo))
+    blocks = AudioGenerator.blocks
+
+    def interrupted(self, total, block):
+        start = time.monotonic()
+        for b in blocks(self, total, block):
+            if time.monotonic() - start > 1.0:  # the bar has shown its speed by then
+                raise KeyboardInterrupt
+            yield b
+
+    monkeypatch.setattr(AudioGenerator, "blocks", interrupted)
+    out = tmp_path / "cut.wav"
+    assert cli_main.main(["generate", "-o", str(out), "--seconds", "60", "--block", "256"]) == 130
+    err = capsys.readouterr().err
+    speeds = re.findall(r"([\d.]+) ksample/s, ([\d.]+)x real time", err)
+    assert speeds and "it/s" not in err and "sample/s]" not in err
+    for ksamples, factor in speeds:
+        assert abs(float(ksamples) * 1000 / RATE - float(factor)) <= 0.05 / RATE * 1000 + 0.005
+    last = [line for line in re.split(r"[\r\n]", err) if line.strip()]
+    kept = sf.info(str(out)).frames
+    assert last[-1] == f"streamgen: interrupted; kept {kept} samples ({kept / RATE:.2f} s) in {out}"
+    assert "/960k [" in last[-2]  # the bar's final state, on its own line before
+
+
 def test_ctrl_c_during_start_up_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """Ctrl-C while torch is still importing (before any command runs) exits 130 quietly."""
     from streamgen.cli import main as cli_main
@@ -167,7 +213,7 @@ def test_errors_are_one_line(zoo: Path, tmp_path: Path) -> None:
         "--force": ["generate", "-o", str(tmp_path / "exists.wav")],
         "does not exist": ["generate", "-o", str(tmp_path / "no" / "dir" / "d.wav")],
         "temperature": ["generate", "-o", str(tmp_path / "e.wav"), "--temperature", "0"],
-        "cannot write .mp3": ["generate", "-o", str(tmp_path / "f.mp3"), "--seconds", "0.1"],
+        "cannot write .mp4": ["generate", "-o", str(tmp_path / "f.mp4"), "--seconds", "0.1"],
     }
     for needle, args in cases.items():
         line = one_line_error(streamgen(zoo, *args))
@@ -225,9 +271,9 @@ def test_play_through_a_paced_device_plays_what_generate_writes(zoo, paced_devic
     # int16 holds 1.0 as 32767/32768: within one step of what was played, half a step below
     np.testing.assert_allclose(played, generated, atol=1.0001 / 32768)
     assert np.mean(np.abs(played - generated) <= 0.5001 / 32768) > 0.99
-    saved_audio = sf.read(str(saved), dtype="float32")[0]  # what the device got, incl. the
-    np.testing.assert_array_equal(saved_audio[: 2 * RATE], played)  # last callback's padding
-    assert not saved_audio[2 * RATE :].any()
+    saved_audio = sf.read(str(saved), dtype="int16")[0]  # what the device got, as generate
+    np.testing.assert_array_equal(saved_audio, np.frombuffer(reference.stdout, dtype="<i2"))  # writes it
+    assert sf.info(str(saved)).subtype == "PCM_16"
     assert wall >= 2.0  # paced by the device clock, not faster
 
 
@@ -246,6 +292,13 @@ def test_train_then_generate_with_the_result(zoo: Path, tmp_path: Path) -> None:
     assert "checkpoint:" in result.stdout.decode()
     info = streamgen(zoo, "info", str(run))
     assert info.returncode == 0 and b"sequnet" in info.stdout
+    rows = info.stdout.decode().splitlines()[1:]
+    assert any(re.fullmatch(r"  training steps +4", row) for row in rows), rows  # the run's step count
+    fields = [row for row in rows if "sha256" not in row]
+    assert len({len(re.match(r"  \S+(?: \S+)* {2,}", row).group()) for row in fields}) == 1, rows  # one column
+    assert len({row.index(" bytes  sha256") for row in rows if "sha256" in row}) == 1, rows  # sizes aligned
+    bits = next(row for row in rows if "val bits/sample" in row)
+    assert re.fullmatch(r"  val bits/sample +\d+\.\d{4}", bits), bits  # four decimals, not fifteen
     out = tmp_path / "from_run.wav"
     gen = streamgen(zoo, "generate", "-o", str(out), "--model", str(run), "--seconds", "0.1", "--quiet")
     assert gen.returncode == 0, gen.stderr.decode()

@@ -30,7 +30,7 @@ def sounddevice() -> ModuleType:
         import sounddevice as sd
     except ImportError as exc:
         raise AudioDeviceError(
-            f"live playback needs the sounddevice package ({exc}): pip install 'streamgen[live]'"
+            f'live playback needs the sounddevice package ({exc}): pip install "streamgen[live]"'
         ) from exc
     except OSError as exc:  # sounddevice raises OSError when libportaudio is absent
         raise AudioDeviceError(
@@ -67,12 +67,7 @@ def open_output_device(device: int | str | None, samplerate: int) -> tuple[Outpu
     sd = sounddevice()
     outputs = list_devices()
     if not outputs:
-        apis = ", ".join(h["name"] for h in sd.query_hostapis()) or "none"
-        raise AudioDeviceError(
-            f"no audio output device found: PortAudio (host APIs: {apis}) lists none; install "
-            "PortAudio with `apt-get install libportaudio2` and make a sound card or server "
-            "(ALSA, PulseAudio, JACK) reachable, or pass device= (see list_devices())"
-        )
+        raise AudioDeviceError(f"no audio output device found: {no_outputs(sd)}")
     chosen = _select(outputs, device)
     for channels in dict.fromkeys((1, chosen.max_channels)):
         if _accepts(sd, chosen.index, channels, samplerate):
@@ -81,9 +76,16 @@ def open_output_device(device: int | str | None, samplerate: int) -> tuple[Outpu
     accepted = ", ".join(map(str, rates)) + " Hz" if rates else "none of the common rates"
     raise AudioDeviceError(
         f"output device {chosen.name!r} does not play {samplerate} Hz (it accepts: {accepted}); "
-        "resample the audio to an accepted rate or choose another device with device= "
-        "(CLI: --device-name)"
+        "resample the audio to an accepted rate or choose another device with --device-name "
+        "(see streamgen play --list-devices)"
     )
+
+
+def no_outputs(sd: ModuleType | None = None) -> str:
+    """Why PortAudio lists no output (the library itself is installed) and what to do."""
+    apis = ", ".join(h["name"] for h in (sd or sounddevice()).query_hostapis()) or "none"
+    return (f"PortAudio (host APIs: {apis}) lists no output device; make a sound card or sound "
+            "server (ALSA, PulseAudio, JACK) reachable, or write a file with streamgen generate")
 
 
 def _default_output_index(sd: ModuleType) -> int:
@@ -108,7 +110,7 @@ def _select(outputs: list[OutputDevice], device: int | str | None) -> OutputDevi
     if len(found) == 1:
         return found[0]
     problem = "matches several output devices" if found else "is not an output device"
-    raise AudioDeviceError(f"device {device!r} {problem}; choose one of: {names}")
+    raise AudioDeviceError(f"device {device!r} {problem}; choose one of: {names} (--device-name)")
 
 
 def _accepts(sd: ModuleType, index: int, channels: int, samplerate: int) -> bool:

@@ -1,10 +1,11 @@
 """Audio file I/O: load any audio file as float32 mono, write audio block by block.
 
-``load_audio`` reads WAV/FLAC/OGG with soundfile and everything else (MP3, ...) through
-librosa's decoders, mixes to mono and resamples (soxr, else librosa). ``AudioWriter`` writes
-WAV/FLAC/OGG by extension, or raw s16le PCM to a binary stream for the path ``-``. Every block
+``load_audio`` reads what libsndfile reads (WAV/FLAC/OGG, MP3 from libsndfile 1.1) with
+soundfile and anything else through librosa's decoders (optional), mixes to mono and resamples
+with soxr. ``AudioWriter`` writes WAV/FLAC/OGG/MP3 by extension, or raw s16le PCM to a binary
+stream for the path ``-``. Every block
 is flushed; WAV headers are rewritten after every block, so a WAV file is valid even if the
-process is killed outright. FLAC/OGG are finalised on close, which the context manager also
+process is killed outright. FLAC/OGG/MP3 are finalised on close, which the context manager also
 does on ``KeyboardInterrupt``.
 """
 
@@ -18,12 +19,14 @@ from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 #: Extensions the loader recognises as audio when scanning folders.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 #: Container by extension for the writer, with its default sample subtype.
-WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+WRITE_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
+                 ".mp3": ("MP3", "MPEG_LAYER_III")}
 
 _SFC_SET_UPDATE_HEADER_AUTO = 0x1061  # libsndfile: rewrite the header after every write
 
@@ -39,17 +42,24 @@ class AudioFileError(ValueError):
 
 
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Resample float audio along the first axis (soxr HQ, else librosa)."""
+    """Resample float audio along the first axis (soxr, high quality)."""
     if orig_sr == target_sr:
         return audio
-    try:
-        import soxr
+    return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(np.float32)
 
-        return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(np.float32)
-    except ImportError:  # pragma: no cover - soxr is a librosa dependency
-        import librosa
 
-        return librosa.resample(audio.T, orig_sr=orig_sr, target_sr=target_sr).T.astype(np.float32)
+def output_format(path: str | Path) -> tuple[str, str]:
+    """The (container, sample subtype) the writer uses for ``path``, by its extension;
+    AudioFileError for an extension it cannot write (MP3 needs libsndfile 1.1 or newer)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in WRITE_FORMATS:
+        raise AudioFileError(f"{path}: cannot write {suffix or 'files without extension'}; use one of "
+                             f"{', '.join(WRITE_FORMATS)} or '-' for raw PCM on stdout")
+    fmt, subtype = WRITE_FORMATS[suffix]
+    if fmt not in sf.available_formats():
+        raise AudioFileError(f"{path}: this libsndfile ({sf.__libsndfile_version__}) cannot write "
+                             f"{fmt} (1.1 or newer can); write .wav or .flac and convert it")
+    return fmt, subtype
 
 
 def _read_soundfile(path: Path) -> tuple[np.ndarray, int]:
@@ -121,13 +131,7 @@ class AudioWriter:
         if self.path == "-":
             self._stream = stream if stream is not None else sys.stdout.buffer
             return
-        suffix = Path(self.path).suffix.lower()
-        if suffix not in WRITE_FORMATS:
-            raise AudioFileError(
-                f"{self.path}: cannot write {suffix or 'files without extension'}; "
-                f"use one of {', '.join(WRITE_FORMATS)} or '-' for raw PCM on stdout"
-            )
-        fmt, default_subtype = WRITE_FORMATS[suffix]
+        fmt, default_subtype = output_format(self.path)
         self._pcm16 = (subtype or default_subtype) == "PCM_16"
         try:
             self._file = sf.SoundFile(
@@ -166,10 +170,16 @@ class AudioWriter:
         self.frames_written += len(frames)
 
     def close(self) -> None:
-        """Finalise the file (headers, last pages); idempotent."""
+        """Finalise the file (headers, last pages); idempotent. ``frames_written`` is then read
+        back from the file: Ctrl-C can land after a block reached the file but before it was
+        counted."""
         if self._file is not None:
             self._file.close()
             self._file = None
+            try:
+                self.frames_written = sf.info(self.path).frames
+            except (sf.LibsndfileError, RuntimeError, OSError):
+                pass  # keep the count
         if self._stream is not None:
             try:
                 self._stream.flush()

@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 
 from streamgen.audio.devices import AudioDeviceError, open_output_device, sounddevice
+from streamgen.audio.io import AudioWriter
 from streamgen.audio.ring import SampleRing
 
 Producer = Callable[[int], np.ndarray]
 """``produce(n)`` returns the next ``n`` samples: float32 (or castable), shape ``(n,)``."""
 
 RECORD_SECONDS = 10.0  # capacity of the save ring; the calling thread drains it every POLL_S
+CUSHION_SECONDS = 2.0  # room beyond the pre-buffer: a producer faster than real time fills it
+# while playing, so a stall of the producer (a busy machine) up to this long goes unheard
 POLL_S = 0.02
 
 
@@ -50,7 +53,7 @@ class PlaybackReport:
     device_underflows: int  # of which PortAudio flagged output_underflow
     wall_seconds: float  # stream start to stream end
     interrupted: bool  # stopped early by KeyboardInterrupt or stop()
-    saved: Path | None  # file holding exactly what was handed to the device
+    saved: Path | None  # file holding exactly what was handed to the device (end padding excluded)
 
 
 def measure_realtime_factor(
@@ -151,7 +154,7 @@ class LivePlayer:
             raise TooSlowError(
                 f"the producer runs at {rtf:.2f}x real time, so endless playback would stall; play "
                 f"a fixed duration (10 s needs {ten:.1f} s pre-buffered), use a faster model or "
-                "machine, or force it"
+                "machine, or pass --force (force=True) to play anyway"
             )
         if self.prebuffer is not None:
             prebuffer = self.prebuffer
@@ -191,7 +194,7 @@ class _Run:
         if total is not None:
             self.prebuffer_n = min(self.prebuffer_n, total)
         warm_n = sum(len(b) for b in warm)
-        self.ring = SampleRing(max(self.prebuffer_n, warm_n) + 2 * block)
+        self.ring = SampleRing(max(self.prebuffer_n, warm_n) + 2 * block + round(CUSHION_SECONDS * rate))
         for b in warm:
             self.ring.write(b)
         self.produced = warm_n
@@ -237,8 +240,9 @@ class _Run:
             self.silence += frames - n if short else 0
         if self.channels > 1:
             outdata[:, 1:] = outdata[:, :1]
-        if self.record is not None:
-            self.record_lost += frames - self.record.write(out)
+        if self.record is not None:  # what the device got, without the padding of the end
+            heard = out[:n] if short and done else out
+            self.record_lost += len(heard) - self.record.write(heard)
         if short and done:
             raise self.sd.CallbackStop
 
@@ -321,13 +325,9 @@ class _Stopped(Exception):
     """Internal: the producer failed or stop() was called."""
 
 
-def _open_save(path: Path | None, sample_rate: int) -> Any:
-    if path is None:
-        return None
-    import soundfile as sf
-
-    subtype = "FLOAT" if path.suffix.lower() == ".wav" else None  # WAV: bit-exact float32
-    return sf.SoundFile(path, "w", samplerate=sample_rate, channels=1, subtype=subtype)
+def _open_save(path: Path | None, sample_rate: int) -> AudioWriter | None:
+    """The recording, written like ``streamgen generate``'s files (WAV: 16-bit PCM)."""
+    return None if path is None else AudioWriter(path, sample_rate)
 
 
 __all__ = [

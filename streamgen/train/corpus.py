@@ -79,8 +79,6 @@ def write_piano_midi(name: str, midi_path: Path) -> None:
 
 def render_midi(midi_path: Path, wav_path: Path, sample_rate: int, soundfont: Path) -> None:
     """Render ``midi_path`` to ``wav_path`` with FluidSynth (no audio driver, no shell)."""
-    if shutil.which("fluidsynth") is None:
-        raise RuntimeError("fluidsynth not found; install it (apt-get install fluidsynth)")
     cmd = ["fluidsynth", "-ni", "-q", "-F", str(wav_path), "-r", str(sample_rate),
            str(soundfont), str(midi_path)]
     result = subprocess.run(cmd, capture_output=True, text=True)
@@ -137,6 +135,8 @@ def build_corpus(
     ``limit`` keeps the first ``limit`` chorales in BWV order (for quick tests). Files already
     rendered are kept, so an interrupted build resumes.
     """
+    if shutil.which("fluidsynth") is None:
+        raise FileNotFoundError("fluidsynth not found; install it (apt-get install fluidsynth)")
     soundfont = Path(soundfont)
     if not soundfont.is_file():
         raise FileNotFoundError(f"soundfont {soundfont} not found; apt-get install fluid-soundfont-gm")

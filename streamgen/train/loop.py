@@ -49,6 +49,7 @@ from streamgen.checkpoint import (
     read_info,
     save_checkpoint,
 )
+from streamgen.devices import resolve_device
 from streamgen.nn import StreamableNetwork, build_network
 from streamgen.nn.layers import crop_front
 from streamgen.train.data import open_training_data
@@ -187,12 +188,7 @@ def _init_distributed(device: str | None) -> tuple[Dist, torch.device, bool]:
     """Join the process group when launched by torchrun; pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     info = Dist(int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
-    if device is not None:
-        dev = torch.device(device)
-    elif torch.cuda.is_available():
-        dev = torch.device("cuda", info.local_rank)
-    else:
-        dev = torch.device("cpu")
+    dev = resolve_device(device, info.local_rank)  # cuda always with an index
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     started = False
