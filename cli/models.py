@@ -70,6 +70,14 @@ def _readable(value: object) -> str:
     return str(value)
 
 
+def _data(record: object) -> str:
+    """A run's data record (``training.data``) in one line; older records are free text."""
+    if not isinstance(record, dict):
+        return str(record)
+    files = ", ".join(f"{record[k]:,} {k.removesuffix('_files')}" for k in record if k.endswith("_files"))
+    return f"{record.get('source')} ({files} files; id {str(record.get('sha256'))[:12]})"
+
+
 def run_info(args: argparse.Namespace) -> int:
     from streamgen.checkpoint import sha256_file
     from streamgen.engine.cost import macs_per_step
@@ -104,9 +112,11 @@ def run_info(args: argparse.Namespace) -> int:
     steps = train.get("steps", train.get("step"))  # zoo cards record "steps", training runs "step"
     for label, value in [("val bits/sample", train.get("val_bits_per_sample")), ("val nats/sample", train.get("val_nats")),
                          ("training steps", steps), ("hardware", train.get("hardware")),
-                         ("training time", train.get("wall_time_s")), ("data", train.get("data"))]:
+                         ("training time", train.get("wall_time_s"))]:
         if value is not None:
             rows.append((label, _readable(value) + (" s" if label == "training time" else "")))
+    if train.get("data") is not None:
+        rows.append(("data", _data(train["data"])))
     width = max(len(label) for label, _ in rows + [(n, "") for n in files]) + 2
     print(f"{args.model}  ({folder})")
     for label, value in rows:

@@ -121,6 +121,9 @@ def run(args: argparse.Namespace) -> int:
     from streamgen.nn import build_network
     from streamgen.train.loop import ResumeConflict, TrainConfig, TrainingInterrupted, train
 
+    if not args.pack_corpus and (args.out_dir is None or args.data is None and not args.resume):
+        raise CLIError("train needs --data FOLDER and --out FOLDER (or --build-corpus DIR, or "
+                       "--out RUN --resume); see streamgen train --help")
     try:
         if args.pack_corpus:
             return pack(args)

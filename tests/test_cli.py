@@ -294,6 +294,8 @@ def test_train_then_generate_with_the_result(zoo: Path, tmp_path: Path) -> None:
     assert info.returncode == 0 and b"sequnet" in info.stdout
     rows = info.stdout.decode().splitlines()[1:]
     assert any(re.fullmatch(r"  training steps +4", row) for row in rows), rows  # the run's step count
+    assert any(re.fullmatch(r"  data +audio folder \(\d+ train, \d+ validation files; id [0-9a-f]{12}\)", row)
+               for row in rows), rows  # the data the run saw
     fields = [row for row in rows if "sha256" not in row]
     assert len({len(re.match(r"  \S+(?: \S+)* {2,}", row).group()) for row in fields}) == 1, rows  # one column
     assert len({row.index(" bytes  sha256") for row in rows if "sha256" in row}) == 1, rows  # sizes aligned
