@@ -11,6 +11,7 @@ from pathlib import Path
 
 from streamgen.checkpoint import ModelInfo, merge_sampling
 from streamgen.engine import SamplingConfig
+from streamgen.engine.engine import BACKENDS, STARTS
 
 DEFAULT_MODEL = "default"
 
@@ -60,8 +61,11 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="zoo model name or checkpoint folder (default: %(default)s)")
     p.add_argument("--device", default="auto",
                    help="torch device: auto, cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "numba"],
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="engine backend; auto takes the fastest that applies")
+    p.add_argument("--start", default="zeros", choices=STARTS,
+                   help="history before the first sample: zero vectors (default), or silence, "
+                        "for models trained with train --start-windows")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: %(default)s; a stream of single samples gains "
                    "nothing from more, and loses much on a busy machine)")

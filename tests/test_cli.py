@@ -17,6 +17,8 @@ import soundfile as sf
 import torch
 
 from conftest import randomize_
+from streamgen.audio.io import to_pcm16
+from streamgen.audio.mulaw import mulaw_decode
 from streamgen.checkpoint import save_checkpoint
 from streamgen.engine.engine import numba_available
 from streamgen.nn import SeqUNet, SeqUNetConfig
@@ -321,3 +323,14 @@ def test_recommended_sampling_applies_unless_overridden(zoo: Path) -> None:
     assert plain != pcm("--top-p", "1", "--temperature", "1")
     assert plain != pcm("--temperature", "1.2")  # one option overrides, the other stays
     assert b"top_p" in streamgen(zoo, "info", "tuned").stdout
+
+
+def test_start_option_reaches_the_engine(zoo: Path) -> None:
+    """--start silence: the first sample is drawn from the model (after a silent history), so
+    the output differs from the default zero-vector start, whose first sample is silence."""
+    runs = {start: streamgen(zoo, "generate", "-o", "-", "--seconds", "0.05", "--seed", "3",
+                             "--quiet", "--start", start) for start in ("zeros", "silence")}
+    assert all(r.returncode == 0 for r in runs.values()), runs["silence"].stderr.decode()
+    pcm = {k: np.frombuffer(r.stdout, dtype="<i2") for k, r in runs.items()}
+    silence = to_pcm16(mulaw_decode(np.array([128])))[0]  # the silence class, as PCM
+    assert pcm["zeros"][0] == silence and not np.array_equal(pcm["zeros"], pcm["silence"])

@@ -125,7 +125,7 @@ def run_step(x, phase, prog, logits):
                     logits[s, o] = total
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def feed(xs, out, write, t0, period, logits, prog):
     """Teacher-forced block: ``xs`` (B, N); each step's logits into ``out`` if ``write``."""
     for i in range(xs.shape[1]):
@@ -134,7 +134,7 @@ def feed(xs, out, write, t0, period, logits, prog):
             out[:, i, :] = logits
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def generate(n, out, t0, period, logits, prog, noise, noise_at, temperature, top_k,
              top_p, greedy, scores, sorted_buf, x):
     """Free-running block of ``n`` steps consuming ``noise[noise_at:]`` (one row per step)."""
