@@ -103,3 +103,12 @@ class SingleRateNetwork(StreamableNetwork):
 
     def input_length(self, output_length: int) -> int:
         return output_length + self.receptive_field - 1
+
+
+class MultiRateNetwork(StreamableNetwork):
+    """A U-Net of ``config.levels`` levels: level ``l`` runs at 1/2**l of the input rate."""
+
+    @property
+    def period(self) -> int:
+        """Steps between two frames of the coarsest level: 2**(levels-1)."""
+        return 2 ** (self.config.levels - 1)  # type: ignore[attr-defined]

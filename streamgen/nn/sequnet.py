@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from streamgen.nn.base import NetworkConfig, StreamableNetwork
+from streamgen.nn.base import MultiRateNetwork, NetworkConfig
 from streamgen.nn.layers import GatedResidual, crop_front
 
 
@@ -60,7 +60,7 @@ class DecoderLevel(nn.Module):
         )
 
 
-class SeqUNet(StreamableNetwork):
+class SeqUNet(MultiRateNetwork):
     """Causal U-Net over one-hot mu-law audio ``(B, classes, T)`` -> logits ``(B, classes, T')``.
 
     ``encoder[l]`` and ``decoder[L-2-l]`` work at level ``l``; ``decoder`` runs coarse to fine.
@@ -79,11 +79,6 @@ class SeqUNet(StreamableNetwork):
         self.bottleneck = nn.ModuleList(GatedResidual(c, k) for _ in range(config.depth))
         self.decoder = nn.ModuleList(DecoderLevel(config) for _ in range(config.levels - 1))
         self.head = nn.Conv1d(c, config.classes, 1)
-
-    @property
-    def period(self) -> int:
-        """Samples between two frames of the coarsest level: 2**(levels-1)."""
-        return 2 ** (self.config.levels - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for the last ``output_length(T)`` times of ``x`` (B, classes, T), any ``T``

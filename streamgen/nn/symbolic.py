@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from streamgen.nn.base import NetworkConfig, StreamableNetwork
+from streamgen.nn.base import MultiRateNetwork, NetworkConfig
 from streamgen.nn.layers import ConvKind, conv_input_length, conv_output_length, crop_front, crop_transposed
 
 KEYS = 88
@@ -93,7 +93,7 @@ class PlainDecoderLevel(nn.Module):
         self.conv = ConvUnit(2 * c, c, k, "plain", cfg.dropout)
 
 
-class PlainSeqUNet(StreamableNetwork):
+class PlainSeqUNet(MultiRateNetwork):
     """Causal plain U-Net over frames ``(B, classes, T)`` -> logits ``(B, classes, T')``.
 
     ``encoder[l]`` and ``decoder[L-2-l]`` work at level ``l``; ``decoder`` runs coarse to fine.
@@ -112,11 +112,6 @@ class PlainSeqUNet(StreamableNetwork):
         self.bottleneck = ConvUnit(widths[-1], c, k, "plain", config.dropout)
         self.decoder = nn.ModuleList(PlainDecoderLevel(config) for _ in range(config.levels - 1))
         self.head = nn.Conv1d(c, config.classes, 1)
-
-    @property
-    def period(self) -> int:
-        """Steps between two frames of the coarsest level: 2**(levels-1)."""
-        return 2 ** (self.config.levels - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for the last ``output_length(T)`` steps of ``x`` (B, classes, T), any ``T``
