@@ -91,7 +91,8 @@ def available_backends(model: nn.Module, device: torch.device | str = "cpu",
 
 
 class StreamingEngine:
-    """Streams of a trained ``SeqUNet``, ``WaveNet`` or ``TCN``, one sample per step.
+    """Streams of a trained network (any kind with a step program: ``SeqUNet``, ``WaveNet``,
+    ``TCN``, ``PlainSeqUNet``), one sample per step.
 
     All state lives in preallocated rings sized from the network's layers; nothing is
     allocated and no history is copied per step. ``device`` defaults to the model's.
@@ -112,9 +113,10 @@ class StreamingEngine:
         inputs: str = "classes",
         capacity: str = "double",
     ) -> None:
-        """``inputs``: ``classes`` (mu-law sample classes, (B, N) int64) or ``frames`` (float
-        vectors of the model's ``classes`` channels, (B, N, classes), e.g. piano-roll frames:
-        teacher-forced only, zero frames before the start)."""
+        """``start``: the history before a stream's first sample (``STARTS``). ``inputs``:
+        ``classes`` (mu-law sample classes, (B, N) int64) or ``frames`` (float vectors of the
+        model's ``classes`` channels, (B, N, classes), e.g. piano-roll frames: teacher-forced
+        only, zero frames before the start)."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if start not in STARTS:
