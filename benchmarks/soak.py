@@ -84,7 +84,10 @@ def soak(minutes: float, workdir: Path, *, model: str = "default", seed: int = 0
                f"{minutes * 60:g}", "--seed", str(seed), "--device-name", CAPTURE_PCM, "--save", str(saved)]
         log("running: streamgen " + " ".join(cmd[3:]))
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # outside the checkout: there ``-m streamgen.cli.main`` would find the source folder
+        # ``streamgen/`` (no ``cli`` in it) before the installed package
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=workdir)
         try:
             _, err = _watch(proc, capture, memory, every, log)
         finally:

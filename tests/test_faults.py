@@ -197,5 +197,5 @@ def test_a_closed_pipe_ends_quietly(workdir, monkeypatch, capfd) -> None:
     import subprocess
 
     result = subprocess.run(f"{sys.executable} -m streamgen.cli.main info default | head -2",
-                            shell=True, capture_output=True, text=True, timeout=120)
+                            shell=True, capture_output=True, text=True, timeout=120, cwd=workdir)
     assert len(result.stdout.splitlines()) == 2 and result.stderr == "", result.stderr

@@ -409,6 +409,8 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
 
 # -- interrupts and resume from the command line ---------------------------------------------
 def cli(*args: str) -> list[str]:
+    """The train command (run it outside the checkout, where ``streamgen/`` would shadow the
+    installed package and its ``cli``)."""
     return [sys.executable, "-m", "streamgen.cli.main", "train", *args]
 
 
@@ -431,7 +433,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(audio_dir: Path, tmp_pat
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cli(*cli_options(tmp_path, audio_dir, run, 10**6)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     log = run / LOG_FILE
     deadline = time.time() + 120
     while not (log.is_file() and '"step": 10,' in log.read_text()) and time.time() < deadline:
@@ -447,7 +449,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(audio_dir: Path, tmp_pat
                     f"resume with: streamgen train --out {run} --resume")
     # the resumed run's next steps are the uninterrupted run's
     resumed = subprocess.run(cli("--out", str(run), "--resume", "--steps", str(step + 3)),
-                             capture_output=True, text=True, env=env, timeout=120)
+                             capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     stored = TrainConfig(**load_checkpoint(run)[1].training["train_config"])
     assert (stored.steps, stored.batch_size, stored.seed) == (step + 3, 4, 3)
