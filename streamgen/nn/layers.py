@@ -24,6 +24,12 @@ def crop_front(x: torch.Tensor, length: int) -> torch.Tensor:
     return x[..., x.shape[-1] - length :]
 
 
+def check_odd_kernel(kernel_size: int) -> None:
+    """The U-Nets' rule: an odd kernel of at least 3 (stride-2 layers keep the newest frame)."""
+    if kernel_size % 2 != 1 or kernel_size < 3:
+        raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
+
+
 def conv_window(conv: nn.Module) -> int:
     """Inputs one output of a (dilated) convolution reads: ``(k - 1) * dilation + 1``."""
     return (conv.kernel_size[0] - 1) * conv.dilation[0] + 1
@@ -87,8 +93,7 @@ class GatedResidual(nn.Module):
         self, channels: int, kernel_size: int, kind: ConvKind = "plain", cond_channels: int = 0
     ) -> None:
         super().__init__()
-        if kernel_size % 2 != 1 or kernel_size < 3:
-            raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
+        check_odd_kernel(kernel_size)
         if kind != "plain" and cond_channels:
             raise ValueError("only plain layers take a conditioning input")
         self.kind: ConvKind = kind

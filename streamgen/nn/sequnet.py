@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from streamgen.nn.base import MultiRateNetwork, NetworkConfig
-from streamgen.nn.layers import GatedResidual, crop_front
+from streamgen.nn.layers import GatedResidual, check_odd_kernel, crop_front
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,7 @@ class SeqUNetConfig(NetworkConfig):
     def __post_init__(self) -> None:
         if self.levels < 1 or self.depth < 1 or self.channels < 1:
             raise ValueError(f"levels, depth and channels must be >= 1: {self}")
-        if self.kernel_size % 2 != 1 or self.kernel_size < 3:
-            raise ValueError(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
+        check_odd_kernel(self.kernel_size)
 
 
 class EncoderLevel(nn.Module):

@@ -25,7 +25,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from streamgen.nn.base import MultiRateNetwork, NetworkConfig
-from streamgen.nn.layers import ConvKind, conv_input_length, conv_output_length, crop_front, crop_transposed
+from streamgen.nn.layers import (
+    ConvKind,
+    check_odd_kernel,
+    conv_input_length,
+    conv_output_length,
+    crop_front,
+    crop_transposed,
+)
 
 KEYS = 88
 
@@ -43,8 +50,7 @@ class PlainSeqUNetConfig(NetworkConfig):
     def __post_init__(self) -> None:
         if self.levels < 1 or self.channels < 1 or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"need levels >= 1, channels >= 1, 0 <= dropout < 1: {self}")
-        if self.kernel_size % 2 != 1 or self.kernel_size < 3:
-            raise ValueError(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
+        check_odd_kernel(self.kernel_size)
 
 
 class ConvUnit(nn.Module):
