@@ -1,0 +1,95 @@
+"""The ring schedule: one graph period of plans with every position resolved
+(streamgen.engine.schedule), checked against the rings' own moves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine_reference import reference_logits
+from streamgen.engine import StreamingEngine
+from streamgen.engine.plan import HEAD, Advance, Copy, Input, Layer
+from streamgen.engine.program import build_program
+from streamgen.engine.schedule import align_rings, ring_schedule
+from test_capacity import CLASSES, KINDS, model_of
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_schedule_positions_are_the_rings_positions(kind: str, rng: torch.Generator) -> None:
+    """Positions before every step over two graph periods of the torch executor (which moves
+    the rings itself)."""
+    engine = StreamingEngine(model_of(kind, rng), 2, backend="torch", capacity="period")
+    program = engine.program
+    schedule = ring_schedule(program)
+    g = schedule.period
+    assert g == program.graph_period
+    x = torch.randint(0, CLASSES, (2, 2 * g), generator=rng)
+    for t in range(2 * g):
+        assert np.array_equal(program.positions.array, schedule.positions[t % g]), t
+        engine.feed(x[:, t : t + 1])
+    assert np.array_equal(program.positions.array, schedule.positions[0])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_placed_frames_are_the_rings_frames(kind: str, rng: torch.Generator) -> None:
+    """Walking the schedule with the rings' own methods: each op reads the newest frame and
+    writes the slot that FrameRing says, and the rewinds happen where it rewinds."""
+    program = build_program(model_of(kind, rng), 1, capacity="period")
+    schedule = ring_schedule(program)
+    rings = program.rings
+    names = list(rings)
+    rewinds = 0
+    for placed in (p for step in schedule.steps for p in step):
+        op = placed.op
+        if isinstance(op, Advance):
+            rings[op.ring].advance()
+            continue
+        if isinstance(op, (Layer, Copy)):
+            assert placed.newest == rings[op.ring if isinstance(op, Layer) else op.src].pos
+        dst = program.input_ring if isinstance(op, Input) else getattr(op, "dst", HEAD)
+        if dst == HEAD:
+            assert placed.slot is None and placed.rewind is None
+            continue
+        ring = rings[dst]
+        rewound = ring.pos + 1 == ring.capacity
+        assert ring.slot().data_ptr() == ring.data[:, placed.slot].data_ptr()
+        assert (placed.rewind is not None) == (rewound and ring.window_size > 1)
+        if placed.rewind is not None:
+            rewinds += 1
+            assert names[placed.rewind.ring] == dst
+            assert placed.rewind.frames == ring.window_size - 1
+        if isinstance(op, Input):
+            ring.advance()
+    assert rewinds > 0
+    assert np.array_equal(program.positions.array, schedule.positions[0])
+
+
+def test_double_capacity_has_no_schedule(rng: torch.Generator) -> None:
+    program = build_program(model_of("sequnet-L4", rng), 1, capacity="double")
+    with pytest.raises(ValueError, match="capacity='period'"):
+        ring_schedule(program)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("split", [1, 37])
+def test_align_rings_keeps_the_stream(kind: str, split: int, rng: torch.Generator) -> None:
+    """Rings moved off the schedule (windows copied elsewhere) and aligned back: the stream
+    continues exactly like the offline pass."""
+    model = model_of(kind, rng)
+    engine = StreamingEngine(model, 2, backend="torch", capacity="period")
+    schedule = ring_schedule(engine.program)
+    x = torch.randint(0, CLASSES, (2, split + 40), generator=rng)
+    out = torch.empty(2, split + 40, CLASSES)
+    engine.feed(x[:, :split], out[:, :split])
+    # move every ring's window to the front of its buffer (a valid state off the schedule)
+    for ring in engine.program.rings.values():
+        w, pos = ring.window_size, ring.pos
+        ring.data[:, :w] = ring.data[:, pos - w + 1 : pos + 1].clone()
+        ring.data[:, w:] = float("nan") if ring.data.is_floating_point() else -1
+        ring.pos = w - 1
+    assert align_rings(engine.program, schedule, engine.t)
+    assert not align_rings(engine.program, schedule, engine.t)
+    engine.feed(x[:, split:], out[:, split:])
+    want = reference_logits(model, x)
+    assert (out.double() - want).abs().max().item() < 1e-4
