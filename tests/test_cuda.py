@@ -82,7 +82,7 @@ def test_cuda_triton_equals_offline_at_real_sizes(cfg: tuple, batch: int,
     model = _sequnet(cfg, rng)
     n = 2 * model.period + 37  # every phase, ring rewinds, several launches
     x = torch.randint(0, 256, (batch, n), generator=rng)
-    engine = StreamingEngine(model.cuda(), batch, backend="triton")
+    engine = StreamingEngine(model.cuda(), batch, backend="triton", capacity="period")
     out = torch.empty(batch, n, 256, device="cuda")
     for i in range(0, n, 499):
         engine.feed(x[:, i : i + 499].cuda(), out[:, i : i + 499])
@@ -100,7 +100,7 @@ def test_cuda_triton_generates_the_same_samples_as_torch(sampling: SamplingConfi
     model = _sequnet(DEFAULT, rng).cuda()
     runs = {}
     for backend in ["torch", "triton"]:
-        engine = StreamingEngine(model, 2, backend=backend)
+        engine = StreamingEngine(model, 2, backend=backend, capacity="period")
         sampler = engine.sampler(sampling, seed=5)
         runs[backend] = torch.cat([engine.generate(n, sampler) for n in (300, 700)], 1).cpu()
     assert torch.equal(runs["torch"], runs["triton"])

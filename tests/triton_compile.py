@@ -8,33 +8,38 @@ constexpr branches). Run as a script, in a process where TRITON_INTERPRET is uns
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 os.environ.pop("TRITON_INTERPRET", None)  # before triton is imported
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.backends.nvidia.compiler import get_ptxas  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from streamgen.engine.gpu import triton_kernels  # noqa: E402
 
-FLOAT_PTRS = {"rings_ptr", "weights_ptr", "embed_ptr", "embed_bias_ptr", "head_w_ptr", "head_b_ptr",
-              "head_in_ptr", "logits_ptr", "noise_ptr"}
+FLOAT_PTRS = {"frames_ptr", "weights_ptr", "embed_ptr", "embed_bias_ptr", "head_w_ptr",
+              "head_b_ptr", "logits_ptr", "noise_ptr"}
 FLOATS = {"temperature", "top_p"}
 
-# (GENERATE, GREEDY, TOP_K, TOP_P, BLOCK_O): teacher-forced, free-running with top-k and
-# top-p, greedy (the executor's output block is 16 or 32 channels)
-VARIANTS = [(False, False, False, False, 32), (True, False, True, True, 32),
-            (True, True, False, False, 32)]
+# (GENERATE, GREEDY, TOP_K, TOP_P, BLOCK_K, warps): teacher-forced, free-running with top-k
+# and top-p, greedy; the default model's tiles (32 x 256, 8 warps) and a narrower one
+VARIANTS = [(False, False, False, False, 256, 8), (True, False, True, True, 256, 8),
+            (True, True, False, False, 64, 4)]
 
 
 def compile_variants(capability: int) -> None:
     fn = triton_kernels.run_block
     names = fn.arg_names
-    for generate, greedy, top_k, top_p, block_o in VARIANTS:
+    for generate, greedy, top_k, top_p, block_k, warps in VARIANTS:
         const = dict(GENERATE=generate, WRITE_OUT=not generate, GREEDY=greedy, TOP_K=top_k,
-                     TOP_P=top_p, BLOCK_R=128, BLOCK_O=block_o, BLOCK_K=64, BLOCK_C=256)
+                     TOP_P=top_p, BLOCK_O=32, BLOCK_K=block_k, BLOCK_C=256, BLOCK_H=32,
+                     BLOCK_W=8)
         sig = {}
         for n in names:
             if n in const:
@@ -45,9 +50,25 @@ def compile_variants(capability: int) -> None:
             else:
                 sig[n] = "fp32" if n in FLOATS else "i32"  # Python ints below 2**31
         src = ASTSource(fn, sig, constexprs={(names.index(n),): v for n, v in const.items()})
-        kernel = triton.compile(src, target=GPUTarget("cuda", capability, 32))
+        kernel = triton.compile(src, target=GPUTarget("cuda", capability, 32),
+                                options={"num_warps": warps})
         assert kernel.asm["cubin"], "no cubin"
-        print(f"compiled {const} for sm_{capability}")
+        print(f"compiled {const} with {warps} warps for sm_{capability}: "
+              f"{resources(kernel.asm['ptx'], capability)}")
+
+
+def resources(ptx: str, capability: int) -> str:
+    """ptxas's resource line for the kernel (registers, spills, stack)."""
+    ptxas = get_ptxas(capability)
+    ptxas = getattr(ptxas, "path", ptxas)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp, "k.ptx")
+        src.write_text(ptx)
+        done = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{capability}a", str(src), "-o",
+                               str(Path(tmp, "k.cubin"))], capture_output=True, text=True)
+    lines = [ln.split("info    : ")[-1] for ln in done.stderr.splitlines()
+             if "registers" in ln or "spill" in ln]
+    return "; ".join(lines)
 
 
 if __name__ == "__main__":

@@ -102,10 +102,11 @@ def run_gpu_suite(profile: GpuProfile, *, device: str, default_model: tuple[str,
     log("1. latency: batch 1 (and small batches for the Triton kernel)")
     for model_name in ("default", "paper sequnet"):
         add(model_name, "latency", batch=1, backend="torch", steps=profile.steps_torch)
-        add(model_name, "latency", batch=1, backend="triton", steps=profile.steps_triton)
+        add(model_name, "latency", batch=1, backend="triton", steps=profile.steps_triton,
+            capacity="period")
     for batch in profile.triton_batches:
         add("default", "latency", batch=batch, backend="triton",
-            steps=max(1, profile.steps_triton // 4))
+            steps=max(1, profile.steps_triton // 4), capacity="period")
     add("paper wavenet", "latency", batch=1, backend="torch",
         steps=max(1, profile.steps_torch // 4))
     log(f"2. throughput: batch {profile.large_batch}")
