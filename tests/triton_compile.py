@@ -39,14 +39,14 @@ def compile_variants(capability: int) -> None:
     for generate, greedy, top_k, top_p, block_k, warps in VARIANTS:
         const = dict(GENERATE=generate, WRITE_OUT=not generate, GREEDY=greedy, TOP_K=top_k,
                      TOP_P=top_p, BLOCK_O=32, BLOCK_K=block_k, BLOCK_C=256, BLOCK_H=32,
-                     BLOCK_W=8)
+                     BLOCK_W=8, BLOCK_R=32)
         sig = {}
         for n in names:
             if n in const:
                 sig[n] = "constexpr"
             elif n.endswith("_ptr"):
                 floats = n in FLOAT_PTRS or (n == "out_ptr" and not generate)
-                sig[n] = "*fp32" if floats else "*i64"
+                sig[n] = "*fp32" if floats else "*i32" if n == "rows_ptr" else "*i64"
             else:
                 sig[n] = "fp32" if n in FLOATS else "i32"  # Python ints below 2**31
         src = ASTSource(fn, sig, constexprs={(names.index(n),): v for n, v in const.items()})

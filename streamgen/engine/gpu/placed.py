@@ -4,7 +4,8 @@ The ring schedule (``streamgen.engine.schedule``) fixes every ring position by t
 phase, so each op of each phase can name the very elements it reads and writes. Given where
 each ring lives in the executor's flat buffers (``FlatLayout``), an op becomes one int64 row
 (``COLUMNS``) with its addresses for stream 0 and the per-stream strides; a rewind becomes a
-copy row before the op that triggers it; ``advance`` needs no row at all. The Triton kernel
+copy row before the op that triggers it; ``advance`` needs no row at all; a copy of the
+columns a layer has just written becomes that layer's second destination (``dst2``). The Triton kernel
 walks these rows and keeps no ring positions.
 
 ==========  =========================  ============================  ===========  =====
@@ -35,7 +36,7 @@ from streamgen.engine.schedule import Placed, Rewind, RingSchedule
 
 OP_INPUT, OP_EMBED, OP_GATED, OP_COPY, OP_ICOPY, OP_HEAD = range(6)
 COLUMNS = ("code", "src", "stride", "dst", "dst_stride", "n", "width", "weights", "bias",
-           "newest", "pitch")
+           "newest", "pitch", "dst2", "dst2_stride")
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,22 @@ class WeightOffsets:
 def _row(code: int, src: int = 0, stride: int = 0, dst: int = 0, dst_stride: int = 0,
          n: int = 0, width: int = 0, weights: int = 0, bias: int = 0,
          newest: int = 0, pitch: int = 0) -> list[int]:
-    return [code, src, stride, dst, dst_stride, n, width, weights, bias, newest, pitch]
+    return [code, src, stride, dst, dst_stride, n, width, weights, bias, newest, pitch, -1, 0]
+
+
+def _fuse_copy(rows: list[list[int]], copy: list[int]) -> bool:
+    """Let the layer of the last row also write ``copy``'s destination, if ``copy`` reads
+    exactly the frame columns that layer wrote (a skip connection, or the columns an up layer
+    shares with the next layer's input): one op less on the step's critical path."""
+    if not rows:
+        return False
+    last = rows[-1]
+    c = dict(zip(COLUMNS, copy))
+    fits = (last[0] in (OP_EMBED, OP_GATED) and last[11] < 0 and last[3] == c["src"]
+            and last[4] == c["stride"] and last[6] == c["n"])
+    if fits:
+        last[11], last[12] = c["dst"], c["dst_stride"]
+    return fits
 
 
 def placed_rows(program: StepProgram, schedule: RingSchedule, layout: FlatLayout,
@@ -119,8 +135,10 @@ def placed_rows(program: StepProgram, schedule: RingSchedule, layout: FlatLayout
                                  weights.bias[op.ring], frame(op.ring, p.newest), pitch))
             elif isinstance(op, Copy):
                 dst, dst_stride = destination(p, op.dst_col)
-                rows.append(_row(OP_COPY, frame(op.src, p.newest, op.src_col),
-                                 layout.stride[op.src], dst, dst_stride, op.width))
+                copy = _row(OP_COPY, frame(op.src, p.newest, op.src_col), layout.stride[op.src],
+                            dst, dst_stride, op.width)
+                if p.rewind is not None or not _fuse_copy(rows, copy):
+                    rows.append(copy)
             elif isinstance(op, Head):
                 rows.append(_row(OP_HEAD))
             elif not isinstance(op, Advance):

@@ -121,7 +121,13 @@ class TritonExecutor:
         self.weights = torch.cat(parts)
         rows, starts = placed.placed_rows(program, self.schedule, layout, placed.WeightOffsets(
             full, odd, bias, full_pitch, odd_pitch))
-        self.rows, self.starts = i64(rows), i64(starts)
+        # int32 rows (half the bytes to fetch per op), and a padding row the kernel may
+        # prefetch past the last op
+        padded = np.concatenate([rows, np.zeros((1, rows.shape[1]), dtype=rows.dtype)])
+        if np.abs(padded).max() >= 2**31:
+            raise ValueError("a stream's rings exceed 2**31 elements; use backend='torch'")
+        self.rows = torch.as_tensor(padded.astype(np.int32), device=dev)
+        self.starts = i64(starts)
 
         def f32(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(dev, torch.float32).contiguous()
@@ -136,6 +142,7 @@ class TritonExecutor:
             BLOCK_C=_pow2(program.classes, 16, 1 << 16),
             BLOCK_H=_pow2(head_width, 16, 32),
             BLOCK_W=_pow2(int(tables.windows[tables.index_ring]), 2, 1 << 10),
+            BLOCK_R=min(32, _pow2(program.classes, 16, 1 << 16)),
         )
         self._dummy_f = torch.zeros(1, dtype=torch.float32, device=dev)
         self._dummy_i = torch.zeros(1, dtype=torch.int64, device=dev)

@@ -10,8 +10,8 @@ another, the weights in a third. A gated layer is a multiply + reduce of its ``(
 matrix with the flattened window, in tiles of ``BLOCK_O`` outputs by ``BLOCK_K`` inputs (one
 tile for the default model's layers). The pending logits stay in registers from one step to
 the next; free-running steps sample from them inside the kernel with the ``Sampler``'s Gumbel
-noise block and rule (greedy; temperature; top-k; top-p as a value cutoff, like the numba
-kernel).
+noise block and rule (greedy; temperature; top-k; top-p), ranking the classes by comparing
+every pair.
 
 Within a program, a frame written by one op is read by the next ones through global memory:
 ``tl.debug_barrier()`` after every op makes it visible to all the program's threads.
@@ -39,6 +39,18 @@ def _tanh(x):
 
 
 @triton.jit
+def _row(ptr):
+    """The fields of one placed row (``placed.COLUMNS``), as int64."""
+    return (tl.load(ptr).to(tl.int64), tl.load(ptr + 1).to(tl.int64),
+            tl.load(ptr + 2).to(tl.int64), tl.load(ptr + 3).to(tl.int64),
+            tl.load(ptr + 4).to(tl.int64), tl.load(ptr + 5).to(tl.int64),
+            tl.load(ptr + 6).to(tl.int64), tl.load(ptr + 7).to(tl.int64),
+            tl.load(ptr + 8).to(tl.int64), tl.load(ptr + 9).to(tl.int64),
+            tl.load(ptr + 10).to(tl.int64), tl.load(ptr + 11).to(tl.int64),
+            tl.load(ptr + 12).to(tl.int64))
+
+
+@triton.jit
 def _copy(src, dst, n, BLOCK: tl.constexpr):
     """``n`` elements from ``src`` to ``dst`` (``dst <= src`` where they overlap: a rewind)."""
     for j in range(0, n, BLOCK):
@@ -47,6 +59,29 @@ def _copy(src, dst, n, BLOCK: tl.constexpr):
         v = tl.load(src + offs, mask=m)
         tl.debug_barrier()
         tl.store(dst + offs, v, mask=m)
+
+
+@triton.jit
+def _outranking(s, top, scratch, classes, BLOCK_C: tl.constexpr, BLOCK_R: tl.constexpr,
+                MASS: tl.constexpr):
+    """Per class ``c``: how many classes score strictly higher than ``s[c]`` (``MASS``: their
+    summed ``exp(s - top)``), by comparing every pair, ``BLOCK_R`` rows at a time (a sort
+    network costs far more barriers). ``scratch`` holds ``classes`` floats."""
+    cc = tl.arange(0, BLOCK_C)
+    rr = tl.arange(0, BLOCK_R)
+    tl.store(scratch + cc, s, mask=cc < classes)
+    tl.debug_barrier()
+    acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+    for r0 in range(0, BLOCK_C, BLOCK_R):
+        r = r0 + rr
+        sr = tl.load(scratch + r, mask=r < classes, other=-float("inf"))
+        if MASS:
+            weight = tl.exp(sr - top)[:, None]
+        else:
+            weight = 1.0
+        acc += tl.sum(tl.where(sr[:, None] > s[None, :], weight, 0.0), axis=0)
+    tl.debug_barrier()  # every read done before the scratch is written again
+    return acc
 
 
 #: Scalar integer arguments: never specialised (Triton makes a 1 a compile-time constant),
@@ -67,7 +102,7 @@ def run_block(
     GENERATE: tl.constexpr, WRITE_OUT: tl.constexpr, GREEDY: tl.constexpr,
     TOP_K: tl.constexpr, TOP_P: tl.constexpr,
     BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
-    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_R: tl.constexpr,
 ):
     """``n_steps`` steps of stream ``program_id(0)`` from clock ``t0``, starting from the
     pending ``logits``. Teacher-forced: classes from ``xs`` (B, n_steps), logits of every step
@@ -87,7 +122,8 @@ def run_block(
     ww = tl.arange(0, BLOCK_W)
     cmask = cc < classes
     head_in = frames_ptr + head_at + pid * head_width
-    lg = tl.load(logits_ptr + pid * classes + cc, mask=cmask, other=-float("inf"))
+    scratch = logits_ptr + pid * classes  # free until the pending logits go back at the end
+    lg = tl.load(scratch + cc, mask=cmask, other=-float("inf"))
     for i in range(n_steps):
         phase = (t0 + i) % period
         if GENERATE:
@@ -95,19 +131,14 @@ def run_block(
                 x = tl.argmax(lg, axis=0)
             else:
                 s = lg / temperature
-                if TOP_K:
-                    srt = tl.sort(s, descending=True)
-                    kth = tl.max(tl.where(cc == top_k - 1, srt, -float("inf")), axis=0)
-                    s = tl.where(s < kth, -float("inf"), s)
-                if TOP_P:
-                    srt = tl.sort(s, descending=True)
-                    top = tl.max(srt, axis=0)
-                    ex = tl.exp(srt - top)
-                    probs = ex / tl.sum(ex, axis=0)
-                    above = tl.cumsum(probs, axis=0) - probs  # mass ranked above each class
-                    keep = (above < top_p) & (srt > -float("inf"))
-                    cutoff = tl.min(tl.where(keep, srt, float("inf")), axis=0)
-                    s = tl.where(s < cutoff, -float("inf"), s)
+                if TOP_K:  # keep the classes with fewer than top_k scoring higher
+                    higher = _outranking(s, s, scratch, classes, BLOCK_C, BLOCK_R, False)
+                    s = tl.where(higher < top_k, s, -float("inf"))
+                if TOP_P:  # keep the classes outranked by less than top_p of the mass
+                    top = tl.max(s, axis=0)
+                    total = tl.sum(tl.exp(s - top), axis=0)
+                    above = _outranking(s, top, scratch, classes, BLOCK_C, BLOCK_R, True)
+                    s = tl.where(above < top_p * total, s, -float("inf"))
                 nz = tl.load(noise_ptr + ((noise_at + i) * batch + pid) * classes + cc,
                              mask=cmask, other=0.0)
                 x = tl.argmax(tl.where(cmask, s + nz, -float("inf")), axis=0)
@@ -117,12 +148,18 @@ def run_block(
             x = tl.load(xs_ptr + pid * n_steps + i)
         lo = tl.load(starts_ptr + phase)
         hi = tl.load(starts_ptr + phase + 1)
+        nxt = rows_ptr + lo * NCOL  # each op's row is loaded while the previous op runs
+        code_, src_, stride_, dst_, dst_stride_, n_, e_, w_, b_, newest_, pitch_, dst2_, \
+            dst2_stride_ = _row(nxt)
         for j in range(lo, hi):
-            row = rows_ptr + j * NCOL
-            code = tl.load(row)
-            src = tl.load(row + 1) + pid * tl.load(row + 2)
-            dst = tl.load(row + 3) + pid * tl.load(row + 4)
-            n = tl.load(row + 5)
+            code, n, e, pitch, w_off, b_off = code_, n_, e_, pitch_, w_, b_
+            src = src_ + pid * stride_
+            dst = dst_ + pid * dst_stride_
+            newest = newest_ + pid * stride_
+            dst2 = tl.where(dst2_ < 0, -1, dst2_ + pid * dst2_stride_)
+            nxt = rows_ptr + (j + 1) * NCOL  # the table ends with a padding row
+            code_, src_, stride_, dst_, dst_stride_, n_, e_, w_, b_, newest_, pitch_, dst2_, \
+                dst2_stride_ = _row(nxt)
             if code == OP_INPUT:
                 tl.store(index_ptr + dst, x)
             elif code == OP_ICOPY:  # a rewind of the ring of class indices
@@ -140,7 +177,6 @@ def run_block(
                     acc += tl.sum(w * h[None, :], axis=1)
                 lg = tl.where(cmask, acc, -float("inf"))
             else:
-                e = tl.load(row + 6)
                 if code == OP_EMBED:  # one-hot convolution as table lookups over the window
                     cls = tl.load(index_ptr + src + ww, mask=ww < n, other=0)
                     rows = (ww * embed_rows + cls) * embed_cols
@@ -152,11 +188,13 @@ def run_block(
                                       mask=(ww < n)[:, None] & om[None, :], other=0.0)
                         acc += tl.sum(tab, axis=0)
                         tl.store(frames_ptr + dst + o, acc, mask=om)
+                        if dst2 >= 0:
+                            tl.store(frames_ptr + dst2 + o, acc, mask=om)
                 else:  # OP_GATED: newest + tanh(f) * sigmoid(g) over the window
-                    w_ptr = weights_ptr + tl.multiple_of(tl.load(row + 7), 16)
-                    pitch = tl.multiple_of(tl.load(row + 10), 16)
-                    bias = weights_ptr + tl.load(row + 8)
-                    newest = frames_ptr + tl.load(row + 9) + pid * tl.load(row + 2)
+                    w_ptr = weights_ptr + tl.multiple_of(w_off, 16)
+                    pitch = tl.multiple_of(pitch, 16)
+                    bias = weights_ptr + b_off
+                    residual = frames_ptr + newest
                     window = frames_ptr + src
                     for o0 in range(0, e, BLOCK_O):
                         o = o0 + oo
@@ -174,9 +212,11 @@ def run_block(
                                          mask=m2, other=0.0).to(tl.float32)
                             f += tl.sum(wf * xin, axis=1)
                             g += tl.sum(wg * xin, axis=1)
-                        y = tl.load(newest + o, mask=om, other=0.0) + _tanh(f) * tl.sigmoid(g)
+                        y = tl.load(residual + o, mask=om, other=0.0) + _tanh(f) * tl.sigmoid(g)
                         tl.store(frames_ptr + dst + o, y, mask=om)
+                        if dst2 >= 0:
+                            tl.store(frames_ptr + dst2 + o, y, mask=om)
             tl.debug_barrier()
         if WRITE_OUT:
             tl.store(out_ptr + (pid * n_steps + i) * classes + cc, lg, mask=cmask)
-    tl.store(logits_ptr + pid * classes + cc, lg, mask=cmask)
+    tl.store(scratch + cc, lg, mask=cmask)
