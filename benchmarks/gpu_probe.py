@@ -22,17 +22,16 @@ from streamgen.zoo import load_model
 
 # name: (model, batch, sampling, steps, warps (None: the executor's choice), weight dtype)
 ROWS = {
-    "default-b1-w4": ("default", 1, "top_p", 8192, 4, torch.float32),
     "default-b1-w8": ("default", 1, "top_p", 8192, 8, torch.float32),
+    "default-b1-w16": ("default", 1, "top_p", 8192, 16, torch.float32),
     "default-b1-w8-greedy": ("default", 1, "greedy", 8192, 8, torch.float32),
-    "default-b1-w8-bf16": ("default", 1, "top_p", 8192, 8, torch.bfloat16),
+    "default-b1-w4": ("default", 1, "top_p", 8192, 4, torch.float32),
     "default-b8": ("default", 8, "top_p", 4096, None, torch.float32),
-    "default-b64": ("default", 64, "top_p", 2048, None, torch.float32),
-    "default-b132": ("default", 132, "top_p", 2048, None, torch.float32),
-    "paper-b1-w4": ("paper", 1, "top_p", 1024, 4, torch.float32),
+    "default-b64": ("default", 64, "top_p", 4096, None, torch.float32),
+    "default-b132": ("default", 132, "top_p", 4096, None, torch.float32),
     "paper-b1-w8": ("paper", 1, "top_p", 1024, 8, torch.float32),
+    "paper-b1-w16": ("paper", 1, "top_p", 1024, 16, torch.float32),
     "paper-b1-w8-bf16": ("paper", 1, "top_p", 1024, 8, torch.bfloat16),
-    "paper-b64": ("paper", 64, "top_p", 512, None, torch.float32),
 }
 
 
@@ -54,6 +53,7 @@ def main() -> None:
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--out", type=Path, default=Path("."))
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--no-check", action="store_true", help="skip the logit error check")
     args = ap.parse_args()
     default, info = load_model("default")
     models = {"default": default.eval().cuda(),
@@ -69,7 +69,7 @@ def main() -> None:
             row = generation_rate(models[model], batch=batch, device="cuda", backend="triton",
                                   n=steps, repeats=args.repeats, sampling=samplings[sampling],
                                   capacity="period")
-            if batch == 1 and model == "default":
+            if batch == 1 and model == "default" and not args.no_check:
                 row["max_logit_error_vs_torch"] = logit_error(models[model], wdtype)
         except Exception as e:  # noqa: BLE001 - a probe records every failure
             row = {"error": f"{type(e).__name__}: {e}"[:400]}
