@@ -39,6 +39,7 @@ class AudioGenerator:
         self.sampler = self.engine.sampler(sampling, seed=seed)
         self.batch = batch
         self._out = torch.empty(0, dtype=torch.int64)
+        self._host = torch.empty(0, dtype=torch.uint8)
         if prime is not None and len(prime):
             classes = mulaw_encode(torch.from_numpy(np.asarray(prime, dtype=np.float32)))
             self.engine.prime(classes.view(1, -1).expand(batch, -1).contiguous())
@@ -50,7 +51,19 @@ class AudioGenerator:
             self._out = torch.empty(self.batch, n, dtype=torch.int64, device=self.engine.device)
         classes = self.engine.generate(n, self.sampler, self._out)
         self.generated += n
-        return mulaw_decode(classes.cpu().numpy())
+        return mulaw_decode(self._to_host(classes).numpy())
+
+    def _to_host(self, classes: torch.Tensor) -> torch.Tensor:
+        """The block's classes on the CPU; from a GPU as bytes (256 classes) through a pinned
+        buffer, one small asynchronous copy waited for once."""
+        if classes.device.type != "cuda":
+            return classes
+        small = classes.to(torch.uint8) if self.model.num_classes <= 256 else classes
+        if self._host.shape != small.shape or self._host.dtype != small.dtype:
+            self._host = torch.empty(small.shape, dtype=small.dtype, pin_memory=True)
+        self._host.copy_(small, non_blocking=True)
+        torch.cuda.current_stream(classes.device).synchronize()
+        return self._host
 
     def blocks(self, total: int, block: int = 4096) -> Iterator[np.ndarray]:
         """``total`` samples per stream in blocks of at most ``block``."""
