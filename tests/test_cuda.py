@@ -95,19 +95,24 @@ def test_cuda_triton_equals_offline_at_real_sizes(cfg: tuple, batch: int,
     assert (out.cpu().double() - want).abs().max().item() < 1e-4 * scale
 
 
+SAMPLINGS = [SamplingConfig(top_p=0.94), SamplingConfig(temperature=0.8, top_k=20),
+             SamplingConfig(greedy=True)]
+
+
+def _generated(model: torch.nn.Module, backend: str, batch: int, sampling: SamplingConfig,
+               chunks: tuple[int, ...]) -> torch.Tensor:
+    engine = StreamingEngine(model, batch, backend=backend)
+    sampler = engine.sampler(sampling, seed=5)
+    return torch.cat([engine.generate(n, sampler) for n in chunks], 1).cpu()
+
+
 @needs_triton
-@pytest.mark.parametrize("sampling", [SamplingConfig(top_p=0.94),
-                                      SamplingConfig(temperature=0.8, top_k=20),
-                                      SamplingConfig(greedy=True)], ids=lambda s: s.describe())
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
 def test_cuda_triton_generates_the_same_samples_as_torch(sampling: SamplingConfig,
                                                          rng: torch.Generator) -> None:
     model = _sequnet(DEFAULT, rng).cuda()
-    runs = {}
-    for backend in ["torch", "triton"]:
-        engine = StreamingEngine(model, 2, backend=backend)
-        sampler = engine.sampler(sampling, seed=5)
-        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (300, 700)], 1).cpu()
-    assert torch.equal(runs["torch"], runs["triton"])
+    assert torch.equal(_generated(model, "torch", 2, sampling, (300, 700)),
+                       _generated(model, "triton", 2, sampling, (300, 700)))
 
 
 # -- the CUDA-graph executor (the throughput regime) -------------------------------------
@@ -140,19 +145,13 @@ def test_cuda_graphs_equal_offline_at_real_sizes(kind: str, rng: torch.Generator
     assert (got - want).abs().max().item() < 1e-4 * scale
 
 
-@pytest.mark.parametrize("sampling", [SamplingConfig(top_p=0.94),
-                                      SamplingConfig(temperature=0.8, top_k=20),
-                                      SamplingConfig(greedy=True)], ids=lambda s: s.describe())
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
 def test_cuda_graphs_generate_the_same_samples_as_torch(sampling: SamplingConfig,
                                                         rng: torch.Generator) -> None:
     model = _sequnet(DEFAULT, rng).cuda()
-    runs = {}
-    for backend in ["torch", "graphs"]:
-        engine = StreamingEngine(model, 3, backend=backend)
-        sampler = engine.sampler(sampling, seed=5)
-        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (100, 64, 300, 700)],
-                                  1).cpu()
-    assert torch.equal(runs["torch"], runs["graphs"])
+    chunks = (100, 64, 300, 700)  # blocks from mid-segment, every segment recorded and replayed
+    assert torch.equal(_generated(model, "torch", 3, sampling, chunks),
+                       _generated(model, "graphs", 3, sampling, chunks))
 
 
 def test_cuda_graphs_in_bfloat16_are_close(rng: torch.Generator) -> None:

@@ -5,6 +5,8 @@ replays real graphs)."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,8 @@ from streamgen.engine.program import build_program
 from streamgen.engine.ring import RingPositions
 from streamgen.engine.schedule import align_rings
 from test_schedule import move_off_schedule
-from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig
+from streamgen.nn import SeqUNet, SeqUNetConfig
+from test_capacity import model_of as capacity_model_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CLASSES = 16
@@ -26,13 +29,11 @@ TOL = 1e-4
 
 
 def model_of(kind: str, gen: torch.Generator) -> torch.nn.Module:
-    """Seq-U-Nets of 8 levels (a graph period of two segments) as wide as the class count."""
-    if kind.startswith("sequnet"):
-        model = SeqUNet(SeqUNetConfig(CLASSES, 8, 1, int(kind[-1]), classes=CLASSES))
-    elif kind == "wavenet":
-        model = WaveNet(WaveNetConfig(2, 4, 2, 6, 5, 12, classes=CLASSES))
-    else:
-        model = TCN(TCNConfig(channels=6, levels=3, kernel_size=3, classes=CLASSES))
+    """Seq-U-Nets of 8 levels (a graph period of two segments) as wide as the class count;
+    the WaveNet and TCN of tests/test_capacity.py."""
+    if not kind.startswith("sequnet"):
+        return capacity_model_of(kind, gen, CLASSES)
+    model = SeqUNet(SeqUNetConfig(CLASSES, 8, 1, int(kind[-1]), classes=CLASSES))
     randomize_(model, gen)
     return model.eval()
 
@@ -51,6 +52,20 @@ def feed_in_chunks(engine: StreamingEngine, x: torch.Tensor, out: torch.Tensor, 
     for i in range(at, x.shape[1], chunk):
         engine.feed(x[:, i : i + chunk], out[:, i : i + chunk])
         assert torch.equal(engine.logits, out[:, min(i + chunk, x.shape[1]) - 1])
+
+
+def fed_with_a_break(engine: StreamingEngine, between: Callable[[], None],
+                     rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Random inputs over four graph periods fed in chunks of 131, ``between()`` called
+    mid-period after the first: the inputs, the logits and the step of the break."""
+    g = engine.program.graph_period
+    n, cut = 4 * g + 45, g + 21
+    x = torch.randint(0, CLASSES, (engine.batch_size, n), generator=rng)
+    out = torch.empty(engine.batch_size, n, CLASSES)
+    feed_in_chunks(engine, x[:, :cut], out, 0, 131)
+    between()
+    feed_in_chunks(engine, x, out, cut, 131)
+    return x, out, cut
 
 
 def on_schedule(engine: StreamingEngine) -> bool:
@@ -84,25 +99,22 @@ def test_graphs_equal_offline(kind: str, chunk: int, start: int, rng: torch.Gene
 def test_reset_of_some_streams_and_prime_in_between(kind: str, rng: torch.Generator) -> None:
     model = model_of(kind, rng)
     engine = StreamingEngine(model, 3, backend="graphs")
-    g = engine.program.graph_period
-    n, cut = 4 * g + 45, g + 21
-    x = torch.randint(0, CLASSES, (3, n), generator=rng)
-    out = torch.empty(3, n, CLASSES)
-    feed_in_chunks(engine, x[:, :cut], out, 0, 131)
-    engine.reset([0, 2])  # mid-period: those streams restart on the shared clock
-    feed_in_chunks(engine, x, out, cut, 131)
+    # mid-period, streams 0 and 2 restart on the shared clock
+    x, out, cut = fed_with_a_break(engine, lambda: engine.reset([0, 2]), rng)
     want = reference_logits(model, x)
     want[[0, 2], cut:] = reference_logits(model, x, starts=[cut, 0, cut])[[0, 2], cut:]
     assert (out.double() - want).abs().max().item() < TOL
-    assert replays(engine) > 0
+    replayed = replays(engine)
+    assert replayed > 0
     # prime an odd-length prompt, then continue past segment boundaries
     prompt = torch.randint(0, CLASSES, (3, 77), generator=rng)
     engine.prime(prompt)
-    y = torch.randint(0, CLASSES, (3, g + 70), generator=rng)
+    y = torch.randint(0, CLASSES, (3, 2 * engine.program.graph_period + 70), generator=rng)
     got = torch.empty(3, y.shape[1], CLASSES)
-    feed_in_chunks(engine, y, got, 0, 64)
+    feed_in_chunks(engine, y, got, 0, 131)
     want = reference_logits(model, torch.cat([prompt, y], 1))[:, prompt.shape[1]:]
     assert (got.double() - want).abs().max().item() < TOL
+    assert replays(engine) > replayed
 
 
 @pytest.mark.parametrize("backend", ["torch", "graphs"])
@@ -145,13 +157,7 @@ def test_a_state_from_another_capacity_is_restored_onto_the_schedule(
 def test_rings_moved_off_the_schedule_are_aligned_by_the_next_block(rng: torch.Generator) -> None:
     model = model_of("sequnet-k5", rng)
     engine = StreamingEngine(model, 2, backend="graphs")
-    g = engine.program.graph_period
-    n, cut = 4 * g + 45, g + 37
-    x = torch.randint(0, CLASSES, (2, n), generator=rng)
-    out = torch.empty(2, n, CLASSES)
-    feed_in_chunks(engine, x[:, :cut], out, 0, 131)
-    move_off_schedule(engine.program)
-    feed_in_chunks(engine, x, out, cut, 131)
+    x, out, _ = fed_with_a_break(engine, lambda: move_off_schedule(engine.program), rng)
     assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
     assert replays(engine) > 0
 
