@@ -88,9 +88,12 @@ def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
     assert [(r["model"], r["backend"], r["batch"]) for r in rows] == [
         ("default", "torch", 1), ("default", "triton", 1), ("paper sequnet", "torch", 1),
         ("paper sequnet", "triton", 1), ("paper wavenet", "torch", 1), ("default", "torch", 3),
-        ("paper sequnet", "torch", 3), ("paper wavenet", "torch", 3), ("paper wavenet", "torch", 3)]
+        ("paper sequnet", "torch", 3), ("paper wavenet", "torch", 3), ("paper wavenet", "torch", 3)
+    ] + [(m, "graphs", 3) for m in ("default", "paper sequnet", "paper wavenet")] * 2
     assert all(r["samples_per_s"] > 0 and "error" not in r for r in rows)
-    assert [r["capacity"] for r in rows[-2:]] == ["double", "period"]
+    assert [r["capacity"] for r in rows[-8:-6]] == ["double", "period"]
+    assert [r["dtype"] for r in rows[-6:]] == ["float32"] * 3 + ["bfloat16"] * 3
+    assert all(r["capacity"] == "period" for r in rows[-6:])
     assert all(t["measured"] is not None for t in results["targets"])
     paths = write_json_md(results, gpu_markdown(results), tmp_path, "gpu-dry")
     assert json.loads(paths[0].read_text())["rows"] == rows

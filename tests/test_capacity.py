@@ -18,15 +18,15 @@ from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNe
 CLASSES = 32
 
 
-def model_of(kind: str, gen: torch.Generator) -> torch.nn.Module:
+def model_of(kind: str, gen: torch.Generator, classes: int = CLASSES) -> torch.nn.Module:
     if kind == "sequnet-L4":
-        model = SeqUNet(SeqUNetConfig(6, 4, 2, 5, classes=CLASSES))
+        model = SeqUNet(SeqUNetConfig(6, 4, 2, 5, classes=classes))
     elif kind == "sequnet-L3-k7":
-        model = SeqUNet(SeqUNetConfig(4, 3, 1, 7, classes=CLASSES))
+        model = SeqUNet(SeqUNetConfig(4, 3, 1, 7, classes=classes))
     elif kind == "wavenet":
-        model = WaveNet(WaveNetConfig(2, 4, 2, 6, 5, 12, classes=CLASSES))
+        model = WaveNet(WaveNetConfig(2, 4, 2, 6, 5, 12, classes=classes))
     else:
-        model = TCN(TCNConfig(channels=6, levels=3, kernel_size=3, classes=CLASSES))
+        model = TCN(TCNConfig(channels=6, levels=3, kernel_size=3, classes=classes))
     randomize_(model, gen)
     return model.eval()
 

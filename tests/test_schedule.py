@@ -10,7 +10,7 @@ import torch
 from engine_reference import reference_logits
 from streamgen.engine import StreamingEngine
 from streamgen.engine.plan import HEAD, Advance, Copy, Input, Layer
-from streamgen.engine.program import build_program
+from streamgen.engine.program import StepProgram, build_program
 from streamgen.engine.schedule import align_rings, ring_schedule
 from test_capacity import CLASSES, KINDS, model_of
 
@@ -71,6 +71,16 @@ def test_double_capacity_has_no_schedule(rng: torch.Generator) -> None:
         ring_schedule(program)
 
 
+def move_off_schedule(program: StepProgram) -> None:
+    """Move every ring's window to the front of its buffer (a valid state off the schedule),
+    poisoning the rest."""
+    for ring in program.rings.values():
+        w, pos = ring.window_size, ring.pos
+        ring.data[:, :w] = ring.data[:, pos - w + 1 : pos + 1].clone()
+        ring.data[:, w:] = float("nan") if ring.data.is_floating_point() else -1
+        ring.pos = w - 1
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("split", [1, 37])
 def test_align_rings_keeps_the_stream(kind: str, split: int, rng: torch.Generator) -> None:
@@ -82,12 +92,7 @@ def test_align_rings_keeps_the_stream(kind: str, split: int, rng: torch.Generato
     x = torch.randint(0, CLASSES, (2, split + 40), generator=rng)
     out = torch.empty(2, split + 40, CLASSES)
     engine.feed(x[:, :split], out[:, :split])
-    # move every ring's window to the front of its buffer (a valid state off the schedule)
-    for ring in engine.program.rings.values():
-        w, pos = ring.window_size, ring.pos
-        ring.data[:, :w] = ring.data[:, pos - w + 1 : pos + 1].clone()
-        ring.data[:, w:] = float("nan") if ring.data.is_floating_point() else -1
-        ring.pos = w - 1
+    move_off_schedule(engine.program)
     assert align_rings(engine.program, schedule, engine.t)
     assert not align_rings(engine.program, schedule, engine.t)
     engine.feed(x[:, split:], out[:, split:])

@@ -1,9 +1,11 @@
-"""The GPU benchmark: the issue's targets, torch and Triton side by side in one run.
+"""The GPU benchmark: the issue's targets, torch, Triton and CUDA graphs side by side in one run.
 
 Rows: batch 1 (latency: the default model with its recommended sampling, the paper-size
 Seq-U-Net, the paper WaveNet) and large batches (aggregate throughput of the default, the
-paper Seq-U-Net and the paper WaveNet, the WaveNet with ``capacity="period"`` rings). Every
-rate is a median over repeats after a warm-up call (which also compiles the Triton kernel),
+paper Seq-U-Net and the paper WaveNet: eager torch, the WaveNet also with
+``capacity="period"`` rings, then the graphs executor, which ``auto`` picks there, in float32
+and bfloat16). Every rate is a median over repeats after a warm-up call (which also compiles
+the Triton kernel; the graphs rows first generate one graph period, recording every segment),
 with the device synchronised around each timed call (``streamgen.bench.timing``).
 
 ``dry_run`` profiles run the same code on the CPU with tiny models, the Triton kernel going
@@ -22,7 +24,9 @@ from torch import nn
 from streamgen.bench.suite import PAPER_SEQUNET, PAPER_WAVENET, SAMPLE_RATE, generation_rate
 from streamgen.bench.timing import machine_info
 from streamgen.engine import SamplingConfig
+from streamgen.engine.gpu.graphs import SEGMENT
 from streamgen.engine.gpu.triton_executor import MAX_BATCH
+from streamgen.engine.program import graph_period
 from streamgen.nn import build_network
 
 #: The issue's targets on one H100, samples per second (aggregate for large batches).
@@ -60,15 +64,21 @@ DRY_WAVENET = ("wavenet", {"blocks": 1, "layers": 3, "residual_channels": 4,
 
 
 def _rate(model: nn.Module, device: str, profile: GpuProfile, *, batch: int, backend: str,
-          steps: int, sampling: SamplingConfig, capacity: str = "double") -> dict[str, Any]:
+          steps: int, sampling: SamplingConfig, capacity: str = "double",
+          dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """One timed row; a backend that cannot run or memory that runs out is recorded, not
-    raised."""
+    raised. A graphs row times whole segments, every one recorded before timing."""
     row: dict[str, Any] = {"backend": backend, "batch": batch, "capacity": capacity,
+                           "dtype": str(dtype).removeprefix("torch."),
                            "sampling": sampling.describe()}
+    warmup = 0
+    if backend == "graphs":
+        steps = -(-steps // SEGMENT) * SEGMENT
+        warmup = graph_period(model.period)
     try:
         row.update(generation_rate(model, batch=batch, device=device, backend=backend, n=steps,
                                    repeats=profile.repeats, sampling=sampling,
-                                   capacity=capacity))
+                                   capacity=capacity, dtype=dtype, warmup_steps=warmup))
     except torch.cuda.OutOfMemoryError:
         row["error"] = "out of memory"
     except ValueError as e:  # the backend cannot run this model here
@@ -97,7 +107,7 @@ def run_gpu_suite(profile: GpuProfile, *, device: str, default_model: tuple[str,
         rows.append(row)
         rate = f"{row['samples_per_s']:,.0f} samples/s" if "samples_per_s" in row else row["error"]
         log(f"  {model_name:14s} {row['backend']:7s} batch {row['batch']:5d} "
-            f"{row['capacity']:7s} {rate}")
+            f"{row['capacity']:7s} {row['dtype']:8s} {rate}")
 
     log("1. latency: batch 1 (and small batches for the Triton kernel)")
     for model_name in ("default", "paper sequnet"):
@@ -116,6 +126,10 @@ def run_gpu_suite(profile: GpuProfile, *, device: str, default_model: tuple[str,
     for capacity in ("double", "period"):
         add("paper wavenet", "throughput", batch=profile.large_batch, backend="torch",
             steps=profile.steps_large, capacity=capacity)
+    for dtype in (torch.float32, torch.bfloat16):
+        for model_name in models:
+            add(model_name, "throughput", batch=profile.large_batch, backend="graphs",
+                steps=profile.steps_large, capacity="period", dtype=dtype)
     return {"profile": profile.name, "machine": machine_info(device), "default_model": name,
             "triton_max_batch": MAX_BATCH, "rows": rows, "targets": _targets(rows)}
 
@@ -134,7 +148,7 @@ def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         best = _best(rows, model, regime)
         out.append({"what": f"{model}, batch {batch}", "target": target,
                     "measured": best and best["samples_per_s"],
-                    "backend": best and best["backend"],
+                    "backend": best and f"{best['backend']} ({best['dtype']})",
                     "met": bool(best and best["samples_per_s"] >= target)})
     for regime in ("latency", "throughput"):
         seq, wav = _best(rows, "paper sequnet", regime), _best(rows, "paper wavenet", regime)
@@ -153,15 +167,15 @@ def gpu_markdown(results: dict[str, Any]) -> str:
     lines = [f"# GPU benchmark ({results['profile']})", "",
              f"{m.get('gpu', m['device'])}, torch {m['torch']}; default model: "
              f"{results['default_model']}; medians after a warm-up call.", "",
-             "| model | regime | backend | batch | rings | sampling | samples/s | per stream | x real time |",
-             "|---|---|---|---:|---|---|---:|---:|---:|"]
+             "| model | regime | backend | batch | rings | dtype | sampling | samples/s | per stream | x real time |",
+             "|---|---|---|---:|---|---|---|---:|---:|---:|"]
     for r in results["rows"]:
+        row = (f"| {r['model']} | {r['regime']} | {r['backend']} | {r['batch']} | "
+               f"{r['capacity']} | {r['dtype']} | {r['sampling']} | ")
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['regime']} | {r['backend']} | {r['batch']} | "
-                         f"{r['capacity']} | {r['sampling']} | {r['error']} | | |")
+            lines.append(f"{row}{r['error']} | | |")
             continue
-        lines.append(f"| {r['model']} | {r['regime']} | {r['backend']} | {r['batch']} | "
-                     f"{r['capacity']} | {r['sampling']} | {_num(r['samples_per_s'])} | "
+        lines.append(f"{row}{_num(r['samples_per_s'])} | "
                      f"{_num(r['per_stream_samples_per_s'])} | "
                      f"{_num(r['per_stream_samples_per_s'] / SAMPLE_RATE, 2)} |")
     lines += ["", "| target | goal | measured | backend | met |", "|---|---:|---:|---|---|"]
@@ -169,8 +183,9 @@ def gpu_markdown(results: dict[str, Any]) -> str:
         digits = 2 if t["target"] < 100 else 0
         lines.append(f"| {t['what']} | {_num(t['target'], digits)} | {_num(t['measured'], digits)} "
                      f"| {t['backend'] or ''} | {'yes' if t['met'] else 'no'} |")
-    lines += ["", "The WaveNet runs on the torch backend only (the Triton kernel runs plans of gated "
-              "layers): a ratio taken against a Triton Seq-U-Net row compares unequal optimisation."]
+    lines += ["", "The WaveNet runs on the torch and graphs backends (the Triton kernel runs plans of "
+              "gated layers): a latency ratio taken against a Triton Seq-U-Net row compares unequal "
+              "optimisation."]
     seconds = [r["seconds_median"] for r in results["rows"] if "seconds_median" in r]
     if seconds:
         lines += ["", f"Median timed call: {statistics.median(seconds):.3f} s."]

@@ -58,10 +58,16 @@ FULL = Profile("full")
 
 def generation_rate(model: nn.Module, *, batch: int = 1, device: str = "cpu", backend: str = "auto",
                     n: int = 4096, repeats: int = 5, sampling: SamplingConfig | None = None,
-                    capacity: str = "double") -> dict[str, Any]:
-    """Free-running samples per second (all streams together) and real-time factor."""
-    engine = StreamingEngine(model, batch, device=device, backend=backend, capacity=capacity)
+                    capacity: str = "double", dtype: torch.dtype = torch.float32,
+                    warmup_steps: int = 0) -> dict[str, Any]:
+    """Free-running samples per second (all streams together) and real-time factor.
+    ``warmup_steps`` are generated once before the warm-up call (a replaying executor records
+    its segments then)."""
+    engine = StreamingEngine(model, batch, device=device, backend=backend, capacity=capacity,
+                             dtype=dtype)
     sampler = engine.sampler(sampling, seed=0)
+    if warmup_steps:
+        engine.generate(warmup_steps, sampler)
     out = torch.empty(batch, n, dtype=torch.int64, device=engine.device)
     timing = time_call(lambda: engine.generate(n, sampler, out), device=device, repeats=repeats)
     per_stream = n / timing.median

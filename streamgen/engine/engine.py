@@ -16,10 +16,11 @@ from torch import nn
 
 from streamgen.engine.capture import Capture
 from streamgen.engine.clock import silence_class, zero_index
-from streamgen.engine.program import Executor, StepProgram, TorchExecutor, build_program
+from streamgen.engine.program import CAPACITIES, Executor, StepProgram, TorchExecutor, build_program
 from streamgen.engine.sampling import Sampler, SamplingConfig
+from streamgen.engine.schedule import RingSchedule, align_rings, ring_schedule
 
-BACKENDS = ("auto", "torch", "numba", "triton")
+BACKENDS = ("auto", "torch", "numba", "triton", "graphs")
 
 #: What a stream has received before its first sample: all-zero input vectors (the offline
 #: pass's own padding; the first sample is then the silence class), or the silence class
@@ -42,24 +43,45 @@ def numba_available() -> bool:
 NUMBA_MAX_BATCH = 8
 
 
+def resolve_capacity(capacity: str, device: torch.device, backend: str) -> str:
+    """The ring capacity rule (``CAPACITIES``) ``capacity`` names: ``auto`` is ``period`` on a
+    CUDA device (what the replaying executors need) and for the graphs backend anywhere,
+    ``double`` on the CPU (what the CPU figures were measured with)."""
+    if capacity == "auto":
+        return "period" if device.type == "cuda" or backend == "graphs" else "double"
+    if capacity not in CAPACITIES:
+        raise ValueError(f"unknown ring capacity {capacity!r}; choose one of {('auto',) + CAPACITIES}")
+    return capacity
+
+
+def _graphs_executor(program: StepProgram) -> Executor:
+    from streamgen.engine.gpu.graphs import GraphExecutor
+
+    return GraphExecutor(program)
+
+
 def _triton_executor(program: StepProgram, backend: str) -> Executor:
     """The Triton executor where it runs ``program`` (``auto``: on a CUDA device, batches up
-    to its ``MAX_BATCH``), else torch; an explicit ``triton`` that cannot run is an error."""
+    to its ``MAX_BATCH``), else graphs (rings on a schedule) or torch; an explicit ``triton``
+    that cannot run is an error."""
     from streamgen.engine.gpu.triton_executor import MAX_BATCH, TritonExecutor
 
     if backend == "auto" and (TritonExecutor.unsupported(program) or program.batch > MAX_BATCH):
-        return TorchExecutor(program)
+        return _graphs_executor(program) if program.capacity == "period" else TorchExecutor(program)
     return TritonExecutor(program)
 
 
 def build_executor(program: StepProgram, backend: str) -> Executor:
     """An executor of ``program``'s plans: ``auto`` picks the compiled interpreter of the plan
     tables where it runs the program and is faster (on the CPU numba at small batches: 5x at
-    batch 1; on a CUDA GPU the Triton kernel at batches up to 64), else torch."""
+    batch 1; on a CUDA GPU the Triton kernel at batches up to 64, else CUDA graphs of the
+    torch steps where the rings run on a schedule), else torch."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend == "torch":
         return TorchExecutor(program)
+    if backend == "graphs":
+        return _graphs_executor(program)
     if backend == "triton" or (backend == "auto" and program.device.type == "cuda"):
         return _triton_executor(program, backend)
     if not numba_available():
@@ -75,8 +97,9 @@ def build_executor(program: StepProgram, backend: str) -> Executor:
 
 def available_backends(model: nn.Module, device: torch.device | str = "cpu",
                        dtype: torch.dtype = torch.float32) -> list[str]:
-    """The backends that can stream ``model`` on ``device`` (torch always can; triton on a
-    CUDA device only, not through its CPU interpreter)."""
+    """The backends that can stream ``model`` on ``device`` (torch always can; triton and
+    graphs on a CUDA device only: not through Triton's CPU interpreter, nor graphs' CPU
+    stand-in)."""
     from streamgen.engine.gpu.triton_executor import TritonExecutor
 
     program = build_program(model, 1, device, dtype)
@@ -87,6 +110,8 @@ def available_backends(model: nn.Module, device: torch.device | str = "cpu",
         backends += [] if NumbaExecutor.unsupported(program) else ["numba"]
     if program.device.type == "cuda" and not TritonExecutor.unsupported(program):
         backends.append("triton")
+    if program.device.type == "cuda":
+        backends.append("graphs")
     return backends
 
 
@@ -97,8 +122,10 @@ class StreamingEngine:
     All state lives in preallocated rings sized from the network's layers; nothing is
     allocated and no history is copied per step. ``device`` defaults to the model's.
     ``capacity`` sizes the rings (``streamgen.engine.program.ring_capacity``): ``"double"``
-    (two windows each) or ``"period"`` (rewinds at the same phases of every graph period,
-    fewer spare frames: what replaying one recorded period of steps needs).
+    (two windows each), ``"period"`` (rewinds at the same phases of every graph period,
+    fewer spare frames: what replaying recorded steps needs; the rings are then kept on the
+    schedule, ``streamgen.engine.schedule``) or ``"auto"`` (``resolve_capacity``: period on
+    a CUDA device or for the graphs backend, else double).
     """
 
     def __init__(
@@ -111,7 +138,7 @@ class StreamingEngine:
         backend: str = "auto",
         start: str = "zeros",
         inputs: str = "classes",
-        capacity: str = "double",
+        capacity: str = "auto",
     ) -> None:
         """``start``: the history before a stream's first sample (``STARTS``). ``inputs``:
         ``classes`` (mu-law sample classes, (B, N) int64) or ``frames`` (float vectors of the
@@ -128,7 +155,9 @@ class StreamingEngine:
         self.model = model
         self.batch_size, self.dtype, self.start = batch_size, dtype, start
         self.program = build_program(model, batch_size, self.device, dtype, inputs=inputs,
-                                     capacity=capacity)
+                                     capacity=resolve_capacity(capacity, self.device, backend))
+        self.schedule: RingSchedule | None = (ring_schedule(self.program)
+                                              if self.program.capacity == "period" else None)
         self.inputs = inputs
         self.executor = build_executor(self.program, backend)
         self.backend: str = self.executor.name
@@ -156,6 +185,17 @@ class StreamingEngine:
         return torch.empty(1, 0, dtype=torch.int64)
 
     # -- state -------------------------------------------------------------------------
+    def _place_rings(self, keep: bool) -> None:
+        """Put the rings where the schedule (if any) has them before step ``self.t``: moving
+        their windows (``keep``), or only their positions (every window is about to be
+        overwritten). Replaying executors then find them in place."""
+        if self.schedule is None:
+            return
+        if keep:
+            align_rings(self.program, self.schedule, self.t)
+        else:
+            self.program.positions.array[:] = self.schedule.positions[self.t % self.schedule.period]
+
     def _load_capture(self, capture: Capture, t: int, streams: torch.Tensor | None) -> None:
         """Fill every ring (of all streams, or of ``streams``) as it stands after step ``t``
         of ``capture`` (batch 1 captures are broadcast)."""
@@ -175,6 +215,7 @@ class StreamingEngine:
             sel = None
         else:
             sel = torch.as_tensor(streams, dtype=torch.int64, device=self.device).view(-1)
+        self._place_rings(keep=sel is not None)
         start = self._start  # periodic: the captured step with the same clock phase as t - 1
         t = start.t_first + (self.t - 1 - start.t_first) % self.period
         self._load_capture(start, t, sel)
@@ -196,8 +237,9 @@ class StreamingEngine:
             self.reset()
             return self.logits
         capture = Capture(self.program, prompt, t_last=n - 1, before=self._before)
-        self._load_capture(capture, n - 1, None)
         self.t = n
+        self._place_rings(keep=False)
+        self._load_capture(capture, n - 1, None)
         self.logits.copy_(capture.logits_at(n - 1))
         return self.logits
 
@@ -214,19 +256,27 @@ class StreamingEngine:
         return state
 
     def load_state_dict(self, state: dict[str, Any], sampler: Sampler | None = None) -> None:
-        """Restore a ``state_dict`` (saved by any backend of the same model and batch), and
-        into ``sampler`` the sampler state saved with it."""
+        """Restore a ``state_dict`` (saved by any backend and ring capacity of the same model
+        and batch), and into ``sampler`` the sampler state saved with it."""
         if sampler is not None and "sampler" not in state:
             raise ValueError("this state holds no sampler; save it with state_dict(sampler)")
-        if set(state["rings"]) != set(self.program.rings):
-            raise ValueError("this state belongs to another network; restore it into an "
-                             "engine of the same model")
+        rings = self.program.rings
+        if set(state["rings"]) != set(rings) or any(
+                data.shape[::2] != rings[name].data.shape[::2]
+                for name, (data, _) in state["rings"].items()):
+            raise ValueError("this state belongs to another network or batch size; restore it "
+                             "into an engine of the same model and batch")
         self.t = int(state["t"])
         self.logits.copy_(state["logits"])
         for name, (data, pos) in state["rings"].items():
-            ring = self.program.rings[name]
-            ring.data.copy_(data)
-            ring.pos = pos
+            ring = rings[name]
+            if data.shape == ring.data.shape:
+                ring.data.copy_(data)
+                ring.pos = pos
+            else:  # saved under another capacity rule: its window, at this ring's start
+                ring.pos = ring.window_size - 1
+                ring.fill(data[:, pos - ring.window_size + 1 : pos + 1])
+        self._place_rings(keep=True)
         if sampler is not None:
             sampler.load_state_dict(state["sampler"])
 

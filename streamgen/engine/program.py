@@ -37,6 +37,12 @@ CAPACITIES = ("double", "period")
 GRAPH_STEPS = 64
 
 
+def graph_period(period: int) -> int:
+    """The graph period of a network of clock ``period``: the steps after which every ring
+    under ``capacity="period"`` is back where it started."""
+    return max(period, GRAPH_STEPS)
+
+
 def ring_capacity(window: int, level: int, graph_period: int, rule: str) -> int:
     """Frames a ring of ``window`` frames at ``level`` holds under capacity ``rule``.
 
@@ -93,7 +99,7 @@ class StepProgram:
         self.classes: int = model.num_classes
         self.period: int = model.period
         self.capacity = capacity  # the ring capacity rule (CAPACITIES)
-        self.graph_period: int = max(self.period, GRAPH_STEPS)
+        self.graph_period: int = graph_period(self.period)
         self.positions = RingPositions()
         self.rings: dict[str, FrameRing] = {}
         self.info: dict[str, RingInfo] = {}

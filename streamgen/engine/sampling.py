@@ -48,11 +48,28 @@ class Sampler:
         self.used += count
         return self.noise, start, count
 
+    @property
+    def uses_noise(self) -> bool:
+        """Whether ``sample`` draws noise (greedy picks the argmax and draws none)."""
+        return not self.config.greedy
+
+    def take_into(self, dst: torch.Tensor) -> None:
+        """Copy the next ``len(dst)`` steps of noise into ``dst`` (its rows may straddle two
+        noise blocks): what ``len(dst)`` calls of ``sample`` without ``noise`` would use."""
+        done = 0
+        while done < len(dst):
+            noise, start, count = self.take(len(dst) - done)
+            dst[done : done + count].copy_(noise[start : start + count])
+            done += count
+
     def _next_noise(self) -> torch.Tensor:
         noise, start, _ = self.take(1)
         return noise[start]
 
-    def sample(self, logits: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def sample(self, logits: torch.Tensor, out: torch.Tensor,
+               noise: torch.Tensor | None = None) -> torch.Tensor:
+        """The next class of each stream into ``out`` (B,); ``noise`` (B, classes): this step's
+        Gumbel noise, by default the next row of the sampler's own stream."""
         cfg = self.config
         if cfg.greedy:
             return torch.argmax(logits, dim=-1, out=out)
@@ -66,7 +83,7 @@ class Sampler:
             # drop a class when the classes ranked above it already hold top_p of the mass
             drop = (probs.cumsum(-1) - probs) >= cfg.top_p
             s.masked_fill_(self.mask.scatter_(-1, order, drop), float("-inf"))
-        s.add_(self._next_noise())
+        s.add_(self._next_noise() if noise is None else noise)
         return torch.argmax(s, dim=-1, out=out)
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
