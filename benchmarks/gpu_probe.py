@@ -20,7 +20,8 @@ from streamgen.engine.gpu.triton_executor import TritonExecutor
 from streamgen.nn import build_network
 from streamgen.zoo import load_model
 
-# name: (model, batch, sampling, steps, warps (None: the executor's choice), weight dtype)
+# name: (model, batch, sampling, steps, warps (None: the executor's choice), weight dtype);
+# "graphs-*" rows time the graphs executor instead (engine dtype bf16, warps unused)
 ROWS = {
     "default-b1-w8": ("default", 1, "top_p", 8192, 8, torch.float32),
     "default-b1-w16": ("default", 1, "top_p", 8192, 16, torch.float32),
@@ -32,6 +33,8 @@ ROWS = {
     "paper-b1-w8": ("paper", 1, "top_p", 1024, 8, torch.float32),
     "paper-b1-w16": ("paper", 1, "top_p", 1024, 16, torch.float32),
     "paper-b1-w8-bf16": ("paper", 1, "top_p", 1024, 8, torch.bfloat16),
+    "graphs-default-b4096": ("default", 4096, "top_p", 256, None, torch.bfloat16),
+    "graphs-paper-b4096": ("paper", 4096, "top_p", 128, None, torch.bfloat16),
 }
 
 
@@ -66,9 +69,15 @@ def main() -> None:
         TritonExecutor.num_warps, TritonExecutor.weight_dtype = warps, wdtype
         t = time.perf_counter()
         try:
-            row = generation_rate(models[model], batch=batch, device="cuda", backend="triton",
-                                  n=steps, repeats=args.repeats, sampling=samplings[sampling],
-                                  capacity="period")
+            if name.startswith("graphs"):
+                row = generation_rate(models[model], batch=batch, device="cuda",
+                                      backend="graphs", n=steps, repeats=args.repeats,
+                                      sampling=samplings[sampling], capacity="period",
+                                      dtype=torch.bfloat16, warmup_steps=models[model].period)
+            else:
+                row = generation_rate(models[model], batch=batch, device="cuda",
+                                      backend="triton", n=steps, repeats=args.repeats,
+                                      sampling=samplings[sampling], capacity="period")
             if batch == 1 and model == "default" and not args.no_check:
                 row["max_logit_error_vs_torch"] = logit_error(models[model], wdtype)
         except Exception as e:  # noqa: BLE001 - a probe records every failure
