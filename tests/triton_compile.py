@@ -46,7 +46,7 @@ def compile_variants(capability: int) -> None:
                 sig[n] = "constexpr"
             elif n.endswith("_ptr"):
                 floats = n in FLOAT_PTRS or (n == "out_ptr" and not generate)
-                sig[n] = "*fp32" if floats else "*i32" if n == "rows_ptr" else "*i64"
+                sig[n] = "*fp32" if floats else "*i64"
             else:
                 sig[n] = "fp32" if n in FLOATS else "i32"  # Python ints below 2**31
         src = ASTSource(fn, sig, constexprs={(names.index(n),): v for n, v in const.items()})

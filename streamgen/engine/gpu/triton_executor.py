@@ -121,13 +121,7 @@ class TritonExecutor:
         self.weights = torch.cat(parts)
         rows, starts = placed.placed_rows(program, self.schedule, layout, placed.WeightOffsets(
             full, odd, bias, full_pitch, odd_pitch))
-        # int32 rows (half the bytes to fetch per op), and a padding row the kernel may
-        # prefetch past the last op
-        padded = np.concatenate([rows, np.zeros((1, rows.shape[1]), dtype=rows.dtype)])
-        if np.abs(padded).max() >= 2**31:
-            raise ValueError("a stream's rings exceed 2**31 elements; use backend='torch'")
-        self.rows = torch.as_tensor(padded.astype(np.int32), device=dev)
-        self.starts = i64(starts)
+        self.rows, self.starts = i64(rows), i64(starts)
 
         def f32(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(dev, torch.float32).contiguous()
