@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -38,29 +36,14 @@ def main() -> None:
 
     import torch
 
-    from streamgen.bench.gpu import DRY_RUN, FULL, QUICK, gpu_markdown, run_gpu_suite
-    from streamgen.bench.report import write_json_md
-    from streamgen.nn import build_network
-    from streamgen.zoo import load_model
+    from streamgen.bench.gpu import run_gpu_benchmark
 
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         sys.exit("error: no CUDA GPU visible to torch; run with --dry-run to check the benchmark on the CPU")
-    model, info = load_model(args.model)
-    profile = DRY_RUN if args.dry_run else QUICK if args.quick else FULL
-    if args.dry_run:  # the default's shape, shrunk
-        model = build_network("sequnet", {"channels": 8, "levels": 3, "depth": 1, "kernel_size": 3})
-        where = "cpu-interpreter"
-    else:
-        where = torch.cuda.get_device_name(0)
     out = args.out or (Path(tempfile.mkdtemp()) if args.dry_run else Path(__file__).parent / "results")
-    start = time.perf_counter()
-    results = run_gpu_suite(profile, device=args.device, default_model=(args.model, model),
-                            sampling=info.sampling)
-    results["wall_seconds"] = time.perf_counter() - start
-    stem = re.sub(r"[^A-Za-z0-9]+", "-", f"gpu-{where}-{profile.name}").strip("-").lower()
-    for path in write_json_md(results, gpu_markdown(results), out, stem):
+    for path in run_gpu_benchmark(quick=args.quick, device=args.device, model=args.model,
+                                  out=out, dry_run=args.dry_run):
         print(path)
-    print(f"{results['wall_seconds']:.0f} s")
 
 
 if __name__ == "__main__":

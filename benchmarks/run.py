@@ -2,7 +2,7 @@
 
     python benchmarks/run.py                 # full suite on the CPU, one thread
     python benchmarks/run.py --quick         # the one-minute subset
-    python benchmarks/run.py --device cuda   # on a GPU (results named after it)
+    python benchmarks/run.py --device cuda   # on a GPU: the GPU benchmark (benchmarks/gpu.py)
 
 Same code as ``streamgen bench``; this script only picks the output folder and file stem.
 The default model's weights do not matter for speed, but its architecture and recommended
@@ -18,16 +18,14 @@ from pathlib import Path
 
 import torch
 
+from streamgen.bench.gpu import run_gpu_benchmark
 from streamgen.bench.report import write_results
 from streamgen.bench.suite import FULL, QUICK, run_suite
 from streamgen.zoo import load_model
 
 
-def default_stem(device: str, quick: bool) -> str:
-    if device.startswith("cuda"):
-        where = torch.cuda.get_device_name(0)
-    else:
-        where = f"cpu-{platform.machine()}"
+def default_stem(quick: bool) -> str:
+    where = f"cpu-{platform.machine()}"
     return re.sub(r"[^A-Za-z0-9]+", "-", f"{where}-{'quick' if quick else 'full'}").strip("-").lower()
 
 
@@ -40,10 +38,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda"):  # the GPU benchmark (benchmarks/gpu.py)
+        for path in run_gpu_benchmark(quick=args.quick, device=args.device, model=args.model,
+                                      out=args.out):
+            print(path)
+        return
     model, info = load_model(args.model)
     results = run_suite(QUICK if args.quick else FULL, device=args.device, default_model=(args.model, model),
                         sampling=info.sampling)
-    for path in write_results(results, args.out, default_stem(args.device, args.quick)):
+    for path in write_results(results, args.out, default_stem(args.quick)):
         print(path)
 
 

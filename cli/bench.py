@@ -11,9 +11,12 @@ from .common import announce_compile
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmark samples per second",
                        description="Measure the engine against its baselines (WaveNet, TCN, full "
-                       "recomputation): throughput, scaling, batch sweep, worst-case step.",
+                       "recomputation): throughput, scaling, batch sweep, worst-case step. On a "
+                       "CUDA device, the GPU benchmark instead: each GPU backend at batch 1 and "
+                       "4,096 against the issue's targets (--quick about 30 s on an H200).",
                        epilog="Results go to --out as bench-DEVICE-PROFILE.json and .md (plus plots "
-                       "when matplotlib is installed), and the tables to the terminal.\n\n"
+                       "when matplotlib is installed; on a GPU gpu-NAME-PROFILE.json and .md), and "
+                       "the tables to the terminal.\n\n"
                        "examples:\n  streamgen bench --quick            # writes ./bench-results/bench-cpu-quick.*\n"
                        "  streamgen bench --device cuda --out results/",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,6 +39,13 @@ def run(args: argparse.Namespace) -> int:
 
     device = str(resolve_device(args.device))
     torch.set_num_threads(args.threads)
+    if device.startswith("cuda"):
+        from streamgen.bench.gpu import run_gpu_benchmark
+
+        paths = run_gpu_benchmark(quick=args.quick, device=device, model=args.model, out=args.out,
+                                  log=lambda s: print(s, flush=True))
+        print("written: " + ", ".join(str(p) for p in paths))
+        return 0
     announce_compile("numba" if device == "cpu" else "torch")
     try:
         model, info = load_model(args.model)

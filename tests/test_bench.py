@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from streamgen.bench.report import markdown, write_results
 from streamgen.bench.suite import Profile, run_suite
@@ -98,3 +102,34 @@ def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
     paths = write_json_md(results, gpu_markdown(results), tmp_path, "gpu-dry")
     assert json.loads(paths[0].read_text())["rows"] == rows
     assert "| paper Seq-U-Net / WaveNet, latency |" in paths[1].read_text()
+
+
+@pytest.mark.parametrize("entry", ["cli", "run.py"])
+def test_cuda_benchmarks_run_the_gpu_benchmark(entry: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``streamgen bench --device cuda`` and ``benchmarks/run.py --device cuda`` run the GPU
+    benchmark (the CPU suite's per-op overhead method means nothing on a GPU), with the
+    profile, model and folder asked for (the GPU itself faked)."""
+    import streamgen.bench.gpu as gpu
+
+    calls = []
+    monkeypatch.setattr(gpu, "run_gpu_benchmark",
+                        lambda **kw: calls.append(kw) or [tmp_path / "gpu.json"])
+    if entry == "cli":
+        from streamgen.cli import bench
+
+        monkeypatch.setattr("streamgen.devices.resolve_device", lambda d: torch.device("cuda:0"))
+        args = argparse.Namespace(device="cuda", quick=True, threads=1, model="default",
+                                  out=tmp_path)
+        assert bench.run(args) == 0
+    else:
+        spec = importlib.util.spec_from_file_location(
+            "bench_run", Path(__file__).parents[1] / "benchmarks" / "run.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        monkeypatch.setattr(module, "run_gpu_benchmark", gpu.run_gpu_benchmark)
+        monkeypatch.setattr(sys, "argv", ["run.py", "--device", "cuda", "--quick",
+                                          "--out", str(tmp_path)])
+        module.main()
+    assert [(c["quick"], c["model"], c["out"]) for c in calls] == [(True, "default", tmp_path)]
+    assert calls[0]["device"].startswith("cuda")

@@ -14,8 +14,11 @@ through Triton's interpreter: a check that the benchmark runs, not a measurement
 
 from __future__ import annotations
 
+import re
 import statistics
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -192,3 +195,30 @@ def gpu_markdown(results: dict[str, Any]) -> str:
     if "wall_seconds" in results:
         lines.append(f"Whole run: {results['wall_seconds']:.0f} s.")
     return "\n".join(lines) + "\n"
+
+
+def run_gpu_benchmark(*, quick: bool, device: str, model: str, out: Path,
+                      dry_run: bool = False, log: Callable[[str], None] = print) -> list[Path]:
+    """The GPU benchmark end to end (``benchmarks/gpu.py``, ``benchmarks/run.py --device cuda``
+    and ``streamgen bench --device cuda`` all run this): the default model's architecture and
+    recommended sampling from zoo model ``model``, the paper-size models with random weights
+    (speed does not depend on them); writes ``gpu-<device>-<profile>.{json,md}`` into ``out``.
+    ``dry_run``: tiny models on the CPU (Triton through its interpreter), figures meaningless."""
+    from streamgen.bench.report import write_json_md
+    from streamgen.zoo import load_model
+
+    network, info = load_model(model)
+    profile = DRY_RUN if dry_run else QUICK if quick else FULL
+    if dry_run:  # the default's shape, shrunk
+        network = build_network(*DRY_SEQUNET)
+        where = "cpu-interpreter"
+    else:
+        where = torch.cuda.get_device_name(torch.device(device))
+    start = time.perf_counter()
+    results = run_gpu_suite(profile, device=device, default_model=(model, network),
+                            sampling=info.sampling, log=log)
+    results["wall_seconds"] = time.perf_counter() - start
+    stem = re.sub(r"[^A-Za-z0-9]+", "-", f"gpu-{where}-{profile.name}").strip("-").lower()
+    report = gpu_markdown(results)
+    log(report)
+    return write_json_md(results, report, out, stem)
