@@ -28,8 +28,8 @@ FLOAT_PTRS = {"frames_ptr", "weights_ptr", "embed_ptr", "embed_bias_ptr", "head_
 FLOATS = {"temperature", "top_p"}
 
 # (GENERATE, GREEDY, TOP_K, TOP_P, BLOCK_K, warps): teacher-forced, free-running with top-k
-# and top-p, greedy; the default model's tiles (32 x 256, 8 warps) and a narrower one
-VARIANTS = [(False, False, False, False, 256, 8), (True, False, True, True, 256, 8),
+# and top-p, greedy; the default model's tiles (32 x 256, 16 warps) and a narrower one
+VARIANTS = [(False, False, False, False, 256, 16), (True, False, True, True, 256, 16),
             (True, True, False, False, 64, 4)]
 
 
