@@ -76,7 +76,8 @@ def test_cuda_auto_picks_triton_for_small_batches_and_graphs_beyond(rng: torch.G
     assert StreamingEngine(model, 65, capacity="double").backend == "torch"
     wavenet = WaveNet(WaveNetConfig(2, 4, 2, 6, 5, 12, classes=CLASSES)).cuda()
     assert StreamingEngine(wavenet, 1).backend == "graphs"
-    assert "graphs" in available_backends(wavenet, "cuda")
+    assert available_backends(wavenet, "cuda") == ["torch", "graphs"]
+    assert available_backends(model, "cuda") == ["torch", "triton", "graphs"]
 
 
 @needs_triton

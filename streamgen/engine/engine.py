@@ -102,7 +102,9 @@ def available_backends(model: nn.Module, device: torch.device | str = "cpu",
     stand-in)."""
     from streamgen.engine.gpu.triton_executor import TritonExecutor
 
-    program = build_program(model, 1, device, dtype)
+    device = torch.device(device)
+    program = build_program(model, 1, device, dtype,
+                            capacity=resolve_capacity("auto", device, "auto"))
     backends = ["torch"]
     if numba_available():
         from streamgen.engine.fast.numba_executor import NumbaExecutor
