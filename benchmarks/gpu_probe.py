@@ -34,7 +34,11 @@ ROWS = {
     "paper-b1-w16": ("paper", 1, "top_p", 1024, 16, torch.float32),
     "paper-b1-w8-bf16": ("paper", 1, "top_p", 1024, 8, torch.bfloat16),
     "graphs-default-b4096": ("default", 4096, "top_p", 256, None, torch.bfloat16),
+    "graphs-default-b16384": ("default", 16384, "top_p", 128, None, torch.bfloat16),
     "graphs-paper-b4096": ("paper", 4096, "top_p", 128, None, torch.bfloat16),
+    # the default's shape widened: candidates for a larger GPU model (issue 13)
+    "wide64-b1": ("wide64", 1, "top_p", 4096, None, torch.float32),
+    "wide128-b1": ("wide128", 1, "top_p", 2048, None, torch.float32),
 }
 
 
@@ -59,8 +63,11 @@ def main() -> None:
     ap.add_argument("--no-check", action="store_true", help="skip the logit error check")
     args = ap.parse_args()
     default, info = load_model("default")
+    shape = {"levels": 10, "depth": 2, "kernel_size": 5}
     models = {"default": default.eval().cuda(),
-              "paper": build_network(*PAPER_SEQUNET).eval().cuda()}
+              "paper": build_network(*PAPER_SEQUNET).eval().cuda(),
+              "wide64": build_network("sequnet", {"channels": 64, **shape}).eval().cuda(),
+              "wide128": build_network("sequnet", {"channels": 128, **shape}).eval().cuda()}
     samplings = {"greedy": SamplingConfig(greedy=True), "top_p": info.sampling}
     results = []
     print(torch.cuda.get_device_name(0), torch.__version__, flush=True)
