@@ -1,5 +1,6 @@
-"""A program's plans and weights as integer tables and per-ring arrays: what the compiled
-interpreters (the numba kernel on the CPU, the Triton kernel on a GPU) execute.
+"""A program's plans and weights as integer tables and per-ring arrays: what the numba kernel
+executes on the CPU, and the weights the Triton kernel reads (it runs the same plans placed
+on fixed addresses, ``streamgen.engine.gpu.placed``).
 
 Both run the same subset of programs: plans whose layers are gated residual layers (plain,
 down or stride-2 up) over float rings, with a one-hot input convolution of dilation 1 and a

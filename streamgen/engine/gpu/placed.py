@@ -5,23 +5,24 @@ phase, so each op of each phase can name the very elements it reads and writes. 
 each ring lives in the executor's flat buffers (``FlatLayout``), an op becomes one int64 row
 (``COLUMNS``) with its addresses for stream 0 and the per-stream strides; a rewind becomes a
 copy row before the op that triggers it; ``advance`` needs no row at all; a copy of the
-columns a layer has just written becomes that layer's second destination (``dst2``). The Triton kernel
-walks these rows and keeps no ring positions.
+columns a layer has just written becomes that layer's second destination (``dst2``, -1:
+none). The Triton kernel walks these rows and keeps no ring positions.
 
-==========  =========================  ============================  ===========  =====
+==========  =========================  ============================  ===========  ===========
 opcode      src (+ stride)             dst (+ stride)                n            more
-==========  =========================  ============================  ===========  =====
+==========  =========================  ============================  ===========  ===========
 INPUT       .                          index ring slot               .            .
-EMBED       index window start         frame slot (or head) columns  frames       width
+EMBED       index window start         frame slot (or head) columns  frames       width, dst2
 GATED       window start               frame slot (or head) columns  elements     width,
                                                                                   weights,
-                                                                                  bias, newest
+                                                                                  pitch, bias,
+                                                                                  newest, dst2
 COPY        newest frame's columns,    frame slot (or head) columns  elements     .
             or a rewind's source       or the ring's front
 ICOPY       a rewind of the index      the index ring's front        frames       .
             ring
 HEAD        .                          .                             .            .
-==========  =========================  ============================  ===========  =====
+==========  =========================  ============================  ===========  ===========
 """
 
 from __future__ import annotations
