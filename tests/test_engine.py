@@ -275,6 +275,30 @@ def test_free_running_is_reproducible(kind, sampling, rng) -> None:
         assert not torch.equal(other.generate(120, other.sampler(sampling, seed=99)), runs[0])
 
 
+@pytest.mark.parametrize("backend", ["numba", "triton"])
+def test_greedy_draws_no_noise_on_any_backend(backend: str, rng: torch.Generator) -> None:
+    """Greedy sampling reads no noise: a block longer than a noise block gives the torch
+    backend's samples on the compiled backends, and leaves the sampler as torch leaves it."""
+    from streamgen.engine.gpu import interpreting, triton_available
+    from streamgen.engine.sampling import NOISE_BLOCK
+
+    if backend == "numba" and not numba_available():
+        pytest.skip("numba is not installed")
+    if backend == "triton" and not (triton_available() and interpreting()):
+        pytest.skip("needs triton through its interpreter (test_cuda covers the GPU)")
+    model = SeqUNet(SeqUNetConfig(6, 2, 1, 3, classes=CLASSES))
+    randomize_(model, rng)
+    runs, states = {}, {}
+    for b in ("torch", backend):
+        engine = StreamingEngine(model.eval(), 2, backend=b, capacity="period")
+        sampler = engine.sampler(SamplingConfig(greedy=True), seed=3)
+        runs[b] = torch.cat([engine.generate(n, sampler) for n in (NOISE_BLOCK + 44, 5)], 1)
+        states[b] = sampler.state_dict()
+    assert torch.equal(runs["torch"], runs[backend])
+    assert states[backend]["used"] == states["torch"]["used"] == NOISE_BLOCK  # none drawn
+    assert torch.equal(states[backend]["generator"], states["torch"]["generator"])
+
+
 def test_generate_feeds_back_what_it_samples(rng: torch.Generator) -> None:
     """Free-running output replayed teacher-forced gives the same logits at every step."""
     model, _ = fresh_sequnet((5, 3, 2, 6, 1), rng)

@@ -7,6 +7,8 @@ whatever the caller's chunk sizes.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 
 from streamgen.sampling import SamplingConfig
@@ -52,6 +54,20 @@ class Sampler:
     def uses_noise(self) -> bool:
         """Whether ``sample`` draws noise (greedy picks the argmax and draws none)."""
         return not self.config.greedy
+
+    def runs(self, n: int) -> Iterator[tuple[torch.Tensor, int, int]]:
+        """``n`` free-running steps as runs that each read one noise block: (noise block,
+        first row, steps), taking the noise as ``sample`` would. Greedy sampling reads none:
+        one run, nothing drawn (the block's contents are then meaningless)."""
+        if not self.uses_noise:
+            if n:
+                yield self.noise, 0, n
+            return
+        done = 0
+        while done < n:
+            noise, start, count = self.take(n - done)
+            yield noise, start, count
+            done += count
 
     def take_into(self, dst: torch.Tensor) -> None:
         """Copy the next ``len(dst)`` steps of noise into ``dst`` (its rows may straddle two

@@ -137,10 +137,11 @@ def feed(xs, out, write, t0, period, logits, prog):
 @njit(cache=True, nogil=True)
 def generate(n, out, t0, period, logits, prog, noise, noise_at, temperature, top_k,
              top_p, greedy, scores, sorted_buf, x):
-    """Free-running block of ``n`` steps consuming ``noise[noise_at:]`` (one row per step)."""
+    """Free-running block of ``n`` steps consuming ``noise[noise_at:]`` (one row per step;
+    greedy steps read none, so a greedy block may be longer than the noise block)."""
     for i in range(n):
-        sample_into(logits, noise[noise_at + i], temperature, top_k, top_p, greedy, scores,
-                    sorted_buf, x)
+        row = noise[0] if greedy else noise[noise_at + i]
+        sample_into(logits, row, temperature, top_k, top_p, greedy, scores, sorted_buf, x)
         out[:, i] = x
         run_step(x, (t0 + i) % period, prog, logits)
 

@@ -77,8 +77,7 @@ class NumbaExecutor:
         args = (np.float32(cfg.temperature), cfg.top_k, np.float32(cfg.top_p), cfg.greedy,
                 np.zeros(classes, dtype=np.float32), np.zeros(classes, dtype=np.float32))
         done = 0
-        while done < n:
-            noise, start, count = sampler.take(n - done)
+        for noise, start, count in sampler.runs(n):
             kernels.generate(count, out[:, done : done + count].numpy(), t0 + done,
                              self.program.period, logits.numpy(), self.compiled, noise.numpy(),
                              start, *args, x.numpy())

@@ -190,8 +190,7 @@ class TritonExecutor:
     def generate_block(self, n: int, sampler: Sampler, out: torch.Tensor, logits: torch.Tensor,
                        t0: int, x: torch.Tensor) -> None:
         done = 0
-        while done < n:  # one launch per noise block (at most NOISE_BLOCK steps)
-            noise, start, count = sampler.take(n - done)
+        for noise, start, count in sampler.runs(n):  # one launch per noise block
             buf = torch.empty(out.shape[0], count, dtype=torch.int64, device=out.device)
             self._launch(count, t0 + done, logits, self._dummy_i, buf, noise, start, sampler,
                          False)
