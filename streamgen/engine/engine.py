@@ -18,7 +18,7 @@ from streamgen.engine.capture import Capture
 from streamgen.engine.clock import silence_class, zero_index
 from streamgen.engine.program import CAPACITIES, Executor, StepProgram, TorchExecutor, build_program
 from streamgen.engine.sampling import Sampler, SamplingConfig
-from streamgen.engine.schedule import RingSchedule, align_rings, ring_schedule
+from streamgen.engine.schedule import RingSchedule, align_rings
 
 BACKENDS = ("auto", "torch", "numba", "triton", "graphs")
 
@@ -158,7 +158,7 @@ class StreamingEngine:
         self.batch_size, self.dtype, self.start = batch_size, dtype, start
         self.program = build_program(model, batch_size, self.device, dtype, inputs=inputs,
                                      capacity=resolve_capacity(capacity, self.device, backend))
-        self.schedule: RingSchedule | None = (ring_schedule(self.program)
+        self.schedule: RingSchedule | None = (self.program.schedule
                                               if self.program.capacity == "period" else None)
         self.inputs = inputs
         self.executor = build_executor(self.program, backend)

@@ -14,6 +14,7 @@ Programs register themselves by network kind: adding a network is one ``nn/`` fi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol
 
 import torch
@@ -24,6 +25,7 @@ from streamgen.engine.ring import FrameRing, RingPositions
 
 if TYPE_CHECKING:
     from streamgen.engine.sampling import Sampler
+    from streamgen.engine.schedule import RingSchedule
 
 INPUT_RING = "input"
 
@@ -139,6 +141,15 @@ class StepProgram:
     def macs_per_step(self) -> list[int]:
         """Multiply-accumulates of each step over one clock period (summed over its ops)."""
         return [sum(self.op_macs(op) for op in plan) for plan in self.plan]
+
+    @cached_property
+    def schedule(self) -> "RingSchedule":
+        """The rings' schedule over one graph period (``streamgen.engine.schedule``), walked
+        once and shared by the engine and its executor; ValueError unless the rings repeat
+        with the graph period (``capacity="period"``)."""
+        from streamgen.engine.schedule import ring_schedule
+
+        return ring_schedule(self)
 
 
 def build_program(model: nn.Module, batch: int, device: torch.device | str = "cpu",

@@ -33,7 +33,7 @@ import torch
 from streamgen.engine.program import GRAPH_STEPS, StepProgram, TorchExecutor
 from streamgen.engine.ring import RingPositions
 from streamgen.engine.sampling import Sampler
-from streamgen.engine.schedule import align_rings, ring_schedule
+from streamgen.engine.schedule import align_rings
 
 #: Steps per recorded segment.
 SEGMENT = GRAPH_STEPS
@@ -118,7 +118,7 @@ class GraphExecutor:
             raise ValueError(f"the graphs backend replays rings on a fixed schedule: build the "
                              f"engine with capacity='period' (or 'auto'), not {program.capacity!r}")
         self.program = program
-        self.schedule = ring_schedule(program)
+        self.schedule = program.schedule
         self.torch = TorchExecutor(program)
         dev, b, c = program.device, program.batch, program.classes
         self.recorder: GraphRecorder = (CudaGraphRecorder(dev) if dev.type == "cuda"

@@ -22,7 +22,7 @@ import torch
 from streamgen.engine.gpu import interpreting, triton_available
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.sampling import Sampler
-from streamgen.engine.schedule import align_rings, ring_schedule
+from streamgen.engine.schedule import align_rings
 from streamgen.engine.tables import plan_tables, refuse_unless_runnable, unsupported_layers
 
 #: The executor is built for the latency regime; larger batches go to torch's batched
@@ -71,7 +71,7 @@ class TritonExecutor:
 
         self._kernels = triton_kernels
         self.program = program
-        self.schedule = ring_schedule(program)
+        self.schedule = program.schedule
         dev = program.device
         tables = plan_tables(program)
 
