@@ -44,18 +44,16 @@ def run(args: argparse.Namespace) -> int:
 
         paths = run_gpu_benchmark(quick=args.quick, device=device, model=args.model, out=args.out,
                                   log=lambda s: print(s, flush=True))
-        print("written: " + ", ".join(str(p) for p in paths))
-        return 0
-    announce_compile("numba" if device == "cpu" else "torch")
-    try:
-        model, info = load_model(args.model)
-        default, sampling = (args.model, model), info.sampling
-    except ModelNotFoundError:
-        default, sampling = None, None  # measure the default architecture with random weights
-    results = run_suite(QUICK if args.quick else FULL, device=device, default_model=default, sampling=sampling,
-                        log=lambda s: print(s, flush=True))
-    stem = f"bench-{device.split(':')[0]}-{'quick' if args.quick else 'full'}"
-    paths = write_results(results, args.out, stem)
-    print(markdown(results))
+    else:
+        announce_compile("numba")
+        try:
+            model, info = load_model(args.model)
+            default, sampling = (args.model, model), info.sampling
+        except ModelNotFoundError:
+            default, sampling = None, None  # the default architecture with random weights
+        results = run_suite(QUICK if args.quick else FULL, device=device, default_model=default,
+                            sampling=sampling, log=lambda s: print(s, flush=True))
+        paths = write_results(results, args.out, f"bench-cpu-{'quick' if args.quick else 'full'}")
+        print(markdown(results))
     print("written: " + ", ".join(str(p) for p in paths))
     return 0
