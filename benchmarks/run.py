@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import platform
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ import torch
 from streamgen.bench.gpu import run_gpu_benchmark
 from streamgen.bench.report import write_results
 from streamgen.bench.suite import FULL, QUICK, run_suite
+from streamgen.devices import DeviceError, resolve_device
 from streamgen.zoo import load_model
 
 
@@ -38,13 +40,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda"):  # the GPU benchmark (benchmarks/gpu.py)
-        for path in run_gpu_benchmark(quick=args.quick, device=args.device, model=args.model,
+    try:
+        device = str(resolve_device(args.device))
+    except DeviceError as e:
+        sys.exit(f"error: {e}")
+    if device.startswith("cuda"):  # the GPU benchmark (benchmarks/gpu.py)
+        for path in run_gpu_benchmark(quick=args.quick, device=device, model=args.model,
                                       out=args.out):
             print(path)
         return
     model, info = load_model(args.model)
-    results = run_suite(QUICK if args.quick else FULL, device=args.device, default_model=(args.model, model),
+    results = run_suite(QUICK if args.quick else FULL, device=device, default_model=(args.model, model),
                         sampling=info.sampling)
     for path in write_results(results, args.out, default_stem(args.quick)):
         print(path)

@@ -128,8 +128,20 @@ def test_cuda_benchmarks_run_the_gpu_benchmark(entry: str, tmp_path: Path,
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         monkeypatch.setattr(module, "run_gpu_benchmark", gpu.run_gpu_benchmark)
+        monkeypatch.setattr(module, "resolve_device", lambda d: torch.device("cuda:0"))
         monkeypatch.setattr(sys, "argv", ["run.py", "--device", "cuda", "--quick",
                                           "--out", str(tmp_path)])
         module.main()
     assert [(c["quick"], c["model"], c["out"]) for c in calls] == [(True, "default", tmp_path)]
     assert calls[0]["device"].startswith("cuda")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")
+def test_benchmark_script_without_a_gpu_is_a_one_line_error() -> None:
+    import subprocess
+
+    script = Path(__file__).parents[1] / "benchmarks" / "run.py"
+    done = subprocess.run([sys.executable, str(script), "--device", "cuda", "--quick"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(script).anchor)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "use --device cpu" in done.stderr
