@@ -63,9 +63,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="torch device: auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="engine backend; auto takes the fastest that applies")
-    p.add_argument("--start", default="zeros", choices=STARTS,
-                   help="history before the first sample: zero vectors (default), or silence, "
-                        "for models trained with train --start-windows")
+    p.add_argument("--start", choices=STARTS,
+                   help="history before the first sample: zero vectors, or silence (default: the "
+                        "model's, silence for models trained with train --start-windows)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: %(default)s; a stream of single samples gains "
                    "nothing from more, and loses much on a busy machine)")

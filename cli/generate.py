@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     rate = info.sample_rate
     prime = load_audio(args.prime, rate) if args.prime else None
     gen = AudioGenerator(model, batch=args.batch, device=args.device, sampling=sampling,
-                         seed=args.seed, backend=args.backend, prime=prime, start=args.start)
+                         seed=args.seed, backend=args.backend, prime=prime, start=args.start or info.start)
     total = int(round(args.seconds * rate))
     writers = [AudioWriter(p, rate) for p in paths]
     kept: list[np.ndarray] = []

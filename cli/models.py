@@ -109,6 +109,8 @@ def run_info(args: argparse.Namespace) -> int:
             ("cost", f"{details['macs_per_sample']:,.0f} MACs/sample (worst step {details['macs_worst_step']:,})")]
     if info.sampling.changes():
         rows.append(("sampling", f"{json.dumps(info.sampling.changes())} (recommended; options override)"))
+    if info.start != "zeros":
+        rows.append(("start", f"{info.start} (the history it was trained to start from; --start overrides)"))
     steps = train.get("steps", train.get("step"))  # zoo cards record "steps", training runs "step"
     for label, value in [("val bits/sample", train.get("val_bits_per_sample")), ("val nats/sample", train.get("val_nats")),
                          ("training steps", steps), ("hardware", train.get("hardware")),

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from streamgen.generation import AudioGenerator
 
     gen = AudioGenerator(model, device=args.device, sampling=sampling_config(args, info), seed=args.seed,
-                         backend=args.backend, start=args.start)
+                         backend=args.backend, start=args.start or info.start)
     announce_compile(gen.engine.backend)
     player = LivePlayer(lambda n: gen(n)[0], rate, device=args.device_name, block_size=args.block,
                         prebuffer=args.prebuffer, force=args.force)

@@ -60,6 +60,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, help="fraction of files held out")
     p.add_argument("--val-every", type=int, help="steps between validations")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--time-budget", dest="time_budget_s", type=_seconds, metavar="TIME",
+                   help="fit the step count so that the whole run takes about TIME (e.g. 540, "
+                        "9m, 1.5h): the pace is measured over the first steps, --steps and "
+                        "--decay-from give the schedule's shape")
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly (start it if there is none)")
     p.add_argument("--no-amp", dest="amp", action="store_false", default=None,
@@ -82,6 +86,16 @@ def _size(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"a size must be positive, got {text!r}")
     return value
+
+
+def _seconds(text: str) -> float:
+    """``540``, ``540s``, ``9m`` or ``1.5h`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    scale = units.get(text[-1:].lower())
+    try:
+        return float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 540, 9m, 1.5h)") from None
 
 
 def _flag(parser_actions: list[argparse.Action], field: str) -> str:

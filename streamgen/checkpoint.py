@@ -31,7 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from streamgen.sampling import SamplingConfig
+from streamgen.sampling import STARTS, SamplingConfig
 from streamgen.nn import NETWORKS, NetworkConfig, StreamableNetwork, build_network
 
 FORMAT = "streamgen-checkpoint"
@@ -103,13 +103,18 @@ class ModelInfo:
     params: int
     receptive_field: int
     folder: Path
+    start: str = "zeros"  # the history its streams start from (``STARTS``), as it was trained
+
+    def __post_init__(self) -> None:
+        if self.start not in STARTS:
+            raise ValueError(f"unknown start {self.start!r}; choose one of {STARTS}")
 
     @classmethod
     def from_model(cls, model: StreamableNetwork, folder: Path, sha256: str, *, sample_rate: int,
-                   training: Mapping[str, Any] | None = None) -> ModelInfo:
+                   training: Mapping[str, Any] | None = None, start: str = "zeros") -> ModelInfo:
         """The record of a freshly saved network (plain sampling recommended)."""
         return cls(model.kind, model.config, sample_rate, SamplingConfig(), dict(training or {}), sha256,
-                   model.num_parameters(), model.receptive_field, Path(folder))
+                   model.num_parameters(), model.receptive_field, Path(folder), start)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], folder: Path) -> ModelInfo:
@@ -139,10 +144,13 @@ class ModelInfo:
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: invalid recommended sampling ({exc}); "
                                   "fix its \"sampling\" entry") from exc
+        if data.get("start", "zeros") not in STARTS:
+            raise CheckpointError(f"{where}: unknown start {data['start']!r}; use one of {STARTS} "
+                                  "or leave \"start\" out")
         try:
             return cls(kind, config, int(data["sample_rate"]), sampling, dict(data.get("training") or {}),
                        str(data["weights_sha256"]), int(data["params"]), int(data["receptive_field"]),
-                       Path(folder))
+                       Path(folder), data.get("start", "zeros"))
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: a field has the wrong type ({exc}); re-save the checkpoint") from exc
 
@@ -154,6 +162,8 @@ class ModelInfo:
                 "training": dict(self.training)}
         if self.sampling.changes():
             data["sampling"] = self.sampling.changes()
+        if self.start != "zeros":
+            data["start"] = self.start
         return data
 
     def sampling_with(self, overrides: Mapping[str, Any]) -> SamplingConfig:
@@ -220,8 +230,10 @@ def save_checkpoint(
     training: Mapping[str, Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     extra: Mapping[str, torch.Tensor] | None = None,
+    start: str = "zeros",
 ) -> Path:
-    """Write ``model`` (and optionally optimizer state and extra tensors) to ``directory``.
+    """Write ``model`` (and optionally optimizer state and extra tensors) to ``directory``;
+    ``start``: the history its streams should start from (``ModelInfo.start``).
 
     The folder is assembled next to its destination and swapped in, so an interrupted save
     leaves the previous checkpoint intact. Returns the directory.
@@ -241,7 +253,7 @@ def save_checkpoint(
         if extra:
             save_file(_tensors_for_file(extra), str(tmp / EXTRA_TENSORS))
         info = ModelInfo.from_model(model, directory, sha256_file(tmp / WEIGHTS),
-                                    sample_rate=sample_rate, training=training)
+                                    sample_rate=sample_rate, training=training, start=start)
         (tmp / CONFIG).write_text(json.dumps(info.to_json(), indent=2) + "\n")
         _make_readable(tmp)
         # Keep files that are not ours (a model card, samples) when overwriting.

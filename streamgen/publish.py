@@ -130,7 +130,7 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
     shipped = replace(info, training=summary, sampling=sampling, folder=dest)
     (dest / CONFIG).write_text(json.dumps(shipped.to_json(), indent=2))
 
-    gen = AudioGenerator(model, sampling=sampling, seed=seed, device="cpu")
+    gen = AudioGenerator(model, sampling=sampling, seed=seed, device="cpu", start=info.start)
     start = time.perf_counter()
     audio = gen(int(seconds * rate))[0]
     speed = len(audio) / (time.perf_counter() - start) / rate

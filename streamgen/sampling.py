@@ -7,6 +7,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+#: What a stream has received before its first sample: all-zero input vectors (the offline
+#: pass's own padding; the first sample is then the silence class), or the silence class
+#: itself, the history of the start windows a model may be trained with
+#: (``TrainConfig.start_windows``; the first sample is then drawn from the model).
+STARTS = ("zeros", "silence")
+
 
 @dataclass(frozen=True)
 class SamplingConfig:

@@ -16,6 +16,7 @@ from streamgen.checkpoint import (
     load_checkpoint,
     load_extra,
     load_optimizer_state,
+    read_info,
     save_checkpoint,
 )
 from streamgen.nn import StreamableNetwork, build_network
@@ -170,6 +171,14 @@ def test_unknown_kind_bad_json_and_version(saved: Path) -> None:
     expect_error(saved, "not valid JSON")
     (saved / "config.json").write_text(json.dumps({"format": "streamgen-checkpoint", "version": 99}))
     expect_error(saved, "version 99")
+
+
+def test_recommended_start_round_trips_and_is_checked(saved: Path, tmp_path: Path, rng: torch.Generator) -> None:
+    assert load_checkpoint(saved)[1].start == "zeros" and "start" not in json.loads((saved / "config.json").read_text())
+    model, info = load_checkpoint(save_checkpoint(tmp_path / "silent", small("sequnet", rng), start="silence"))
+    assert info.start == "silence" and read_info(tmp_path / "silent").start == "silence"
+    edit_config(saved, start="noise")
+    expect_error(saved, "unknown start 'noise'", "silence")
 
 
 def test_config_that_does_not_match_the_weights(saved: Path) -> None:

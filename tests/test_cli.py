@@ -35,6 +35,7 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_checkpoint(root / "default", model, sample_rate=RATE)
     save_checkpoint(root / "broken", model, sample_rate=RATE)
     save_checkpoint(root / "tuned", model, sample_rate=RATE)
+    save_checkpoint(root / "starts-silent", model, sample_rate=RATE, start="silence")
     config = json.loads((root / "tuned" / "config.json").read_text())
     config["sampling"] = {"top_p": 0.5, "temperature": 0.8}  # the model's recommendation
     (root / "tuned" / "config.json").write_text(json.dumps(config))
@@ -334,3 +335,10 @@ def test_start_option_reaches_the_engine(zoo: Path) -> None:
     pcm = {k: np.frombuffer(r.stdout, dtype="<i2") for k, r in runs.items()}
     silence = to_pcm16(mulaw_decode(np.array([128])))[0]  # the silence class, as PCM
     assert pcm["zeros"][0] == silence and not np.array_equal(pcm["zeros"], pcm["silence"])
+    # the same weights recorded with start "silence" (as train --start-windows records them)
+    # start there unless told otherwise
+    for given, expected in ((), "silence"), (("--start", "zeros"), "zeros"):
+        run = streamgen(zoo, "generate", "-o", "-", "--model", "starts-silent", "--seconds", "0.05",
+                        "--seed", "3", "--quiet", *given)
+        assert run.returncode == 0 and run.stdout == runs[expected].stdout, run.stderr.decode()
+    assert re.search(r"start +silence \(the history", streamgen(zoo, "info", "starts-silent").stdout.decode())

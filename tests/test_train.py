@@ -25,7 +25,10 @@ from streamgen.audio.mulaw import mulaw_encode
 from streamgen.checkpoint import load_checkpoint
 from streamgen.train import corpus, data
 from streamgen.train.data import EncodedAudio, find_audio_files, load_encoded, split_files
-from streamgen.train.loop import LOG_FILE, ResumeConflict, TrainConfig, TrainingInterrupted, fit, train
+from streamgen.train import loop
+from streamgen.train.loop import (
+    LOG_FILE, ResumeConflict, TrainConfig, TrainingInterrupted, fit, fit_to_budget, train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # input_length(56) of this net gives 60 outputs: the loop must score the newest 56.
@@ -180,6 +183,8 @@ def test_training_passes_start_windows_to_the_window_draw(audio_dir: Path, tmp_p
     window = model.input_length(56) + 1
     assert seen == [(window, window - 56, 0.5)] * 2  # every target a real sample
     assert info.training["train_config"]["start_windows"] == 0.5
+    assert info.start == "silence"  # so its streams start from the history it was trained on
+    assert load_checkpoint(train(replace(cfg, start_windows=0.0, out_dir=str(tmp_path / "b"))))[1].start == "zeros"
 
 
 def test_training_lowers_validation_nll_and_saves_a_checkpoint(audio_dir: Path, tmp_path: Path) -> None:
@@ -236,6 +241,42 @@ def test_cosine_decay_schedule_is_applied_and_resumes_exactly(audio_dir: Path, t
     model_b, _ = fit(replace(cfg, out_dir=str(tmp_path / "b"), resume=True))
     for a, b in zip(model_a.parameters(), model_b.parameters()):
         assert torch.equal(a, b)
+
+
+def test_fit_to_budget_spends_what_is_left_on_steps_and_validations() -> None:
+    cfg = TrainConfig(data="d", out_dir="o", steps=1000, lr_final=1e-4, decay_from=500, val_every=100,
+                      time_budget_s=100.0)
+    # 150 steps took 10 s; of 97 s (the margin) 85 are left after the last validation's 2 s,
+    # at 0.05 s per step plus 2 s per 100 steps: 1214 more steps; the decay keeps its share
+    fitted = fit_to_budget(cfg, 150, 10.0, 0.05, 2.0)
+    assert (fitted.steps, fitted.decay_from, fitted.time_budget_s) == (1364, 682, None)
+    assert fit_to_budget(cfg, 150, 99.0, 0.05, 2.0).steps == 150  # spent: it ends here
+    assert fit_to_budget(replace(cfg, lr_final=None, decay_from=0), 150, 10.0, 0.05, 2.0).decay_from == 0
+    with pytest.raises(ValueError, match="decay_from to at least 150"):
+        replace(cfg, decay_from=100)
+    with pytest.raises(ValueError, match="positive"):
+        replace(cfg, time_budget_s=0.0)
+
+
+def test_time_budget_fits_the_run_and_stores_the_fitted_schedule(
+    audio_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loop, "BUDGET_PROBE_STEPS", 4)
+    monkeypatch.setattr(loop, "BUDGET_PACE_STEPS", 2)
+    cfg = config(tmp_path, audio_dir, steps=10, lr_final=1e-3, decay_from=5, log_every=1, val_every=50,
+                 checkpoint_every=50, time_budget_s=1.5)
+    _, out = fit(cfg)
+    records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    fitted = [r for r in records if "fitted_steps" in r]
+    assert len(fitted) == 1 and fitted[0]["step"] == 4
+    steps = fitted[0]["fitted_steps"]
+    stored = load_checkpoint(out)[1].training
+    run = replace(cfg, steps=steps, decay_from=max(4, round(5 * steps / 10)), time_budget_s=None)
+    assert stored["train_config"] == run.to_dict() and stored["step"] == steps
+    assert stored["time_budget"]["fitted_at_step"] == 4 and stored["time_budget"]["seconds"] == 1.5
+    lrs = [r for r in records if "lr" in r]
+    assert [r["step"] for r in lrs] == list(range(1, steps + 1))
+    assert [r["lr"] for r in lrs] == pytest.approx([run.learning_rate(r["step"] - 1) for r in lrs])
 
 
 def test_refuses_to_overwrite_and_checks_kind(audio_dir: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from streamgen.bench.timing import time_call
 from streamgen.nn import build_network
+from streamgen.nn.layers import one_hot_channels
 
 
 def main(spec_json: str) -> None:
@@ -24,7 +25,7 @@ def main(spec_json: str) -> None:
     out_len = model.training_output_length(spec["out_len"])
     n_in = model.input_length(out_len)
     x = torch.randint(0, model.num_classes, (1, n_in + 1), device=device)
-    onehot = F.one_hot(x[:, :-1], model.num_classes).transpose(1, 2).float()
+    onehot = one_hot_channels(x[:, :-1], model.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 

@@ -19,14 +19,9 @@ from streamgen.engine.clock import silence_class, zero_index
 from streamgen.engine.program import CAPACITIES, Executor, StepProgram, TorchExecutor, build_program
 from streamgen.engine.sampling import Sampler, SamplingConfig
 from streamgen.engine.schedule import RingSchedule, align_rings
+from streamgen.sampling import STARTS
 
 BACKENDS = ("auto", "torch", "numba", "triton", "graphs")
-
-#: What a stream has received before its first sample: all-zero input vectors (the offline
-#: pass's own padding; the first sample is then the silence class), or the silence class
-#: itself, a history like the quiet passages the model was trained on (the first sample is
-#: then drawn from the model).
-STARTS = ("zeros", "silence")
 
 
 def numba_available() -> bool:

@@ -17,6 +17,13 @@ from torch import nn
 ConvKind = Literal["plain", "down", "up"]
 
 
+def one_hot_channels(index: torch.Tensor, classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Class indices ``(B, T)`` -> the networks' input ``(B, classes, T)``, written once (no
+    int64 one-hot and transposed copy on the way)."""
+    out = torch.zeros(index.shape[0], classes, index.shape[-1], dtype=dtype, device=index.device)
+    return out.scatter_(1, index.unsqueeze(1), 1)
+
+
 def crop_front(x: torch.Tensor, length: int) -> torch.Tensor:
     """Keep the last ``length`` time steps of ``x`` (..., T)."""
     if x.shape[-1] < length:

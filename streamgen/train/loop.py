@@ -51,14 +51,20 @@ from streamgen.checkpoint import (
 )
 from streamgen.devices import resolve_device
 from streamgen.nn import StreamableNetwork, build_network
-from streamgen.nn.layers import crop_front
+from streamgen.nn.layers import crop_front, one_hot_channels
 from streamgen.train.data import open_training_data
 
 LOG_FILE = "train_log.jsonl"
 CLASSES = 256
 # TrainConfig fields a resumed run may set anew: the total step count (to extend a run), where
 # the data lies (its content is checked), and how this machine runs it.
-RESUME_FREE = frozenset({"data", "out_dir", "steps", "resume", "device", "threads", "cache_dir", "progress"})
+RESUME_FREE = frozenset({"data", "out_dir", "steps", "resume", "device", "threads", "cache_dir", "progress",
+                         "time_budget_s"})
+# A run with a time budget takes BUDGET_PROBE_STEPS steps, the last BUDGET_PACE_STEPS of them
+# timed, before it fits its step count; it aims at BUDGET_MARGIN of the budget.
+BUDGET_PROBE_STEPS = 150
+BUDGET_PACE_STEPS = 100
+BUDGET_MARGIN = 0.97
 
 
 class ResumeConflict(ValueError):
@@ -111,10 +117,21 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None keeps torch's default
     cache_dir: str | None = None
     progress: bool = True
+    # seconds the whole run may take (validations and checkpoints included): after
+    # BUDGET_PROBE_STEPS steps it measures its pace and fits ``steps``, scaling ``decay_from``
+    # with it (so ``steps`` and ``decay_from`` give the schedule's shape); the fitted values
+    # are what the checkpoint stores
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.start_windows <= 1.0:
             raise ValueError(f"start_windows must be a share between 0 and 1, got {self.start_windows}")
+        if self.time_budget_s is not None:
+            if self.time_budget_s <= 0:
+                raise ValueError(f"time_budget_s must be positive, got {self.time_budget_s}")
+            if self.lr_final is not None and self.decay_from < BUDGET_PROBE_STEPS:
+                raise ValueError(f"a time budget fits the step count after {BUDGET_PROBE_STEPS} steps at "
+                                 f"the starting learning rate: set decay_from to at least {BUDGET_PROBE_STEPS}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -146,6 +163,19 @@ class TrainConfig:
         if missing:
             raise ValueError(f"training needs {' and '.join(missing)}")
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def fit_to_budget(config: TrainConfig, step: int, elapsed_s: float, seconds_per_step: float,
+                  val_seconds: float) -> TrainConfig:
+    """``config`` with ``steps`` (and ``decay_from`` at the same share) fitted so that a run
+    that took ``step`` steps in ``elapsed_s`` ends within ``BUDGET_MARGIN`` of its time budget,
+    at ``seconds_per_step`` plus ``val_seconds`` per validation (the last one included)."""
+    assert config.time_budget_s is not None
+    left = config.time_budget_s * BUDGET_MARGIN - elapsed_s - val_seconds
+    per_step = seconds_per_step + val_seconds / config.val_every
+    steps = step + max(0, int(left / per_step))
+    decay_from = max(step, round(config.decay_from * steps / config.steps)) if config.decay_from else 0
+    return dataclasses.replace(config, steps=steps, decay_from=decay_from, time_budget_s=None)
 
 
 def stored_run(out_dir: str | Path) -> ModelInfo | None:
@@ -230,9 +260,22 @@ def nll_loss(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     A network may give more outputs than targets (``input_length`` is the fewest inputs for
     at least that many); outputs are right-aligned, so the newest ones are scored.
     """
-    onehot = F.one_hot(inputs, CLASSES).transpose(1, 2).float()
-    logits = crop_front(model(onehot), targets.shape[-1])
+    logits = crop_front(model(one_hot_channels(inputs, CLASSES)), targets.shape[-1])
     return F.cross_entropy(logits.float(), targets, reduction=reduction)
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``array`` on ``device``; to a GPU through pinned memory without waiting for it (the
+    caching host allocator keeps the pinned block until the copy is done)."""
+    tensor = torch.from_numpy(array)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -247,7 +290,7 @@ def evaluate(
     mine = positions[d.rank :: d.world]
     for i in range(0, len(mine), batch_size):
         x, y = data.windows(mine[i : i + batch_size], input_length, output_length)
-        loss = nll_loss(model, torch.from_numpy(x).to(device), torch.from_numpy(y).to(device), "sum")
+        loss = nll_loss(model, to_device(x, device), to_device(y, device), "sum")
         total += torch.stack([loss.double(), torch.tensor(float(y.size), dtype=torch.float64, device=device)])
     if d.world > 1:
         dist.all_reduce(total)
@@ -319,6 +362,8 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
     if model.num_classes != CLASSES:
         raise ValueError(f"mu-law audio has {CLASSES} classes, the model has {model.num_classes}")
     model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every step has the same shapes
     out_len = model.training_output_length(config.output_length)
     in_len = model.input_length(out_len)
 
@@ -384,7 +429,8 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
                 "train_config": config.to_dict(), "data": data_identity, **last,
             }
             save_checkpoint(out, model, sample_rate=config.sample_rate, training=training,
-                            optimizer=optimizer, extra=extra)
+                            optimizer=optimizer, extra=extra,
+                            start="silence" if config.start_windows > 0 else "zeros")
         if d.world > 1:
             dist.barrier()
 
@@ -398,22 +444,26 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
 
     per_rank = config.batch_size // d.world
     saved = -1  # the step of the newest checkpoint
+    started = time.perf_counter()
     with _deferred_interrupts() as interrupted:
+        val_seconds = 0.0
         if step == 0 and len(val_positions):
             last.update(validate())
+            val_seconds = time.perf_counter() - started
             log({"step": 0, **last})
         bar = tqdm(total=config.steps, initial=step, disable=not (config.progress and d.main),
                    unit="step", dynamic_ncols=True)
-        window_losses: list[float] = []
-        busy = 0.0  # seconds spent in training steps since the last log line
+        # Losses stay on the device until a log line needs them: no step waits for the GPU.
+        window_losses: list[torch.Tensor] = []
+        since = time.perf_counter()  # wall time of the steps since the last log line
+        pace_from, pace_step = since, step
         try:
             while step < config.steps and not stop_requested():
-                tick = time.perf_counter()
                 positions = train_data.draw_positions(rng, config.batch_size, in_len + 1,
                                                       lead=in_len + 1 - out_len,
                                                       lead_fraction=config.start_windows)
                 x, y = train_data.windows(positions[d.rank :: d.world], in_len, out_len)
-                x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+                x, y = to_device(x, device), to_device(y, device)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                     loss = nll_loss(net, x, y)
                 optimizer.zero_grad(set_to_none=True)
@@ -426,27 +476,45 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
                 scaler.step(optimizer)
                 scaler.update()
                 step += 1
-                window_losses.append(loss.item())
-                busy += time.perf_counter() - tick
+                window_losses.append(loss.detach())
                 bar.update(1)
+                if config.time_budget_s is not None and step in (BUDGET_PROBE_STEPS - BUDGET_PACE_STEPS,
+                                                                 BUDGET_PROBE_STEPS):
+                    _synchronize(device)
+                    now = time.perf_counter()
+                    if step == BUDGET_PROBE_STEPS:
+                        budget = config.time_budget_s
+                        pace = (now - pace_from) / (step - pace_step)
+                        config = fit_to_budget(config, step, now - started, pace, val_seconds)
+                        last["time_budget"] = {"seconds": budget, "fitted_at_step": step,
+                                               "seconds_per_step": pace}
+                        bar.total = config.steps
+                        if d.main:
+                            bar.write(f"time budget {budget:g} s: {pace * 1e3:.1f} ms per step, "
+                                      f"{config.steps} steps (decay from {config.decay_from})")
+                        log({"step": step, "fitted_steps": config.steps, "decay_from": config.decay_from,
+                             "seconds_per_step": pace})
+                    pace_from, pace_step = now, step
                 if step % config.log_every == 0 or step == config.steps:
-                    rate = len(window_losses) * per_rank * d.world * out_len / max(busy, 1e-9)
-                    mean = float(np.mean(window_losses))
+                    mean = float(torch.stack(window_losses).float().mean())  # waits for the GPU
+                    rate = len(window_losses) * per_rank * d.world * out_len / max(time.perf_counter() - since, 1e-9)
                     last.update(train_loss_nats=mean, samples_per_second=rate)
                     bar.set_postfix(loss=f"{mean:.3f}", sps=f"{rate:,.0f}")
                     log({"step": step, "train_loss_nats": mean, "samples_per_second": rate,
                          "lr": optimizer.param_groups[0]["lr"]})
                     window_losses.clear()
-                    busy = 0.0
+                    since = time.perf_counter()
                 if len(val_positions) and (step % config.val_every == 0 or step == config.steps):
                     last.update(validate())
                     if d.main:
                         bar.write(f"step {step}: validation {last['val_nll_nats']:.4f} nats "
                                   f"({last['val_bits_per_sample']:.4f} bits) per sample")
                     log({"step": step, **{k: last[k] for k in ("val_nll_nats", "val_bits_per_sample")}})
+                    since = time.perf_counter()
                 if step % config.checkpoint_every == 0 or step == config.steps:
                     checkpoint()
                     saved = step
+                    since = time.perf_counter()
             if step < config.steps:  # stopped by a signal
                 if saved != step:
                     checkpoint()
