@@ -20,22 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamgen.audio.analysis import harmonicity
+from streamgen.audio.analysis import FRAME_S, SILENT_RMS, first_sound, harmonicity
 from streamgen.bench.timing import machine_info
-from streamgen.engine.engine import STARTS
 from streamgen.generation import AudioGenerator
+from streamgen.sampling import STARTS
 from streamgen.zoo import load_model
-
-SILENT_RMS = 0.01
-FRAME_S = 0.05
-
-
-def first_sound(audio: np.ndarray, rate: int) -> float:
-    """Seconds to the first 50 ms frame louder than ``SILENT_RMS`` (the clip length if none)."""
-    hop = int(FRAME_S * rate)
-    frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
-    loud = np.nonzero(np.sqrt((frames**2).mean(axis=1)) > SILENT_RMS)[0]
-    return float(loud[0] * FRAME_S) if len(loud) else len(audio) / rate
 
 
 def main() -> None:
@@ -72,7 +61,8 @@ def main() -> None:
     lines = [f"# Start history: `{args.model}`, {args.seeds} seeds x {args.seconds:g} s",
              "", f"Machine: {results['machine']['processor']}; `python benchmarks/starts.py`. "
              f"Silent: first-second RMS under {SILENT_RMS}; first sound: first {FRAME_S * 1000:.0f} ms "
-             "frame above it; tonal: `harmonicity(...).is_tonal()`.", "",
+             f"frame above it; tonal: `harmonicity(...).is_tonal()`. Sampling: the model's own, "
+             f"`{info.sampling}`, with the top-p of each row.", "",
              "| top-p | start | silent first second | median first sound (s) | tonal |",
              "|---:|---|---:|---:|---:|"]
     lines += [f"| {r['top_p']} | {r['start']} | {r['silent_first_second']} of {r['clips']} "

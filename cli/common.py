@@ -11,7 +11,8 @@ from pathlib import Path
 
 from streamgen.checkpoint import ModelInfo, merge_sampling
 from streamgen.engine import SamplingConfig
-from streamgen.engine.engine import BACKENDS, STARTS
+from streamgen.engine.engine import BACKENDS
+from streamgen.sampling import STARTS
 
 DEFAULT_MODEL = "default"
 
@@ -64,8 +65,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="engine backend; auto takes the fastest that applies")
     p.add_argument("--start", choices=STARTS,
-                   help="history before the first sample: zero vectors, or silence (default: the "
-                        "model's, silence for models trained with train --start-windows)")
+                   help="history before the first sample: zero vectors, or the silence class "
+                        "(default: the model's recommendation, zeros unless its card says otherwise)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: %(default)s; a stream of single samples gains "
                    "nothing from more, and loses much on a busy machine)")

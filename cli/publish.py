@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from streamgen.sampling import STARTS
+
 from .common import CLIError, add_sampling_options, sampling_config
 
 EXAMPLES = """examples:
@@ -39,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--hardware", default="", help="training hardware as the card names it "
                    "(default: this machine's CPU)")
     add_sampling_options(c)  # the sampling the card recommends (stored in config.json) and the example's seed
+    c.add_argument("--start", choices=STARTS, help="the start history the card recommends "
+                   "(stored in config.json; default: the run's, zeros)")
     c.set_defaults(run=run_card)
 
 
@@ -64,5 +68,5 @@ def run_card(args: argparse.Namespace) -> int:
         baselines[label or Path(path).name] = Path(path)
     sampling = sampling_config(args, read_info(args.run_dir))  # the run's recommendation, if any
     print(write_card(args.run_dir, args.dest, args.data, baselines, args.seconds, args.seed,
-                     sampling=sampling, hardware=args.hardware))
+                     sampling=sampling, hardware=args.hardware, start=args.start))
     return 0

@@ -103,7 +103,10 @@ class ModelInfo:
     params: int
     receptive_field: int
     folder: Path
-    start: str = "zeros"  # the history its streams start from (``STARTS``), as it was trained
+    # the history its streams start from (``STARTS``): a recommendation, like ``sampling``
+    # (``streamgen publish card --start``; a run trained with start windows still records
+    # "zeros": under nucleus sampling a silent history can stay silent, see the zoo's cards)
+    start: str = "zeros"
 
     def __post_init__(self) -> None:
         if self.start not in STARTS:

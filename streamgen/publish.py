@@ -80,15 +80,16 @@ def _training_summary(train: dict[str, Any], run: Path) -> dict[str, Any]:
 # TrainConfig field -> `streamgen train` flag, for the command that repeats a run
 TRAIN_FLAGS = (("kind", "--kind"), ("output_length", "--window"), ("batch_size", "--batch"), ("steps", "--steps"),
                ("lr", "--lr"), ("lr_final", "--lr-final"), ("decay_from", "--decay-from"),
-               ("grad_clip", "--grad-clip"), ("val_fraction", "--val-fraction"), ("seed", "--seed"),
-               ("threads", "--threads"))
+               ("grad_clip", "--grad-clip"), ("start_windows", "--start-windows"),
+               ("val_fraction", "--val-fraction"), ("seed", "--seed"), ("threads", "--threads"))
 
 
 def train_command(train_config: dict[str, Any], data: str, out: str) -> str:
-    """The ``streamgen train`` command line that repeats a run from its stored config."""
+    """The ``streamgen train`` command line that repeats a run from its stored config (a
+    time-budgeted run stores its fitted schedule, so the command needs no budget)."""
     parts = ["streamgen", "train", "--data", data, "--out", out]
     for field, flag in TRAIN_FLAGS:
-        if train_config.get(field) is not None:
+        if train_config.get(field) is not None and not (field == "start_windows" and not train_config[field]):
             parts += [flag, str(train_config[field])]
     parts += ["--config", json.dumps(train_config["model"])]
     return shlex.join(parts)
@@ -100,6 +101,10 @@ def _comparison_row(label: str, model: StreamableNetwork, info: ModelInfo, bits:
             f"{model.receptive_field:,} | {mean_macs(model):,.0f} | {bits:.3f} |")
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 def _schedule(summary: dict[str, Any]) -> str:
     """The learning rate as the card states it: constant, or its cosine decay."""
     if summary.get("lr_final") is None:
@@ -108,11 +113,24 @@ def _schedule(summary: dict[str, Any]) -> str:
             f"from step {summary.get('decay_from') or 0} to the last")
 
 
+def _data_seen(identity: dict[str, Any], train_files: int, rate: int, data_dir: str) -> tuple[str, str, float]:
+    """The card's sentence on the training data the run saw when it was a subset, the command
+    that packs that subset, and its hours."""
+    seen, hours = identity.get("train_files", train_files), identity.get("train_samples", 0) / rate / 3600
+    if seen >= train_files:
+        return "", "", hours
+    packed = f"{data_dir}-{seen}"
+    return (f" This model saw the first {seen} training files ({hours:.2f} h), packed to fit one copy to "
+            "the GPU machine.", f"streamgen train --pack-corpus {data_dir} {packed} --subset {seen}\n", hours)
+
+
 def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | None = None, seconds: float = 8.0,
-               seed: int = 0, sampling: SamplingConfig | None = None, hardware: str = "") -> Path:
+               seed: int = 0, sampling: SamplingConfig | None = None, hardware: str = "",
+               start: str | None = None) -> Path:
     """Copy ``run`` into ``dest`` with an example clip, spectrogram and model card.
 
-    ``baselines`` maps a display name to another evaluated run, compared in the card's table.
+    ``baselines`` maps a display name to another evaluated run, compared in the card's table;
+    ``sampling`` and ``start`` are what the card recommends (and the example uses).
     """
     model, info = load_checkpoint(run)
     rate = info.sample_rate
@@ -127,10 +145,10 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
                     "val_targets": ev["targets"], "hardware": hardware or cpu_name(),
                     "data": "Bach chorales (music21) rendered to piano, 16 kHz; see README"})
     sampling = sampling or SamplingConfig()  # what `streamgen generate` uses unless told otherwise
-    shipped = replace(info, training=summary, sampling=sampling, folder=dest)
+    shipped = replace(info, training=summary, sampling=sampling, folder=dest, start=start or info.start)
     (dest / CONFIG).write_text(json.dumps(shipped.to_json(), indent=2))
 
-    gen = AudioGenerator(model, sampling=sampling, seed=seed, device="cpu", start=info.start)
+    gen = AudioGenerator(model, sampling=sampling, seed=seed, device="cpu", start=shipped.start)
     start = time.perf_counter()
     audio = gen(int(seconds * rate))[0]
     speed = len(audio) / (time.perf_counter() - start) / rate
@@ -138,6 +156,9 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
     save_spectrogram(audio, rate, dest / "example.png", title=f"{dest.name}: {seconds:g} s, seed {seed}")
     tone = harmonicity(audio, rate)
 
+    data_dir = f"data/{data.name}"
+    seen_note, pack_line, seen_h = _data_seen(training.get("data", {}), len(split.train), rate, data_dir)
+    train_data = f"{data_dir}-{training['data']['train_files']}" if pack_line else data_dir
     rows = [_comparison_row(f"{dest.name} (this model)", model, info, ev["val_bits_per_sample"])]
     for label, other in (baselines or {}).items():
         rows.append(_comparison_row(label, *load_checkpoint(other), read_eval(other)["val_bits_per_sample"]))
@@ -149,13 +170,15 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
         steps=summary["steps"], batch=summary["batch_size"], window=summary["output_length"],
         schedule=_schedule(summary), train_seed=summary["seed"], clip=summary["grad_clip"], seen=summary["target_samples_seen"],
         seen_h=summary["target_samples_seen"] / rate / 3600,
-        epochs=summary["target_samples_seen"] / rate / 3600 / hours[0],
+        epochs=summary["target_samples_seen"] / rate / 3600 / (seen_h or hours[0]), seen_note=seen_note,
+        pack=pack_line, start=shipped.start,
         train_files=len(split.train), train_h=hours[0], val_h=hours[1], rate_s=summary["median_target_samples_per_s"] or 0,
-        wall_h=summary["target_samples_seen"] / (summary["median_target_samples_per_s"] or math.inf) / 3600,
-        hardware=summary["hardware"], threads=summary["threads"], seconds=seconds, seed=seed,
+        wall=_duration(summary["target_samples_seen"] / (summary["median_target_samples_per_s"] or math.inf)),
+        hardware=summary["hardware"], threads=f"{summary['threads']} thread(s), " if summary["threads"] else "",
+        seconds=seconds, seed=seed,
         sampling=sampling, speed=speed, backend=gen.engine.backend, flat=tone.flatness, sal=tone.salience,
-        tonal="yes" if tone.is_tonal() else "no", data_dir=f"data/{data.name}",
-        train=train_command(training.get("train_config", {}), f"data/{data.name}", f"runs/{dest.name}"),
+        tonal="yes" if tone.is_tonal() else "no", data_dir=data_dir,
+        train=train_command(training.get("train_config", {}), train_data, f"runs/{dest.name}"),
         python=platform.python_version(), torch=torch.__version__,
     )
     (dest / "README.md").write_text(card)
@@ -180,19 +203,19 @@ Bach chorales from music21's bundled corpus (unique BWV numbers), every part pla
 General MIDI program 0 (Acoustic Grand Piano) with fluidsynth and the FluidR3 GM soundfont,
 16 kHz mono, peak-normalised to -1 dBFS. Fixed split by chorale: sorted by BWV number, every
 10th goes to validation ({train_files} train files, {train_h:.2f} h; {files} validation files,
-{val_h:.2f} h). Rebuild it with `streamgen train --build-corpus data/bach16k` (no internet
-needed).
+{val_h:.2f} h).{seen_note} Rebuild it with `streamgen train --build-corpus data/bach16k` (no
+internet needed).
 
 ## Training
 
 Adam, {schedule}, gradient clipping {clip}, {steps} steps of {batch} windows of
 {window} target samples ({seen:,} target samples: {seen_h:.2f} h of audio, {epochs:.2f} passes over the training
-set), seed {train_seed}. Hardware: {hardware}; {threads} thread(s), about {rate_s:,.0f}
-target samples/s (about {wall_h:.1f} h of training). To repeat it:
+data), seed {train_seed}. Hardware: {hardware}; {threads}about {rate_s:,.0f}
+target samples/s (about {wall} of training). To repeat it:
 
 ```bash
 streamgen train --build-corpus {data_dir}
-{train}
+{pack}{train}
 streamgen publish eval runs/{name} --data {data_dir}
 ```
 
@@ -208,8 +231,8 @@ model is favoured by its receptive field):
 
 ## Example
 
-`example.wav`: {seconds:g} s generated from silence with seed {seed} and
-`{sampling}` (the sampling `streamgen generate` uses for this model unless told otherwise), at {speed:.2f}x real time on this machine's CPU ({backend} backend, including start-up).
+`example.wav`: {seconds:g} s generated from scratch (start history: {start}) with seed {seed} and
+`{sampling}` (the sampling and start `streamgen generate` uses for this model unless told otherwise), at {speed:.2f}x real time on this machine's CPU ({backend} backend, including start-up).
 `example.png` is its spectrogram. Tonality check (`streamgen.audio.analysis.harmonicity`):
 spectral flatness {flat:.4f} (white noise: 0.56), pitch salience {sal:.2f}, tonal: {tonal}.
 

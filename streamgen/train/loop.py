@@ -429,8 +429,7 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
                 "train_config": config.to_dict(), "data": data_identity, **last,
             }
             save_checkpoint(out, model, sample_rate=config.sample_rate, training=training,
-                            optimizer=optimizer, extra=extra,
-                            start="silence" if config.start_windows > 0 else "zeros")
+                            optimizer=optimizer, extra=extra)
         if d.world > 1:
             dist.barrier()
 
