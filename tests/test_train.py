@@ -300,7 +300,9 @@ DDP_SCRIPT = textwrap.dedent("""
     import json, os, sys
     sys.path.insert(0, {root!r})
     from safetensors.torch import save_file
+    from streamgen.train import loop
     from streamgen.train.loop import TrainConfig, fit
+    loop.BUDGET_PROBE_STEPS, loop.BUDGET_PACE_STEPS = 4, 2  # used by runs with a time budget
     model, out = fit(TrainConfig(**json.loads(sys.argv[1])))
     rank = int(os.environ["RANK"])
     save_file({{k: v.contiguous() for k, v in model.state_dict().items()}},
@@ -308,8 +310,8 @@ DDP_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_torchrun_two_processes_match_one(audio_dir: Path, tmp_path: Path) -> None:
-    cfg = config(tmp_path, audio_dir, steps=8, val_every=8, checkpoint_every=4, out_dir=str(tmp_path / "ddp"))
+def torchrun(cfg: TrainConfig, tmp_path: Path) -> tuple[dict, dict]:
+    """Train ``cfg`` in two processes; both ranks' final weights."""
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT.format(root=str(ROOT)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -322,6 +324,12 @@ def test_torchrun_two_processes_match_one(audio_dir: Path, tmp_path: Path) -> No
     rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
+    return rank0, rank1
+
+
+def test_torchrun_two_processes_match_one(audio_dir: Path, tmp_path: Path) -> None:
+    cfg = config(tmp_path, audio_dir, steps=8, val_every=8, checkpoint_every=4, out_dir=str(tmp_path / "ddp"))
+    rank0, _ = torchrun(cfg, tmp_path)
     log = [json.loads(line) for line in (tmp_path / "ddp" / LOG_FILE).read_text().splitlines()]
     vals = [r["val_nll_nats"] for r in log if "val_nll_nats" in r]
     assert vals[-1] < vals[0]
@@ -330,6 +338,20 @@ def test_torchrun_two_processes_match_one(audio_dir: Path, tmp_path: Path) -> No
     single, _ = fit(replace(cfg, out_dir=str(tmp_path / "single")))
     for name, value in single.state_dict().items():
         torch.testing.assert_close(rank0[name], value, rtol=0, atol=1e-4)
+
+
+def test_torchrun_ranks_share_the_schedule_fitted_to_a_time_budget(
+    audio_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(loop, "BUDGET_PROBE_STEPS", 4)  # as DDP_SCRIPT sets them
+    monkeypatch.setattr(loop, "BUDGET_PACE_STEPS", 2)
+    cfg = config(tmp_path, audio_dir, steps=10, lr_final=1e-3, decay_from=5, val_every=50, checkpoint_every=50,
+                 time_budget_s=3.0, out_dir=str(tmp_path / "ddp"))
+    torchrun(cfg, tmp_path)  # the ranks stay in step (else they hang) and end alike
+    fitted = [json.loads(line) for line in (tmp_path / "ddp" / LOG_FILE).read_text().splitlines()
+              if "fitted_steps" in line]
+    stored = load_checkpoint(tmp_path / "ddp")[1].training
+    assert len(fitted) == 1 and stored["step"] == stored["train_config"]["steps"] == fitted[0]["fitted_steps"]
 
 
 # -- corpus ----------------------------------------------------------------------------------

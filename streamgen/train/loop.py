@@ -485,6 +485,10 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
                         budget = config.time_budget_s
                         pace = (now - pace_from) / (step - pace_step)
                         config = fit_to_budget(config, step, now - started, pace, val_seconds)
+                        if d.world > 1:  # every rank takes rank 0's schedule
+                            fitted = torch.tensor([config.steps, config.decay_from], device=device)
+                            dist.broadcast(fitted, 0)
+                            config = dataclasses.replace(config, steps=int(fitted[0]), decay_from=int(fitted[1]))
                         last["time_budget"] = {"seconds": budget, "fitted_at_step": step,
                                                "seconds_per_step": pace}
                         bar.total = config.steps
