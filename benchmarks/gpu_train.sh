@@ -5,7 +5,8 @@
 #
 #     bash benchmarks/gpu_train.sh PACK OUT SECONDS [train options...]
 #
-# trains `default` (Seq-U-Net) and `wavenet-baseline` side by side on one GPU with one recipe,
+# trains the runs named in RUNS (default: `default` and `wavenet-baseline`; also `sequnet-c48`
+# and `sequnet-c64`, wider candidates for a GPU model) side by side on one GPU with one recipe,
 # each fitted to SECONDS (streamgen train --time-budget). Each run ends as OUT/NAME.tar.part-aa,
 # -ab, ... (its checkpoint folder, training log and console log, in parts of at most 15 MB): few
 # files, none too large to come back from a lent GPU machine. To resume a run stopped at
@@ -47,7 +48,18 @@ run() {  # NAME KIND CONFIG [options...]
     echo "$name: exit $status"
 }
 
-run default sequnet '{"channels": 32, "levels": 10, "depth": 2, "kernel_size": 5}' "$@" &
-run wavenet-baseline wavenet '{"blocks": 3, "layers": 10, "kernel_size": 2, "residual_channels": 24,
-    "dilation_channels": 24, "skip_channels": 64}' "$@" &
+declare -A kinds=([default]=sequnet [wavenet-baseline]=wavenet [sequnet-c48]=sequnet [sequnet-c64]=sequnet)
+declare -A configs=(
+    [default]='{"channels": 32, "levels": 10, "depth": 2, "kernel_size": 5}'
+    [wavenet-baseline]='{"blocks": 3, "layers": 10, "kernel_size": 2, "residual_channels": 24,
+                         "dilation_channels": 24, "skip_channels": 64}'
+    [sequnet-c48]='{"channels": 48, "levels": 10, "depth": 2, "kernel_size": 5}'
+    [sequnet-c64]='{"channels": 64, "levels": 10, "depth": 2, "kernel_size": 5}')
+runs=(${RUNS:-default wavenet-baseline})
+for name in "${runs[@]}"; do
+    [ -n "${kinds[$name]:-}" ] || { echo "unknown run $name; known: ${!kinds[*]}" >&2; exit 2; }
+done
+for name in "${runs[@]}"; do
+    run "$name" "${kinds[$name]}" "${configs[$name]}" "$@" &
+done
 wait
