@@ -113,15 +113,15 @@ def _schedule(summary: dict[str, Any]) -> str:
             f"from step {summary.get('decay_from') or 0} to the last")
 
 
-def _data_seen(identity: dict[str, Any], train_files: int, rate: int, data_dir: str) -> tuple[str, str, float]:
-    """The card's sentence on the training data the run saw when it was a subset, the command
-    that packs that subset, and its hours."""
+def _data_seen(identity: dict[str, Any], train_files: int, rate: int, data_dir: str) -> tuple[str, str, str, float]:
+    """For a run that saw a subset of the ``train_files``: the card's sentence on it, the command
+    that packs it (else both empty); the folder the run's command trains on; the hours seen."""
     seen, hours = identity.get("train_files", train_files), identity.get("train_samples", 0) / rate / 3600
     if seen >= train_files:
-        return "", "", hours
+        return "", "", data_dir, hours
     packed = f"{data_dir}-{seen}"
     return (f" This model saw the first {seen} training files ({hours:.2f} h), packed to fit one copy to "
-            "the GPU machine.", f"streamgen train --pack-corpus {data_dir} {packed} --subset {seen}\n", hours)
+            "the GPU machine.", f"streamgen train --pack-corpus {data_dir} {packed} --subset {seen}\n", packed, hours)
 
 
 def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | None = None, seconds: float = 8.0,
@@ -157,8 +157,7 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
     tone = harmonicity(audio, rate)
 
     data_dir = f"data/{data.name}"
-    seen_note, pack_line, seen_h = _data_seen(training.get("data", {}), len(split.train), rate, data_dir)
-    train_data = f"{data_dir}-{training['data']['train_files']}" if pack_line else data_dir
+    seen_note, pack_line, train_data, seen_h = _data_seen(training.get("data", {}), len(split.train), rate, data_dir)
     rows = [_comparison_row(f"{dest.name} (this model)", model, info, ev["val_bits_per_sample"])]
     for label, other in (baselines or {}).items():
         rows.append(_comparison_row(label, *load_checkpoint(other), read_eval(other)["val_bits_per_sample"]))
