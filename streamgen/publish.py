@@ -143,7 +143,7 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
     summary = _training_summary(training, run)
     summary.update({"val_nats": ev["val_nats"], "val_bits_per_sample": ev["val_bits_per_sample"],
                     "val_targets": ev["targets"], "hardware": hardware or cpu_name(),
-                    "data": "Bach chorales (music21) rendered to piano, 16 kHz; see README"})
+                    "data": training.get("data") or "Bach chorales (music21) rendered to piano, 16 kHz; see README"})
     sampling = sampling or SamplingConfig()  # what `streamgen generate` uses unless told otherwise
     shipped = replace(info, training=summary, sampling=sampling, folder=dest, start=start or info.start)
     (dest / CONFIG).write_text(json.dumps(shipped.to_json(), indent=2))
