@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from streamgen.audio.analysis import FRAME_S, SILENT_RMS, first_sound, harmonicity
+from streamgen.audio.analysis import FRAME_S, SILENT_RMS, first_sound, harmonicity, silent_first_second
 from streamgen.bench.timing import machine_info
 from streamgen.generation import AudioGenerator
 from streamgen.sampling import STARTS
@@ -47,7 +47,7 @@ def main() -> None:
                 gen = AudioGenerator(model, sampling=sampling, seed=seed, start=start)
                 audio = gen(int(args.seconds * rate))[0]
                 onsets.append(first_sound(audio, rate))
-                silent += float(np.sqrt((audio[:rate] ** 2).mean())) < SILENT_RMS
+                silent += silent_first_second(audio, rate)
                 tonal += harmonicity(audio, rate).is_tonal()
             rows.append({"top_p": top_p, "start": start, "clips": args.seeds,
                          "silent_first_second": silent, "median_first_sound_s": float(np.median(onsets)),

@@ -66,6 +66,11 @@ def first_sound(audio: np.ndarray, sample_rate: int) -> float:
     return float(loud[0] * FRAME_S) if len(loud) else len(audio) / sample_rate
 
 
+def silent_first_second(audio: np.ndarray, sample_rate: int) -> bool:
+    """Whether the clip's first second has an RMS under ``SILENT_RMS``."""
+    return bool(np.sqrt((np.asarray(audio, dtype=np.float64)[:sample_rate] ** 2).mean()) < SILENT_RMS)
+
+
 def onsets_per_second(audio: np.ndarray, sample_rate: int, min_gap_s: float = 0.1) -> float:
     """Note onsets (librosa's spectral-flux onset detector, at least ``min_gap_s`` apart: one
     attack is one onset) per second of audio."""
@@ -104,6 +109,6 @@ def clip_quality(audio: np.ndarray, sample_rate: int) -> ClipQuality:
     """The listener's checks of one clip (needs librosa)."""
     audio = np.asarray(audio, dtype=np.float64)
     return ClipQuality(harmonicity(audio, sample_rate).is_tonal(),
-                       bool(np.sqrt((audio[:sample_rate] ** 2).mean()) < SILENT_RMS),
+                       silent_first_second(audio, sample_rate),
                        first_sound(audio, sample_rate), onsets_per_second(audio, sample_rate),
                        distinct_pitches(audio, sample_rate))
