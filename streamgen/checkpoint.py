@@ -114,10 +114,10 @@ class ModelInfo:
 
     @classmethod
     def from_model(cls, model: StreamableNetwork, folder: Path, sha256: str, *, sample_rate: int,
-                   training: Mapping[str, Any] | None = None, start: str = "zeros") -> ModelInfo:
+                   training: Mapping[str, Any] | None = None) -> ModelInfo:
         """The record of a freshly saved network (plain sampling recommended)."""
         return cls(model.kind, model.config, sample_rate, SamplingConfig(), dict(training or {}), sha256,
-                   model.num_parameters(), model.receptive_field, Path(folder), start)
+                   model.num_parameters(), model.receptive_field, Path(folder))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], folder: Path) -> ModelInfo:
@@ -233,10 +233,8 @@ def save_checkpoint(
     training: Mapping[str, Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     extra: Mapping[str, torch.Tensor] | None = None,
-    start: str = "zeros",
 ) -> Path:
-    """Write ``model`` (and optionally optimizer state and extra tensors) to ``directory``;
-    ``start``: the history its streams should start from (``ModelInfo.start``).
+    """Write ``model`` (and optionally optimizer state and extra tensors) to ``directory``.
 
     The folder is assembled next to its destination and swapped in, so an interrupted save
     leaves the previous checkpoint intact. Returns the directory.
@@ -256,7 +254,7 @@ def save_checkpoint(
         if extra:
             save_file(_tensors_for_file(extra), str(tmp / EXTRA_TENSORS))
         info = ModelInfo.from_model(model, directory, sha256_file(tmp / WEIGHTS),
-                                    sample_rate=sample_rate, training=training, start=start)
+                                    sample_rate=sample_rate, training=training)
         (tmp / CONFIG).write_text(json.dumps(info.to_json(), indent=2) + "\n")
         _make_readable(tmp)
         # Keep files that are not ours (a model card, samples) when overwriting.

@@ -175,8 +175,11 @@ def test_unknown_kind_bad_json_and_version(saved: Path) -> None:
 
 def test_recommended_start_round_trips_and_is_checked(saved: Path, tmp_path: Path, rng: torch.Generator) -> None:
     assert load_checkpoint(saved)[1].start == "zeros" and "start" not in json.loads((saved / "config.json").read_text())
-    model, info = load_checkpoint(save_checkpoint(tmp_path / "silent", small("sequnet", rng), start="silence"))
-    assert info.start == "silence" and read_info(tmp_path / "silent").start == "silence"
+    silent = save_checkpoint(tmp_path / "silent", small("sequnet", rng))
+    edit_config(silent, start="silence")  # what `publish card --start silence` records
+    info = load_checkpoint(silent)[1]
+    assert info.start == "silence" and read_info(silent).start == "silence"
+    assert info.to_json()["start"] == "silence"  # and is written back as it was read
     edit_config(saved, start="noise")
     expect_error(saved, "unknown start 'noise'", "silence")
 

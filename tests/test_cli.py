@@ -35,10 +35,13 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_checkpoint(root / "default", model, sample_rate=RATE)
     save_checkpoint(root / "broken", model, sample_rate=RATE)
     save_checkpoint(root / "tuned", model, sample_rate=RATE)
-    save_checkpoint(root / "starts-silent", model, sample_rate=RATE, start="silence")
+    save_checkpoint(root / "starts-silent", model, sample_rate=RATE)
     config = json.loads((root / "tuned" / "config.json").read_text())
     config["sampling"] = {"top_p": 0.5, "temperature": 0.8}  # the model's recommendation
     (root / "tuned" / "config.json").write_text(json.dumps(config))
+    config = json.loads((root / "starts-silent" / "config.json").read_text())
+    config["start"] = "silence"  # recommended, as `publish card --start silence` records it
+    (root / "starts-silent" / "config.json").write_text(json.dumps(config))
     weights = root / "broken" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-100] ^= 0xFF
