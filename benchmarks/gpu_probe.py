@@ -1,6 +1,6 @@
-"""A timing probe of the Triton executor's variants, one row per (model, batch, sampling,
-warps, weight storage): sizes the optimisation work in one short device call (the committed
-figures come from benchmarks/gpu.py).
+"""A timing probe of the GPU executors' variants, one row per (model, batch, sampling, backend,
+kernel settings): sizes the optimisation work in one short device call (the committed figures
+come from benchmarks/gpu.py).
 
     python benchmarks/gpu_probe.py [--out DIR] [--rows a,b,...]
 """
@@ -10,45 +10,84 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from streamgen.bench.suite import PAPER_SEQUNET, generation_rate
 from streamgen.engine import SamplingConfig, StreamingEngine
+from streamgen.engine.gpu.cuda_executor import CudaExecutor
 from streamgen.engine.gpu.triton_executor import TritonExecutor
 from streamgen.nn import build_network
 from streamgen.zoo import load_model
 
-# name: (model, batch, sampling, steps, warps (None: the executor's choice), weight dtype);
-# "graphs-*" rows time the graphs executor instead (engine dtype bf16, warps unused)
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    batch: int
+    sampling: str
+    steps: int
+    backend: str = "triton"
+    warps: int | None = None  # triton: warps per program (None: the executor's choice)
+    weights: torch.dtype = torch.float32  # triton: weight storage
+    threads: int | None = None  # numba-cuda: threads per block (None: the executor's)
+    unroll: int | None = None  # numba-cuda: window elements per lane in flight
+
+
+BF16 = torch.bfloat16
 ROWS = {
-    "default-b1-w8": ("default", 1, "top_p", 8192, 8, torch.float32),
-    "default-b1-w16": ("default", 1, "top_p", 8192, 16, torch.float32),
-    "default-b1-w8-greedy": ("default", 1, "greedy", 8192, 8, torch.float32),
-    "default-b1-w4": ("default", 1, "top_p", 8192, 4, torch.float32),
-    "default-b8": ("default", 8, "top_p", 4096, None, torch.float32),
-    "default-b64": ("default", 64, "top_p", 4096, None, torch.float32),
-    "default-b132": ("default", 132, "top_p", 4096, None, torch.float32),
-    "paper-b1-w8": ("paper", 1, "top_p", 1024, 8, torch.float32),
-    "paper-b1-w16": ("paper", 1, "top_p", 1024, 16, torch.float32),
-    "paper-b1-w8-bf16": ("paper", 1, "top_p", 1024, 8, torch.bfloat16),
-    "graphs-default-b4096": ("default", 4096, "top_p", 256, None, torch.bfloat16),
-    "graphs-default-b16384": ("default", 16384, "top_p", 128, None, torch.bfloat16),
-    "graphs-paper-b4096": ("paper", 4096, "top_p", 128, None, torch.bfloat16),
+    "default-b1-w8": Row("default", 1, "top_p", 8192, warps=8),
+    "default-b1-w16": Row("default", 1, "top_p", 8192, warps=16),
+    "default-b1-w8-greedy": Row("default", 1, "greedy", 8192, warps=8),
+    "default-b8": Row("default", 8, "top_p", 4096),
+    "default-b64": Row("default", 64, "top_p", 4096),
+    "paper-b1-w16": Row("paper", 1, "top_p", 1024, warps=16),
+    "paper-b1-w8-bf16": Row("paper", 1, "top_p", 1024, warps=8, weights=BF16),
+    # the numba-cuda kernel: threads per block and unroll
+    "nbc-default-b1": Row("default", 1, "top_p", 16384, "numba-cuda"),
+    "nbc-default-b1-t256": Row("default", 1, "top_p", 16384, "numba-cuda", threads=256),
+    "nbc-default-b1-t256-u8": Row("default", 1, "top_p", 16384, "numba-cuda", threads=256,
+                                  unroll=8),
+    "nbc-default-b1-t256-u10": Row("default", 1, "top_p", 16384, "numba-cuda", threads=256,
+                                   unroll=10),
+    "nbc-default-b1-t128-u10": Row("default", 1, "top_p", 16384, "numba-cuda", threads=128,
+                                   unroll=10),
+    "nbc-default-b1-t256-u10-greedy": Row("default", 1, "greedy", 16384, "numba-cuda",
+                                          threads=256, unroll=10),
+    "nbc-default-b1-u2": Row("default", 1, "top_p", 16384, "numba-cuda", unroll=2),
+    "nbc-default-b1-u8": Row("default", 1, "top_p", 16384, "numba-cuda", unroll=8),
+    "nbc-default-b1-u10": Row("default", 1, "top_p", 16384, "numba-cuda", unroll=10),
+    "nbc-default-b1-greedy": Row("default", 1, "greedy", 16384, "numba-cuda"),
+    "nbc-default-b8": Row("default", 8, "top_p", 8192, "numba-cuda"),
+    "nbc-default-b64": Row("default", 64, "top_p", 4096, "numba-cuda"),
+    "nbc-default-b132": Row("default", 132, "top_p", 4096, "numba-cuda"),
+    "nbc-paper-b1": Row("paper", 1, "top_p", 2048, "numba-cuda"),
+    "nbc-paper-b1-t256": Row("paper", 1, "top_p", 2048, "numba-cuda", threads=256),
     # the default's shape widened: candidates for a larger GPU model (issue 13)
-    "wide64-b1": ("wide64", 1, "top_p", 4096, None, torch.float32),
-    "wide128-b1": ("wide128", 1, "top_p", 2048, None, torch.float32),
+    "nbc-wide64-b1": Row("wide64", 1, "top_p", 8192, "numba-cuda"),
+    "nbc-wide128-b1": Row("wide128", 1, "top_p", 4096, "numba-cuda"),
+    "wide64-b1": Row("wide64", 1, "top_p", 4096),
+    "graphs-default-b4096": Row("default", 4096, "top_p", 256, "graphs", weights=BF16),
+    "graphs-default-b16384": Row("default", 16384, "top_p", 128, "graphs", weights=BF16),
+    "graphs-paper-b4096": Row("paper", 4096, "top_p", 128, "graphs", weights=BF16),
 }
 
 
-def logit_error(model: torch.nn.Module, weight_dtype: torch.dtype) -> float:
-    """Max |logit difference| of the Triton executor (weights stored as ``weight_dtype``)
-    against the torch backend, teacher-forced over 600 random steps."""
+def configure(row: Row) -> None:
+    """Set the executors' class-level knobs for ``row`` (reset by ``configure(Row(...))``)."""
+    TritonExecutor.num_warps, TritonExecutor.weight_dtype = row.warps, row.weights
+    CudaExecutor.threads, CudaExecutor.unroll = row.threads, row.unroll
+
+
+def logit_error(model: torch.nn.Module, backend: str) -> float:
+    """Max |logit difference| of ``backend`` against the torch backend, teacher-forced over
+    600 random steps."""
     x = torch.randint(0, model.num_classes, (1, 600), device="cuda")
     outs = []
-    for backend in ("torch", "triton"):
-        engine = StreamingEngine(model, 1, backend=backend, capacity="period")
+    for name in ("torch", backend):
+        engine = StreamingEngine(model, 1, backend=name, capacity="period")
         out = torch.empty(1, 600, model.num_classes, device="cuda")
         engine.feed(x, out)
         outs.append(out)
@@ -72,21 +111,19 @@ def main() -> None:
     results = []
     print(torch.cuda.get_device_name(0), torch.__version__, flush=True)
     for name in args.rows.split(","):
-        model, batch, sampling, steps, warps, wdtype = ROWS[name]
-        TritonExecutor.num_warps, TritonExecutor.weight_dtype = warps, wdtype
+        spec = ROWS[name]
+        configure(spec)
+        model = models[spec.model]
         t = time.perf_counter()
         try:
-            if name.startswith("graphs"):
-                row = generation_rate(models[model], batch=batch, device="cuda",
-                                      backend="graphs", n=steps, repeats=args.repeats,
-                                      sampling=samplings[sampling], capacity="period",
-                                      dtype=torch.bfloat16, warmup_steps=models[model].period)
-            else:
-                row = generation_rate(models[model], batch=batch, device="cuda",
-                                      backend="triton", n=steps, repeats=args.repeats,
-                                      sampling=samplings[sampling], capacity="period")
-            if batch == 1 and model == "default" and not args.no_check:
-                row["max_logit_error_vs_torch"] = logit_error(models[model], wdtype)
+            graphs = spec.backend == "graphs"
+            row = generation_rate(model, batch=spec.batch, device="cuda", backend=spec.backend,
+                                  n=spec.steps, repeats=args.repeats,
+                                  sampling=samplings[spec.sampling], capacity="period",
+                                  dtype=spec.weights if graphs else torch.float32,
+                                  warmup_steps=model.period if graphs else 0)
+            if spec.batch == 1 and spec.model == "default" and not args.no_check:
+                row["max_logit_error_vs_torch"] = logit_error(model, spec.backend)
         except Exception as e:  # noqa: BLE001 - a probe records every failure
             row = {"error": f"{type(e).__name__}: {e}"[:400]}
         row.update(name=name, wall_s=time.perf_counter() - t)
@@ -95,7 +132,7 @@ def main() -> None:
         err = row.get("max_logit_error_vs_torch")
         print(f"{name:22s} {rate}  (wall {row['wall_s']:.1f} s)"
               + (f" logit err {err:.2e}" if err is not None else ""), flush=True)
-    TritonExecutor.num_warps, TritonExecutor.weight_dtype = None, torch.float32
+    configure(Row("default", 1, "top_p", 0))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "probe.json").write_text(json.dumps(results, indent=1, default=str))
 

@@ -10,10 +10,12 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-# Triton fixes its mode (compiled for a GPU, or interpreted on the CPU) for the whole process
-# when first imported: without a GPU, its kernels run through the interpreter (tests/test_triton.py).
+# Triton and numba fix their modes (compiled for a GPU, or run on the CPU) for the whole process
+# when first imported: without a GPU, Triton's kernels run through its interpreter
+# (tests/test_triton.py) and numba's CUDA kernels through its simulator (tests/test_cuda_sim.py).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from conftest import randomize_
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.engine import available_backends
-from streamgen.engine.gpu import triton_available
+from streamgen.engine.gpu import numba_cuda_available, triton_available
 from streamgen.nn import SeqUNet, SeqUNetConfig, WaveNet, WaveNetConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
@@ -66,29 +66,41 @@ def _sequnet(cfg: tuple, rng: torch.Generator, classes: int = 256) -> SeqUNet:
     return model.eval()
 
 
-@needs_triton
-def test_cuda_auto_picks_triton_for_small_batches_and_graphs_beyond(rng: torch.Generator) -> None:
+@pytest.mark.skipif(not (triton_available() or numba_cuda_available()),
+                    reason="neither triton nor numba-cuda is installed")
+def test_cuda_auto_picks_a_kernel_for_small_batches_and_graphs_beyond(rng: torch.Generator) -> None:
+    kernels = [n for n, ok in (("triton", triton_available()),
+                               ("numba-cuda", numba_cuda_available())) if ok]
+    fastest = "numba-cuda" if "numba-cuda" in kernels else "triton"
     model = _sequnet((8, 4, 2, 5), rng, CLASSES).cuda()
-    assert StreamingEngine(model, 1).backend == "triton"
-    assert StreamingEngine(model, 64).backend == "triton"
+    assert StreamingEngine(model, 1).backend == fastest
+    assert StreamingEngine(model, 64).backend == fastest
     assert StreamingEngine(model, 65).backend == "graphs"
     assert StreamingEngine(model, 1, dtype=torch.bfloat16).backend == "graphs"
     assert StreamingEngine(model, 65, capacity="double").backend == "torch"
     wavenet = WaveNet(WaveNetConfig(2, 4, 2, 6, 5, 12, classes=CLASSES)).cuda()
     assert StreamingEngine(wavenet, 1).backend == "graphs"
     assert available_backends(wavenet, "cuda") == ["torch", "graphs"]
-    assert available_backends(model, "cuda") == ["torch", "triton", "graphs"]
+    assert available_backends(model, "cuda") == ["torch", *kernels, "graphs"]
 
 
-@needs_triton
+#: The persistent kernels of the latency regime, each skipped where its tool is missing.
+KERNELS = [pytest.param("triton", marks=needs_triton),
+           pytest.param("numba-cuda", marks=pytest.mark.skipif(
+               not numba_cuda_available(), reason="numba-cuda is not installed"))]
+
+
+@pytest.mark.parametrize("backend", KERNELS)
 @pytest.mark.parametrize("cfg,batch", [(DEFAULT, 1), (DEFAULT, 8), (PAPER, 1)],
                          ids=["default-b1", "default-b8", "paper-b1"])
-def test_cuda_triton_equals_offline_at_real_sizes(cfg: tuple, batch: int,
-                                                  rng: torch.Generator) -> None:
+def test_cuda_persistent_kernels_equal_offline_at_real_sizes(backend: str, cfg: tuple,
+                                                             batch: int,
+                                                             rng: torch.Generator) -> None:
     model = _sequnet(cfg, rng)
     n = 2 * model.period + 37  # every phase, ring rewinds, several launches
     x = torch.randint(0, 256, (batch, n), generator=rng)
-    engine = StreamingEngine(model.cuda(), batch, backend="triton", capacity="period")
+    engine = StreamingEngine(model.cuda(), batch, backend=backend, capacity="period")
+    assert engine.backend == backend
     out = torch.empty(batch, n, 256, device="cuda")
     for i in range(0, n, 499):
         engine.feed(x[:, i : i + 499].cuda(), out[:, i : i + 499])
@@ -108,13 +120,13 @@ def _generated(model: torch.nn.Module, backend: str, batch: int, sampling: Sampl
     return torch.cat([engine.generate(n, sampler) for n in chunks], 1).cpu()
 
 
-@needs_triton
+@pytest.mark.parametrize("backend", KERNELS)
 @pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
-def test_cuda_triton_generates_the_same_samples_as_torch(sampling: SamplingConfig,
-                                                         rng: torch.Generator) -> None:
+def test_cuda_persistent_kernels_generate_the_same_samples_as_torch(
+        backend: str, sampling: SamplingConfig, rng: torch.Generator) -> None:
     model = _sequnet(DEFAULT, rng).cuda()
     assert torch.equal(_generated(model, "torch", 2, sampling, (300, 700)),
-                       _generated(model, "triton", 2, sampling, (300, 700)))
+                       _generated(model, backend, 2, sampling, (300, 700)))
 
 
 # -- the CUDA-graph executor (the throughput regime) -------------------------------------

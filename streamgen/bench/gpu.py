@@ -28,9 +28,12 @@ from streamgen.bench.suite import PAPER_SEQUNET, PAPER_WAVENET, SAMPLE_RATE, gen
 from streamgen.bench.timing import machine_info
 from streamgen.engine import SamplingConfig
 from streamgen.engine.gpu.graphs import SEGMENT
-from streamgen.engine.gpu.triton_executor import MAX_BATCH
+from streamgen.engine.gpu.flat import MAX_BATCH
 from streamgen.engine.program import graph_period
 from streamgen.nn import build_network
+
+#: The persistent kernels of the latency regime, timed side by side.
+KERNELS = ("triton", "numba-cuda")
 
 #: The issue's targets on one H100, samples per second (aggregate for large batches).
 TARGETS = {
@@ -109,17 +112,19 @@ def run_gpu_suite(profile: GpuProfile, *, device: str, default_model: tuple[str,
                **_rate(model, device, profile, sampling=sampling, **kw)}
         rows.append(row)
         rate = f"{row['samples_per_s']:,.0f} samples/s" if "samples_per_s" in row else row["error"]
-        log(f"  {model_name:14s} {row['backend']:7s} batch {row['batch']:5d} "
+        log(f"  {model_name:14s} {row['backend']:10s} batch {row['batch']:5d} "
             f"{row['capacity']:7s} {row['dtype']:8s} {rate}")
 
-    log("1. latency: batch 1 (and small batches for the Triton kernel)")
+    log("1. latency: batch 1 (and small batches for the persistent kernels)")
     for model_name in ("default", "paper sequnet"):
         add(model_name, "latency", batch=1, backend="torch", steps=profile.steps_torch)
-        add(model_name, "latency", batch=1, backend="triton", steps=profile.steps_triton,
-            capacity="period")
+        for kernel in KERNELS:
+            add(model_name, "latency", batch=1, backend=kernel, steps=profile.steps_triton,
+                capacity="period")
     for batch in profile.triton_batches:
-        add("default", "latency", batch=batch, backend="triton",
-            steps=max(1, profile.steps_triton // 4), capacity="period")
+        for kernel in KERNELS:
+            add("default", "latency", batch=batch, backend=kernel,
+                steps=max(1, profile.steps_triton // 4), capacity="period")
     add("paper wavenet", "latency", batch=1, backend="torch",
         steps=max(1, profile.steps_torch // 4))
     log(f"2. throughput: batch {profile.large_batch}")

@@ -1,6 +1,7 @@
-"""GPU executors of step plans: a persistent Triton kernel for the latency regime
-(``triton_executor``). Nothing here imports triton until an executor is built, so the rest of
-the engine works without it."""
+"""GPU executors of step plans: persistent kernels for the latency regime (numba-cuda,
+``cuda_executor``; Triton, ``triton_executor``) and CUDA graphs of the torch steps for large
+batches (``graphs``). Nothing here imports triton or numba.cuda until an executor is built, so
+the rest of the engine works without them."""
 
 from __future__ import annotations
 
@@ -24,3 +25,22 @@ def interpreting() -> bool:
 
         return isinstance(standard.sigmoid, InterpretedFunction)
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def numba_cuda_available() -> bool:
+    """Whether ``numba.cuda`` can be imported (numba-cuda, or numba's own older copy)."""
+    try:
+        return importlib.util.find_spec("numba.cuda") is not None
+    except ImportError:  # numba itself missing
+        return False
+
+
+def simulating() -> bool:
+    """Whether numba runs CUDA kernels on the CPU through its simulator in this process
+    (``NUMBA_ENABLE_CUDASIM=1`` when numba was first imported): how the numba-cuda kernel is
+    tested without a GPU."""
+    if "numba" in sys.modules:
+        from numba.core import config
+
+        return bool(config.ENABLE_CUDASIM)
+    return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")

@@ -1,0 +1,147 @@
+"""The numba-cuda executor: a program's plans run by one persistent kernel launch per block,
+one thread block per stream (``streamgen.engine.gpu.cuda_kernels``).
+
+It runs the placed plans the Triton executor runs (``streamgen.engine.gpu.flat``), float32
+Seq-U-Nets on rings that repeat with the clock, for the latency regime (batch 1 to
+``flat.MAX_BATCH``). On a machine without a GPU it runs through numba's CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1`` before numba is first imported, with ``cudasim``'s shuffles), one
+Python thread per CUDA thread: slowly, so the tests use small models and small blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streamgen.engine.gpu import numba_cuda_available, simulating
+from streamgen.engine.gpu.flat import Block, PlacedExecutor
+from streamgen.engine.program import INPUT_RING, StepProgram
+from streamgen.engine.tables import refuse_unless_runnable, unsupported_layers
+
+#: Threads per block on a GPU, and through the simulator (a Python thread each).
+THREADS, SIM_THREADS = 256, 64
+#: Window elements each lane has in flight per weight row, at most; and the registers a lane
+#: may give to the loads in flight (an unroll of u with c channels per warp keeps
+#: u * (2c + 1) loads in flight).
+UNROLL, LOAD_REGISTERS = 10, 96
+
+
+def _numpy_shim() -> None:
+    """numba-cuda releases that still call ``np.row_stack`` (removed in numpy 2.3) get its
+    replacement, ``np.vstack``."""
+    if not hasattr(np, "row_stack"):
+        np.row_stack = np.vstack
+
+
+class CudaExecutor(PlacedExecutor):
+    """float32 Seq-U-Net plans on a CUDA device (or numba's CUDA simulator on the CPU)."""
+
+    name = "numba-cuda"
+    #: Threads per block and unroll (None: ``THREADS`` or ``SIM_THREADS``; ``UNROLL``).
+    threads: int | None = None
+    unroll: int | None = None
+
+    @staticmethod
+    def unsupported(program: StepProgram) -> str | None:
+        """Why this executor cannot run ``program`` (None if it can)."""
+        if not numba_cuda_available():
+            return "the numba-cuda backend needs numba-cuda (pip install numba-cuda)"
+        if program.device.type != "cuda" and not simulating():
+            return (f"the numba-cuda backend runs on a CUDA device, not "
+                    f"{program.device.type!r} (or on the CPU with NUMBA_ENABLE_CUDASIM=1)")
+        if program.device.type == "cuda" and simulating():
+            return "numba runs CUDA kernels through its CPU simulator in this process"
+        if program.dtype != torch.float32:
+            return f"the numba-cuda backend runs in float32, not {program.dtype}"
+        reason = unsupported_layers(program)
+        if reason:
+            return f"the numba-cuda backend runs {reason}"
+        if program.capacity != "period":
+            return "the numba-cuda backend runs rings that repeat with the clock (capacity='period')"
+        return None
+
+    def __init__(self, program: StepProgram) -> None:
+        refuse_unless_runnable(self.unsupported(program))
+        _numpy_shim()
+        from streamgen.engine.gpu import cuda_kernels
+
+        super().__init__(program)
+        self._sim = simulating()
+        if self._sim:
+            from streamgen.engine.gpu import cudasim
+
+            cudasim.install()
+        from numba import cuda
+
+        self._cuda = cuda
+        flat, dev, tables = self.flat, program.device, self.flat.tables
+        threads = self.threads or (SIM_THREADS if self._sim else THREADS)
+        channels = max(int(r[6]) for r in flat.rows.cpu().numpy()
+                       if r[0] == cuda_kernels.OP_GATED)
+        self.threads_per_block = threads
+        per_warp = -(-channels // (threads // 32))
+        unroll = self.unroll or max(1, min(UNROLL, LOAD_REGISTERS // (2 * per_warp + 1)))
+        self.kernel = cuda_kernels.build(threads, flat.max_rows, -(-program.classes // threads),
+                                         per_warp, unroll)
+
+        def f32(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to(dev, torch.float32).contiguous()
+
+        # the head's weights as (C, classes): a thread per class reads them coalesced
+        self._tensors = dict(
+            rows=flat.rows.view(-1), starts=flat.starts, frames=flat.frames,
+            index=program.rings[INPUT_RING].data.view(-1), weights=flat.weights,
+            embed=f32(tables.embed_table).view(-1), embed_bias=f32(tables.embed_bias),
+            head_wt=f32(tables.head_weight.t()).view(-1), head_b=f32(tables.head_bias),
+        )
+        self._fixed = {k: self._array(v) for k, v in self._tensors.items()}
+        self._dummy = dict(
+            xs=torch.zeros(1, 1, dtype=torch.int64, device=dev),
+            out_logits=torch.zeros(1, 1, 1, dtype=torch.float32, device=dev),
+            out_samples=torch.zeros(1, 1, dtype=torch.int64, device=dev),
+            noise=torch.zeros(1, 1, 1, dtype=torch.float32, device=dev),
+        )
+
+    def _array(self, t: torch.Tensor):
+        """``t`` as the kernel takes it: a device array view on a GPU, a numpy view in the
+        simulator (both share ``t``'s memory)."""
+        return t.numpy() if self._sim else self._cuda.as_cuda_array(t.detach())
+
+    def launch(self, block: Block) -> None:
+        from streamgen.engine.gpu import cuda_kernels as ck
+
+        if block.sampling is not None:
+            mode = ck.GENERATE
+        else:
+            mode = ck.FEED_OUT if block.write_out else ck.FEED
+        p = self.program
+        if self._sim:
+            from streamgen.engine.gpu.cudasim import fast_switching
+
+            with fast_switching():
+                self._launch(self.kernel[p.batch, self.threads_per_block, 0], block, mode)
+            return
+        stream = self._cuda.external_stream(torch.cuda.current_stream(p.device).cuda_stream)
+        self._launch(self.kernel[p.batch, self.threads_per_block, stream], block, mode)
+
+    def _launch(self, kernel, block: Block, mode: int) -> None:
+        from streamgen.engine.gpu import cuda_kernels as ck
+
+        p, flat, cfg, a = self.program, self.flat, block.sampling, self._fixed
+
+        def arg(name: str, t: torch.Tensor | None):
+            return self._array(t if t is not None else self._dummy[name])
+
+        kernel(
+            a["rows"], a["starts"], block.n, block.t0, self.schedule.period,
+            a["frames"], a["index"], a["weights"],
+            a["embed"], a["embed_bias"], flat.tables.embed_table.shape[1], p.classes + 1,
+            a["head_wt"], a["head_b"], flat.head_at, flat.head_width,
+            self._array(block.logits), p.classes,
+            arg("xs", block.xs),
+            arg("out_logits", block.out if mode == ck.FEED_OUT else None),
+            arg("out_samples", block.out if mode == ck.GENERATE else None),
+            arg("noise", block.noise), block.noise_at, mode,
+            bool(cfg and cfg.greedy), np.float32(cfg.temperature if cfg else 1.0),
+            int(cfg.top_k) if cfg else 0, np.float32(cfg.top_p if cfg else 1.0),
+        )

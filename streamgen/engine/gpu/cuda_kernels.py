@@ -1,0 +1,373 @@
+"""numba-cuda kernel: a persistent interpreter of placed step plans (float32), one thread block
+per stream.
+
+The same rows as the Triton kernel (``streamgen.engine.gpu.placed``: every address resolved
+by the ring schedule), interpreted CUDA-style where Triton gives no control:
+
+- each step's rows are staged into shared memory with one coalesced load, so an op reads its
+  fields without a round trip to global memory;
+- a gated layer gives each warp ``CH`` output channels (their filter and gate rows); lanes
+  stride the flattened window ``UNROLL`` elements at a time, so every lane has that many
+  weight loads in flight, and warp shuffles sum the lanes;
+- the pending logits live in shared memory; a free-running step samples them in the kernel
+  (greedy; temperature; top-k; top-p) with the ``Sampler``'s Gumbel noise and rule. Top-p
+  ranks only the candidates that can lie in the nucleus (``apply_top_p``'s bound, compacted in
+  class order), so its pairwise ranking costs a few dozen comparisons per class, not all.
+
+Frames written by one op are read by the next through global memory; ``syncthreads`` after
+every op makes them visible to the whole block. Every warp shuffle sits where all the block's
+threads reach it, which is what the CPU simulator's emulation of shuffles needs
+(``streamgen.engine.gpu.cudasim``).
+
+``build`` compiles one kernel per shape: threads per block, rows per step, classes and output
+channels per thread, and the unroll, all compile-time constants.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from numba import cuda, float32, int64
+
+from streamgen.engine.gpu import placed, simulating
+
+FULL = 0xFFFFFFFF
+NCOL = len(placed.COLUMNS)
+NEG = np.float32(-np.inf)
+NONE = np.int64(1 << 62)  # an index beyond every class
+OP_INPUT, OP_EMBED, OP_GATED = placed.OP_INPUT, placed.OP_EMBED, placed.OP_GATED
+OP_COPY, OP_ICOPY, OP_HEAD = placed.OP_COPY, placed.OP_ICOPY, placed.OP_HEAD
+#: modes of a launch
+FEED, FEED_OUT, GENERATE = 0, 1, 2
+#: nucleus candidates: classes below this fraction of ``(1 - top_p) / classes`` of the mass
+#: cannot lie in the nucleus (a hair below 1, so rounding only widens the set)
+BOUND = 0.999
+
+
+@cuda.jit(device=True, inline=True)
+def warp_sum(v):
+    """Every lane gets the same sum (the butterfly adds the same pairs in every lane)."""
+    v += cuda.shfl_xor_sync(FULL, v, 16)
+    v += cuda.shfl_xor_sync(FULL, v, 8)
+    v += cuda.shfl_xor_sync(FULL, v, 4)
+    v += cuda.shfl_xor_sync(FULL, v, 2)
+    v += cuda.shfl_xor_sync(FULL, v, 1)
+    return v
+
+
+@cuda.jit(device=True, inline=True)
+def warp_max(v):
+    v = max(v, cuda.shfl_xor_sync(FULL, v, 16))
+    v = max(v, cuda.shfl_xor_sync(FULL, v, 8))
+    v = max(v, cuda.shfl_xor_sync(FULL, v, 4))
+    v = max(v, cuda.shfl_xor_sync(FULL, v, 2))
+    v = max(v, cuda.shfl_xor_sync(FULL, v, 1))
+    return v
+
+
+@cuda.jit(device=True, inline=True)
+def _better(v, i, v2, i2):
+    """Whether ``(v2, i2)`` beats ``(v, i)``: higher, or as high at a lower index (argmax
+    keeps the first maximum)."""
+    return v2 > v or (v2 == v and i2 < i)
+
+
+@cuda.jit(device=True, inline=True)
+def warp_argmax(v, i):
+    for m in (16, 8, 4, 2, 1):
+        v2 = cuda.shfl_xor_sync(FULL, v, m)
+        i2 = cuda.shfl_xor_sync(FULL, i, m)
+        if _better(v, i, v2, i2):
+            v, i = v2, i2
+    return v, i
+
+
+@cuda.jit(device=True, inline=True)
+def warp_scan(v, lane):
+    """Inclusive prefix sum over the warp's lanes."""
+    for d in (1, 2, 4, 8, 16):
+        y = cuda.shfl_up_sync(FULL, v, d)
+        if lane >= d:
+            v += y
+    return v
+
+
+@lru_cache(maxsize=None)
+def build(threads: int, max_rows: int, class_slots: int, channel_slots: int, unroll: int):
+    """The kernel for blocks of ``threads`` (a multiple of 32), steps of at most ``max_rows``
+    rows, ``class_slots`` classes per thread, ``channel_slots`` output channels per warp and
+    ``unroll`` window elements per lane in flight."""
+    if threads % 32:
+        raise ValueError(f"threads per block must be a multiple of 32, not {threads}")
+    T, WARPS, CS, CH, U = threads, threads // 32, class_slots, channel_slots, unroll
+    CP, ROWS = class_slots * threads, max_rows * NCOL
+
+    @cuda.jit(device=True, inline=True)
+    def block_sum(v, red, slot, lane, warp):
+        v = warp_sum(v)
+        if lane == 0:
+            red[slot, warp] = v
+        cuda.syncthreads()
+        total = red[slot, 0]
+        for w in range(1, WARPS):
+            total += red[slot, w]
+        return total
+
+    @cuda.jit(device=True, inline=True)
+    def block_max(v, red, slot, lane, warp):
+        v = warp_max(v)
+        if lane == 0:
+            red[slot, warp] = v
+        cuda.syncthreads()
+        top = red[slot, 0]
+        for w in range(1, WARPS):
+            top = max(top, red[slot, w])
+        return top
+
+    @cuda.jit(device=True, inline=True)
+    def block_argmax(v, i, red, redi, slot, lane, warp):
+        v, i = warp_argmax(v, i)
+        if lane == 0:
+            red[slot, warp] = v
+            redi[slot, warp] = i
+        cuda.syncthreads()
+        v, i = red[slot, 0], redi[slot, 0]
+        for w in range(1, WARPS):
+            if _better(v, i, red[slot, w], redi[slot, w]):
+                v, i = red[slot, w], redi[slot, w]
+        return i
+
+    @cuda.jit(device=True, inline=True)
+    def sample(lg, noise, row, pid, classes, temperature, top_k, top_p, greedy,
+               cs, ce, ci, counts, red, redi, t, lane, warp):
+        """The next class from the pending logits ``lg`` (every thread returns it)."""
+        best_v, best_i = NEG, NONE
+        if greedy:
+            for q in range(CS):
+                c = t + q * T
+                if c < classes and _better(best_v, best_i, lg[c], c):
+                    best_v, best_i = lg[c], c
+            return block_argmax(best_v, best_i, red, redi, 0, lane, warp)
+        sq = cuda.local.array(CS, float32)
+        for q in range(CS):
+            c = t + q * T
+            sq[q] = lg[c] / temperature if c < classes else NEG
+        if top_k > 0:  # keep the classes with fewer than top_k scoring higher
+            for q in range(CS):
+                cs[t + q * T] = sq[q]
+            cuda.syncthreads()
+            for q in range(CS):
+                higher = 0
+                for j in range(classes):
+                    if cs[j] > sq[q]:
+                        higher += 1
+                if higher >= top_k:
+                    sq[q] = NEG
+            cuda.syncthreads()  # every read of cs done before the candidates go there
+        if top_p < 1.0:  # keep the classes outranked by less than top_p of the mass
+            top = NEG
+            for q in range(CS):
+                top = max(top, sq[q])
+            top = block_max(top, red, 1, lane, warp)
+            mass = float32(0.0)
+            for q in range(CS):
+                mass += math.exp(sq[q] - top)
+            total = block_sum(mass, red, 2, lane, warp)
+            floor = top + math.log(BOUND * (1.0 - top_p) * total / classes)
+            # candidates compacted in class order: slot q's classes, warp by warp
+            rank = cuda.local.array(CS, int64)
+            for q in range(CS):
+                flag = 1 if sq[q] >= floor else 0
+                incl = warp_scan(flag, lane)
+                rank[q] = incl - flag
+                if lane == 31:
+                    counts[q, warp] = incl
+            cuda.syncthreads()
+            n_cand = 0
+            for q in range(CS):
+                for w in range(WARPS):
+                    if w == warp:
+                        rank[q] += n_cand
+                    n_cand += counts[q, w]
+            for q in range(CS):
+                if sq[q] >= floor:
+                    cs[rank[q]] = sq[q]
+                    ce[rank[q]] = math.exp(sq[q] - top)
+                    ci[rank[q]] = t + q * T
+            cuda.syncthreads()
+            keep = top_p * total
+            for k in range(t, n_cand, T):
+                above = float32(0.0)
+                for j in range(n_cand):
+                    if cs[j] > cs[k]:
+                        above += ce[j]
+                if above < keep:
+                    v = cs[k] + noise[row, pid, ci[k]]
+                    if _better(best_v, best_i, v, ci[k]):
+                        best_v, best_i = v, ci[k]
+        else:
+            for q in range(CS):
+                c = t + q * T
+                if c < classes:
+                    v = sq[q] + noise[row, pid, c]
+                    if _better(best_v, best_i, v, c):
+                        best_v, best_i = v, c
+        return block_argmax(best_v, best_i, red, redi, 3, lane, warp)
+
+    @cuda.jit(device=True, inline=True)
+    def gated(rs, b, pid, frames, weights, lane, warp):
+        """``dst = newest + tanh(f) * sigmoid(g)`` over the window: warp ``w`` computes the
+        channels ``w, w + WARPS, ...`` (a warp past the last channel repeats it and discards
+        the result, so no load waits on a branch)."""
+        n, e = rs[b + 5], rs[b + 6]
+        src = rs[b + 1] + pid * rs[b + 2]
+        w0, bias, pitch = rs[b + 7], rs[b + 8], rs[b + 10]
+        newest = rs[b + 9] + pid * rs[b + 2]
+        f = cuda.local.array(CH, float32)
+        g = cuda.local.array(CH, float32)
+        bf = cuda.local.array(CH, float32)
+        bg = cuda.local.array(CH, float32)
+        nw = cuda.local.array(CH, float32)
+        rf = cuda.local.array(CH, int64)  # filter row offsets; the gate's are e rows on
+        xs = cuda.local.array(U, float32)
+        for r in range(CH):  # the epilogue's operands first: their loads overlap the window's
+            o = min(warp + r * WARPS, e - 1)
+            rf[r] = w0 + o * pitch
+            bf[r], bg[r], nw[r] = weights[bias + o], weights[bias + e + o], frames[newest + o]
+            f[r], g[r] = float32(0.0), float32(0.0)
+        gate = e * pitch
+        # whole chunks of 32 * U elements with every load issued before its products
+        for kb in range(lane, n - n % (32 * U), 32 * U):
+            for u in range(U):
+                xs[u] = frames[src + kb + 32 * u]
+            for r in range(CH):
+                for u in range(U):
+                    k = kb + 32 * u
+                    f[r] += weights[rf[r] + k] * xs[u]
+                    g[r] += weights[rf[r] + gate + k] * xs[u]
+        for k in range(n - n % (32 * U) + lane, n, 32):  # the rest, one element per lane
+            xv = frames[src + k]
+            for r in range(CH):
+                f[r] += weights[rf[r] + k] * xv
+                g[r] += weights[rf[r] + gate + k] * xv
+        dst = rs[b + 3] + pid * rs[b + 4]
+        dst2 = rs[b + 11]
+        for r in range(CH):
+            fr = warp_sum(f[r]) + bf[r]
+            gr = warp_sum(g[r]) + bg[r]
+            o = warp + r * WARPS
+            if lane == r % 32 and o < e:
+                y = nw[r] + math.tanh(fr) / (1.0 + math.exp(-gr))
+                frames[dst + o] = y
+                if dst2 >= 0:
+                    frames[dst2 + o + pid * rs[b + 12]] = y
+
+    # every thread of a block must fit the multiprocessor's 64k registers (the simulator
+    # takes no such option)
+    @cuda.jit(**({} if simulating() else {"max_registers": min(255, 65536 // T)}))
+    def run_block(rows, starts, n_steps, t0, period,
+                  frames, index, weights,
+                  embed, embed_bias, embed_cols, embed_rows,
+                  head_wt, head_b, head_at, head_width,
+                  logits, classes,
+                  xs, out_logits, out_samples,
+                  noise, noise_at, mode, greedy, temperature, top_k, top_p):
+        """``n_steps`` steps of stream ``blockIdx.x`` from clock ``t0``, from the pending
+        ``logits`` (written back at the end). ``FEED``/``FEED_OUT``: classes from ``xs``
+        (B, n), each step's logits into ``out_logits`` (B, n, classes) for ``FEED_OUT``.
+        ``GENERATE``: each step samples the pending logits with noise row ``noise_at + i``
+        into ``out_samples`` (B, n) and feeds the sample back."""
+        pid = cuda.blockIdx.x
+        t = cuda.threadIdx.x
+        lane, warp = t % 32, t // 32
+        rs = cuda.shared.array(ROWS, int64)
+        lg = cuda.shared.array(CP, float32)
+        cs = cuda.shared.array(CP, float32)
+        ce = cuda.shared.array(CP, float32)
+        ci = cuda.shared.array(CP, int64)
+        counts = cuda.shared.array((CS, 32), int64)
+        red = cuda.shared.array((4, 32), float32)
+        redi = cuda.shared.array((4, 32), int64)
+        for q in range(CS):
+            c = t + q * T
+            lg[c] = logits[pid, c] if c < classes else NEG
+        head_in = head_at + pid * head_width
+        for i in range(n_steps):
+            cuda.syncthreads()  # lg written; the last step's rows all read
+            phase = (t0 + i) % period
+            if mode == GENERATE:
+                x = sample(lg, noise, noise_at + i, pid, classes, temperature, top_k, top_p,
+                           greedy, cs, ce, ci, counts, red, redi, t, lane, warp)
+                if t == 0:
+                    out_samples[pid, i] = x
+            else:
+                x = xs[pid, i]
+            lo, hi = starts[phase], starts[phase + 1]
+            for j in range(t, (hi - lo) * NCOL, T):
+                rs[j] = rows[lo * NCOL + j]
+            cuda.syncthreads()
+            for r in range(hi - lo):
+                b = r * NCOL
+                code = rs[b]
+                if code == OP_GATED:
+                    gated(rs, b, pid, frames, weights, lane, warp)
+                elif code == OP_HEAD:  # relu, 1x1, into the pending logits
+                    for q in range(CS):
+                        c = min(t + q * T, classes - 1)  # past the classes: repeat, discard
+                        acc = head_b[c]
+                        for j0 in range(0, head_width - head_width % 8, 8):
+                            for j in range(j0, j0 + 8):  # loads first: no branch between
+                                acc += head_wt[j * classes + c] * max(frames[head_in + j],
+                                                                      float32(0.0))
+                        for j in range(head_width - head_width % 8, head_width):
+                            acc += head_wt[j * classes + c] * max(frames[head_in + j],
+                                                                  float32(0.0))
+                        if t + q * T < classes:
+                            lg[c] = acc
+                elif code == OP_EMBED:  # one-hot convolution as table lookups
+                    n, e = rs[b + 5], rs[b + 6]
+                    src = rs[b + 1] + pid * rs[b + 2]
+                    dst = rs[b + 3] + pid * rs[b + 4]
+                    dst2 = rs[b + 11]
+                    for o in range(t, e, T):
+                        acc = embed_bias[o]
+                        for j in range(n):
+                            acc += embed[(j * embed_rows + index[src + j]) * embed_cols + o]
+                        frames[dst + o] = acc
+                        if dst2 >= 0:
+                            frames[dst2 + pid * rs[b + 12] + o] = acc
+                elif code == OP_INPUT:
+                    if t == 0:
+                        index[rs[b + 3] + pid * rs[b + 4]] = x
+                elif code == OP_COPY or code == OP_ICOPY:
+                    # a rewind (dst below src where they overlap) or columns into a slot: a
+                    # chunk is read whole before any of it is written
+                    n = rs[b + 5]
+                    src = rs[b + 1] + pid * rs[b + 2]
+                    dst = rs[b + 3] + pid * rs[b + 4]
+                    for j0 in range(0, n, T):
+                        j = j0 + t
+                        if code == OP_COPY:
+                            v = frames[src + j] if j < n else float32(0.0)
+                            cuda.syncthreads()
+                            if j < n:
+                                frames[dst + j] = v
+                        else:
+                            iv = index[src + j] if j < n else int64(0)
+                            cuda.syncthreads()
+                            if j < n:
+                                index[dst + j] = iv
+                cuda.syncthreads()
+            if mode == FEED_OUT:
+                for q in range(CS):
+                    c = t + q * T
+                    if c < classes:
+                        out_logits[pid, i, c] = lg[c]
+        for q in range(CS):
+            c = t + q * T
+            if c < classes:
+                logits[pid, c] = lg[c]
+
+    return run_block

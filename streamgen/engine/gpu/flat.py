@@ -1,0 +1,170 @@
+"""Flat buffers for the persistent GPU kernels, and the executor they share.
+
+A kernel that walks placed plans (``streamgen.engine.gpu.placed``) reads every float frame
+from one flat buffer, the class indices from the index ring's own buffer, and the weights from
+one flat buffer: ``FlatPlans`` moves the program's rings there (``FrameRing.data`` and
+``head_in`` become views of it, so capture, reset, prime and state save/restore stay the
+torch executor's) and lays out the weights and the rows. ``PlacedExecutor`` runs blocks of
+steps through a kernel's ``launch``: it aligns the rings with the schedule before a block and
+sets their positions from it after, one launch per block of teacher-forced steps or per noise
+block of free-running ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from streamgen.engine.gpu import placed
+from streamgen.engine.program import INPUT_RING, StepProgram
+from streamgen.engine.sampling import Sampler
+from streamgen.engine.schedule import align_rings
+from streamgen.engine.tables import PlanTables, plan_tables
+from streamgen.sampling import SamplingConfig
+
+#: Weight matrix rows start on multiples of this many elements (16-byte loads of float32).
+ALIGN = 16
+#: The persistent kernels are built for the latency regime: one thread block (or Triton
+#: program) per stream, so a batch beyond the GPU's multiprocessors runs in waves; larger
+#: batches go to batched matrix products (graphs, torch).
+MAX_BATCH = 64
+
+
+@dataclass
+class FlatPlans:
+    """A program's state, weights and placed rows in flat device buffers."""
+
+    frames: torch.Tensor  # float32: every float ring, then the head input
+    weights: torch.Tensor  # per float ring: (2C, window) matrix, odd taps, bias
+    rows: torch.Tensor  # (rows, len(placed.COLUMNS)) int64
+    starts: torch.Tensor  # (period + 1,) int64: phase p's rows are rows[starts[p]:starts[p+1]]
+    tables: PlanTables
+    head_at: int
+    head_width: int
+    widest: int  # the most elements a gated layer reads
+
+    @property
+    def max_rows(self) -> int:
+        """The most rows of any phase."""
+        return int((self.starts[1:] - self.starts[:-1]).max())
+
+
+def flatten(program: StepProgram, weight_dtype: torch.dtype = torch.float32) -> FlatPlans:
+    """Move ``program``'s float rings into one flat buffer and place its plans on it."""
+    dev = program.device
+    tables = plan_tables(program)
+    float_rings = {n: r for n, r in program.rings.items() if n != INPUT_RING}
+    head_width = program.head_in.shape[1]
+    size = sum(r.data.numel() for r in float_rings.values()) + program.head_in.numel()
+    frames = torch.zeros(size, dtype=torch.float32, device=dev)
+    at, stride, channels, offset = {}, {}, {}, 0
+    for name, ring in program.rings.items():
+        at[name], stride[name] = offset, ring.capacity * ring.channels
+        channels[name] = ring.channels
+        if name == INPUT_RING:  # its own int64 buffer
+            at[name] = 0
+            continue
+        view = frames[offset : offset + ring.data.numel()].view(ring.data.shape)
+        view.copy_(ring.data)
+        ring.data = view
+        offset += view.numel()
+    program.head_in = frames[offset:].view(program.batch, head_width)
+    layout = placed.FlatLayout(at, stride, channels, head_at=offset, head_width=head_width)
+    # per float ring its (2C, K) matrix, odd taps and bias, each matrix row starting on a
+    # multiple of ALIGN elements (vector loads)
+    parts: list[torch.Tensor] = []
+    full, odd, bias, full_pitch, odd_pitch = {}, {}, {}, {}, {}
+
+    def put(t: torch.Tensor | None) -> tuple[int, int]:
+        if t is None:
+            return 0, 0
+        t = t.detach().to(dev, weight_dtype)
+        pitch = -(-t.shape[-1] // ALIGN) * ALIGN
+        if t.dim() == 2:
+            t = torch.nn.functional.pad(t, (0, pitch - t.shape[1]))
+        start = sum(p.numel() for p in parts)
+        parts.append(t.contiguous().view(-1))
+        parts.append(torch.zeros((-t.numel()) % ALIGN, dtype=t.dtype, device=dev))
+        return start, pitch
+
+    for name, layer in zip(program.rings, tables.layers):
+        if layer is not None:
+            full[name], full_pitch[name] = put(layer.full)
+            odd[name], odd_pitch[name] = put(layer.odd)
+            bias[name] = put(layer.bias)[0]
+    rows, starts = placed.placed_rows(program, program.schedule, layout, placed.WeightOffsets(
+        full, odd, bias, full_pitch, odd_pitch))
+    widest = max([int(r[5]) for r in rows if r[0] == placed.OP_GATED] or [1])
+
+    def i64(values: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(values, dtype=np.int64), device=dev)
+
+    return FlatPlans(frames, torch.cat(parts), i64(rows), i64(starts), tables, offset,
+                     head_width, widest)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One launch's work: ``n`` steps from clock ``t0``. Teacher-forced: classes ``xs``
+    (B, n) in, each step's logits into ``out`` (B, n, classes) if ``write_out``. Free-running
+    (``sampling`` set): noise rows ``noise[noise_at:]``, samples into ``out`` (B, n). The
+    pending ``logits`` (B, classes) are read at the start and written back at the end."""
+
+    n: int
+    t0: int
+    logits: torch.Tensor
+    xs: torch.Tensor | None
+    out: torch.Tensor | None
+    noise: torch.Tensor | None
+    noise_at: int
+    sampling: SamplingConfig | None
+    write_out: bool
+
+
+class PlacedExecutor:
+    """Runs blocks of steps of a program through a persistent kernel over ``FlatPlans``;
+    subclasses set ``name`` and implement ``launch``."""
+
+    name = "placed"
+    #: How the gated layers' weights are stored (read as float32).
+    weight_dtype: torch.dtype = torch.float32
+
+    def __init__(self, program: StepProgram) -> None:
+        self.program = program
+        self.schedule = program.schedule
+        self.flat = flatten(program, self.weight_dtype)
+
+    def launch(self, block: Block) -> None:
+        raise NotImplementedError
+
+    def _run(self, block: Block) -> None:
+        p = self.program
+        align_rings(p, self.schedule, block.t0)
+        self.launch(block)
+        p.positions.array[:] = self.schedule.positions[(block.t0 + block.n) % self.schedule.period]
+
+    def feed_block(self, xs: torch.Tensor, out: torch.Tensor | None, logits: torch.Tensor,
+                   t0: int) -> None:
+        n = xs.shape[1]
+        if n == 0:
+            return
+        write = out is not None
+        buf = out if write and out.is_contiguous() else None
+        if write and buf is None:
+            buf = torch.empty(out.shape, dtype=torch.float32, device=out.device)
+        self._run(Block(n, t0, logits, xs.contiguous(), buf, None, 0, None, write))
+        if write and buf is not out:
+            out.copy_(buf)
+
+    def generate_block(self, n: int, sampler: Sampler, out: torch.Tensor, logits: torch.Tensor,
+                       t0: int, x: torch.Tensor) -> None:
+        done = 0
+        for noise, start, count in sampler.runs(n):  # one launch per noise block
+            buf = torch.empty(out.shape[0], count, dtype=torch.int64, device=out.device)
+            self._run(Block(count, t0 + done, logits, None, buf, noise, start, sampler.config,
+                            False))
+            out[:, done : done + count].copy_(buf)
+            x.copy_(buf[:, -1])
+            done += count

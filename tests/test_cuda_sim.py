@@ -1,0 +1,146 @@
+"""The numba-cuda executor's kernel on the CPU, through numba's CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1``, set by conftest where no GPU is visible), with the warp shuffles
+of ``streamgen.engine.gpu.cudasim``.
+
+The simulator runs the very kernel the GPU compiles, a Python thread per CUDA thread: slowly,
+so the models are tiny and the blocks 64 threads (two warps; one test takes one warp).
+Teacher-forced logits are compared with the float64 offline pass, free-running samples with
+the torch backend's for the same seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import randomize_
+from engine_reference import reference_logits
+from streamgen.engine import SamplingConfig, StreamingEngine
+from streamgen.engine.gpu import numba_cuda_available, simulating
+from streamgen.nn import SeqUNet, SeqUNetConfig, WaveNet, WaveNetConfig
+
+cuda = pytest.importorskip("numba.cuda")  # a module global: the simulator swaps it for its own
+pytestmark = [
+    pytest.mark.skipif(not numba_cuda_available(), reason="numba.cuda is not installed"),
+    pytest.mark.skipif(numba_cuda_available() and not simulating(),
+                       reason="numba compiles CUDA kernels for the GPU here: test_cuda covers it"),
+]
+TOL = 1e-4
+
+
+def sequnet(cfg: tuple, classes: int, gen: torch.Generator) -> SeqUNet:
+    channels, levels, depth, kernel = cfg
+    model = SeqUNet(SeqUNetConfig(channels, levels, depth, kernel, classes=classes))
+    randomize_(model, gen)
+    return model.eval()
+
+
+def feed_in_chunks(engine: StreamingEngine, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    out = torch.empty(x.shape[0], x.shape[1], engine.classes)
+    for i in range(0, x.shape[1], chunk):
+        engine.feed(x[:, i : i + chunk], out[:, i : i + chunk])
+    return out
+
+
+# (channels, levels, depth, kernel, classes, batch, chunk): kernels 3/5/7, a width equal to
+# the class count, more classes than threads (two per thread), batch 1 and 2, chunks of 1
+# and of primes
+CONFIGS = [
+    (4, 1, 1, 3, 16, 1, 7),
+    (6, 2, 2, 5, 16, 2, 1),
+    (5, 3, 1, 7, 16, 1, 13),
+    (8, 2, 1, 3, 8, 1, 5),
+    (3, 2, 1, 5, 80, 1, 11),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "C{}-L{}-D{}-k{}-cls{}-b{}-chunk{}".format(*c))
+def test_numba_cuda_engine_equals_offline(cfg: tuple, rng: torch.Generator) -> None:
+    *net, classes, batch, chunk = cfg
+    model = sequnet(tuple(net), classes, rng)
+    n = 2 * model.period + 5  # every phase, a ring rewind and a partial block
+    x = torch.randint(0, classes, (batch, n), generator=rng)
+    engine = StreamingEngine(model, batch, backend="numba-cuda", capacity="period")
+    assert engine.backend == "numba-cuda"
+    out = feed_in_chunks(engine, x, chunk)
+    assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+def test_numba_cuda_in_one_warp_after_prime_and_reset(monkeypatch: pytest.MonkeyPatch,
+                                                       rng: torch.Generator) -> None:
+    """Blocks of one warp; rings primed by the offline capture (off the ring schedule) and a
+    stream reset mid-run stay exact."""
+    monkeypatch.setattr("streamgen.engine.gpu.cuda_executor.CudaExecutor.threads", 32)
+    model = sequnet((6, 2, 1, 5), 16, rng)
+    x = torch.randint(0, 16, (2, 16), generator=rng)
+    engine = StreamingEngine(model, 2, backend="numba-cuda", capacity="period")
+    assert engine.executor.threads_per_block == 32
+    engine.prime(x[:, :8])
+    engine.reset([1])
+    out = feed_in_chunks(engine, x[:, 8:], 5)
+    want = reference_logits(model, x, starts=[0, 8])[:, 8:]
+    assert (out.double() - want).abs().max().item() < TOL
+
+
+SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
+             SamplingConfig(top_p=0.8), SamplingConfig(greedy=True)]
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
+def test_numba_cuda_generates_the_same_samples_as_torch(sampling: SamplingConfig,
+                                                        rng: torch.Generator) -> None:
+    """40 classes: the nucleus candidates come from both warps of a block."""
+    model = sequnet((4, 2, 1, 3), 40, rng)
+    with torch.no_grad():
+        model.head.weight.mul_(4.0)  # peaked distributions: nuclei of a few classes
+    runs = {}
+    for backend in ["torch", "numba-cuda"]:
+        engine = StreamingEngine(model, 2, backend=backend, capacity="period")
+        sampler = engine.sampler(sampling, seed=11)
+        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (5, 7)], dim=1)
+    assert torch.equal(runs["torch"], runs["numba-cuda"])
+    assert len(runs["torch"].unique()) > 1 or sampling.greedy
+
+
+def test_numba_cuda_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
+                                               rng: torch.Generator) -> None:
+    wavenet = WaveNet(WaveNetConfig(1, 3, 2, 4, 4, 8, classes=16))
+    with pytest.raises(ValueError, match="plans of gated layers.*backend='torch'"):
+        StreamingEngine(wavenet, 1, backend="numba-cuda")
+    with pytest.raises(ValueError, match=r"capacity='period'\); use backend='torch'$"):
+        StreamingEngine(sequnet((4, 2, 1, 3), 16, rng), 1, backend="numba-cuda",
+                        capacity="double")
+    monkeypatch.setattr("streamgen.engine.gpu.cuda_executor.simulating", lambda: False)
+    with pytest.raises(ValueError, match="runs on a CUDA device, not 'cpu'"):
+        StreamingEngine(sequnet((4, 2, 1, 3), 16, rng), 1, backend="numba-cuda",
+                        capacity="period")
+
+
+def test_simulated_shuffles_reduce_and_scan_like_numpy() -> None:
+    """The kernel's warp reductions and scan over the simulator's shuffles, two warps."""
+    from streamgen.engine.gpu import cuda_kernels as ck
+    from streamgen.engine.gpu.cudasim import install
+
+    install()
+
+    @cuda.jit
+    def probe(v, idx, sums, maxes, best, scans):
+        t = cuda.threadIdx.x
+        sums[t] = ck.warp_sum(v[t])
+        maxes[t] = ck.warp_max(v[t])
+        best[t] = ck.warp_argmax(v[t], idx[t])[1]
+        scans[t] = ck.warp_scan(idx[t] % 3, t % 32)
+
+    rng = np.random.default_rng(0)
+    v = rng.integers(-5, 5, 64).astype(np.float32)  # ties: argmax keeps the lowest index
+    idx = np.arange(64, dtype=np.int64)
+    sums, maxes, scans = np.zeros(64, np.float32), np.zeros(64, np.float32), np.zeros(64, np.int64)
+    best = np.zeros(64, np.int64)
+    probe[1, 64](v, idx, sums, maxes, best, scans)
+    for w in range(2):
+        lanes = slice(32 * w, 32 * w + 32)
+        assert np.all(sums[lanes] == v[lanes].sum())
+        assert np.all(maxes[lanes] == v[lanes].max())
+        assert np.all(best[lanes] == 32 * w + np.argmax(v[lanes]))
+        assert np.array_equal(scans[lanes], np.cumsum(idx[lanes] % 3))
