@@ -8,7 +8,10 @@ by the ring schedule), interpreted CUDA-style where Triton gives no control:
   fields without a round trip to global memory;
 - a gated layer gives each warp ``CH`` output channels (their filter and gate rows); lanes
   stride the flattened window ``UNROLL`` elements at a time, so every lane has that many
-  weight loads in flight, and warp shuffles sum the lanes;
+  weight loads in flight, and warp shuffles sum the lanes. The window and head loops index
+  with unsigned integers: numba checks a signed index for wraparound on every load, which
+  kept the loads off constant offsets (Nsight Compute found the first version bound by
+  instruction issue, ``benchmarks/results/gpu-nvidia-h200-numba-cuda-log.md``);
 - the pending logits live in shared memory; a free-running step samples them in the kernel
   (greedy; temperature; top-k; top-p) with the ``Sampler``'s Gumbel noise and rule. Top-p
   ranks only the candidates that can lie in the nucleus (``apply_top_p``'s bound, compacted in
@@ -29,7 +32,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from numba import cuda, float32, int64
+from numba import cuda, float32, int64, uint64
 
 from streamgen.engine.gpu import placed, simulating
 
@@ -102,6 +105,7 @@ def build(threads: int, max_rows: int, class_slots: int, channel_slots: int, unr
     if threads % 32:
         raise ValueError(f"threads per block must be a multiple of 32, not {threads}")
     T, WARPS, CS, CH, U = threads, threads // 32, class_slots, channel_slots, unroll
+    LANES, CHUNK, HEAD_UNROLL = np.uint64(32), np.uint64(32 * unroll), np.uint64(8)
     CP, ROWS = class_slots * threads, max_rows * NCOL
 
     @cuda.jit(device=True, inline=True)
@@ -230,25 +234,28 @@ def build(threads: int, max_rows: int, class_slots: int, channel_slots: int, unr
         bf = cuda.local.array(CH, float32)
         bg = cuda.local.array(CH, float32)
         nw = cuda.local.array(CH, float32)
-        rf = cuda.local.array(CH, int64)  # filter row offsets; the gate's are e rows on
+        rf = cuda.local.array(CH, uint64)  # filter row offsets; the gate's are e rows on
         xs = cuda.local.array(U, float32)
         for r in range(CH):  # the epilogue's operands first: their loads overlap the window's
             o = min(warp + r * WARPS, e - 1)
-            rf[r] = w0 + o * pitch
+            rf[r] = uint64(w0 + o * pitch)
             bf[r], bg[r], nw[r] = weights[bias + o], weights[bias + e + o], frames[newest + o]
             f[r], g[r] = float32(0.0), float32(0.0)
-        gate = e * pitch
+        # the window's loops index with unsigned integers (a signed index pays a negative-index
+        # check per load), so an unrolled chunk's loads sit at constant offsets
+        gate, nu, x0 = uint64(e * pitch), uint64(n), uint64(src)
+        whole = nu - nu % CHUNK
         # whole chunks of 32 * U elements with every load issued before its products
-        for kb in range(lane, n - n % (32 * U), 32 * U):
+        for kb in range(uint64(lane), whole, CHUNK):
             for u in range(U):
-                xs[u] = frames[src + kb + 32 * u]
+                xs[u] = frames[x0 + kb + LANES * uint64(u)]
             for r in range(CH):
                 for u in range(U):
-                    k = kb + 32 * u
-                    f[r] += weights[rf[r] + k] * xs[u]
-                    g[r] += weights[rf[r] + gate + k] * xs[u]
-        for k in range(n - n % (32 * U) + lane, n, 32):  # the rest, one element per lane
-            xv = frames[src + k]
+                    k = rf[r] + kb + LANES * uint64(u)
+                    f[r] += weights[k] * xs[u]
+                    g[r] += weights[k + gate] * xs[u]
+        for k in range(whole + uint64(lane), nu, LANES):  # the rest, one element per lane
+            xv = frames[x0 + k]
             for r in range(CH):
                 f[r] += weights[rf[r] + k] * xv
                 g[r] += weights[rf[r] + gate + k] * xv
@@ -259,7 +266,7 @@ def build(threads: int, max_rows: int, class_slots: int, channel_slots: int, unr
             gr = warp_sum(g[r]) + bg[r]
             o = warp + r * WARPS
             if lane == r % 32 and o < e:
-                y = nw[r] + math.tanh(fr) / (1.0 + math.exp(-gr))
+                y = nw[r] + math.tanh(fr) / (float32(1.0) + math.exp(-gr))
                 frames[dst + o] = y
                 if dst2 >= 0:
                     frames[dst2 + o + pid * rs[b + 12]] = y
@@ -314,16 +321,17 @@ def build(threads: int, max_rows: int, class_slots: int, channel_slots: int, unr
                 if code == OP_GATED:
                     gated(rs, b, pid, frames, weights, lane, warp)
                 elif code == OP_HEAD:  # relu, 1x1, into the pending logits
+                    hw, cls, h0 = uint64(head_width), uint64(classes), uint64(head_in)
                     for q in range(CS):
                         c = min(t + q * T, classes - 1)  # past the classes: repeat, discard
                         acc = head_b[c]
-                        for j0 in range(0, head_width - head_width % 8, 8):
-                            for j in range(j0, j0 + 8):  # loads first: no branch between
-                                acc += head_wt[j * classes + c] * max(frames[head_in + j],
-                                                                      float32(0.0))
-                        for j in range(head_width - head_width % 8, head_width):
-                            acc += head_wt[j * classes + c] * max(frames[head_in + j],
-                                                                  float32(0.0))
+                        cu = uint64(c)
+                        for j0 in range(uint64(0), hw - hw % HEAD_UNROLL, HEAD_UNROLL):
+                            for jj in range(HEAD_UNROLL):  # loads first, no branch between
+                                j = j0 + jj
+                                acc += head_wt[j * cls + cu] * max(frames[h0 + j], float32(0.0))
+                        for j in range(hw - hw % HEAD_UNROLL, hw):
+                            acc += head_wt[j * cls + cu] * max(frames[h0 + j], float32(0.0))
                         if t + q * T < classes:
                             lg[c] = acc
                 elif code == OP_EMBED:  # one-hot convolution as table lookups
