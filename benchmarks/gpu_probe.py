@@ -8,6 +8,7 @@ come from benchmarks/gpu.py).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 from dataclasses import dataclass
@@ -126,6 +127,8 @@ def main() -> None:
                 row["max_logit_error_vs_torch"] = logit_error(model, spec.backend)
         except Exception as e:  # noqa: BLE001 - a probe records every failure
             row = {"error": f"{type(e).__name__}: {e}"[:400]}
+        gc.collect()  # an engine's objects refer to each other: free its rings before the next
+        torch.cuda.empty_cache()
         row.update(name=name, wall_s=time.perf_counter() - t)
         results.append(row)
         rate = f"{row['samples_per_s']:12,.0f}/s" if "samples_per_s" in row else row["error"]

@@ -105,3 +105,24 @@ def test_paper_wavenet_rings_at_batch_4096_fit_in_80_gb() -> None:
 
     assert ring_gib("double") > 80
     assert ring_gib("period") < 70
+
+
+@pytest.mark.parametrize("window,capacity", [(7, 9), (7, 8), (13, 16), (5, 10), (1, 3)],
+                         ids=["overlap-2", "overlap-1", "overlap-3", "apart", "window-1"])
+def test_a_rewind_keeps_the_newest_frames_without_a_temporary(
+        window: int, capacity: int, monkeypatch: pytest.MonkeyPatch,
+        rng: torch.Generator) -> None:
+    """A short ring (capacity under two windows) overlaps itself when rewound: the newest
+    ``window - 1`` frames still arrive at the front in order, with no copy of the ring made
+    (a clone of the paper WaveNet's longest ring is 8 GiB at batch 4,096)."""
+    from streamgen.engine.ring import FrameRing
+
+    ring = FrameRing(2, window, 3, dtype=torch.float64, device="cpu", capacity=capacity)
+    frames = torch.randn(2, 3 * capacity, 3, generator=rng, dtype=torch.float64)
+    monkeypatch.setattr(torch.Tensor, "clone", lambda *a, **k: pytest.fail("cloned"))
+    for t in range(frames.shape[1]):
+        ring.slot().copy_(frames[:, t])
+        ring.advance()
+        assert torch.equal(ring.window(), frames[:, t - window + 1 : t + 1] if t >= window - 1
+                           else torch.cat([torch.zeros(2, window - 1 - t, 3, dtype=torch.float64),
+                                           frames[:, : t + 1]], 1))

@@ -68,11 +68,12 @@ class FrameRing:
         pos = self.pos
         if pos + 1 == self.capacity:
             keep = self.window_size - 1
-            if keep:
-                src = self.data[:, self.capacity - keep :]
-                if self.capacity < 2 * keep:  # overlapping (a short ring): copy via a clone
-                    src = src.clone()
-                self.data[:, :keep].copy_(src)
+            # the newest keep frames to the front, in chunks that never overlap their own
+            # source (a short ring overlaps itself): no temporary the size of the ring
+            step = self.capacity - keep
+            for i in range(0, keep, step):
+                j = min(i + step, keep)
+                self.data[:, i:j].copy_(self.data[:, step + i : step + j])
             pos = self.pos = keep - 1
         return self.data[:, pos + 1]
 
