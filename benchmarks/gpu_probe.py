@@ -35,6 +35,7 @@ class Row:
     weights: torch.dtype = torch.float32  # triton: weight storage
     threads: int | None = None  # numba-cuda: threads per block (None: the executor's)
     unroll: int | None = None  # numba-cuda: window elements per lane in flight
+    mapping: str = "lanes"  # numba-cuda: how a gated layer's work is split
 
 
 BF16 = torch.bfloat16
@@ -64,6 +65,16 @@ ROWS = {
     "nbc-default-b8": Row("default", 8, "top_p", 8192, "numba-cuda"),
     "nbc-default-b64": Row("default", 64, "top_p", 4096, "numba-cuda"),
     "nbc-default-b132": Row("default", 132, "top_p", 4096, "numba-cuda"),
+    "nbc-default-b1-rows": Row("default", 1, "top_p", 16384, "numba-cuda", mapping="rows"),
+    "nbc-default-b1-rows-t512": Row("default", 1, "top_p", 16384, "numba-cuda", threads=512,
+                                    mapping="rows"),
+    "nbc-default-b1-rows-u4": Row("default", 1, "top_p", 16384, "numba-cuda", unroll=4,
+                                  mapping="rows"),
+    "nbc-default-b1-rows-greedy": Row("default", 1, "greedy", 16384, "numba-cuda",
+                                      mapping="rows"),
+    "nbc-default-b64-rows": Row("default", 64, "top_p", 4096, "numba-cuda", mapping="rows"),
+    "nbc-paper-b1-rows": Row("paper", 1, "top_p", 2048, "numba-cuda", mapping="rows"),
+    "nbc-wide64-b1-rows": Row("wide64", 1, "top_p", 8192, "numba-cuda", mapping="rows"),
     "nbc-paper-b1": Row("paper", 1, "top_p", 2048, "numba-cuda"),
     "nbc-paper-b1-t256": Row("paper", 1, "top_p", 2048, "numba-cuda", threads=256),
     # the default's shape widened: candidates for a larger GPU model (issue 13)
@@ -80,6 +91,7 @@ def configure(row: Row) -> None:
     """Set the executors' class-level knobs for ``row`` (reset by ``configure(Row(...))``)."""
     TritonExecutor.num_warps, TritonExecutor.weight_dtype = row.warps, row.weights
     CudaExecutor.threads, CudaExecutor.unroll = row.threads, row.unroll
+    CudaExecutor.mapping = row.mapping
 
 
 def logit_error(model: torch.nn.Module, backend: str) -> float:

@@ -84,10 +84,21 @@ def test_cuda_auto_picks_a_kernel_for_small_batches_and_graphs_beyond(rng: torch
     assert available_backends(model, "cuda") == ["torch", *kernels, "graphs"]
 
 
-#: The persistent kernels of the latency regime, each skipped where its tool is missing.
+#: The persistent kernels of the latency regime (numba-cuda with each way of splitting a
+#: gated layer, cuda_kernels.MAPPINGS), each skipped where its tool is missing.
+needs_numba_cuda = pytest.mark.skipif(not numba_cuda_available(),
+                                      reason="numba-cuda is not installed")
 KERNELS = [pytest.param("triton", marks=needs_triton),
-           pytest.param("numba-cuda", marks=pytest.mark.skipif(
-               not numba_cuda_available(), reason="numba-cuda is not installed"))]
+           pytest.param("numba-cuda", marks=needs_numba_cuda),
+           pytest.param("numba-cuda/rows", marks=needs_numba_cuda)]
+
+
+def _kernel(name: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The backend of a ``KERNELS`` entry, its mapping set."""
+    backend, _, mapping = name.partition("/")
+    if mapping:
+        monkeypatch.setattr("streamgen.engine.gpu.cuda_executor.CudaExecutor.mapping", mapping)
+    return backend
 
 
 @pytest.mark.parametrize("backend", KERNELS)
@@ -95,7 +106,9 @@ KERNELS = [pytest.param("triton", marks=needs_triton),
                          ids=["default-b1", "default-b8", "paper-b1"])
 def test_cuda_persistent_kernels_equal_offline_at_real_sizes(backend: str, cfg: tuple,
                                                              batch: int,
+                                                             monkeypatch: pytest.MonkeyPatch,
                                                              rng: torch.Generator) -> None:
+    backend = _kernel(backend, monkeypatch)
     model = _sequnet(cfg, rng)
     n = 2 * model.period + 37  # every phase, ring rewinds, several launches
     x = torch.randint(0, 256, (batch, n), generator=rng)
@@ -123,7 +136,9 @@ def _generated(model: torch.nn.Module, backend: str, batch: int, sampling: Sampl
 @pytest.mark.parametrize("backend", KERNELS)
 @pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
 def test_cuda_persistent_kernels_generate_the_same_samples_as_torch(
-        backend: str, sampling: SamplingConfig, rng: torch.Generator) -> None:
+        backend: str, sampling: SamplingConfig, monkeypatch: pytest.MonkeyPatch,
+        rng: torch.Generator) -> None:
+    backend = _kernel(backend, monkeypatch)
     model = _sequnet(DEFAULT, rng).cuda()
     assert torch.equal(_generated(model, "torch", 2, sampling, (300, 700)),
                        _generated(model, backend, 2, sampling, (300, 700)))

@@ -55,8 +55,18 @@ CONFIGS = [
 ]
 
 
+MAPPINGS = ["lanes", "rows"]  # cuda_kernels.MAPPINGS, without importing numba.cuda here
+
+
+@pytest.fixture(params=MAPPINGS)
+def mapping(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way of splitting a gated layer's work (``cuda_kernels.MAPPINGS``)."""
+    monkeypatch.setattr("streamgen.engine.gpu.cuda_executor.CudaExecutor.mapping", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "C{}-L{}-D{}-k{}-cls{}-b{}-chunk{}".format(*c))
-def test_numba_cuda_engine_equals_offline(cfg: tuple, rng: torch.Generator) -> None:
+def test_numba_cuda_engine_equals_offline(cfg: tuple, mapping: str, rng: torch.Generator) -> None:
     *net, classes, batch, chunk = cfg
     model = sequnet(tuple(net), classes, rng)
     n = 2 * model.period + 5  # every phase, a ring rewind and a partial block
@@ -67,7 +77,8 @@ def test_numba_cuda_engine_equals_offline(cfg: tuple, rng: torch.Generator) -> N
     assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
 
 
-def test_numba_cuda_in_one_warp_after_prime_and_reset(monkeypatch: pytest.MonkeyPatch,
+def test_numba_cuda_in_one_warp_after_prime_and_reset(mapping: str,
+                                                       monkeypatch: pytest.MonkeyPatch,
                                                        rng: torch.Generator) -> None:
     """Blocks of one warp; rings primed by the offline capture (off the ring schedule) and a
     stream reset mid-run stay exact."""
@@ -88,7 +99,7 @@ SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
 
 
 @pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
-def test_numba_cuda_generates_the_same_samples_as_torch(sampling: SamplingConfig,
+def test_numba_cuda_generates_the_same_samples_as_torch(sampling: SamplingConfig, mapping: str,
                                                         rng: torch.Generator) -> None:
     """40 classes: the nucleus candidates come from both warps of a block."""
     model = sequnet((4, 2, 1, 3), 40, rng)

@@ -20,10 +20,6 @@ from streamgen.engine.tables import refuse_unless_runnable, unsupported_layers
 
 #: Threads per block on a GPU, and through the simulator (a Python thread each).
 THREADS, SIM_THREADS = 256, 64
-#: Window elements each lane has in flight per weight row, at most; and the registers a lane
-#: may give to the loads in flight (an unroll of u with c channels per warp keeps
-#: u * (2c + 1) loads in flight).
-UNROLL, LOAD_REGISTERS = 10, 96
 
 
 def _numpy_shim() -> None:
@@ -37,9 +33,12 @@ class CudaExecutor(PlacedExecutor):
     """float32 Seq-U-Net plans on a CUDA device (or numba's CUDA simulator on the CPU)."""
 
     name = "numba-cuda"
-    #: Threads per block and unroll (None: ``THREADS`` or ``SIM_THREADS``; ``UNROLL``).
+    #: Threads per block (None: ``THREADS``, or ``SIM_THREADS`` in the simulator), the unroll
+    #: (None: the kernel's choice) and how a gated layer's work is split
+    #: (``cuda_kernels.MAPPINGS``).
     threads: int | None = None
     unroll: int | None = None
+    mapping: str = "lanes"
 
     @staticmethod
     def unsupported(program: StepProgram) -> str | None:
@@ -65,6 +64,7 @@ class CudaExecutor(PlacedExecutor):
         _numpy_shim()
         from streamgen.engine.gpu import cuda_kernels
 
+        self.transposed_weights = self.mapping == "rows"
         super().__init__(program)
         self._sim = simulating()
         if self._sim:
@@ -76,13 +76,10 @@ class CudaExecutor(PlacedExecutor):
         self._cuda = cuda
         flat, dev, tables = self.flat, program.device, self.flat.tables
         threads = self.threads or (SIM_THREADS if self._sim else THREADS)
-        channels = max(int(r[6]) for r in flat.rows.cpu().numpy()
-                       if r[0] == cuda_kernels.OP_GATED)
+        widths = {int(r[6]) for r in flat.rows.cpu().numpy() if r[0] == cuda_kernels.OP_GATED}
         self.threads_per_block = threads
-        per_warp = -(-channels // (threads // 32))
-        unroll = self.unroll or max(1, min(UNROLL, LOAD_REGISTERS // (2 * per_warp + 1)))
-        self.kernel = cuda_kernels.build(threads, flat.max_rows, -(-program.classes // threads),
-                                         per_warp, unroll)
+        self.kernel = cuda_kernels.build(threads, flat.max_rows, program.classes, max(widths),
+                                         self.unroll, self.mapping, uniform=len(widths) == 1)
 
         def f32(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(dev, torch.float32).contiguous()

@@ -97,16 +97,38 @@ def warp_scan(v, lane):
     return v
 
 
+#: Window elements each lane has in flight per weight row, at most; and the registers a lane
+#: may give to the loads in flight.
+UNROLL, LOAD_REGISTERS = 10, 96
+#: How a gated layer's work is split: ``lanes`` (each warp takes channels, its lanes the
+#: window, warp shuffles sum them) or ``rows`` (each lane takes weight rows, each warp a share
+#: of the window, partial sums meet in shared memory: no shuffles; the weights transposed).
+MAPPINGS = ("lanes", "rows")
+
+
 @lru_cache(maxsize=None)
-def build(threads: int, max_rows: int, class_slots: int, channel_slots: int, unroll: int):
+def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int | None = None,
+          mapping: str = "lanes", uniform: bool = False):
     """The kernel for blocks of ``threads`` (a multiple of 32), steps of at most ``max_rows``
-    rows, ``class_slots`` classes per thread, ``channel_slots`` output channels per warp and
-    ``unroll`` window elements per lane in flight."""
+    rows, ``classes`` classes and gated layers of at most ``channels`` output channels
+    (``uniform``: every one exactly ``channels``, a Seq-U-Net's, so the ``rows`` mapping's
+    stride is a constant); ``unroll`` window elements per lane in flight (None: as many as
+    ``LOAD_REGISTERS`` allow, at most ``UNROLL``); ``mapping`` one of ``MAPPINGS``."""
     if threads % 32:
         raise ValueError(f"threads per block must be a multiple of 32, not {threads}")
-    T, WARPS, CS, CH, U = threads, threads // 32, class_slots, channel_slots, unroll
-    LANES, CHUNK, HEAD_UNROLL = np.uint64(32), np.uint64(32 * unroll), np.uint64(8)
-    CP, ROWS = class_slots * threads, max_rows * NCOL
+    if mapping not in MAPPINGS:
+        raise ValueError(f"unknown mapping {mapping!r}; choose one of {MAPPINGS}")
+    T, WARPS = threads, threads // 32
+    CS = -(-classes // threads)  # classes per thread
+    CH = -(-channels // WARPS)  # lanes: channels per warp
+    RPL = -(-2 * channels // 32)  # rows: weight rows per lane
+    loads = 2 * CH + 1 if mapping == "lanes" else RPL + 1  # per window element in flight
+    U = unroll or max(1, min(UNROLL, LOAD_REGISTERS // loads))
+    CP, ROWS, PART = CS * threads, max_rows * NCOL, WARPS * RPL * 32
+    ROWWISE = mapping == "rows"
+    LANES, CHUNK, HEAD_UNROLL = np.uint64(32), np.uint64(32 * U), np.uint64(8)
+    UNROLLED = np.uint64(U)
+    STRIDE = np.uint64(2 * channels if uniform else 0)  # 0: the layer's own 2C
 
     @cuda.jit(device=True, inline=True)
     def block_sum(v, red, slot, lane, warp):
@@ -271,6 +293,60 @@ def build(threads: int, max_rows: int, class_slots: int, channel_slots: int, unr
                 if dst2 >= 0:
                     frames[dst2 + o + pid * rs[b + 12]] = y
 
+    @cuda.jit(device=True, inline=True)
+    def gated_rows(rs, b, pid, frames, weights, part, t, lane, warp):
+        """``dst = newest + tanh(f) * sigmoid(g)`` with the weights transposed (window element
+        ``k``'s 2C weights at ``w0 + k * 2C``): lane ``l`` accumulates rows ``l, l + 32, ...``
+        (filter rows, then gate rows) over warp ``w``'s share of the window; the warps'
+        partial sums meet in ``part``, summed in warp order by a thread per channel."""
+        n, e = rs[b + 5], rs[b + 6]
+        rows = STRIDE if STRIDE else uint64(2 * e)
+        x0 = uint64(rs[b + 1] + pid * rs[b + 2])
+        w0 = uint64(rs[b + 7])
+        share = (uint64(n) + uint64(WARPS - 1)) // uint64(WARPS)
+        k0 = uint64(warp) * share
+        k1 = min(k0 + share, uint64(n))
+        if k0 > k1:
+            k0 = k1
+        acc = cuda.local.array(RPL, float32)
+        at = cuda.local.array(RPL, uint64)
+        xs = cuda.local.array(U, float32)
+        for r in range(RPL):  # a lane past the last row repeats it and discards the sum
+            at[r] = w0 + min(uint64(lane + 32 * r), rows - uint64(1))
+            acc[r] = float32(0.0)
+        whole = k0 + (k1 - k0) - (k1 - k0) % UNROLLED
+        for kb in range(k0, whole, UNROLLED):  # every load of a chunk before its products
+            for u in range(U):
+                xs[u] = frames[x0 + kb + uint64(u)]
+            for u in range(U):
+                for r in range(RPL):
+                    acc[r] += weights[at[r] + (kb + uint64(u)) * rows] * xs[u]
+        for k in range(whole, k1):
+            xv = frames[x0 + k]
+            for r in range(RPL):
+                acc[r] += weights[at[r] + k * rows] * xv
+        for r in range(RPL):
+            row = lane + 32 * r
+            if row < 2 * e:
+                part[warp * RPL * 32 + row] = acc[r]
+        cuda.syncthreads()
+        bias = rs[b + 8]
+        newest = rs[b + 9] + pid * rs[b + 2]
+        dst = rs[b + 3] + pid * rs[b + 4]
+        dst2 = rs[b + 11]
+        for o in range(t, e, T):
+            f = part[o]
+            g = part[e + o]
+            for w in range(1, WARPS):
+                f += part[w * RPL * 32 + o]
+                g += part[w * RPL * 32 + e + o]
+            f += weights[bias + o]
+            g += weights[bias + e + o]
+            y = frames[newest + o] + math.tanh(f) / (float32(1.0) + math.exp(-g))
+            frames[dst + o] = y
+            if dst2 >= 0:
+                frames[dst2 + o + pid * rs[b + 12]] = y
+
     # every thread of a block must fit the multiprocessor's 64k registers (the simulator
     # takes no such option)
     @cuda.jit(**({} if simulating() else {"max_registers": min(255, 65536 // T)}))
@@ -290,6 +366,7 @@ def build(threads: int, max_rows: int, class_slots: int, channel_slots: int, unr
         t = cuda.threadIdx.x
         lane, warp = t % 32, t // 32
         rs = cuda.shared.array(ROWS, int64)
+        part = cuda.shared.array(PART, float32)
         lg = cuda.shared.array(CP, float32)
         cs = cuda.shared.array(CP, float32)
         ce = cuda.shared.array(CP, float32)
@@ -319,7 +396,10 @@ def build(threads: int, max_rows: int, class_slots: int, channel_slots: int, unr
                 b = r * NCOL
                 code = rs[b]
                 if code == OP_GATED:
-                    gated(rs, b, pid, frames, weights, lane, warp)
+                    if ROWWISE:
+                        gated_rows(rs, b, pid, frames, weights, part, t, lane, warp)
+                    else:
+                        gated(rs, b, pid, frames, weights, lane, warp)
                 elif code == OP_HEAD:  # relu, 1x1, into the pending logits
                     hw, cls, h0 = uint64(head_width), uint64(classes), uint64(head_in)
                     for q in range(CS):

@@ -51,8 +51,11 @@ class FlatPlans:
         return int((self.starts[1:] - self.starts[:-1]).max())
 
 
-def flatten(program: StepProgram, weight_dtype: torch.dtype = torch.float32) -> FlatPlans:
-    """Move ``program``'s float rings into one flat buffer and place its plans on it."""
+def flatten(program: StepProgram, weight_dtype: torch.dtype = torch.float32, *,
+            transposed: bool = False) -> FlatPlans:
+    """Move ``program``'s float rings into one flat buffer and place its plans on it.
+    ``transposed``: each (2C, pitch) matrix is stored as its (pitch, 2C) transpose at the same
+    offset (a window element's 2C weights side by side)."""
     dev = program.device
     tables = plan_tables(program)
     float_rings = {n: r for n, r in program.rings.items() if n != INPUT_RING}
@@ -84,6 +87,8 @@ def flatten(program: StepProgram, weight_dtype: torch.dtype = torch.float32) -> 
         pitch = -(-t.shape[-1] // ALIGN) * ALIGN
         if t.dim() == 2:
             t = torch.nn.functional.pad(t, (0, pitch - t.shape[1]))
+            if transposed:
+                t = t.t()
         start = sum(p.numel() for p in parts)
         parts.append(t.contiguous().view(-1))
         parts.append(torch.zeros((-t.numel()) % ALIGN, dtype=t.dtype, device=dev))
@@ -131,10 +136,13 @@ class PlacedExecutor:
     #: How the gated layers' weights are stored (read as float32).
     weight_dtype: torch.dtype = torch.float32
 
+    #: Whether the kernel reads each weight matrix transposed (``flatten``).
+    transposed_weights: bool = False
+
     def __init__(self, program: StepProgram) -> None:
         self.program = program
         self.schedule = program.schedule
-        self.flat = flatten(program, self.weight_dtype)
+        self.flat = flatten(program, self.weight_dtype, transposed=self.transposed_weights)
 
     def launch(self, block: Block) -> None:
         raise NotImplementedError
