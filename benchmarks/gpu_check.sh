@@ -4,18 +4,20 @@
 #
 #     bash benchmarks/gpu_check.sh [OUT]      # OUT: results folder (default: $OUT or ./gpu-check)
 #
-# 1. tests/test_cuda.py (every GPU executor against the float64 pass and torch's samples),
-# 2. the quick GPU benchmark (benchmarks/gpu.py --quick, about 30 s on an H200),
-# 3. the probe's rows (benchmarks/gpu_probe.py: warps, batches, wider models, larger batches).
+# 1. the probe's rows (benchmarks/gpu_probe.py): by default the persistent kernels' A/B at batch 1
+#    (Triton; numba-cuda with each mapping), batch 64 and the wider models; ROWS=a,b,... to choose;
+# 2. tests/test_cuda.py (every GPU executor against the float64 pass and torch's samples),
+# 3. the quick GPU benchmark (benchmarks/gpu.py --quick, about 50 s on an H200).
 # Each stage has its own time limit, so one stuck stage leaves the others' results.
 set -u
 out="${1:-${OUT:-gpu-check}}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 STREAMGEN_MODELS="$PWD/models"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
-echo "== tests/test_cuda.py"
-timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$out/tests.txt"
-echo "== benchmarks/gpu.py --quick"
-timeout 240 python3 benchmarks/gpu.py --quick --out "$out" 2>&1 | tail -40
 echo "== benchmarks/gpu_probe.py"
-timeout 240 python3 benchmarks/gpu_probe.py --repeats 3 --out "$out" 2>&1 | tee "$out/probe.txt"
+rows="${ROWS:-default-b1-w16,nbc-default-b1,nbc-default-b1-rows,nbc-default-b1-rows-t512,nbc-default-b1-rows-u4,nbc-default-b1-rows-greedy,nbc-default-b1-t256-u10-greedy,nbc-default-b64,nbc-default-b64-rows,nbc-paper-b1,nbc-paper-b1-rows,nbc-wide64-b1,nbc-wide64-b1-rows}"
+timeout 240 python3 benchmarks/gpu_probe.py --repeats 3 --rows "$rows" --out "$out" 2>&1 | tee "$out/probe.txt"
+echo "== tests/test_cuda.py"
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$out/tests.txt"
+echo "== benchmarks/gpu.py --quick"
+timeout 150 python3 benchmarks/gpu.py --quick --out "$out" 2>&1 | tail -40
