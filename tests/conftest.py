@@ -49,3 +49,22 @@ def randomize_(module: torch.nn.Module, generator: torch.Generator, scale: float
 def random_onehot(batch: int, length: int, classes: int, generator: torch.Generator) -> torch.Tensor:
     idx = torch.randint(0, classes, (batch, length), generator=generator)
     return torch.nn.functional.one_hot(idx, classes).transpose(1, 2).to(torch.float64)
+
+
+def random_sequnet(cfg: tuple, classes: int, generator: torch.Generator):
+    """A ``SeqUNet`` of (channels, levels, depth, kernel) with fresh random weights, in eval
+    mode."""
+    from streamgen.nn import SeqUNet, SeqUNetConfig
+
+    channels, levels, depth, kernel = cfg
+    model = SeqUNet(SeqUNetConfig(channels, levels, depth, kernel, classes=classes))
+    randomize_(model, generator)
+    return model.eval()
+
+
+def feed_in_chunks(engine, x: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Teacher-forced logits (B, N, classes) of ``x`` (B, N), fed ``chunk`` steps at a time."""
+    out = torch.empty(x.shape[0], x.shape[1], engine.classes)
+    for i in range(0, x.shape[1], chunk):
+        engine.feed(x[:, i : i + chunk], out[:, i : i + chunk])
+    return out

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import randomize_
+from conftest import feed_in_chunks, random_sequnet
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.gpu import numba_cuda_available, simulating
-from streamgen.nn import SeqUNet, SeqUNetConfig, WaveNet, WaveNetConfig
+from streamgen.nn import WaveNet, WaveNetConfig
 
 cuda = pytest.importorskip("numba.cuda")  # a module global: the simulator swaps it for its own
 pytestmark = [
@@ -27,20 +27,6 @@ pytestmark = [
                        reason="numba compiles CUDA kernels for the GPU here: test_cuda covers it"),
 ]
 TOL = 1e-4
-
-
-def sequnet(cfg: tuple, classes: int, gen: torch.Generator) -> SeqUNet:
-    channels, levels, depth, kernel = cfg
-    model = SeqUNet(SeqUNetConfig(channels, levels, depth, kernel, classes=classes))
-    randomize_(model, gen)
-    return model.eval()
-
-
-def feed_in_chunks(engine: StreamingEngine, x: torch.Tensor, chunk: int) -> torch.Tensor:
-    out = torch.empty(x.shape[0], x.shape[1], engine.classes)
-    for i in range(0, x.shape[1], chunk):
-        engine.feed(x[:, i : i + chunk], out[:, i : i + chunk])
-    return out
 
 
 # (channels, levels, depth, kernel, classes, batch, chunk): kernels 3/5/7, a width equal to
@@ -65,10 +51,11 @@ def mapping(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     return request.param
 
 
-@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "C{}-L{}-D{}-k{}-cls{}-b{}-chunk{}".format(*c))
+@pytest.mark.parametrize("cfg", CONFIGS,
+                         ids=lambda c: "C{}-L{}-D{}-k{}-cls{}-b{}-chunk{}".format(*c))
 def test_numba_cuda_engine_equals_offline(cfg: tuple, mapping: str, rng: torch.Generator) -> None:
     *net, classes, batch, chunk = cfg
-    model = sequnet(tuple(net), classes, rng)
+    model = random_sequnet(tuple(net), classes, rng)
     n = 2 * model.period + 5  # every phase, a ring rewind and a partial block
     x = torch.randint(0, classes, (batch, n), generator=rng)
     engine = StreamingEngine(model, batch, backend="numba-cuda", capacity="period")
@@ -83,7 +70,7 @@ def test_numba_cuda_in_one_warp_after_prime_and_reset(mapping: str,
     """Blocks of one warp; rings primed by the offline capture (off the ring schedule) and a
     stream reset mid-run stay exact."""
     monkeypatch.setattr("streamgen.engine.gpu.cuda_executor.CudaExecutor.threads", 32)
-    model = sequnet((6, 2, 1, 5), 16, rng)
+    model = random_sequnet((6, 2, 1, 5), 16, rng)
     x = torch.randint(0, 16, (2, 16), generator=rng)
     engine = StreamingEngine(model, 2, backend="numba-cuda", capacity="period")
     assert engine.executor.threads_per_block == 32
@@ -102,7 +89,7 @@ SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
 def test_numba_cuda_generates_the_same_samples_as_torch(sampling: SamplingConfig, mapping: str,
                                                         rng: torch.Generator) -> None:
     """40 classes: the nucleus candidates come from both warps of a block."""
-    model = sequnet((4, 2, 1, 3), 40, rng)
+    model = random_sequnet((4, 2, 1, 3), 40, rng)
     with torch.no_grad():
         model.head.weight.mul_(4.0)  # peaked distributions: nuclei of a few classes
     runs = {}
@@ -120,11 +107,11 @@ def test_numba_cuda_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(ValueError, match="plans of gated layers.*backend='torch'"):
         StreamingEngine(wavenet, 1, backend="numba-cuda")
     with pytest.raises(ValueError, match=r"capacity='period'\); use backend='torch'$"):
-        StreamingEngine(sequnet((4, 2, 1, 3), 16, rng), 1, backend="numba-cuda",
+        StreamingEngine(random_sequnet((4, 2, 1, 3), 16, rng), 1, backend="numba-cuda",
                         capacity="double")
     monkeypatch.setattr("streamgen.engine.gpu.cuda_executor.simulating", lambda: False)
     with pytest.raises(ValueError, match="runs on a CUDA device, not 'cpu'"):
-        StreamingEngine(sequnet((4, 2, 1, 3), 16, rng), 1, backend="numba-cuda",
+        StreamingEngine(random_sequnet((4, 2, 1, 3), 16, rng), 1, backend="numba-cuda",
                         capacity="period")
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import randomize_
+from conftest import feed_in_chunks, random_sequnet
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.gpu import interpreting, triton_available
-from streamgen.nn import SeqUNet, SeqUNetConfig, WaveNet, WaveNetConfig
+from streamgen.nn import WaveNet, WaveNetConfig
 
 # conftest sets TRITON_INTERPRET=1 where no GPU is visible; Triton fixes its mode per process
 pytestmark = [
@@ -29,20 +29,6 @@ pytestmark = [
 ]
 CLASSES = 32
 TOL = 1e-4
-
-
-def sequnet(cfg: tuple, gen: torch.Generator) -> SeqUNet:
-    channels, levels, depth, kernel = cfg
-    model = SeqUNet(SeqUNetConfig(channels, levels, depth, kernel, classes=CLASSES))
-    randomize_(model, gen)
-    return model.eval()
-
-
-def feed_in_chunks(engine: StreamingEngine, x: torch.Tensor, chunk: int) -> torch.Tensor:
-    out = torch.empty(x.shape[0], x.shape[1], engine.classes)
-    for i in range(0, x.shape[1], chunk):
-        engine.feed(x[:, i : i + chunk], out[:, i : i + chunk])
-    return out
 
 
 # (channels, levels, depth, kernel, batch, chunk): levels 1..4, kernels 3/5/7, a width equal
@@ -59,7 +45,7 @@ CONFIGS = [
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: "C{}-L{}-D{}-k{}-b{}-chunk{}".format(*c))
 def test_triton_engine_equals_offline(cfg: tuple, rng: torch.Generator) -> None:
     *net, batch, chunk = cfg
-    model = sequnet(tuple(net), rng)
+    model = random_sequnet(tuple(net), CLASSES, rng)
     n = 2 * model.period + 9  # every phase, a ring rewind and a partial block
     x = torch.randint(0, CLASSES, (batch, n), generator=rng)
     engine = StreamingEngine(model, batch, backend="triton", capacity="period")
@@ -71,7 +57,7 @@ def test_triton_engine_equals_offline(cfg: tuple, rng: torch.Generator) -> None:
 def test_triton_state_continues_after_prime_and_reset(rng: torch.Generator) -> None:
     """Rings primed by the offline capture (off the ring schedule) and a stream reset mid-run
     stay exact."""
-    model = sequnet((6, 3, 1, 5), rng)
+    model = random_sequnet((6, 3, 1, 5), CLASSES, rng)
     x = torch.randint(0, CLASSES, (2, 30), generator=rng)
     engine = StreamingEngine(model, 2, backend="triton", capacity="period")
     engine.prime(x[:, :12])
@@ -88,7 +74,7 @@ SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
 @pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
 def test_triton_generates_the_same_samples_as_torch(sampling: SamplingConfig,
                                                     rng: torch.Generator) -> None:
-    model = sequnet((8, 3, 1, 3), rng)
+    model = random_sequnet((8, 3, 1, 3), CLASSES, rng)
     runs = {}
     for backend in ["torch", "triton"]:
         engine = StreamingEngine(model, 2, backend=backend, capacity="period")
@@ -105,12 +91,13 @@ def test_triton_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
         StreamingEngine(wavenet, 1, backend="triton")
     # auto keeps torch for a WaveNet, and never picks the interpreter on the CPU
     assert StreamingEngine(wavenet, 1).backend == "torch"
-    assert StreamingEngine(sequnet((4, 2, 1, 3), rng), 1, backend="auto").backend != "triton"
+    small = random_sequnet((4, 2, 1, 3), CLASSES, rng)
+    assert StreamingEngine(small, 1, backend="auto").backend != "triton"
     with pytest.raises(ValueError, match=r"capacity='period'\); use backend='torch'$"):
-        StreamingEngine(sequnet((4, 2, 1, 3), rng), 1, backend="triton", capacity="double")
+        StreamingEngine(small, 1, backend="triton", capacity="double")
     monkeypatch.setattr("streamgen.engine.gpu.triton_executor.interpreting", lambda: False)
     with pytest.raises(ValueError, match="runs on a CUDA device, not 'cpu'"):
-        StreamingEngine(sequnet((4, 2, 1, 3), rng), 1, backend="triton", capacity="period")
+        StreamingEngine(small, 1, backend="triton", capacity="period")
 
 
 def test_triton_kernel_compiles_for_hopper() -> None:
@@ -127,4 +114,4 @@ def test_triton_kernel_compiles_for_hopper() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")
 def test_cuda_device_without_a_gpu_is_a_one_line_error(rng: torch.Generator) -> None:
     with pytest.raises(ValueError, match=r"^no CUDA GPU is visible to torch .*use device='cpu'$"):
-        StreamingEngine(sequnet((4, 2, 1, 3), rng), 1, device="cuda")
+        StreamingEngine(random_sequnet((4, 2, 1, 3), CLASSES, rng), 1, device="cuda")

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from streamgen.engine.gpu import numba_cuda_available, simulating
-from streamgen.engine.gpu.flat import Block, PlacedExecutor
+from streamgen.engine.gpu.flat import Block, PlacedExecutor, refusal
 from streamgen.engine.program import INPUT_RING, StepProgram
-from streamgen.engine.tables import refuse_unless_runnable, unsupported_layers
+from streamgen.engine.tables import refuse_unless_runnable
 
 #: Threads per block on a GPU, and through the simulator (a Python thread each).
 THREADS, SIM_THREADS = 256, 64
@@ -43,21 +43,10 @@ class CudaExecutor(PlacedExecutor):
     @staticmethod
     def unsupported(program: StepProgram) -> str | None:
         """Why this executor cannot run ``program`` (None if it can)."""
-        if not numba_cuda_available():
-            return "the numba-cuda backend needs numba-cuda (pip install numba-cuda)"
-        if program.device.type != "cuda" and not simulating():
-            return (f"the numba-cuda backend runs on a CUDA device, not "
-                    f"{program.device.type!r} (or on the CPU with NUMBA_ENABLE_CUDASIM=1)")
-        if program.device.type == "cuda" and simulating():
-            return "numba runs CUDA kernels through its CPU simulator in this process"
-        if program.dtype != torch.float32:
-            return f"the numba-cuda backend runs in float32, not {program.dtype}"
-        reason = unsupported_layers(program)
-        if reason:
-            return f"the numba-cuda backend runs {reason}"
-        if program.capacity != "period":
-            return "the numba-cuda backend runs rings that repeat with the clock (capacity='period')"
-        return None
+        return refusal(
+            program, "numba-cuda", on_cpu=simulating(), cpu_mode="NUMBA_ENABLE_CUDASIM=1",
+            missing=None if numba_cuda_available() else
+            "the numba-cuda backend needs numba-cuda (pip install numba-cuda[cu12])")
 
     def __init__(self, program: StepProgram) -> None:
         refuse_unless_runnable(self.unsupported(program))

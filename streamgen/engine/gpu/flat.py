@@ -21,7 +21,7 @@ from streamgen.engine.gpu import placed
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.sampling import Sampler
 from streamgen.engine.schedule import align_rings
-from streamgen.engine.tables import PlanTables, plan_tables
+from streamgen.engine.tables import PlanTables, plan_tables, unsupported_layers
 from streamgen.sampling import SamplingConfig
 
 #: Weight matrix rows start on multiples of this many elements (16-byte loads of float32).
@@ -126,6 +126,28 @@ class Block:
     noise_at: int
     sampling: SamplingConfig | None
     write_out: bool
+
+
+def refusal(program: StepProgram, backend: str, *, missing: str | None, on_cpu: bool,
+                cpu_mode: str) -> str | None:
+    """Why the persistent kernel ``backend`` cannot run ``program`` (None if it can):
+    ``missing`` names what to install if its tool is absent; ``on_cpu`` says whether this
+    process runs the tool's kernels on the CPU (``cpu_mode``: how that is switched on)."""
+    if missing:
+        return missing
+    if program.device.type != "cuda" and not on_cpu:
+        return (f"the {backend} backend runs on a CUDA device, not {program.device.type!r} "
+                f"(or on the CPU with {cpu_mode})")
+    if program.device.type == "cuda" and on_cpu:
+        return f"the {backend} backend runs its kernels on the CPU in this process ({cpu_mode})"
+    if program.dtype != torch.float32:
+        return f"the {backend} backend runs in float32, not {program.dtype}"
+    reason = unsupported_layers(program)
+    if reason:
+        return f"the {backend} backend runs {reason}"
+    if program.capacity != "period":
+        return f"the {backend} backend runs rings that repeat with the clock (capacity='period')"
+    return None
 
 
 class PlacedExecutor:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 
 from streamgen.engine.gpu import interpreting, triton_available
-from streamgen.engine.gpu.flat import MAX_BATCH, Block, PlacedExecutor  # noqa: F401
+from streamgen.engine.gpu.flat import MAX_BATCH, Block, PlacedExecutor, refusal  # noqa: F401
 from streamgen.engine.program import INPUT_RING, StepProgram
-from streamgen.engine.tables import refuse_unless_runnable, unsupported_layers
+from streamgen.engine.tables import refuse_unless_runnable
 
 
 def _pow2(n: int, lo: int, hi: int) -> int:
@@ -38,21 +38,10 @@ class TritonExecutor(PlacedExecutor):
     @staticmethod
     def unsupported(program: StepProgram) -> str | None:
         """Why this executor cannot run ``program`` (None if it can)."""
-        if not triton_available():
-            return "the triton backend needs triton (pip install triton; CUDA builds of torch ship it)"
-        if program.device.type != "cuda" and not interpreting():
-            return (f"the triton backend runs on a CUDA device, not {program.device.type!r} "
-                    f"(or on the CPU with TRITON_INTERPRET=1)")
-        if program.device.type == "cuda" and interpreting():
-            return "triton runs through its CPU interpreter in this process (TRITON_INTERPRET=1)"
-        if program.dtype != torch.float32:
-            return f"the triton backend runs in float32, not {program.dtype}"
-        reason = unsupported_layers(program)
-        if reason:
-            return f"the triton backend runs {reason}"
-        if program.capacity != "period":
-            return "the triton backend runs rings that repeat with the clock (capacity='period')"
-        return None
+        return refusal(
+            program, "triton", on_cpu=interpreting(), cpu_mode="TRITON_INTERPRET=1",
+            missing=None if triton_available() else
+            "the triton backend needs triton (pip install triton; CUDA builds of torch ship it)")
 
     def __init__(self, program: StepProgram) -> None:
         refuse_unless_runnable(self.unsupported(program))
