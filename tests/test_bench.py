@@ -75,8 +75,9 @@ def test_training_step_runs_in_a_fresh_process_on_the_suites_threads() -> None:
 
 
 def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
-    """The GPU benchmark's code path on the CPU (Triton through its interpreter): every row
-    measured or explained, the targets table filled, the report written."""
+    """The GPU benchmark's code path on the CPU (Triton through its interpreter, numba-cuda
+    through numba's simulator): every row measured or explained, the targets table filled
+    (the Seq-U-Net / WaveNet ratios from rows of one executor), the report written."""
     from streamgen.engine.gpu import interpreting, triton_available
 
     if not (triton_available() and interpreting()):
@@ -90,8 +91,10 @@ def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
                             sampling=SamplingConfig(top_p=0.9), log=lambda s: None)
     rows = results["rows"]
     assert [(r["model"], r["backend"], r["batch"]) for r in rows] == [
-        ("default", "torch", 1), ("default", "triton", 1), ("paper sequnet", "torch", 1),
-        ("paper sequnet", "triton", 1), ("paper wavenet", "torch", 1), ("default", "torch", 3),
+        ("default", "torch", 1), ("default", "triton", 1), ("default", "numba-cuda", 1),
+        ("paper sequnet", "torch", 1), ("paper sequnet", "triton", 1),
+        ("paper sequnet", "numba-cuda", 1), ("paper wavenet", "torch", 1),
+        ("paper sequnet", "graphs", 1), ("paper wavenet", "graphs", 1), ("default", "torch", 3),
         ("paper sequnet", "torch", 3), ("paper wavenet", "torch", 3), ("paper wavenet", "torch", 3)
     ] + [(m, "graphs", 3) for m in ("default", "paper sequnet", "paper wavenet")] * 2
     assert all(r["samples_per_s"] > 0 and "error" not in r for r in rows)
@@ -99,6 +102,8 @@ def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
     assert [r["dtype"] for r in rows[-6:]] == ["float32"] * 3 + ["bfloat16"] * 3
     assert all(r["capacity"] == "period" for r in rows[-6:])
     assert all(t["measured"] is not None for t in results["targets"])
+    ratios = {t["what"]: t["backend"] for t in results["targets"] if "/ WaveNet" in t["what"]}
+    assert ratios["paper Seq-U-Net / WaveNet, latency"] in ("torch (float32)", "graphs (float32)")
     paths = write_json_md(results, gpu_markdown(results), tmp_path, "gpu-dry")
     assert json.loads(paths[0].read_text())["rows"] == rows
     assert "| paper Seq-U-Net / WaveNet, latency |" in paths[1].read_text()

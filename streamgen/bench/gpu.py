@@ -131,6 +131,10 @@ def run_gpu_suite(profile: GpuProfile, *, device: str, default_model: tuple[str,
                 steps=max(1, profile.steps_triton // 4), capacity="period")
     add("paper wavenet", "latency", batch=1, backend="torch",
         steps=max(1, profile.steps_torch // 4))
+    # the paper's comparison at batch 1 on one executor for both: CUDA graphs of the steps
+    for model_name in ("paper sequnet", "paper wavenet"):
+        add(model_name, "latency", batch=1, backend="graphs", steps=profile.steps_torch,
+            capacity="period")
     log(f"2. throughput: batch {profile.large_batch}")
     for model_name in ("default", "paper sequnet"):
         add(model_name, "throughput", batch=profile.large_batch, backend="torch",
@@ -152,6 +156,18 @@ def _best(rows: list[dict[str, Any]], model: str, regime: str) -> dict[str, Any]
     return max(done, key=lambda r: r["samples_per_s"], default=None)
 
 
+def _same_executor_pairs(rows: list[dict[str, Any]], regime: str) -> list[tuple[float, str]]:
+    """(paper Seq-U-Net / paper WaveNet samples per second, executor) for every backend and
+    dtype that ran both in ``regime`` (at batch 1 for latency)."""
+    def rates(model: str) -> dict[str, float]:
+        return {f"{r['backend']} ({r['dtype']})": r["samples_per_s"] for r in rows
+                if r["model"] == model and r["regime"] == regime and "samples_per_s" in r
+                and (regime == "throughput" or r["batch"] == 1)}
+
+    seq, wav = rates("paper sequnet"), rates("paper wavenet")
+    return [(seq[k] / wav[k], k) for k in seq if k in wav]
+
+
 def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each target beside the best measured rate, and the Seq-U-Net / WaveNet ratios."""
     out = []
@@ -162,11 +178,12 @@ def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "measured": best and best["samples_per_s"],
                     "backend": best and f"{best['backend']} ({best['dtype']})",
                     "met": bool(best and best["samples_per_s"] >= target)})
-    for regime in ("latency", "throughput"):
-        seq, wav = _best(rows, "paper sequnet", regime), _best(rows, "paper wavenet", regime)
-        ratio = seq["samples_per_s"] / wav["samples_per_s"] if seq and wav else None
+    for regime in ("latency", "throughput"):  # equal optimisation: the same backend and dtype
+        pairs = _same_executor_pairs(rows, regime)
+        best = max(pairs, key=lambda p: p[0], default=None)
         out.append({"what": f"paper Seq-U-Net / WaveNet, {regime}", "target": 4.0,
-                    "measured": ratio, "backend": None, "met": bool(ratio and ratio >= 4.0)})
+                    "measured": best and best[0], "backend": best and best[1],
+                    "met": bool(best and best[0] >= 4.0)})
     return out
 
 
@@ -195,8 +212,9 @@ def gpu_markdown(results: dict[str, Any]) -> str:
         digits = 2 if t["target"] < 100 else 0
         lines.append(f"| {t['what']} | {_num(t['target'], digits)} | {_num(t['measured'], digits)} "
                      f"| {t['backend'] or ''} | {'yes' if t['met'] else 'no'} |")
-    lines += ["", "The WaveNet runs on the torch and graphs backends (the Triton kernel runs plans of "
-              "gated layers): a latency ratio taken against a Triton Seq-U-Net row compares unequal "
+    lines += ["", "The Seq-U-Net / WaveNet ratios pair rows of one backend and dtype (the persistent "
+              "kernels run plans of gated layers, so the WaveNet has no row there): a ratio against "
+              "a kernel's Seq-U-Net row would compare unequal "
               "optimisation."]
     seconds = [r["seconds_median"] for r in results["rows"] if "seconds_median" in r]
     if seconds:
