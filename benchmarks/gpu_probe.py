@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from streamgen.bench.suite import PAPER_SEQUNET, generation_rate
+from streamgen.bench.suite import PAPER_SEQUNET, PAPER_WAVENET, generation_rate
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.gpu.cuda_executor import CudaExecutor
+from streamgen.engine.program import graph_period
 from streamgen.engine.gpu.triton_executor import TritonExecutor
 from streamgen.nn import build_network
 from streamgen.zoo import load_model
@@ -76,6 +77,11 @@ ROWS = {
     "nbc-paper-b1-rows": Row("paper", 1, "top_p", 2048, "numba-cuda", mapping="rows"),
     "nbc-wide64-b1-rows": Row("wide64", 1, "top_p", 8192, "numba-cuda", mapping="rows"),
     "nbc-paper-b1": Row("paper", 1, "top_p", 2048, "numba-cuda"),
+    # the paper's comparison at batch 1, each executor running both networks
+    "nbc-paperwavenet-b1": Row("paperwavenet", 1, "top_p", 1024, "numba-cuda"),
+    "graphs-paper-b1": Row("paper", 1, "top_p", 1024, "graphs", weights=torch.float32),
+    "graphs-paperwavenet-b1": Row("paperwavenet", 1, "top_p", 1024, "graphs",
+                                  weights=torch.float32),
     "nbc-paper-b1-t256": Row("paper", 1, "top_p", 2048, "numba-cuda", threads=256),
     # the default's shape widened: candidates for a larger GPU model (issue 13)
     "nbc-wide64-b1": Row("wide64", 1, "top_p", 8192, "numba-cuda"),
@@ -118,6 +124,7 @@ def main() -> None:
     shape = {"levels": 10, "depth": 2, "kernel_size": 5}
     models = {"default": default.eval().cuda(),
               "paper": build_network(*PAPER_SEQUNET).eval().cuda(),
+              "paperwavenet": build_network(*PAPER_WAVENET).eval().cuda(),
               "wide64": build_network("sequnet", {"channels": 64, **shape}).eval().cuda(),
               "wide128": build_network("sequnet", {"channels": 128, **shape}).eval().cuda()}
     samplings = {"greedy": SamplingConfig(greedy=True), "top_p": info.sampling}
@@ -134,7 +141,7 @@ def main() -> None:
                                   n=spec.steps, repeats=args.repeats,
                                   sampling=samplings[spec.sampling], capacity="period",
                                   dtype=spec.weights if graphs else torch.float32,
-                                  warmup_steps=model.period if graphs else 0)
+                                  warmup_steps=graph_period(model.period) if graphs else 0)
             if spec.batch == 1 and spec.model == "default" and not args.no_check:
                 row["max_logit_error_vs_torch"] = logit_error(model, spec.backend)
         except Exception as e:  # noqa: BLE001 - a probe records every failure

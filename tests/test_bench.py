@@ -94,7 +94,7 @@ def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
         ("default", "torch", 1), ("default", "triton", 1), ("default", "numba-cuda", 1),
         ("paper sequnet", "torch", 1), ("paper sequnet", "triton", 1),
         ("paper sequnet", "numba-cuda", 1), ("paper wavenet", "torch", 1),
-        ("paper sequnet", "graphs", 1), ("paper wavenet", "graphs", 1), ("default", "torch", 3),
+        ("paper wavenet", "numba-cuda", 1), ("paper sequnet", "graphs", 1), ("paper wavenet", "graphs", 1), ("default", "torch", 3),
         ("paper sequnet", "torch", 3), ("paper wavenet", "torch", 3), ("paper wavenet", "torch", 3)
     ] + [(m, "graphs", 3) for m in ("default", "paper sequnet", "paper wavenet")] * 2
     assert all(r["samples_per_s"] > 0 and "error" not in r for r in rows)
@@ -103,7 +103,8 @@ def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
     assert all(r["capacity"] == "period" for r in rows[-6:])
     assert all(t["measured"] is not None for t in results["targets"])
     ratios = {t["what"]: t["backend"] for t in results["targets"] if "/ WaveNet" in t["what"]}
-    assert ratios["paper Seq-U-Net / WaveNet, latency"] in ("torch (float32)", "graphs (float32)")
+    assert ratios["paper Seq-U-Net / WaveNet, latency"] in (
+        "torch (float32)", "numba-cuda (float32)", "graphs (float32)")
     paths = write_json_md(results, gpu_markdown(results), tmp_path, "gpu-dry")
     assert json.loads(paths[0].read_text())["rows"] == rows
     assert "| paper Seq-U-Net / WaveNet, latency |" in paths[1].read_text()

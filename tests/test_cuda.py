@@ -71,6 +71,7 @@ def _sequnet(cfg: tuple, rng: torch.Generator, classes: int = 256) -> SeqUNet:
 def test_cuda_auto_picks_a_kernel_for_small_batches_and_graphs_beyond(rng: torch.Generator) -> None:
     kernels = [n for n, ok in (("triton", triton_available()),
                                ("numba-cuda", numba_cuda_available())) if ok]
+    wavenet_kernels = [n for n in kernels if n == "numba-cuda"]  # runs WaveNets, auto does not
     fastest = "numba-cuda" if "numba-cuda" in kernels else "triton"
     model = _sequnet((8, 4, 2, 5), rng, CLASSES).cuda()
     assert StreamingEngine(model, 1).backend == fastest
@@ -80,7 +81,7 @@ def test_cuda_auto_picks_a_kernel_for_small_batches_and_graphs_beyond(rng: torch
     assert StreamingEngine(model, 65, capacity="double").backend == "torch"
     wavenet = WaveNet(WaveNetConfig(2, 4, 2, 6, 5, 12, classes=CLASSES)).cuda()
     assert StreamingEngine(wavenet, 1).backend == "graphs"
-    assert available_backends(wavenet, "cuda") == ["torch", "graphs"]
+    assert available_backends(wavenet, "cuda") == ["torch", *wavenet_kernels, "graphs"]
     assert available_backends(model, "cuda") == ["torch", *kernels, "graphs"]
 
 
@@ -157,6 +158,21 @@ def _feed(engine: StreamingEngine, x: torch.Tensor, chunk: int) -> torch.Tensor:
     for i in range(0, x.shape[1], chunk):
         engine.feed(x[:, i : i + chunk].to(engine.device), out[:, i : i + chunk])
     return out.cpu().double()
+
+
+@needs_numba_cuda
+def test_cuda_numba_cuda_runs_a_wavenet_equal_to_offline_and_torch(rng: torch.Generator) -> None:
+    """The numba-cuda kernel's WaveNet layers (dilated taps, residual, skip sum, two-layer head)
+    at a real size: logits against the float64 pass, samples against torch's."""
+    model = _wavenet(rng)
+    engine = StreamingEngine(model.cuda(), 2, backend="numba-cuda")
+    x = torch.randint(0, 256, (2, 1500), generator=rng)
+    got = _feed(engine, x, 499)
+    want = reference_logits(model.cpu(), x)
+    assert (got - want).abs().max().item() < 1e-4 * max(1.0, want.abs().max().item())
+    sampling = SamplingConfig(top_p=0.94)
+    assert torch.equal(_generated(model.cuda(), "torch", 2, sampling, (300, 700)),
+                       _generated(model.cuda(), "numba-cuda", 2, sampling, (300, 700)))
 
 
 @pytest.mark.parametrize("kind", ["default", "wavenet"])

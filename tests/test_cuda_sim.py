@@ -5,7 +5,7 @@ of ``streamgen.engine.gpu.cudasim``.
 The simulator runs the very kernel the GPU compiles, a Python thread per CUDA thread: slowly,
 so the models are tiny and the blocks 64 threads (two warps; one test takes one warp).
 Teacher-forced logits are compared with the float64 offline pass, free-running samples with
-the torch backend's for the same seed.
+the torch backend's for the same seed, for Seq-U-Nets and (numba-cuda only) WaveNets.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import feed_in_chunks, random_sequnet
+from conftest import feed_in_chunks, random_sequnet, randomize_
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.gpu import numba_cuda_available, simulating
-from streamgen.nn import WaveNet, WaveNetConfig
+from streamgen.nn import TCN, TCNConfig, WaveNet, WaveNetConfig
 
 cuda = pytest.importorskip("numba.cuda")  # a module global: the simulator swaps it for its own
 pytestmark = [
@@ -101,11 +101,39 @@ def test_numba_cuda_generates_the_same_samples_as_torch(sampling: SamplingConfig
     assert len(runs["torch"].unique()) > 1 or sampling.greedy
 
 
+# WaveNets (blocks, layers, kernel, residual, dilation, skip channels): kernels 2 and 3, one
+# block and two (the skip sum's first and last layers in different blocks), a single layer
+WAVENETS = [(1, 3, 2, 4, 5, 6), (2, 2, 3, 3, 4, 5), (1, 1, 2, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("cfg", WAVENETS, ids=lambda c: "B{}-L{}-k{}-R{}-D{}-S{}".format(*c))
+def test_numba_cuda_runs_wavenets_equal_to_offline(cfg: tuple, rng: torch.Generator) -> None:
+    model = WaveNet(WaveNetConfig(*cfg, classes=16))
+    randomize_(model, rng)
+    model.eval()
+    x = torch.randint(0, 16, (1, 2 * cfg[1] + 7), generator=rng)
+    engine = StreamingEngine(model, 1, backend="numba-cuda", capacity="period")
+    out = feed_in_chunks(engine, x, 5)
+    assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+def test_numba_cuda_wavenet_samples_equal_torch(rng: torch.Generator) -> None:
+    model = WaveNet(WaveNetConfig(1, 2, 2, 3, 4, 5, classes=16))
+    randomize_(model, rng, scale=2.0)
+    runs = {}
+    for backend in ["torch", "numba-cuda"]:
+        engine = StreamingEngine(model.eval(), 2, backend=backend, capacity="period")
+        sampler = engine.sampler(SamplingConfig(top_p=0.9), seed=3)
+        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (4, 5)], dim=1)
+    assert torch.equal(runs["torch"], runs["numba-cuda"])
+    assert len(runs["torch"].unique()) > 1
+
+
 def test_numba_cuda_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
                                                rng: torch.Generator) -> None:
-    wavenet = WaveNet(WaveNetConfig(1, 3, 2, 4, 4, 8, classes=16))
+    tcn = TCN(TCNConfig(channels=4, levels=2, kernel_size=3, classes=16))
     with pytest.raises(ValueError, match="plans of gated layers.*backend='torch'"):
-        StreamingEngine(wavenet, 1, backend="numba-cuda")
+        StreamingEngine(tcn, 1, backend="numba-cuda", capacity="period")
     with pytest.raises(ValueError, match=r"capacity='period'\); use backend='torch'$"):
         StreamingEngine(random_sequnet((4, 2, 1, 3), 16, rng), 1, backend="numba-cuda",
                         capacity="double")

@@ -19,6 +19,7 @@ from streamgen.engine.clock import silence_class, zero_index
 from streamgen.engine.program import CAPACITIES, Executor, StepProgram, TorchExecutor, build_program
 from streamgen.engine.sampling import Sampler, SamplingConfig
 from streamgen.engine.schedule import RingSchedule, align_rings
+from streamgen.engine.tables import unsupported_layers
 from streamgen.sampling import STARTS
 
 BACKENDS = ("auto", "torch", "numba", "triton", "numba-cuda", "graphs")
@@ -68,7 +69,8 @@ def _latency_executor(program: StepProgram, backend: str) -> Executor:
         return CudaExecutor(program)
     if backend == "triton":
         return TritonExecutor(program)
-    if program.batch <= MAX_BATCH:
+    # auto takes a kernel for Seq-U-Nets (timed); numba-cuda runs WaveNets when asked
+    if program.batch <= MAX_BATCH and unsupported_layers(program) is None:
         for kernel in (CudaExecutor, TritonExecutor):
             if not kernel.unsupported(program):
                 return kernel(program)

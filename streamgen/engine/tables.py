@@ -30,24 +30,31 @@ import torch
 
 from streamgen.engine.plan import HEAD, Advance, Copy, Head, Input, Layer, Op, Taps
 from streamgen.engine.program import INPUT_RING, StepProgram
-from streamgen.engine.steps import GatedStep, OneHotConv, ReluDense, UpStep
+from streamgen.engine.steps import GatedStep, OneHotConv, OneHotDense, ReluDense, UpStep
 
 OP_INPUT, OP_ADVANCE, OP_EMBED, OP_GATED, OP_COPY, OP_HEAD = 0, 1, 2, 3, 4, 5
 TAPS_ALL, TAPS_EVEN, TAPS_ODD = 0, 1, 2
 _TAPS = {Taps.ALL: TAPS_ALL, Taps.EVEN: TAPS_EVEN, Taps.ODD: TAPS_ODD}
 
 
-def unsupported_layers(program: StepProgram) -> str | None:
-    """Why ``program`` is not a plan of gated layers the interpreters run (None if it is)."""
+def unsupported_layers(program: StepProgram, wavenet: bool = False) -> str | None:
+    """Why ``program`` is not a plan of gated layers the interpreters run (None if it is);
+    ``wavenet``: an interpreter that also runs WaveNet layers and head asks."""
+    from streamgen.engine.programs.wavenet import WaveNetHead, WaveNetStep
+
     if program.inputs != "classes":
         return "plans fed class inputs, not frames"
+    layers = (GatedStep, UpStep, WaveNetStep) if wavenet else (GatedStep, UpStep)
+    inputs = (OneHotConv, OneHotDense) if wavenet else (OneHotConv,)
+    what = "gated layers (Seq-U-Nets, WaveNets)" if wavenet else "gated layers (Seq-U-Nets)"
     for name, kernel in program.kernels.items():
-        fits = isinstance(kernel, OneHotConv) and kernel.dilation == 1 if name == INPUT_RING \
-            else isinstance(kernel, (GatedStep, UpStep))
+        fits = isinstance(kernel, inputs) and getattr(kernel, "dilation", 1) == 1 \
+            if name == INPUT_RING else isinstance(kernel, layers)
         if not fits:
-            return (f"plans of gated layers (Seq-U-Nets), not a {program.kind} "
+            return (f"plans of {what}, not a {program.kind} "
                     f"({type(kernel).__name__} at ring {name!r})")
-    if not isinstance(program.head, ReluDense):
+    heads = (ReluDense, WaveNetHead) if wavenet else (ReluDense,)
+    if not isinstance(program.head, heads):
         return f"plans of gated layers with a ReLU + 1x1 head, not the {program.kind} head"
     return None
 
@@ -70,6 +77,25 @@ class GatedWeights:
 
 
 @dataclass
+class WaveNetWeights:
+    """One WaveNet layer: the gated convolution as a ``(2D, taps * R)`` matrix (column
+    ``q * R + i``: tap ``q``, oldest first, input channel ``i``) with its bias (2D,), the
+    residual ``(D, R)`` and skip ``(D, S)`` 1x1 weights as ``(in, out)``, the residual bias
+    (R,), and the summed skip biases (S,) on the first layer (None on the others), which
+    start the skip sum. The last layer writes the finished skip sum instead of a residual."""
+
+    conv: torch.Tensor
+    conv_bias: torch.Tensor
+    residual: torch.Tensor
+    residual_bias: torch.Tensor
+    skip: torch.Tensor
+    skip_bias: torch.Tensor | None
+    taps: int
+    dilation: int
+    last: bool
+
+
+@dataclass
 class PlanTables:
     """The integer tables of a program's plans and the weights its ops read (detached
     tensors on the program's device)."""
@@ -78,12 +104,14 @@ class PlanTables:
     starts: np.ndarray  # (period + 1,) int64: phase p's rows are starts[p]:starts[p+1]
     windows: np.ndarray  # (rings,) int64 window lengths
     index_ring: int  # number of the ring of class indices
-    layers: list[GatedWeights | None]  # per ring (None: the index ring)
+    layers: list[GatedWeights | WaveNetWeights | None]  # per ring (None: the index ring)
     embed_table: torch.Tensor  # (k * (classes + 1), out): the input convolution's rows
     embed_bias: torch.Tensor
     head_weight: torch.Tensor  # (classes, C)
     head_bias: torch.Tensor
     width: int  # the widest gated layer's 2C
+    hidden_weight: torch.Tensor | None = None  # (H, C): a WaveNet head's first 1x1
+    hidden_bias: torch.Tensor | None = None
 
 
 def _row(op: Op, index: dict[str, int]) -> tuple[int, ...]:
@@ -104,7 +132,21 @@ def _row(op: Op, index: dict[str, int]) -> tuple[int, ...]:
     raise TypeError(f"unknown op {op!r}")
 
 
-def _layer(kernel: object) -> GatedWeights | None:
+def _wavenet_layer(step) -> WaveNetWeights:
+    conv = step.conv
+    taps = conv.taps if conv.dilation > 1 else list(conv.flat.split(conv.in_ch))
+    return WaveNetWeights(
+        conv=torch.cat(taps, 0).t(), conv_bias=conv.bias[0],
+        residual=step.residual.weight, residual_bias=step.residual.bias,
+        skip=step.skip_out.weight, skip_bias=None if step.skip_bias is None else step.skip_bias[0],
+        taps=conv.k, dilation=conv.dilation, last=step.last)
+
+
+def _layer(kernel: object) -> GatedWeights | WaveNetWeights | None:
+    from streamgen.engine.programs.wavenet import WaveNetStep
+
+    if isinstance(kernel, WaveNetStep):
+        return _wavenet_layer(kernel)
     if isinstance(kernel, UpStep):  # (rows in, 2C) -> (2C, rows)
         return GatedWeights(kernel.even.t(), kernel.odd.t(), kernel.bias[0])
     if isinstance(kernel, GatedStep):
@@ -113,15 +155,23 @@ def _layer(kernel: object) -> GatedWeights | None:
 
 
 def plan_tables(program: StepProgram) -> PlanTables:
-    """The tables of ``program`` (which must pass ``unsupported_layers``)."""
-    reason = unsupported_layers(program)
+    """The tables of ``program`` (which must pass ``unsupported_layers(program, wavenet=True)``:
+    only the numba-cuda kernel runs WaveNet layers)."""
+    from streamgen.engine.programs.wavenet import WaveNetHead
+
+    reason = unsupported_layers(program, wavenet=True)
     if reason:
         raise ValueError(f"the compiled backends run {reason}")
     names = list(program.rings)
     index = {n: i for i, n in enumerate(names)}
     rows = [_row(op, index) for plan in program.plan for op in plan]
-    embed: OneHotConv = program.kernels[INPUT_RING]
-    head: ReluDense = program.head
+    embed: OneHotConv | OneHotDense = program.kernels[INPUT_RING]
+    head, hidden = program.head, {}
+    if isinstance(head, WaveNetHead):  # relu, 1x1 (end1), then a relu + 1x1 head (end2)
+        hidden = dict(hidden_weight=head.end1.weight.t(), hidden_bias=head.end1.bias)
+        dense = head.end2
+    else:
+        dense = head.dense
     return PlanTables(
         ops=np.array(rows, dtype=np.int64).reshape(-1, 6),
         starts=np.cumsum([0] + [len(plan) for plan in program.plan]).astype(np.int64),
@@ -129,6 +179,8 @@ def plan_tables(program: StepProgram) -> PlanTables:
         index_ring=index[INPUT_RING],
         layers=[_layer(program.kernels[n]) for n in names],
         embed_table=embed.table, embed_bias=embed.bias,
-        head_weight=head.dense.weight.t(), head_bias=head.dense.bias,
-        width=max(2 * k.channels for k in program.kernels.values() if hasattr(k, "channels")),
+        head_weight=dense.weight.t(), head_bias=dense.bias,
+        width=max([2 * k.channels for k in program.kernels.values() if hasattr(k, "channels")]
+                  + [2 * k.d for k in program.kernels.values() if hasattr(k, "d")]),
+        **hidden,
     )

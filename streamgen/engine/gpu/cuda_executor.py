@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from streamgen.engine.gpu import numba_cuda_available, simulating
-from streamgen.engine.gpu.flat import Block, PlacedExecutor, refusal
+from streamgen.engine.gpu.flat import WAVENET_COLUMNS, Block, PlacedExecutor, refusal
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.tables import refuse_unless_runnable
 
@@ -45,6 +45,7 @@ class CudaExecutor(PlacedExecutor):
         """Why this executor cannot run ``program`` (None if it can)."""
         return refusal(
             program, "numba-cuda", on_cpu=simulating(), cpu_mode="NUMBA_ENABLE_CUDASIM=1",
+            wavenet=True,
             missing=None if numba_cuda_available() else
             "the numba-cuda backend needs numba-cuda (pip install numba-cuda[cu12])")
 
@@ -66,9 +67,14 @@ class CudaExecutor(PlacedExecutor):
         flat, dev, tables = self.flat, program.device, self.flat.tables
         threads = self.threads or (SIM_THREADS if self._sim else THREADS)
         widths = {int(r[6]) for r in flat.rows.cpu().numpy() if r[0] == cuda_kernels.OP_GATED}
+        wn = flat.wavenet.cpu().numpy()
+        hidden = tables.hidden_weight
+        wavenet = (int(wn[:, 3].max()), max(int(wn[:, 4].max()), hidden.shape[0])) \
+            if len(wn) else (0, 0)
         self.threads_per_block = threads
-        self.kernel = cuda_kernels.build(threads, flat.max_rows, program.classes, max(widths),
-                                         self.unroll, self.mapping, uniform=len(widths) == 1)
+        self.kernel = cuda_kernels.build(threads, flat.max_rows, program.classes,
+                                         max(widths, default=1), self.unroll, self.mapping,
+                                         uniform=len(widths) == 1, wavenet=wavenet)
 
         def f32(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(dev, torch.float32).contiguous()
@@ -79,7 +85,13 @@ class CudaExecutor(PlacedExecutor):
             index=program.rings[INPUT_RING].data.view(-1), weights=flat.weights,
             embed=f32(tables.embed_table).view(-1), embed_bias=f32(tables.embed_bias),
             head_wt=f32(tables.head_weight.t()).view(-1), head_b=f32(tables.head_bias),
+            # a WaveNet head's first 1x1 as (C, hidden) likewise (a dummy for a Seq-U-Net)
+            hid_wt=f32(hidden.t()).view(-1) if hidden is not None else f32(torch.zeros(1)),
+            hid_b=f32(tables.hidden_bias) if hidden is not None else f32(torch.zeros(1)),
+            wn=flat.wavenet if len(wn) else torch.zeros(1, len(WAVENET_COLUMNS),
+                                                         dtype=torch.int64, device=dev),
         )
+        self._hidden_width = 0 if hidden is None else hidden.shape[0]
         self._fixed = {k: self._array(v) for k, v in self._tensors.items()}
         self._dummy = dict(
             xs=torch.zeros(1, 1, dtype=torch.int64, device=dev),
@@ -123,6 +135,7 @@ class CudaExecutor(PlacedExecutor):
             a["frames"], a["index"], a["weights"],
             a["embed"], a["embed_bias"], flat.tables.embed_table.shape[1], p.classes + 1,
             a["head_wt"], a["head_b"], flat.head_at, flat.head_width,
+            a["hid_wt"], a["hid_b"], self._hidden_width, a["wn"],
             self._array(block.logits), p.classes,
             arg("xs", block.xs),
             arg("out_logits", block.out if mode == ck.FEED_OUT else None),

@@ -42,6 +42,7 @@ NEG = np.float32(-np.inf)
 NONE = np.int64(1 << 62)  # an index beyond every class
 OP_INPUT, OP_EMBED, OP_GATED = placed.OP_INPUT, placed.OP_EMBED, placed.OP_GATED
 OP_COPY, OP_ICOPY, OP_HEAD = placed.OP_COPY, placed.OP_ICOPY, placed.OP_HEAD
+OP_WAVENET = placed.OP_WAVENET
 #: modes of a launch
 FEED, FEED_OUT, GENERATE = 0, 1, 2
 #: nucleus candidates: classes below this fraction of ``(1 - top_p) / classes`` of the mass
@@ -108,12 +109,14 @@ MAPPINGS = ("lanes", "rows")
 
 @lru_cache(maxsize=None)
 def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int | None = None,
-          mapping: str = "lanes", uniform: bool = False):
+          mapping: str = "lanes", uniform: bool = False, wavenet: tuple[int, int] = (0, 0)):
     """The kernel for blocks of ``threads`` (a multiple of 32), steps of at most ``max_rows``
     rows, ``classes`` classes and gated layers of at most ``channels`` output channels
     (``uniform``: every one exactly ``channels``, a Seq-U-Net's, so the ``rows`` mapping's
     stride is a constant); ``unroll`` window elements per lane in flight (None: as many as
-    ``LOAD_REGISTERS`` allow, at most ``UNROLL``); ``mapping`` one of ``MAPPINGS``."""
+    ``LOAD_REGISTERS`` allow, at most ``UNROLL``); ``mapping`` one of ``MAPPINGS``;
+    ``wavenet``: the most dilation channels and the widest skip sum or head layer of WaveNet
+    layers ((0, 0): none)."""
     if threads % 32:
         raise ValueError(f"threads per block must be a multiple of 32, not {threads}")
     if mapping not in MAPPINGS:
@@ -129,6 +132,8 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
     LANES, CHUNK, HEAD_UNROLL = np.uint64(32), np.uint64(32 * U), np.uint64(8)
     UNROLLED = np.uint64(U)
     STRIDE = np.uint64(2 * channels if uniform else 0)  # 0: the layer's own 2C
+    DMAX, SMAX = max(wavenet[0], 1), max(wavenet[1], 1)
+    CHW = -(-DMAX // WARPS)  # WaveNet: dilation channels per warp
 
     @cuda.jit(device=True, inline=True)
     def block_sum(v, red, slot, lane, warp):
@@ -347,6 +352,59 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
             if dst2 >= 0:
                 frames[dst2 + o + pid * rs[b + 12]] = y
 
+    @cuda.jit(device=True, inline=True)
+    def wavenet_layer(rs, b, pid, frames, weights, wn, hbuf, skip, t, lane, warp):
+        """One WaveNet layer: ``h = tanh(f) * sigmoid(g)`` over its dilated taps (warp ``w``
+        computes the channels ``w, w + WARPS, ...``, lanes along each tap's inputs), then a
+        thread per output: the residual ``newest + W_r h + b_r`` into the next ring, and the
+        skip sum ``start + W_s h`` (``start``: the summed skip biases on the first layer), kept
+        in ``skip``, or written as the head's input by the last layer."""
+        src = rs[b + 1] + pid * rs[b + 2]
+        layer = rs[b + 6]
+        conv, pitch, cb = rs[b + 7], rs[b + 10], rs[b + 8]
+        taps, stride, r_ch, d_ch, s_ch = (wn[layer, 0], wn[layer, 1], wn[layer, 2],
+                                          wn[layer, 3], wn[layer, 4])
+        f = cuda.local.array(CHW, float32)
+        g = cuda.local.array(CHW, float32)
+        for r in range(CHW):
+            f[r], g[r] = float32(0.0), float32(0.0)
+        for q in range(taps):
+            for i in range(lane, r_ch, 32):
+                xv = frames[src + q * stride + i]
+                for r in range(CHW):
+                    o = min(warp + r * WARPS, d_ch - 1)
+                    f[r] += weights[conv + o * pitch + q * r_ch + i] * xv
+                    g[r] += weights[conv + (d_ch + o) * pitch + q * r_ch + i] * xv
+        for r in range(CHW):
+            fr = warp_sum(f[r])
+            gr = warp_sum(g[r])
+            o = warp + r * WARPS
+            if lane == 0 and o < d_ch:
+                fr += weights[cb + o]
+                gr += weights[cb + d_ch + o]
+                hbuf[o] = math.tanh(fr) / (float32(1.0) + math.exp(-gr))
+        cuda.syncthreads()
+        res, res_pitch, res_b = wn[layer, 5], wn[layer, 6], wn[layer, 7]
+        sk, sk_pitch, sk_b, last = wn[layer, 8], wn[layer, 9], wn[layer, 10], wn[layer, 11]
+        dst = rs[b + 3] + pid * rs[b + 4]
+        newest = rs[b + 9] + pid * rs[b + 2]
+        outputs = s_ch if last else r_ch + s_ch
+        for j in range(t, outputs, T):
+            if j < outputs - s_ch:  # a residual channel
+                acc = frames[newest + j]
+                for o in range(d_ch):
+                    acc += hbuf[o] * weights[res + o * res_pitch + j]
+                frames[dst + j] = acc + weights[res_b + j]
+            else:  # a channel of the skip sum
+                c = j - (outputs - s_ch)
+                acc = weights[sk_b + c] if sk_b >= 0 else skip[c]
+                for o in range(d_ch):
+                    acc += hbuf[o] * weights[sk + o * sk_pitch + c]
+                if last:
+                    frames[dst + c] = acc
+                else:
+                    skip[c] = acc
+
     # every thread of a block must fit the multiprocessor's 64k registers (the simulator
     # takes no such option)
     @cuda.jit(**({} if simulating() else {"max_registers": min(255, 65536 // T)}))
@@ -354,6 +412,7 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
                   frames, index, weights,
                   embed, embed_bias, embed_cols, embed_rows,
                   head_wt, head_b, head_at, head_width,
+                  hid_wt, hid_b, hid_width, wn,
                   logits, classes,
                   xs, out_logits, out_samples,
                   noise, noise_at, mode, greedy, temperature, top_k, top_p):
@@ -367,6 +426,9 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
         lane, warp = t % 32, t // 32
         rs = cuda.shared.array(ROWS, int64)
         part = cuda.shared.array(PART, float32)
+        hbuf = cuda.shared.array(DMAX, float32)
+        skip = cuda.shared.array(SMAX, float32)
+        hid = cuda.shared.array(SMAX, float32)
         lg = cuda.shared.array(CP, float32)
         cs = cuda.shared.array(CP, float32)
         ce = cuda.shared.array(CP, float32)
@@ -400,6 +462,23 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
                         gated_rows(rs, b, pid, frames, weights, part, t, lane, warp)
                     else:
                         gated(rs, b, pid, frames, weights, lane, warp)
+                elif code == OP_WAVENET:
+                    wavenet_layer(rs, b, pid, frames, weights, wn, hbuf, skip, t, lane, warp)
+                elif code == OP_HEAD and hid_width > 0:  # relu, 1x1, relu, 1x1 (a WaveNet's)
+                    for j in range(t, hid_width, T):
+                        acc = hid_b[j]
+                        for k in range(head_width):
+                            acc += hid_wt[k * hid_width + j] * max(frames[head_in + k],
+                                                                   float32(0.0))
+                        hid[j] = acc
+                    cuda.syncthreads()
+                    for q in range(CS):
+                        c = t + q * T
+                        if c < classes:
+                            acc = head_b[c]
+                            for j in range(hid_width):
+                                acc += head_wt[j * classes + c] * max(hid[j], float32(0.0))
+                            lg[c] = acc
                 elif code == OP_HEAD:  # relu, 1x1, into the pending logits
                     hw, cls, h0 = uint64(head_width), uint64(classes), uint64(head_in)
                     for q in range(CS):

@@ -21,7 +21,7 @@ from streamgen.engine.gpu import placed
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.sampling import Sampler
 from streamgen.engine.schedule import align_rings
-from streamgen.engine.tables import PlanTables, plan_tables, unsupported_layers
+from streamgen.engine.tables import PlanTables, WaveNetWeights, plan_tables, unsupported_layers
 from streamgen.sampling import SamplingConfig
 
 #: Weight matrix rows start on multiples of this many elements (16-byte loads of float32).
@@ -30,6 +30,25 @@ ALIGN = 16
 #: program) per stream, so a batch beyond the GPU's multiprocessors runs in waves; larger
 #: batches go to batched matrix products (graphs, torch).
 MAX_BATCH = 64
+
+
+#: A WaveNet layer's entry in ``FlatPlans.wavenet`` (offsets into the weight buffer; pitches
+#: in elements; ``skip_bias`` -1 but on the first layer, whose summed skip biases start the
+#: skip sum; ``last`` 1 on the layer that writes the finished sum instead of a residual).
+WAVENET_COLUMNS = ("taps", "tap_stride", "residual_channels", "dilation_channels",
+                   "skip_channels", "residual", "residual_pitch", "residual_bias", "skip",
+                   "skip_pitch", "skip_bias", "last")
+
+
+def _wavenet_row(layer: WaveNetWeights, put, channels: int) -> list[int]:
+    """A WaveNet layer's ``WAVENET_COLUMNS``, its weights put into the buffer by ``put``."""
+    residual, residual_pitch = put(layer.residual, False)
+    skip, skip_pitch = put(layer.skip, False)
+    skip_bias = put(layer.skip_bias)[0] if layer.skip_bias is not None else -1
+    d, r = layer.residual.shape
+    return [layer.taps, layer.dilation * channels, r, d, layer.skip.shape[1], residual,
+            residual_pitch, put(layer.residual_bias)[0], skip, skip_pitch, skip_bias,
+            int(layer.last)]
 
 
 @dataclass
@@ -44,6 +63,7 @@ class FlatPlans:
     head_at: int
     head_width: int
     widest: int  # the most elements a gated layer reads
+    wavenet: torch.Tensor  # (WaveNet layers, len(WAVENET_COLUMNS)) int64: a WAVENET row's rest
 
     @property
     def max_rows(self) -> int:
@@ -80,34 +100,42 @@ def flatten(program: StepProgram, weight_dtype: torch.dtype = torch.float32, *,
     parts: list[torch.Tensor] = []
     full, odd, bias, full_pitch, odd_pitch = {}, {}, {}, {}, {}
 
-    def put(t: torch.Tensor | None) -> tuple[int, int]:
+    def put(t: torch.Tensor | None, transpose: bool = transposed) -> tuple[int, int]:
         if t is None:
             return 0, 0
         t = t.detach().to(dev, weight_dtype)
         pitch = -(-t.shape[-1] // ALIGN) * ALIGN
         if t.dim() == 2:
             t = torch.nn.functional.pad(t, (0, pitch - t.shape[1]))
-            if transposed:
+            if transpose:
                 t = t.t()
         start = sum(p.numel() for p in parts)
         parts.append(t.contiguous().view(-1))
         parts.append(torch.zeros((-t.numel()) % ALIGN, dtype=t.dtype, device=dev))
         return start, pitch
 
+    wavenet: dict[str, int] = {}
+    wavenet_rows: list[list[int]] = []
     for name, layer in zip(program.rings, tables.layers):
-        if layer is not None:
+        if isinstance(layer, WaveNetWeights):  # its matrices as they come, whatever the kernel
+            full[name], full_pitch[name] = put(layer.conv, False)
+            bias[name] = put(layer.conv_bias)[0]
+            wavenet[name] = len(wavenet_rows)
+            wavenet_rows.append(_wavenet_row(layer, put, channels[name]))
+        elif layer is not None:
             full[name], full_pitch[name] = put(layer.full)
             odd[name], odd_pitch[name] = put(layer.odd)
             bias[name] = put(layer.bias)[0]
     rows, starts = placed.placed_rows(program, program.schedule, layout, placed.WeightOffsets(
-        full, odd, bias, full_pitch, odd_pitch))
+        full, odd, bias, full_pitch, odd_pitch, wavenet))
     widest = max([int(r[5]) for r in rows if r[0] == placed.OP_GATED] or [1])
 
     def i64(values: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(values, dtype=np.int64), device=dev)
 
     return FlatPlans(frames, torch.cat(parts), i64(rows), i64(starts), tables, offset,
-                     head_width, widest)
+                     head_width, widest, i64(np.array(wavenet_rows, dtype=np.int64)
+                                         .reshape(-1, len(WAVENET_COLUMNS))))
 
 
 @dataclass(frozen=True)
@@ -129,10 +157,11 @@ class Block:
 
 
 def refusal(program: StepProgram, backend: str, *, missing: str | None, on_cpu: bool,
-                cpu_mode: str) -> str | None:
+            cpu_mode: str, wavenet: bool = False) -> str | None:
     """Why the persistent kernel ``backend`` cannot run ``program`` (None if it can):
     ``missing`` names what to install if its tool is absent; ``on_cpu`` says whether this
-    process runs the tool's kernels on the CPU (``cpu_mode``: how that is switched on)."""
+    process runs the tool's kernels on the CPU (``cpu_mode``: how that is switched on);
+    ``wavenet``: whether the kernel runs WaveNet layers too."""
     if missing:
         return missing
     if program.device.type != "cuda" and not on_cpu:
@@ -142,7 +171,7 @@ def refusal(program: StepProgram, backend: str, *, missing: str | None, on_cpu: 
         return f"the {backend} backend runs its kernels on the CPU in this process ({cpu_mode})"
     if program.dtype != torch.float32:
         return f"the {backend} backend runs in float32, not {program.dtype}"
-    reason = unsupported_layers(program)
+    reason = unsupported_layers(program, wavenet)
     if reason:
         return f"the {backend} backend runs {reason}"
     if program.capacity != "period":

@@ -22,12 +22,19 @@ COPY        newest frame's columns,    frame slot (or head) columns  elements   
 ICOPY       a rewind of the index      the index ring's front        frames       .
             ring
 HEAD        .                          .                             .            .
+WAVENET     oldest tap's frame         next ring's slot (or head)    taps         layer no.,
+                                                                                  conv weights,
+                                                                                  pitch, bias,
+                                                                                  newest
 ==========  =========================  ============================  ===========  ===========
+
+A WAVENET row's ``width`` numbers the layer in the executor's table of WaveNet layers, which
+holds what does not fit a row (the residual and skip weights, the tap stride, the widths).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,7 +42,7 @@ from streamgen.engine.plan import HEAD, Advance, Copy, Head, Input, Layer, Taps
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.schedule import Placed, Rewind, RingSchedule
 
-OP_INPUT, OP_EMBED, OP_GATED, OP_COPY, OP_ICOPY, OP_HEAD = range(6)
+OP_INPUT, OP_EMBED, OP_GATED, OP_COPY, OP_ICOPY, OP_HEAD, OP_WAVENET = range(7)
 COLUMNS = ("code", "src", "stride", "dst", "dst_stride", "n", "width", "weights", "bias",
            "newest", "pitch", "dst2", "dst2_stride")
 
@@ -64,6 +71,7 @@ class WeightOffsets:
     bias: dict[str, int]
     full_pitch: dict[str, int]
     odd_pitch: dict[str, int]
+    wavenet: dict[str, int] = field(default_factory=dict)  # ring -> WaveNet layer number
 
 
 def _row(code: int, src: int = 0, stride: int = 0, dst: int = 0, dst_stride: int = 0,
@@ -124,6 +132,15 @@ def placed_rows(program: StepProgram, schedule: RingSchedule, layout: FlatLayout
                 dst, dst_stride = destination(p, op.col)
                 rows.append(_row(OP_EMBED, frame(INPUT_RING, p.newest - win + 1),
                                  layout.stride[INPUT_RING], dst, dst_stride, win, op.width))
+            elif isinstance(op, Layer) and op.ring in weights.wavenet:
+                win = rings[op.ring].window_size
+                dst, dst_stride = destination(p, op.col)
+                rows.append(_row(OP_WAVENET, frame(op.ring, p.newest - win + 1),
+                                 layout.stride[op.ring], dst, dst_stride,
+                                 program.kernels[op.ring].conv.k, weights.wavenet[op.ring],
+                                 weights.full[op.ring],
+                                 weights.bias[op.ring], frame(op.ring, p.newest),
+                                 weights.full_pitch[op.ring]))
             elif isinstance(op, Layer):
                 odd = op.taps == Taps.ODD
                 frames = rings[op.ring].window_size - odd
