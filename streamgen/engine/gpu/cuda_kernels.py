@@ -133,6 +133,7 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
     UNROLLED = np.uint64(U)
     STRIDE = np.uint64(2 * channels if uniform else 0)  # 0: the layer's own 2C
     DMAX, SMAX = max(wavenet[0], 1), max(wavenet[1], 1)
+    WAVENET = wavenet[0] > 0  # compile the WaveNet paths only for WaveNets (registers)
     CHW = -(-DMAX // WARPS)  # WaveNet: dilation channels per warp
 
     @cuda.jit(device=True, inline=True)
@@ -462,9 +463,9 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
                         gated_rows(rs, b, pid, frames, weights, part, t, lane, warp)
                     else:
                         gated(rs, b, pid, frames, weights, lane, warp)
-                elif code == OP_WAVENET:
+                elif WAVENET and code == OP_WAVENET:
                     wavenet_layer(rs, b, pid, frames, weights, wn, hbuf, skip, t, lane, warp)
-                elif code == OP_HEAD and hid_width > 0:  # relu, 1x1, relu, 1x1 (a WaveNet's)
+                elif WAVENET and code == OP_HEAD:  # relu, 1x1, relu, 1x1 (a WaveNet's)
                     for j in range(t, hid_width, T):
                         acc = hid_b[j]
                         for k in range(head_width):
