@@ -44,12 +44,14 @@ def known_errors() -> tuple[type[BaseException], ...]:
     from streamgen.audio.io import AudioFileError
     from streamgen.checkpoint import CheckpointError
     from streamgen.devices import DeviceError
+    from streamgen.engine.tables import BackendError
     from streamgen.zoo import ModelNotFoundError
 
     from .common import CLIError
 
     errors: list[type[BaseException]] = [CLIError, AudioFileError, CheckpointError,
-                                         ModelNotFoundError, DeviceError, FileNotFoundError, PermissionError]
+                                         ModelNotFoundError, DeviceError, BackendError,
+                                         FileNotFoundError, PermissionError]
     try:
         from streamgen.audio.live import AudioDeviceError, TooSlowError
 

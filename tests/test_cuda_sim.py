@@ -134,7 +134,8 @@ def test_numba_cuda_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
     tcn = TCN(TCNConfig(channels=4, levels=2, kernel_size=3, classes=16))
     with pytest.raises(ValueError, match="plans of gated layers.*backend='torch'"):
         StreamingEngine(tcn, 1, backend="numba-cuda", capacity="period")
-    with pytest.raises(ValueError, match=r"capacity='period'\); use backend='torch'$"):
+    refusal = r"capacity='period'\); use the torch backend \(backend='torch', --backend torch\)$"
+    with pytest.raises(ValueError, match=refusal):
         StreamingEngine(random_sequnet((4, 2, 1, 3), 16, rng), 1, backend="numba-cuda",
                         capacity="double")
     monkeypatch.setattr("streamgen.engine.gpu.cuda_executor.simulating", lambda: False)

@@ -54,6 +54,13 @@ def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
+def no_kernels_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU machine as users have it: no Triton interpreter or numba simulator switched on
+    (the tests switch both on without a GPU)."""
+    monkeypatch.setattr("streamgen.engine.gpu.cuda_executor.simulating", lambda: False)
+    monkeypatch.setattr("streamgen.engine.gpu.triton_executor.interpreting", lambda: False)
+
+
 def missing(*modules: str):
     def setup(monkeypatch: pytest.MonkeyPatch) -> None:
         for name in modules:
@@ -107,6 +114,7 @@ FAULTS = [
     ("bad sampling", [*GEN, "--temperature", "0"], "temperature", None),
     ("bad --batch", [*GEN, "--batch", "0"], "--batch and --block must be positive", None),
     ("unknown backend", [*GEN, "--backend", "jax"], "invalid choice: 'jax'", None),
+    ("backend not here", [*GEN, "--backend", "numba-cuda"], "use the torch backend", no_kernels_on_cpu),
     ("unknown device", [*GEN, "--device", "tpu"], "unknown device 'tpu'", None),
     ("no GPU", [*GEN, "--device", "cuda"], "use --device cpu", no_gpu),
     ("no GPU (train)", [*TRAIN, "--device", "cuda"], "use --device cpu", no_gpu),

@@ -93,7 +93,8 @@ def test_triton_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
     assert StreamingEngine(wavenet, 1).backend == "torch"
     small = random_sequnet((4, 2, 1, 3), CLASSES, rng)
     assert StreamingEngine(small, 1, backend="auto").backend != "triton"
-    with pytest.raises(ValueError, match=r"capacity='period'\); use backend='torch'$"):
+    refusal = r"capacity='period'\); use the torch backend \(backend='torch', --backend torch\)$"
+    with pytest.raises(ValueError, match=refusal):
         StreamingEngine(small, 1, backend="triton", capacity="double")
     monkeypatch.setattr("streamgen.engine.gpu.triton_executor.interpreting", lambda: False)
     with pytest.raises(ValueError, match="runs on a CUDA device, not 'cpu'"):

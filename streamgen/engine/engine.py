@@ -19,7 +19,7 @@ from streamgen.engine.clock import silence_class, zero_index
 from streamgen.engine.program import CAPACITIES, Executor, StepProgram, TorchExecutor, build_program
 from streamgen.engine.sampling import Sampler, SamplingConfig
 from streamgen.engine.schedule import RingSchedule, align_rings
-from streamgen.engine.tables import unsupported_layers
+from streamgen.engine.tables import BackendError, unsupported_layers
 from streamgen.sampling import STARTS
 
 BACKENDS = ("auto", "torch", "numba", "triton", "numba-cuda", "graphs")
@@ -41,10 +41,11 @@ NUMBA_MAX_BATCH = 8
 
 def resolve_capacity(capacity: str, device: torch.device, backend: str) -> str:
     """The ring capacity rule (``CAPACITIES``) ``capacity`` names: ``auto`` is ``period`` on a
-    CUDA device (what the replaying executors need) and for the graphs backend anywhere,
-    ``double`` on the CPU (what the CPU figures were measured with)."""
+    CUDA device and for the backends that need it anywhere (graphs, the persistent kernels),
+    ``double`` on the CPU otherwise (what the CPU figures were measured with)."""
     if capacity == "auto":
-        return "period" if device.type == "cuda" or backend == "graphs" else "double"
+        scheduled = backend in ("graphs", "triton", "numba-cuda")
+        return "period" if device.type == "cuda" or scheduled else "double"
     if capacity not in CAPACITIES:
         raise ValueError(f"unknown ring capacity {capacity!r}; choose one of {('auto',) + CAPACITIES}")
     return capacity
@@ -92,7 +93,7 @@ def build_executor(program: StepProgram, backend: str) -> Executor:
         return _latency_executor(program, backend)
     if not numba_available():
         if backend == "numba":
-            raise ValueError("the numba backend needs numba: pip install numba")
+            raise BackendError("the numba backend needs numba: pip install numba")
         return TorchExecutor(program)
     from streamgen.engine.fast.numba_executor import NumbaExecutor
 

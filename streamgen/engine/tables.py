@@ -59,10 +59,14 @@ def unsupported_layers(program: StepProgram, wavenet: bool = False) -> str | Non
     return None
 
 
+class BackendError(ValueError):
+    """A backend asked for that cannot run here (a one-line error naming the fix)."""
+
+
 def refuse_unless_runnable(reason: str | None) -> None:
     """The one-line error of an executor asked to run a program it cannot (``reason``)."""
     if reason:
-        raise ValueError(f"{reason}; use backend='torch'")
+        raise BackendError(f"{reason}; use the torch backend (backend='torch', --backend torch)")
 
 
 @dataclass
