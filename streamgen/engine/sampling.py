@@ -14,6 +14,10 @@ import torch
 from streamgen.sampling import SamplingConfig
 
 NOISE_BLOCK = 256  # steps of noise drawn at once
+#: The compiled samplers' nucleus bound: classes below ``NUCLEUS_BOUND * (1 - top_p) / classes``
+#: of the mass hold less than ``1 - top_p`` together, so they lie outside the nucleus (a hair
+#: below 1, so rounding can only widen the candidates).
+NUCLEUS_BOUND = 0.999
 
 
 class Sampler:

@@ -15,6 +15,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from streamgen.engine.sampling import NUCLEUS_BOUND
 from streamgen.engine.tables import (OP_ADVANCE, OP_COPY, OP_EMBED, OP_GATED, OP_HEAD,
                                      OP_INPUT, TAPS_ODD)
 
@@ -158,8 +159,7 @@ def apply_top_p(scores, top_p, buf):
     total = 0.0
     for i in range(classes):
         total += np.exp(scores[i] - m)
-    # a hair below the bound, so rounding can only widen the candidate set
-    floor = m + np.log(0.999 * (1.0 - top_p) * total / classes)
+    floor = m + np.log(NUCLEUS_BOUND * (1.0 - top_p) * total / classes)
     # candidates in descending order by insertion (a few dozen: cheaper than a full sort)
     n = 0
     for i in range(classes):

@@ -6,12 +6,16 @@ by the ring schedule), interpreted CUDA-style where Triton gives no control:
 
 - each step's rows are staged into shared memory with one coalesced load, so an op reads its
   fields without a round trip to global memory;
-- a gated layer gives each warp ``CH`` output channels (their filter and gate rows); lanes
-  stride the flattened window ``UNROLL`` elements at a time, so every lane has that many
-  weight loads in flight, and warp shuffles sum the lanes. The window and head loops index
-  with unsigned integers: numba checks a signed index for wraparound on every load, which
-  kept the loads off constant offsets (Nsight Compute found the first version bound by
-  instruction issue, ``benchmarks/results/gpu-nvidia-h200-numba-cuda-log.md``);
+- a gated layer's work is split one of two ways (``MAPPINGS``): ``lanes`` gives each warp
+  ``CH`` output channels (their filter and gate rows), its lanes striding the flattened window
+  ``U`` elements at a time (that many weight loads in flight per lane) and warp shuffles
+  summing them; ``rows`` gives each lane weight rows and each warp a share of the window, the
+  partial sums meeting in shared memory. The window and head loops index with unsigned
+  integers: numba checks a signed index for wraparound on every load, which kept the loads
+  off constant offsets (Nsight Compute found the first version bound by instruction issue,
+  ``benchmarks/results/gpu-nvidia-h200-numba-cuda-log.md``);
+- a WaveNet layer (its dilated taps, the residual, the skip sum kept in shared memory) and a
+  WaveNet's two-layer head are ops of their own, compiled only into WaveNet kernels;
 - the pending logits live in shared memory; a free-running step samples them in the kernel
   (greedy; temperature; top-k; top-p) with the ``Sampler``'s Gumbel noise and rule. Top-p
   ranks only the candidates that can lie in the nucleus (``apply_top_p``'s bound, compacted in
@@ -22,8 +26,8 @@ every op makes them visible to the whole block. Every warp shuffle sits where al
 threads reach it, which is what the CPU simulator's emulation of shuffles needs
 (``streamgen.engine.gpu.cudasim``).
 
-``build`` compiles one kernel per shape: threads per block, rows per step, classes and output
-channels per thread, and the unroll, all compile-time constants.
+``build`` compiles one kernel per shape: threads per block, rows per step, classes, output
+channels, the unroll, the mapping and the WaveNet widths, all compile-time constants.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import numpy as np
 from numba import cuda, float32, int64, uint64
 
 from streamgen.engine.gpu import placed, simulating
+from streamgen.engine.sampling import NUCLEUS_BOUND
 
 FULL = 0xFFFFFFFF
 NCOL = len(placed.COLUMNS)
@@ -45,9 +50,6 @@ OP_COPY, OP_ICOPY, OP_HEAD = placed.OP_COPY, placed.OP_ICOPY, placed.OP_HEAD
 OP_WAVENET = placed.OP_WAVENET
 #: modes of a launch
 FEED, FEED_OUT, GENERATE = 0, 1, 2
-#: nucleus candidates: classes below this fraction of ``(1 - top_p) / classes`` of the mass
-#: cannot lie in the nucleus (a hair below 1, so rounding only widens the set)
-BOUND = 0.999
 
 
 @cuda.jit(device=True, inline=True)
@@ -207,7 +209,7 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
             for q in range(CS):
                 mass += math.exp(sq[q] - top)
             total = block_sum(mass, red, 2, lane, warp)
-            floor = top + math.log(BOUND * (1.0 - top_p) * total / classes)
+            floor = top + math.log(NUCLEUS_BOUND * (1.0 - top_p) * total / classes)
             # candidates compacted in class order: slot q's classes, warp by warp
             rank = cuda.local.array(CS, int64)
             for q in range(CS):
