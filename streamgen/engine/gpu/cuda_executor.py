@@ -2,8 +2,8 @@
 one thread block per stream (``streamgen.engine.gpu.cuda_kernels``).
 
 It runs the placed plans the Triton executor runs (``streamgen.engine.gpu.flat``), float32
-Seq-U-Nets on rings that repeat with the clock, for the latency regime (batch 1 to
-``flat.MAX_BATCH``). On a machine without a GPU it runs through numba's CUDA simulator
+Seq-U-Nets, and WaveNets too, on rings that repeat with the clock, for the latency regime
+(batch 1 to ``flat.MAX_BATCH``). On a machine without a GPU it runs through numba's CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1`` before numba is first imported, with ``cudasim``'s shuffles), one
 Python thread per CUDA thread: slowly, so the tests use small models and small blocks.
 """
@@ -30,7 +30,8 @@ def _numpy_shim() -> None:
 
 
 class CudaExecutor(PlacedExecutor):
-    """float32 Seq-U-Net plans on a CUDA device (or numba's CUDA simulator on the CPU)."""
+    """float32 Seq-U-Net and WaveNet plans on a CUDA device (or numba's CUDA simulator on the
+    CPU)."""
 
     name = "numba-cuda"
     #: Threads per block (None: ``THREADS``, or ``SIM_THREADS`` in the simulator), the unroll
