@@ -81,8 +81,9 @@ def _latency_executor(program: StepProgram, backend: str) -> Executor:
 def build_executor(program: StepProgram, backend: str) -> Executor:
     """An executor of ``program``'s plans: ``auto`` picks the compiled interpreter of the plan
     tables where it runs the program and is faster (on the CPU numba at small batches: 5x at
-    batch 1; on a CUDA GPU the Triton kernel at batches up to 64, else CUDA graphs of the
-    torch steps where the rings run on a schedule), else torch."""
+    batch 1; on a CUDA GPU a persistent kernel, numba-cuda or Triton, at batches up to 64
+    (``_latency_executor``), else CUDA graphs of the torch steps where the rings run on a
+    schedule), else torch."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend == "torch":
