@@ -151,3 +151,18 @@ def test_benchmark_script_without_a_gpu_is_a_one_line_error() -> None:
                           capture_output=True, text=True, timeout=120, cwd=Path(script).anchor)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0 and "use --device cpu" in done.stderr
+
+
+@pytest.mark.parametrize("multiple", [1, 64])
+def test_timed_calls_take_about_the_seconds_asked(multiple: int) -> None:
+    """``seconds`` sizes each timed call from a first call's pace: a slow row takes fewer
+    steps than its cap (so a GPU suite's length stays bounded), a whole number of
+    ``multiple`` steps, and at least the first call's."""
+    from streamgen.bench.suite import generation_rate
+
+    model = SeqUNet(SeqUNetConfig(4, 2, 1, 3, classes=16)).eval()
+    row = generation_rate(model, backend="torch", n=20_000, repeats=1, seconds=0.05,
+                          multiple=multiple)  # 20,000 steps: seconds on this machine
+    assert max(64, multiple) <= row["steps"] < 20_000 and row["steps"] % multiple == 0
+    capped = generation_rate(model, backend="torch", n=96, repeats=1, seconds=10.0)
+    assert capped["steps"] == 96

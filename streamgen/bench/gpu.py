@@ -48,19 +48,22 @@ TARGETS = {
 @dataclass(frozen=True)
 class GpuProfile:
     name: str
-    steps_torch: int  # free-running steps per timed call, torch at batch 1
-    steps_triton: int  # ... the Triton kernel at batch 1
+    steps_torch: int  # free-running steps per timed call, torch at batch 1 (at most)
+    steps_triton: int  # ... a persistent kernel at batch 1
     steps_large: int  # ... any backend at the large batch
     large_batch: int
     repeats: int
     triton_batches: tuple[int, ...] = ()  # extra latency-regime batches of the default
     dry_run: bool = False
+    #: Timed calls of about this long, the steps above being caps (None: always the caps): a
+    #: slow row takes fewer steps, so the run's length stays bounded (``generation_rate``).
+    seconds: float | None = None
 
 
 QUICK = GpuProfile("quick", steps_torch=128, steps_triton=2048, steps_large=32,
-                   large_batch=4096, repeats=3)
+                   large_batch=4096, repeats=3, seconds=0.25)
 FULL = GpuProfile("full", steps_torch=1024, steps_triton=16384, steps_large=256,
-                  large_batch=4096, repeats=5, triton_batches=(8, 64))
+                  large_batch=4096, repeats=5, triton_batches=(8, 64), seconds=1.0)
 DRY_RUN = GpuProfile("dry-run", steps_torch=4, steps_triton=4, steps_large=3, large_batch=3,
                      repeats=1, triton_batches=(2,), dry_run=True)
 
@@ -85,7 +88,9 @@ def _rate(model: nn.Module, device: str, profile: GpuProfile, *, batch: int, bac
     try:
         row.update(generation_rate(model, batch=batch, device=device, backend=backend, n=steps,
                                    repeats=profile.repeats, sampling=sampling,
-                                   capacity=capacity, dtype=dtype, warmup_steps=warmup))
+                                   capacity=capacity, dtype=dtype, warmup_steps=warmup,
+                                   seconds=profile.seconds,
+                                   multiple=SEGMENT if backend == "graphs" else 1))
     except torch.cuda.OutOfMemoryError:
         row["error"] = "out of memory"
     except ValueError as e:  # the backend cannot run this model here

@@ -59,20 +59,28 @@ FULL = Profile("full")
 def generation_rate(model: nn.Module, *, batch: int = 1, device: str = "cpu", backend: str = "auto",
                     n: int = 4096, repeats: int = 5, sampling: SamplingConfig | None = None,
                     capacity: str = "double", dtype: torch.dtype = torch.float32,
-                    warmup_steps: int = 0) -> dict[str, Any]:
-    """Free-running samples per second (all streams together) and real-time factor.
-    ``warmup_steps`` are generated once before the warm-up call (a replaying executor records
-    its segments then)."""
+                    warmup_steps: int = 0, seconds: float | None = None,
+                    multiple: int = 1) -> dict[str, Any]:
+    """Free-running samples per second (all streams together) and real-time factor, over
+    timed calls of ``n`` steps. ``warmup_steps`` are generated once before the warm-up call (a
+    replaying executor records its segments then). ``seconds``: time calls of about that long
+    instead, ``n`` then being the most steps a call takes; a first call of ``multiple`` steps
+    (at least 64) measures the pace. Calls take multiples of ``multiple`` steps."""
     engine = StreamingEngine(model, batch, device=device, backend=backend, capacity=capacity,
                              dtype=dtype)
     sampler = engine.sampler(sampling, seed=0)
     if warmup_steps:
         engine.generate(warmup_steps, sampler)
+    if seconds is not None:
+        probe = min(n, -(-64 // multiple) * multiple)
+        pace = time_call(lambda: engine.generate(probe, sampler), device=device,
+                         repeats=1).median / probe
+        n = min(n, max(probe, round(seconds / pace / multiple) * multiple))
     out = torch.empty(batch, n, dtype=torch.int64, device=engine.device)
     timing = time_call(lambda: engine.generate(n, sampler, out), device=device, repeats=repeats)
     per_stream = n / timing.median
     return {"backend": engine.backend, "batch": batch, "sampling": sampler.config.describe(),
-            "samples_per_s": batch * per_stream,
+            "samples_per_s": batch * per_stream, "steps": n,
             "per_stream_samples_per_s": per_stream, "realtime_factor": per_stream / SAMPLE_RATE,
             "seconds_median": timing.median, "seconds_runs": timing.runs}
 
