@@ -7,7 +7,9 @@
 # 1. the probe's rows (benchmarks/gpu_probe.py): by default the persistent kernels' A/B at batch 1
 #    (Triton; numba-cuda with each mapping), batch 64 and the wider models; ROWS=a,b,... to choose;
 # 2. tests/test_cuda.py (every GPU executor against the float64 pass and torch's samples),
-# 3. the quick GPU benchmark (benchmarks/gpu.py --quick, about 50 s on an H200).
+# 3. the quick GPU benchmark (benchmarks/gpu.py --quick, about 50 s on an H200),
+# 4. Nsight Compute's warp and scheduler statistics of one numba-cuda launch per mapping
+#    (benchmarks/kernel_profile.py), where ncu is installed.
 # Each stage has its own time limit, so one stuck stage leaves the others' results.
 set -u
 out="${1:-${OUT:-gpu-check}}"
@@ -21,3 +23,10 @@ echo "== tests/test_cuda.py"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$out/tests.txt"
 echo "== benchmarks/gpu.py --quick"
 timeout 150 python3 benchmarks/gpu.py --quick --out "$out" 2>&1 | tail -40
+echo "== ncu"
+for mapping in lanes rows; do
+  timeout 60 ncu --launch-count 1 -k regex:run_block --section WarpStateStats \
+    --section SchedulerStats python3 benchmarks/kernel_profile.py --mapping "$mapping" \
+    > "$out/ncu-$mapping.txt" 2>&1
+  grep -E "Issued Warp|No Eligible|Warp Cycles Per Issued" "$out/ncu-$mapping.txt"
+done
