@@ -10,7 +10,8 @@
 # 3. the quick GPU benchmark (benchmarks/gpu.py --quick, about 50 s on an H200),
 # 4. Nsight Compute's warp and scheduler statistics of one numba-cuda launch per mapping
 #    (benchmarks/kernel_profile.py), where ncu is installed.
-# Each stage has its own time limit, so one stuck stage leaves the others' results.
+# Each stage has its own time limit (590 s in all: one device call), so one stuck stage leaves
+# the others' results.
 set -u
 out="${1:-${OUT:-gpu-check}}"
 mkdir -p "$out"
@@ -18,14 +19,14 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 STREAMGEN
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 echo "== benchmarks/gpu_probe.py"
 rows="${ROWS:-default-b1-w16,nbc-default-b1,nbc-default-b1-rows,nbc-default-b1-rows-t512,nbc-default-b1-rows-u4,nbc-default-b1-rows-greedy,nbc-default-b1-t256-u10-greedy,nbc-default-b64,nbc-default-b64-rows,nbc-paper-b1,nbc-paper-b1-rows,nbc-paperwavenet-b1,graphs-paper-b1,graphs-paperwavenet-b1,nbc-wide64-b1,nbc-wide64-b1-rows}"
-timeout 240 python3 benchmarks/gpu_probe.py --repeats 3 --rows "$rows" --out "$out" 2>&1 | tee "$out/probe.txt"
+timeout 230 python3 benchmarks/gpu_probe.py --repeats 3 --rows "$rows" --out "$out" 2>&1 | tee "$out/probe.txt"
 echo "== tests/test_cuda.py"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$out/tests.txt"
 echo "== benchmarks/gpu.py --quick"
-timeout 150 python3 benchmarks/gpu.py --quick --out "$out" 2>&1 | tail -40
+timeout 100 python3 benchmarks/gpu.py --quick --out "$out" 2>&1 | tail -40
 echo "== ncu"
 for mapping in lanes rows; do
-  timeout 60 ncu --launch-count 1 -k regex:run_block --section WarpStateStats \
+  timeout 55 ncu --launch-count 1 -k regex:run_block --section WarpStateStats \
     --section SchedulerStats python3 benchmarks/kernel_profile.py --mapping "$mapping" \
     > "$out/ncu-$mapping.txt" 2>&1
   grep -E "Issued Warp|No Eligible|Warp Cycles Per Issued" "$out/ncu-$mapping.txt"
