@@ -33,7 +33,7 @@ class Row:
     steps: int
     backend: str = "triton"
     warps: int | None = None  # triton: warps per program (None: the executor's choice)
-    weights: torch.dtype = torch.float32  # triton: weight storage
+    weights: torch.dtype = torch.float32  # triton: weight storage; graphs: the engine's dtype
     threads: int | None = None  # numba-cuda: threads per block (None: the executor's)
     unroll: int | None = None  # numba-cuda: window elements per lane in flight
     mapping: str = "lanes"  # numba-cuda: how a gated layer's work is split

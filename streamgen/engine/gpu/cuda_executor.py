@@ -64,7 +64,7 @@ class CudaExecutor(PlacedExecutor):
             cudasim.install()
         from numba import cuda
 
-        self._cuda = cuda
+        self._cuda, self._ck = cuda, cuda_kernels
         flat, dev, tables = self.flat, program.device, self.flat.tables
         threads = self.threads or (SIM_THREADS if self._sim else THREADS)
         widths = {int(r[6]) for r in flat.rows.cpu().numpy() if r[0] == cuda_kernels.OP_GATED}
@@ -93,6 +93,7 @@ class CudaExecutor(PlacedExecutor):
                                                          dtype=torch.int64, device=dev),
         )
         self._hidden_width = 0 if hidden is None else hidden.shape[0]
+        # the kernel's views of these (``_tensors`` keeps them alive: a view owns no memory)
         self._fixed = {k: self._array(v) for k, v in self._tensors.items()}
         self._dummy = dict(
             xs=torch.zeros(1, 1, dtype=torch.int64, device=dev),
@@ -107,8 +108,7 @@ class CudaExecutor(PlacedExecutor):
         return t.numpy() if self._sim else self._cuda.as_cuda_array(t.detach())
 
     def launch(self, block: Block) -> None:
-        from streamgen.engine.gpu import cuda_kernels as ck
-
+        ck = self._ck
         if block.sampling is not None:
             mode = ck.GENERATE
         else:
@@ -124,9 +124,7 @@ class CudaExecutor(PlacedExecutor):
         self._launch(self.kernel[p.batch, self.threads_per_block, stream], block, mode)
 
     def _launch(self, kernel, block: Block, mode: int) -> None:
-        from streamgen.engine.gpu import cuda_kernels as ck
-
-        p, flat, cfg, a = self.program, self.flat, block.sampling, self._fixed
+        p, flat, cfg, a, ck = self.program, self.flat, block.sampling, self._fixed, self._ck
 
         def arg(name: str, t: torch.Tensor | None):
             return self._array(t if t is not None else self._dummy[name])
