@@ -29,7 +29,65 @@ def _numpy_shim() -> None:
         np.row_stack = np.vstack
 
 
-class CudaExecutor(PlacedExecutor):
+class NumbaCudaExecutor(PlacedExecutor):
+    """What the numba-cuda kernels' executors share: numba's ``cuda`` module (the simulator's
+    with ``cudasim``'s additions on a machine without a GPU), the kernels' views of tensors,
+    and stand-ins for the arguments a launch does not use."""
+
+    def __init__(self, program: StepProgram) -> None:
+        _numpy_shim()
+        super().__init__(program)
+        self._sim = simulating()
+        if self._sim:
+            from streamgen.engine.gpu import cudasim
+
+            cudasim.install()
+        from numba import cuda
+
+        self._cuda = cuda
+        dev = program.device
+        self._dummy = dict(
+            xs=torch.zeros(1, 1, dtype=torch.int64, device=dev),
+            out_logits=torch.zeros(1, 1, 1, dtype=torch.float32, device=dev),
+            out_samples=torch.zeros(1, 1, dtype=torch.int64, device=dev),
+            noise=torch.zeros(1, 1, 1, dtype=torch.float32, device=dev),
+        )
+
+    def _array(self, t: torch.Tensor):
+        """``t`` as the kernel takes it: a device array view on a GPU, a numpy view in the
+        simulator (both share ``t``'s memory)."""
+        return t.numpy() if self._sim else self._cuda.as_cuda_array(t.detach())
+
+    def _arg(self, name: str, t: torch.Tensor | None):
+        """``t``, or the stand-in ``name`` for an argument this launch does not use."""
+        return self._array(t if t is not None else self._dummy[name])
+
+    def _f32(self, t: torch.Tensor) -> torch.Tensor:
+        return t.detach().to(self.program.device, torch.float32).contiguous()
+
+    @staticmethod
+    def _mode(block: Block) -> int:
+        """The kernels' launch mode for ``block`` (``cuda_kernels.FEED``, ...)."""
+        from streamgen.engine.gpu import cuda_kernels as ck
+
+        if block.sampling is not None:
+            return ck.GENERATE
+        return ck.FEED_OUT if block.write_out else ck.FEED
+
+    @staticmethod
+    def _sampling(block: Block) -> tuple:
+        """The kernels' sampling arguments: greedy, temperature, top-k, top-p."""
+        cfg = block.sampling
+        return (bool(cfg and cfg.greedy), np.float32(cfg.temperature if cfg else 1.0),
+                int(cfg.top_k) if cfg else 0, np.float32(cfg.top_p if cfg else 1.0))
+
+    def _stream(self):
+        """Torch's current stream on the program's device, for numba's launches."""
+        return self._cuda.external_stream(
+            torch.cuda.current_stream(self.program.device).cuda_stream)
+
+
+class CudaExecutor(NumbaCudaExecutor):
     """float32 Seq-U-Net and WaveNet plans on a CUDA device (or numba's CUDA simulator on the
     CPU)."""
 
@@ -52,19 +110,11 @@ class CudaExecutor(PlacedExecutor):
 
     def __init__(self, program: StepProgram) -> None:
         refuse_unless_runnable(self.unsupported(program))
-        _numpy_shim()
-        from streamgen.engine.gpu import cuda_kernels
-
         self.transposed_weights = self.mapping == "rows"
         super().__init__(program)
-        self._sim = simulating()
-        if self._sim:
-            from streamgen.engine.gpu import cudasim
+        from streamgen.engine.gpu import cuda_kernels
 
-            cudasim.install()
-        from numba import cuda
-
-        self._cuda, self._ck = cuda, cuda_kernels
+        self._ck = cuda_kernels
         flat, dev, tables = self.flat, program.device, self.flat.tables
         threads = self.threads or (SIM_THREADS if self._sim else THREADS)
         widths = {int(r[6]) for r in flat.rows.cpu().numpy() if r[0] == cuda_kernels.OP_GATED}
@@ -76,10 +126,7 @@ class CudaExecutor(PlacedExecutor):
         self.kernel = cuda_kernels.build(threads, flat.max_rows, program.classes,
                                          max(widths, default=1), self.unroll, self.mapping,
                                          uniform=len(widths) == 1, wavenet=wavenet)
-
-        def f32(t: torch.Tensor) -> torch.Tensor:
-            return t.detach().to(dev, torch.float32).contiguous()
-
+        f32 = self._f32
         # the head's weights as (C, classes): a thread per class reads them coalesced
         self._tensors = dict(
             rows=flat.rows.view(-1), starts=flat.starts, frames=flat.frames,
@@ -95,39 +142,19 @@ class CudaExecutor(PlacedExecutor):
         self._hidden_width = 0 if hidden is None else hidden.shape[0]
         # the kernel's views of these (``_tensors`` keeps them alive: a view owns no memory)
         self._fixed = {k: self._array(v) for k, v in self._tensors.items()}
-        self._dummy = dict(
-            xs=torch.zeros(1, 1, dtype=torch.int64, device=dev),
-            out_logits=torch.zeros(1, 1, 1, dtype=torch.float32, device=dev),
-            out_samples=torch.zeros(1, 1, dtype=torch.int64, device=dev),
-            noise=torch.zeros(1, 1, 1, dtype=torch.float32, device=dev),
-        )
-
-    def _array(self, t: torch.Tensor):
-        """``t`` as the kernel takes it: a device array view on a GPU, a numpy view in the
-        simulator (both share ``t``'s memory)."""
-        return t.numpy() if self._sim else self._cuda.as_cuda_array(t.detach())
 
     def launch(self, block: Block) -> None:
-        ck = self._ck
-        if block.sampling is not None:
-            mode = ck.GENERATE
-        else:
-            mode = ck.FEED_OUT if block.write_out else ck.FEED
-        p = self.program
+        mode, p = self._mode(block), self.program
         if self._sim:
-            from streamgen.engine.gpu.cudasim import fast_switching
+            from streamgen.engine.gpu.cudasim import concurrent_blocks
 
-            with fast_switching():
+            with concurrent_blocks():
                 self._launch(self.kernel[p.batch, self.threads_per_block, 0], block, mode)
             return
-        stream = self._cuda.external_stream(torch.cuda.current_stream(p.device).cuda_stream)
-        self._launch(self.kernel[p.batch, self.threads_per_block, stream], block, mode)
+        self._launch(self.kernel[p.batch, self.threads_per_block, self._stream()], block, mode)
 
     def _launch(self, kernel, block: Block, mode: int) -> None:
-        p, flat, cfg, a, ck = self.program, self.flat, block.sampling, self._fixed, self._ck
-
-        def arg(name: str, t: torch.Tensor | None):
-            return self._array(t if t is not None else self._dummy[name])
+        p, flat, a, ck, arg = self.program, self.flat, self._fixed, self._ck, self._arg
 
         kernel(
             a["rows"], a["starts"], block.n, block.t0, self.schedule.period,
@@ -139,7 +166,5 @@ class CudaExecutor(PlacedExecutor):
             arg("xs", block.xs),
             arg("out_logits", block.out if mode == ck.FEED_OUT else None),
             arg("out_samples", block.out if mode == ck.GENERATE else None),
-            arg("noise", block.noise), block.noise_at, mode,
-            bool(cfg and cfg.greedy), np.float32(cfg.temperature if cfg else 1.0),
-            int(cfg.top_k) if cfg else 0, np.float32(cfg.top_p if cfg else 1.0),
+            arg("noise", block.noise), block.noise_at, mode, *self._sampling(block),
         )

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from types import SimpleNamespace
 
 import numpy as np
 from numba import cuda, float32, int64, uint64
@@ -100,6 +101,46 @@ def warp_scan(v, lane):
     return v
 
 
+@cuda.jit(device=True, inline=True)
+def embed_op(rs, b, pid, o0, o1, step, frames, index, embed, embed_bias, embed_cols,
+             embed_rows):
+    """Embedding row ``b`` (the one-hot convolution as table lookups) for output channels
+    ``o0, o0 + step, ...`` below ``o1``."""
+    n = rs[b + 5]
+    src = rs[b + 1] + pid * rs[b + 2]
+    dst = rs[b + 3] + pid * rs[b + 4]
+    dst2 = rs[b + 11]
+    for o in range(o0, o1, step):
+        acc = embed_bias[o]
+        for j in range(n):
+            acc += embed[(j * embed_rows + index[src + j]) * embed_cols + o]
+        frames[dst + o] = acc
+        if dst2 >= 0:
+            frames[dst2 + pid * rs[b + 12] + o] = acc
+
+
+@cuda.jit(device=True, inline=True)
+def copy_op(rs, b, pid, code, frames, index, t, threads):
+    """Copy row ``b`` (``OP_COPY`` of frames, ``OP_ICOPY`` of classes) by a block of
+    ``threads``: a rewind (dst below src where they overlap) or columns into a slot, each
+    chunk read whole before any of it is written."""
+    n = rs[b + 5]
+    src = rs[b + 1] + pid * rs[b + 2]
+    dst = rs[b + 3] + pid * rs[b + 4]
+    for j0 in range(0, n, threads):
+        j = j0 + t
+        if code == OP_COPY:
+            v = frames[src + j] if j < n else float32(0.0)
+            cuda.syncthreads()
+            if j < n:
+                frames[dst + j] = v
+        else:
+            iv = index[src + j] if j < n else int64(0)
+            cuda.syncthreads()
+            if j < n:
+                index[dst + j] = iv
+
+
 #: Window elements each lane has in flight per weight row, at most; and the registers a lane
 #: may give to the loads in flight.
 UNROLL, LOAD_REGISTERS = 10, 96
@@ -110,33 +151,13 @@ MAPPINGS = ("lanes", "rows")
 
 
 @lru_cache(maxsize=None)
-def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int | None = None,
-          mapping: str = "lanes", uniform: bool = False, wavenet: tuple[int, int] = (0, 0)):
-    """The kernel for blocks of ``threads`` (a multiple of 32), steps of at most ``max_rows``
-    rows, ``classes`` classes and gated layers of at most ``channels`` output channels
-    (``uniform``: every one exactly ``channels``, a Seq-U-Net's, so the ``rows`` mapping's
-    stride is a constant); ``unroll`` window elements per lane in flight (None: as many as
-    ``LOAD_REGISTERS`` allow, at most ``UNROLL``); ``mapping`` one of ``MAPPINGS``;
-    ``wavenet``: the most dilation channels and the widest skip sum or head layer of WaveNet
-    layers ((0, 0): none)."""
-    if threads % 32:
-        raise ValueError(f"threads per block must be a multiple of 32, not {threads}")
-    if mapping not in MAPPINGS:
-        raise ValueError(f"unknown mapping {mapping!r}; choose one of {MAPPINGS}")
+def block_ops(threads: int, classes: int) -> SimpleNamespace:
+    """A thread block's reductions over its warps (``block_sum``, ``block_max``,
+    ``block_argmax``, each over shared scratch rows ``red[slot]``) and ``sample``, the
+    in-kernel sampler, for blocks of ``threads`` threads and ``classes`` classes (each thread
+    holds ``ceil(classes / threads)`` of them)."""
     T, WARPS = threads, threads // 32
     CS = -(-classes // threads)  # classes per thread
-    CH = -(-channels // WARPS)  # lanes: channels per warp
-    RPL = -(-2 * channels // 32)  # rows: weight rows per lane
-    loads = 2 * CH + 1 if mapping == "lanes" else RPL + 1  # per window element in flight
-    U = unroll or max(1, min(UNROLL, LOAD_REGISTERS // loads))
-    CP, ROWS, PART = CS * threads, max_rows * NCOL, WARPS * RPL * 32
-    ROWWISE = mapping == "rows"
-    LANES, CHUNK, HEAD_UNROLL = np.uint64(32), np.uint64(32 * U), np.uint64(8)
-    UNROLLED = np.uint64(U)
-    STRIDE = np.uint64(2 * channels if uniform else 0)  # 0: the layer's own 2C
-    DMAX, SMAX = max(wavenet[0], 1), max(wavenet[1], 1)
-    WAVENET = wavenet[0] > 0  # compile the WaveNet paths only for WaveNets (registers)
-    CHW = -(-DMAX // WARPS)  # WaveNet: dilation channels per warp
 
     @cuda.jit(device=True, inline=True)
     def block_sum(v, red, slot, lane, warp):
@@ -249,6 +270,42 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
                     if _better(best_v, best_i, v, c):
                         best_v, best_i = v, c
         return block_argmax(best_v, best_i, red, redi, 3, lane, warp)
+
+    return SimpleNamespace(block_sum=block_sum, block_max=block_max,
+                           block_argmax=block_argmax, sample=sample)
+
+
+@lru_cache(maxsize=None)
+def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int | None = None,
+          mapping: str = "lanes", uniform: bool = False, wavenet: tuple[int, int] = (0, 0)):
+    """The kernel for blocks of ``threads`` (a multiple of 32), steps of at most ``max_rows``
+    rows, ``classes`` classes and gated layers of at most ``channels`` output channels
+    (``uniform``: every one exactly ``channels``, a Seq-U-Net's, so the ``rows`` mapping's
+    stride is a constant); ``unroll`` window elements per lane in flight (None: as many as
+    ``LOAD_REGISTERS`` allow, at most ``UNROLL``); ``mapping`` one of ``MAPPINGS``;
+    ``wavenet``: the most dilation channels and the widest skip sum or head layer of WaveNet
+    layers ((0, 0): none)."""
+    if threads % 32:
+        raise ValueError(f"threads per block must be a multiple of 32, not {threads}")
+    if mapping not in MAPPINGS:
+        raise ValueError(f"unknown mapping {mapping!r}; choose one of {MAPPINGS}")
+    T, WARPS = threads, threads // 32
+    CS = -(-classes // threads)  # classes per thread
+    CH = -(-channels // WARPS)  # lanes: channels per warp
+    RPL = -(-2 * channels // 32)  # rows: weight rows per lane
+    loads = 2 * CH + 1 if mapping == "lanes" else RPL + 1  # per window element in flight
+    U = unroll or max(1, min(UNROLL, LOAD_REGISTERS // loads))
+    CP, ROWS, PART = CS * threads, max_rows * NCOL, WARPS * RPL * 32
+    ROWWISE = mapping == "rows"
+    LANES, CHUNK, HEAD_UNROLL = np.uint64(32), np.uint64(32 * U), np.uint64(8)
+    UNROLLED = np.uint64(U)
+    STRIDE = np.uint64(2 * channels if uniform else 0)  # 0: the layer's own 2C
+    DMAX, SMAX = max(wavenet[0], 1), max(wavenet[1], 1)
+    WAVENET = wavenet[0] > 0  # compile the WaveNet paths only for WaveNets (registers)
+    CHW = -(-DMAX // WARPS)  # WaveNet: dilation channels per warp
+
+    ops = block_ops(threads, classes)
+    sample = ops.sample
 
     @cuda.jit(device=True, inline=True)
     def gated(rs, b, pid, frames, weights, lane, warp):
@@ -496,39 +553,14 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
                             acc += head_wt[j * cls + cu] * max(frames[h0 + j], float32(0.0))
                         if t + q * T < classes:
                             lg[c] = acc
-                elif code == OP_EMBED:  # one-hot convolution as table lookups
-                    n, e = rs[b + 5], rs[b + 6]
-                    src = rs[b + 1] + pid * rs[b + 2]
-                    dst = rs[b + 3] + pid * rs[b + 4]
-                    dst2 = rs[b + 11]
-                    for o in range(t, e, T):
-                        acc = embed_bias[o]
-                        for j in range(n):
-                            acc += embed[(j * embed_rows + index[src + j]) * embed_cols + o]
-                        frames[dst + o] = acc
-                        if dst2 >= 0:
-                            frames[dst2 + pid * rs[b + 12] + o] = acc
+                elif code == OP_EMBED:
+                    embed_op(rs, b, pid, t, rs[b + 6], T, frames, index, embed, embed_bias,
+                             embed_cols, embed_rows)
                 elif code == OP_INPUT:
                     if t == 0:
                         index[rs[b + 3] + pid * rs[b + 4]] = x
                 elif code == OP_COPY or code == OP_ICOPY:
-                    # a rewind (dst below src where they overlap) or columns into a slot: a
-                    # chunk is read whole before any of it is written
-                    n = rs[b + 5]
-                    src = rs[b + 1] + pid * rs[b + 2]
-                    dst = rs[b + 3] + pid * rs[b + 4]
-                    for j0 in range(0, n, T):
-                        j = j0 + t
-                        if code == OP_COPY:
-                            v = frames[src + j] if j < n else float32(0.0)
-                            cuda.syncthreads()
-                            if j < n:
-                                frames[dst + j] = v
-                        else:
-                            iv = index[src + j] if j < n else int64(0)
-                            cuda.syncthreads()
-                            if j < n:
-                                index[dst + j] = iv
+                    copy_op(rs, b, pid, code, frames, index, t, T)
                 cuda.syncthreads()
             if mode == FEED_OUT:
                 for q in range(CS):

@@ -1,4 +1,5 @@
-"""Warp shuffles for numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``), which has none.
+"""Warp shuffles and concurrent blocks for numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``),
+which has neither.
 
 The simulator runs each CUDA thread of a block as a Python thread and only knows block
 barriers. A shuffle here is an exchange through boards shared by the block: every thread
@@ -11,9 +12,17 @@ would hang the simulator, as a barrier there would.
 
 ``install`` also makes the simulator's shared arrays safe to allocate from many threads at
 once: it looks an allocation up by its source line and creates it if missing, unlocked, so
-two threads switched between the two could each make their own "shared" array. Kernels with
-thousands of barriers need Python to switch threads often (``fast_switching``), which makes
-that race common.
+two threads switched between the two could each make their own "shared" array. Each block
+gets arrays of its own (the simulator's are one set for the whole grid, which only works
+while blocks run one after another).
+
+The simulator runs a grid's blocks one after another, so a kernel whose blocks wait for each
+other would hang there, and its grid sync is a block barrier. Within ``concurrent_blocks``
+every block runs at once and ``cuda.cg.this_grid().sync()`` is a barrier over all the grid's
+threads: what the grid kernel (``streamgen.engine.gpu.grid_kernels``) needs to run on the
+CPU. Its block barriers are ``threading.Barrier``s, where the simulator's block managers
+poll their threads in a busy loop: the one-block kernel's tests run in three quarters of the
+time through it.
 """
 
 from __future__ import annotations
@@ -60,24 +69,69 @@ def _shared_array(self, shape, dtype):
         return _unlocked_shared_array(self, shape, dtype)
     frame = sys._getframe(1)
     caller = (frame.f_code.co_filename, frame.f_lineno)
+    block = threading.current_thread()._manager  # the thread's block
     with _allocating:
-        res = self._allocations.get(caller)
+        allocations = block.__dict__.setdefault("_shared_arrays", {})
+        res = allocations.get(caller)
         if res is None:
             if isinstance(dtype, types.Type):
                 dtype = numpy_support.as_dtype(dtype)
-            res = self._allocations[caller] = np.empty(shape, dtype)
+            res = allocations[caller] = np.empty(shape, dtype)
     return res
 
 
 _unlocked_shared_array = None
+_swaps: dict[int, list] = {}  # id(module globals) -> [calls inside, the names swapped]
+
+
+@contextmanager
+def _swapped_cuda_module(fn, fake_cuda_module) -> Iterator[None]:
+    """The simulator's ``swapped_cuda_module`` (``fn``'s module sees the fake ``cuda`` while
+    it runs), counted: the module's names go back when the last thread inside leaves. The
+    simulator's own puts them back when the first one leaves, mid-call for the others,
+    unless a kernel of that module holds them swapped for the whole launch, which a kernel
+    calling another module's device functions does not."""
+    from numba import cuda
+
+    names = fn.__globals__
+    with _allocating:
+        entry = _swaps.get(id(names))
+        if entry is None:
+            swapped = {k: v for k, v in names.items() if v is cuda}
+            names.update(dict.fromkeys(swapped, fake_cuda_module))
+            entry = _swaps[id(names)] = [0, swapped]
+        entry[0] += 1
+    try:
+        yield
+    finally:
+        with _allocating:
+            entry[0] -= 1
+            if entry[0] == 0:
+                names.update(entry[1])
+                del _swaps[id(names)]
+
+
+def _grid_sync(self) -> None:
+    """``GridGroup.sync``: a barrier over every thread of the grid within
+    ``concurrent_blocks``, else the simulator's own (its grids then run one block at a
+    time, so it is the block's barrier)."""
+    me = threading.current_thread()
+    grid = getattr(me._manager, "_grid", None)
+    if grid is None:
+        me.syncthreads()
+    else:
+        grid.wait()
 
 
 def install() -> None:
-    """Give the simulator's ``cuda`` module the shuffles, and its shared arrays a lock
-    (idempotent)."""
+    """Give the simulator's ``cuda`` module the shuffles and the grid sync, its shared arrays
+    a lock and a set per block, and its module swaps a count (idempotent)."""
     global _unlocked_shared_array
-    from numba.cuda.simulator.kernelapi import FakeCUDAModule, FakeCUDAShared
+    from numba.cuda.simulator import kernel
+    from numba.cuda.simulator.kernelapi import FakeCUDAModule, FakeCUDAShared, GridGroup
 
+    kernel.swapped_cuda_module = _swapped_cuda_module
+    GridGroup.sync = _grid_sync
     FakeCUDAModule.shfl_xor_sync = shfl_xor_sync
     FakeCUDAModule.shfl_up_sync = shfl_up_sync
     if FakeCUDAShared.array is not _shared_array:
@@ -86,12 +140,55 @@ def install() -> None:
 
 
 @contextmanager
-def fast_switching(interval: float = 1e-6) -> Iterator[None]:
-    """Barriers are many and short: let Python switch threads every ``interval`` seconds
-    (not every 5 ms) while a simulated kernel runs: ten times faster."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(interval)
+def concurrent_blocks() -> Iterator[None]:
+    """Launches of simulated kernels run all their blocks at once, each block's threads
+    meeting at a ``threading.Barrier`` (the simulator's block managers poll their threads in
+    a busy loop instead, which several blocks at once make slow) and the grid sync at one
+    over all the grid's threads. The simulator hands its managers the blocks one by one;
+    here each manager only collects its block until it has them all. An error in any thread
+    breaks every barrier, so the others stop too."""
+    from numba.cuda.simulator import kernel as simulator
+
+    plain = simulator.BlockManager
+    pending: list = []
+
+    class Thread(simulator.BlockThread):
+        def syncthreads(self):
+            self._manager._barrier.wait()
+
+        def run(self):
+            super().run()
+            if self.exception:
+                self._manager._barrier.abort()
+                self._manager._grid.abort()
+
+    class ConcurrentBlocks(plain):
+        def run(self, grid_point, *args):
+            pending.append((self, grid_point, args))
+            blocks, threads = int(np.prod(self._grid_dim)), int(np.prod(self._block_dim))
+            if len(pending) < blocks:
+                return
+            grid = threading.Barrier(blocks * threads)
+            runners = []
+            for manager, point, block_args in pending:
+                manager._grid, manager._barrier = grid, threading.Barrier(threads)
+                for thread_point in np.ndindex(*self._block_dim):
+                    runners.append(Thread(lambda m=manager, a=block_args: m._f(*a), manager, point,
+                                          thread_point, manager._debug))
+            pending.clear()
+            for r in runners:
+                r.start()
+            for r in runners:
+                r.join()
+            errors = [r.exception for r in runners if r.exception]
+            if errors:
+                error, tb = next((e for e in errors
+                                  if not isinstance(e[0], threading.BrokenBarrierError)), errors[0])
+                raise error.with_traceback(tb)
+
+    simulator.BlockManager = ConcurrentBlocks
     try:
         yield
     finally:
-        sys.setswitchinterval(old)
+        simulator.BlockManager = plain
+        pending.clear()
