@@ -70,7 +70,8 @@ def _sequnet(cfg: tuple, rng: torch.Generator, classes: int = 256) -> SeqUNet:
                     reason="neither triton nor numba-cuda is installed")
 def test_cuda_auto_picks_a_kernel_for_small_batches_and_graphs_beyond(rng: torch.Generator) -> None:
     kernels = [n for n, ok in (("triton", triton_available()),
-                               ("numba-cuda", numba_cuda_available())) if ok]
+                               ("numba-cuda", numba_cuda_available()),
+                               ("numba-cuda-grid", numba_cuda_available())) if ok]
     wavenet_kernels = [n for n in kernels if n == "numba-cuda"]  # runs WaveNets, auto does not
     fastest = "numba-cuda" if "numba-cuda" in kernels else "triton"
     model = _sequnet((8, 4, 2, 5), rng, CLASSES).cuda()
@@ -86,19 +87,24 @@ def test_cuda_auto_picks_a_kernel_for_small_batches_and_graphs_beyond(rng: torch
 
 
 #: The persistent kernels of the latency regime (numba-cuda with each way of splitting a
-#: gated layer, cuda_kernels.MAPPINGS), each skipped where its tool is missing.
+#: gated layer, cuda_kernels.MAPPINGS; the grid kernel with each barrier,
+#: grid_kernels.BARRIERS), each skipped where its tool is missing.
 needs_numba_cuda = pytest.mark.skipif(not numba_cuda_available(),
                                       reason="numba-cuda is not installed")
 KERNELS = [pytest.param("triton", marks=needs_triton),
            pytest.param("numba-cuda", marks=needs_numba_cuda),
-           pytest.param("numba-cuda/rows", marks=needs_numba_cuda)]
+           pytest.param("numba-cuda/rows", marks=needs_numba_cuda),
+           pytest.param("numba-cuda-grid", marks=needs_numba_cuda),
+           pytest.param("numba-cuda-grid/counter", marks=needs_numba_cuda)]
+VARIANTS = {"numba-cuda": "streamgen.engine.gpu.cuda_executor.CudaExecutor.mapping",
+            "numba-cuda-grid": "streamgen.engine.gpu.grid_executor.GridExecutor.barrier"}
 
 
 def _kernel(name: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The backend of a ``KERNELS`` entry, its mapping set."""
-    backend, _, mapping = name.partition("/")
-    if mapping:
-        monkeypatch.setattr("streamgen.engine.gpu.cuda_executor.CudaExecutor.mapping", mapping)
+    """The backend of a ``KERNELS`` entry, its variant (mapping, barrier) set."""
+    backend, _, variant = name.partition("/")
+    if variant:
+        monkeypatch.setattr(VARIANTS[backend], variant)
     return backend
 
 

@@ -22,7 +22,9 @@ from streamgen.engine.schedule import RingSchedule, align_rings
 from streamgen.engine.tables import BackendError, unsupported_layers
 from streamgen.sampling import STARTS
 
-BACKENDS = ("auto", "torch", "numba", "triton", "numba-cuda", "graphs")
+BACKENDS = ("auto", "torch", "numba", "triton", "numba-cuda", "numba-cuda-grid", "graphs")
+#: The persistent GPU kernels (their rings run on the clock's schedule).
+KERNELS = ("triton", "numba-cuda", "numba-cuda-grid")
 
 
 def numba_available() -> bool:
@@ -44,7 +46,7 @@ def resolve_capacity(capacity: str, device: torch.device, backend: str) -> str:
     CUDA device and for the backends that need it anywhere (graphs, the persistent kernels),
     ``double`` on the CPU otherwise (what the CPU figures were measured with)."""
     if capacity == "auto":
-        scheduled = backend in ("graphs", "triton", "numba-cuda")
+        scheduled = backend == "graphs" or backend in KERNELS
         return "period" if device.type == "cuda" or scheduled else "double"
     if capacity not in CAPACITIES:
         raise ValueError(f"unknown ring capacity {capacity!r}; choose one of {('auto',) + CAPACITIES}")
@@ -61,13 +63,18 @@ def _latency_executor(program: StepProgram, backend: str) -> Executor:
     """A persistent kernel where one runs ``program``: ``auto`` on a CUDA device takes
     numba-cuda (23.8k samples/s for the default model at batch 1 on an H200, against Triton's
     18.4k side by side), else Triton, at batches up to their ``MAX_BATCH``; else graphs (rings
-    on a schedule) or torch. An explicit kernel that cannot run is an error."""
+    on a schedule) or torch. The grid kernel (``numba-cuda-grid``, many blocks per stream)
+    runs when asked for, until it is timed. An explicit kernel that cannot run is an error."""
     from streamgen.engine.gpu.cuda_executor import CudaExecutor
     from streamgen.engine.gpu.flat import MAX_BATCH
     from streamgen.engine.gpu.triton_executor import TritonExecutor
 
     if backend == "numba-cuda":
         return CudaExecutor(program)
+    if backend == "numba-cuda-grid":
+        from streamgen.engine.gpu.grid_executor import GridExecutor
+
+        return GridExecutor(program)
     if backend == "triton":
         return TritonExecutor(program)
     # auto takes a kernel for Seq-U-Nets (timed); numba-cuda runs WaveNets when asked
@@ -90,7 +97,7 @@ def build_executor(program: StepProgram, backend: str) -> Executor:
         return TorchExecutor(program)
     if backend == "graphs":
         return _graphs_executor(program)
-    if backend in ("triton", "numba-cuda") or (backend == "auto" and program.device.type == "cuda"):
+    if backend in KERNELS or (backend == "auto" and program.device.type == "cuda"):
         return _latency_executor(program, backend)
     if not numba_available():
         if backend == "numba":
@@ -106,9 +113,10 @@ def build_executor(program: StepProgram, backend: str) -> Executor:
 def available_backends(model: nn.Module, device: torch.device | str = "cpu",
                        dtype: torch.dtype = torch.float32) -> list[str]:
     """The backends that can stream ``model`` on ``device`` (torch always can; triton,
-    numba-cuda and graphs on a CUDA device only: not through Triton's interpreter, numba's
-    simulator, nor graphs' CPU stand-in)."""
+    numba-cuda, numba-cuda-grid and graphs on a CUDA device only: not through Triton's
+    interpreter, numba's simulator, nor graphs' CPU stand-in)."""
     from streamgen.engine.gpu.cuda_executor import CudaExecutor
+    from streamgen.engine.gpu.grid_executor import GridExecutor
     from streamgen.engine.gpu.triton_executor import TritonExecutor
 
     device = torch.device(device)
@@ -119,7 +127,8 @@ def available_backends(model: nn.Module, device: torch.device | str = "cpu",
         from streamgen.engine.fast.numba_executor import NumbaExecutor
 
         backends += [] if NumbaExecutor.unsupported(program) else ["numba"]
-    for name, kernel in (("triton", TritonExecutor), ("numba-cuda", CudaExecutor)):
+    for name, kernel in (("triton", TritonExecutor), ("numba-cuda", CudaExecutor),
+                         ("numba-cuda-grid", GridExecutor)):
         if program.device.type == "cuda" and not kernel.unsupported(program):
             backends.append(name)
     if program.device.type == "cuda":

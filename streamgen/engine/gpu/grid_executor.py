@@ -1,0 +1,136 @@
+"""The numba-cuda grid executor: each stream's steps shared out among many thread blocks of one
+persistent launch (``streamgen.engine.gpu.grid_kernels``), for networks too wide for one block
+to read their weights in time (the paper-size Seq-U-Net at batch 1).
+
+It runs the placed plans of float32 Seq-U-Nets on rings that repeat with the clock, like the
+one-block kernel (``cuda_executor``). Every block of the launch must be resident at once (they
+wait for each other), so a stream gets at most its share of the multiprocessors, one block
+each (``blocks_per_stream``). On a machine without a GPU it runs through numba's CUDA
+simulator with every block at once (``cudasim.concurrent_blocks``): slowly, so the tests use
+tiny models, blocks of one warp and three blocks per stream.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from streamgen.engine.gpu import grid_plan, numba_cuda_available, simulating
+from streamgen.engine.gpu.cuda_executor import NumbaCudaExecutor
+from streamgen.engine.gpu.flat import Block, refusal
+from streamgen.engine.program import INPUT_RING, StepProgram
+from streamgen.engine.tables import refuse_unless_runnable
+
+#: Threads per block on a GPU, and through the simulator (a Python thread each); blocks per
+#: stream through the simulator.
+THREADS, SIM_THREADS, SIM_GROUPS = 256, 32, 3
+
+
+def multiprocessors(device: torch.device) -> int:
+    """The streaming multiprocessors of CUDA ``device`` (in the simulator: as many as
+    ``SIM_GROUPS`` blocks for each of 64 streams)."""
+    if device.type != "cuda":
+        return 64 * SIM_GROUPS
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def blocks_per_stream(channels: int, batch: int, multiprocessors: int) -> int:
+    """Blocks per stream for gated layers of at most ``channels`` output channels: as many as
+    the multiprocessors give each of ``batch`` streams (one block each), fewer where that
+    leaves every block the same number of channels (180 channels on 132 multiprocessors: 90
+    blocks of 2, not 48 of 2 and 84 of 1 that wait for them)."""
+    per = -(-channels // max(1, multiprocessors // batch))
+    return -(-channels // per)
+
+
+class GridExecutor(NumbaCudaExecutor):
+    """float32 Seq-U-Net plans, each stream's step shared out among ``groups`` thread blocks
+    on a CUDA device (or numba's CUDA simulator on the CPU)."""
+
+    name = "numba-cuda-grid"
+    #: Threads per block (None: ``THREADS``, or ``SIM_THREADS`` in the simulator), blocks per
+    #: stream (None: ``blocks_per_stream``, or ``SIM_GROUPS`` in the simulator), the grid
+    #: barrier (``grid_kernels.BARRIERS``) and whether the next gated row's weights are
+    #: loaded before its barrier.
+    threads: int | None = None
+    groups: int | None = None
+    barrier: str = "grid"
+    prefetch: bool = True
+
+    @staticmethod
+    def unsupported(program: StepProgram) -> str | None:
+        """Why this executor cannot run ``program`` (None if it can)."""
+        reason = refusal(
+            program, "numba-cuda-grid", on_cpu=simulating(), cpu_mode="NUMBA_ENABLE_CUDASIM=1",
+            missing=None if numba_cuda_available() else
+            "the numba-cuda-grid backend needs numba-cuda (pip install numba-cuda[cu12])")
+        if reason:
+            return reason
+        most = multiprocessors(program.device)
+        if program.batch > most:
+            return (f"the numba-cuda-grid backend runs at most {most} streams here (a "
+                    f"multiprocessor each at least), not {program.batch}")
+        return None
+
+    def __init__(self, program: StepProgram) -> None:
+        refuse_unless_runnable(self.unsupported(program))
+        super().__init__(program)
+        from streamgen.engine.gpu import grid_kernels
+
+        flat, dev, tables = self.flat, program.device, self.flat.tables
+        rows, starts = flat.rows.cpu().numpy(), flat.starts.cpu().numpy()
+        channels = max(int(r[6]) for r in rows if r[0] == grid_kernels.OP_GATED)
+        self.threads_per_block = self.threads or (SIM_THREADS if self._sim else THREADS)
+        self.groups_per_stream = self.groups or (SIM_GROUPS if self._sim else blocks_per_stream(
+            channels, program.batch, multiprocessors(dev)))
+        self.kernel = grid_kernels.build(
+            self.threads_per_block, self.groups_per_stream, flat.max_rows, program.classes,
+            channels, flat.widest, self.barrier, self.prefetch)
+        head = grid_plan.Span("frames", flat.head_at, flat.head_at + flat.head_width)
+        need = grid_plan.barriers(rows, starts, head)
+        #: Grid barriers per step, on average over the period (the head's included).
+        self.barriers_per_step = float(need.sum()) / self.schedule.period + 1.0
+
+        def i32(values) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=torch.int32, device=dev)
+
+        f32 = self._f32
+        self._tensors = dict(
+            rows=flat.rows.view(-1), starts=flat.starts, need=i32(need),
+            ahead=i32(grid_plan.next_gated(rows, starts)), frames=flat.frames,
+            index=program.rings[INPUT_RING].data.view(-1), weights=flat.weights,
+            embed=f32(tables.embed_table).view(-1), embed_bias=f32(tables.embed_bias),
+            head_w=f32(tables.head_weight).view(-1),  # (classes, C): a warp per class
+            head_b=f32(tables.head_bias),
+            glog=torch.zeros(2, program.batch, program.classes, dtype=torch.float32, device=dev),
+            bar=torch.zeros(1, dtype=torch.int64, device=dev),
+        )
+        # the kernel's views of these (``_tensors`` keeps them alive: a view owns no memory)
+        self._fixed = {k: self._array(v) for k, v in self._tensors.items()}
+
+    def launch(self, block: Block) -> None:
+        p = self.program
+        blocks = p.batch * self.groups_per_stream
+        self._tensors["bar"].zero_()  # the counter barrier counts from zero in every launch
+        if self._sim:
+            from streamgen.engine.gpu.cudasim import concurrent_blocks
+
+            with concurrent_blocks():
+                self._launch(self.kernel[blocks, self.threads_per_block, 0], block)
+            return
+        self._launch(self.kernel[blocks, self.threads_per_block, self._stream()], block)
+
+    def _launch(self, kernel, block: Block) -> None:
+        from streamgen.engine.gpu import cuda_kernels as ck
+
+        p, flat, a, arg, mode = self.program, self.flat, self._fixed, self._arg, self._mode(block)
+        kernel(
+            a["rows"], a["starts"], a["need"], a["ahead"], block.n, block.t0,
+            self.schedule.period, a["frames"], a["index"], a["weights"],
+            a["embed"], a["embed_bias"], flat.tables.embed_table.shape[1], p.classes + 1,
+            a["head_w"], a["head_b"], flat.head_at, flat.head_width,
+            self._array(block.logits), a["glog"], a["bar"], p.classes,
+            arg("xs", block.xs),
+            arg("out_logits", block.out if mode == ck.FEED_OUT else None),
+            arg("out_samples", block.out if mode == ck.GENERATE else None),
+            arg("noise", block.noise), block.noise_at, mode, *self._sampling(block),
+        )

@@ -1,0 +1,251 @@
+"""numba-cuda kernel: each stream's step shared out among many thread blocks (the latency
+regime for wide networks).
+
+One block cannot read a paper-size Seq-U-Net's weights fast enough (18 MB per step on
+average): the one-block kernel (``streamgen.engine.gpu.cuda_kernels``) streams it at 1.3k
+samples/s on an H200. Here each stream has ``G`` blocks, nv-wavenet's design, and every op of
+a step is shared out among them:
+
+- a gated layer: block ``g`` takes a contiguous share of the output channels (their filter
+  and gate rows), its threads along the window. Every weight of the share is loaded into
+  registers in one go, so a layer costs one memory round trip, and with ``prefetch`` the next
+  gated row's weights are loaded while the block waits at the barrier before it (the weights
+  never depend on it). The warps' partial sums meet in shared memory;
+- the embedding: a share of the channels; a copy: the stream's first block (copies are short);
+- the head: a share of the classes, into a logits buffer in global memory (two, alternating
+  by step). After a barrier every block reads all the logits and samples the next class by
+  itself (the ``Sampler``'s rule and noise, ``cuda_kernels.block_ops``), so all the stream's
+  blocks hold the same class without another barrier; the input op has each write it.
+
+The blocks meet at a grid barrier where ``grid_plan.barriers`` finds a hazard, and after every
+head. ``BARRIERS``: ``grid`` is cooperative groups' grid sync (numba launches the kernel
+cooperatively); ``counter`` counts arrivals with atomics on a global counter, as the grid sync
+does, without the cooperative launch or its device runtime library (the executor sizes the
+grid so every block is resident at once).
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+from numba import cuda, float32, int32, int64, uint64
+
+from streamgen.engine.gpu import simulating
+from streamgen.engine.gpu.cuda_kernels import (FEED_OUT, GENERATE, NCOL, NEG, OP_COPY, OP_EMBED,
+                                               OP_GATED, OP_HEAD, OP_ICOPY, OP_INPUT, block_ops,
+                                               copy_op, embed_op, warp_sum)
+
+BARRIERS = ("grid", "counter")
+
+
+def _grid_barrier(kind: str):
+    """The device function that waits for every block of the launch: ``bar`` the counter (a
+    one-element int64 array zeroed before the launch), ``k`` how many barriers this block
+    has reached, ``blocks`` the grid's size."""
+    if kind == "grid":
+        @cuda.jit(device=True, inline=True)
+        def barrier(bar, k, blocks, t):
+            cuda.cg.this_grid().sync()
+    elif kind == "counter":
+        @cuda.jit(device=True, inline=True)
+        def barrier(bar, k, blocks, t):
+            cuda.syncthreads()
+            if t == 0:
+                cuda.threadfence()  # this block's writes before its arrival
+                cuda.atomic.add(bar, 0, 1)
+                while cuda.atomic.add(bar, 0, 0) < k * blocks:
+                    pass
+                cuda.threadfence()
+            cuda.syncthreads()
+    else:
+        raise ValueError(f"unknown barrier {kind!r}; choose one of {BARRIERS}")
+    return barrier
+
+
+@lru_cache(maxsize=None)
+def build(threads: int, groups: int, max_rows: int, classes: int, channels: int, window: int,
+          barrier: str = "grid", prefetch: bool = True):
+    """The kernel for ``groups`` blocks per stream of ``threads`` threads (a multiple of 32),
+    steps of at most ``max_rows`` rows, ``classes`` classes, gated layers of at most
+    ``channels`` output channels over windows of at most ``window`` elements; ``barrier`` one
+    of ``BARRIERS``; ``prefetch``: load the next gated row's weights before its barrier."""
+    if threads % 32:
+        raise ValueError(f"threads per block must be a multiple of 32, not {threads}")
+    T, G, WARPS = threads, groups, threads // 32
+    CS = -(-classes // threads)  # classes per thread (sampling)
+    CPB = -(-channels // groups)  # channels per block, at most
+    KPT = -(-window // threads)  # window elements per thread, at most
+    HPB = -(-classes // groups)  # head classes per block
+    CP, ROWS = CS * threads, max_rows * NCOL
+    W = CPB * KPT  # weight registers per thread, filter and gate each
+    SUMS = 2 * CPB  # a block's filter and gate sums of a gated row
+    ops = block_ops(threads, classes)
+    sample = ops.sample
+    grid_barrier = _grid_barrier(barrier)
+
+    @cuda.jit(device=True, inline=True)
+    def load(rs, b, g, weights, wf, wg, t):
+        """Block ``g``'s filter and gate weights of gated row ``b`` into ``wf``, ``wg``
+        (``r * KPT + u``: its ``r``-th channel, window element ``t + u * T``; past the
+        channels or the window a thread repeats the last and its product is discarded)."""
+        n, e = rs[b + 5], rs[b + 6]
+        w0, pitch = rs[b + 7], rs[b + 10]
+        c0 = g * ((e + G - 1) // G)
+        for r in range(CPB):
+            o = min(c0 + r, e - 1)
+            row_f = uint64(w0 + o * pitch)
+            row_g = uint64(w0 + (e + o) * pitch)
+            for u in range(KPT):
+                k = uint64(min(t + u * T, n - 1))
+                wf[r * KPT + u] = weights[row_f + k]
+                wg[r * KPT + u] = weights[row_g + k]
+
+    @cuda.jit(device=True, inline=True)
+    def gated(rs, b, pid, g, frames, weights, wf, wg, red, t, lane, warp):
+        """``dst = newest + tanh(f) * sigmoid(g)`` for block ``g``'s channels of gated row
+        ``b``, its weights in ``wf``, ``wg``."""
+        n, e = rs[b + 5], rs[b + 6]
+        per = (e + G - 1) // G
+        src = uint64(rs[b + 1] + pid * rs[b + 2])
+        xs = cuda.local.array(KPT, float32)
+        for u in range(KPT):
+            k = t + u * T
+            v = frames[src + uint64(min(k, n - 1))]
+            xs[u] = v if k < n else float32(0.0)
+        for r in range(CPB):
+            f = float32(0.0)
+            gg = float32(0.0)
+            for u in range(KPT):
+                f += wf[r * KPT + u] * xs[u]
+                gg += wg[r * KPT + u] * xs[u]
+            f = warp_sum(f)
+            gg = warp_sum(gg)
+            if lane == 0:
+                red[2 * r, warp] = f
+                red[2 * r + 1, warp] = gg
+        cuda.syncthreads()
+        o = g * per + t
+        if t < per and o < e:  # a thread per channel sums the warps' parts in warp order
+            f = red[2 * t, 0]
+            gg = red[2 * t + 1, 0]
+            for w in range(1, WARPS):
+                f += red[2 * t, w]
+                gg += red[2 * t + 1, w]
+            bias = rs[b + 8]
+            f += weights[bias + o]
+            gg += weights[bias + e + o]
+            y = frames[rs[b + 9] + pid * rs[b + 2] + o] + math.tanh(f) / (
+                float32(1.0) + math.exp(-gg))
+            frames[rs[b + 3] + pid * rs[b + 4] + o] = y
+            if rs[b + 11] >= 0:
+                frames[rs[b + 11] + pid * rs[b + 12] + o] = y
+
+    # every thread of a block must fit the multiprocessor's 64k registers (the simulator
+    # takes no such option)
+    @cuda.jit(**({} if simulating() else {"max_registers": min(255, 65536 // T)}))
+    def run_grid(rows, starts, need, ahead, n_steps, t0, period,
+                 frames, index, weights,
+                 embed, embed_bias, embed_cols, embed_rows,
+                 head_w, head_b, head_at, head_width,
+                 logits, glog, bar, classes,
+                 xs, out_logits, out_samples,
+                 noise, noise_at, mode, greedy, temperature, top_k, top_p):
+        """``n_steps`` steps of stream ``blockIdx.x // G`` from clock ``t0``, this block
+        taking share ``blockIdx.x % G`` of each op; the modes, ``logits``, ``xs``,
+        ``out_logits``, ``out_samples`` and ``noise`` as ``cuda_kernels``' ``run_block``.
+        ``glog`` (2, B, classes): the heads' logits by step parity; ``bar``: the barrier's
+        counter; ``need``, ``ahead``: per row, ``grid_plan.barriers`` and
+        ``grid_plan.next_gated``."""
+        pid = cuda.blockIdx.x // G
+        g = cuda.blockIdx.x % G
+        blocks = cuda.gridDim.x
+        t = cuda.threadIdx.x
+        lane, warp = t % 32, t // 32
+        rs = cuda.shared.array(ROWS, int64)
+        sync = cuda.shared.array(max_rows, int32)
+        nxt = cuda.shared.array(max_rows, int32)
+        red = cuda.shared.array((SUMS, WARPS), float32)
+        lg = cuda.shared.array(CP, float32)
+        cs = cuda.shared.array(CP, float32)
+        ce = cuda.shared.array(CP, float32)
+        ci = cuda.shared.array(CP, int64)
+        counts = cuda.shared.array((CS, 32), int64)
+        sred = cuda.shared.array((4, 32), float32)
+        sredi = cuda.shared.array((4, 32), int64)
+        wf = cuda.local.array(W, float32)
+        wg = cuda.local.array(W, float32)
+        head_in = head_at + pid * head_width
+        passed = 0  # grid barriers this block has passed
+        for i in range(n_steps):
+            phase = (t0 + i) % period
+            lo, hi = starts[phase], starts[phase + 1]
+            for j in range(t, (hi - lo) * NCOL, T):
+                rs[j] = rows[lo * NCOL + j]
+            for j in range(t, hi - lo, T):
+                sync[j] = need[lo + j]
+                nxt[j] = ahead[lo + j]
+            if mode == GENERATE:  # the pending logits: the last launch's, or the last head's
+                for q in range(CS):
+                    c = t + q * T
+                    if c >= classes:
+                        lg[c] = NEG
+                    elif i == 0:
+                        lg[c] = logits[pid, c]
+                    else:
+                        lg[c] = glog[(i - 1) % 2, pid, c]
+            cuda.syncthreads()
+            if mode == GENERATE:
+                x = sample(lg, noise, noise_at + i, pid, classes, temperature, top_k, top_p,
+                           greedy, cs, ce, ci, counts, sred, sredi, t, lane, warp)
+                if t == 0 and g == 0:
+                    out_samples[pid, i] = x
+            else:
+                x = xs[pid, i]
+            loaded = -1  # the gated row whose weights wf, wg hold
+            for r in range(hi - lo):
+                b = r * NCOL
+                code = rs[b]
+                if sync[r]:
+                    passed += 1
+                    grid_barrier(bar, passed, blocks, t)
+                if code == OP_GATED:
+                    if loaded != r:
+                        load(rs, b, g, weights, wf, wg, t)
+                    gated(rs, b, pid, g, frames, weights, wf, wg, red, t, lane, warp)
+                    if prefetch and nxt[r] >= 0:
+                        load(rs, nxt[r] * NCOL, g, weights, wf, wg, t)
+                        loaded = nxt[r]
+                elif code == OP_HEAD:  # relu, 1x1: a warp per class, lanes along the input
+                    for q0 in range(0, HPB, WARPS):
+                        q = q0 + warp
+                        c = min(g * HPB + q, classes - 1)
+                        acc = float32(0.0)
+                        for j in range(lane, head_width, 32):
+                            acc += head_w[c * head_width + j] * max(frames[head_in + j],
+                                                                    float32(0.0))
+                        acc = warp_sum(acc) + head_b[c]
+                        if lane == 0 and q < HPB and g * HPB + q < classes:
+                            glog[i % 2, pid, c] = acc
+                            if mode == FEED_OUT:
+                                out_logits[pid, i, c] = acc
+                    passed += 1
+                    grid_barrier(bar, passed, blocks, t)
+                elif code == OP_EMBED:  # a share of the channels
+                    e = rs[b + 6]
+                    per = (e + G - 1) // G
+                    embed_op(rs, b, pid, g * per + t, min(e, g * per + per), T, frames, index,
+                             embed, embed_bias, embed_cols, embed_rows)
+                elif code == OP_INPUT:  # every block writes the same class
+                    if t == 0:
+                        index[rs[b + 3] + pid * rs[b + 4]] = x
+                elif (code == OP_COPY or code == OP_ICOPY) and g == 0:  # copies are short
+                    copy_op(rs, b, pid, code, frames, index, t, T)
+                cuda.syncthreads()
+        if g == 0:
+            for q in range(CS):
+                c = t + q * T
+                if c < classes:
+                    logits[pid, c] = glog[(n_steps - 1) % 2, pid, c]
+
+    return run_grid

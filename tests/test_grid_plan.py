@@ -1,0 +1,115 @@
+"""Where the grid kernel's blocks wait for each other (``streamgen.engine.gpu.grid_plan``):
+handmade rows for each hazard, and whole programs against the rule stated pairwise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_sequnet
+from streamgen.engine import StreamingEngine
+from streamgen.engine.gpu import placed
+from streamgen.engine.gpu.flat import flatten
+from streamgen.engine.gpu.grid_plan import Span, accesses, barriers, next_gated
+
+HEAD = Span("frames", 900, 910)
+
+
+def row(code: int, src: int = 0, dst: int = 0, n: int = 0, e: int = 0, newest: int = 0,
+        dst2: int = -1) -> list[int]:
+    """A placed row (``placed.COLUMNS``) with the fields the plan reads."""
+    r = [0] * len(placed.COLUMNS)
+    r[0], r[1], r[3], r[5], r[6], r[9], r[11] = code, src, dst, n, e, newest, dst2
+    return r
+
+
+def plan(*rows: list[int]) -> np.ndarray:
+    """``barriers`` of one phase of ``rows`` and the head."""
+    table = np.array(list(rows) + [row(placed.OP_HEAD)], dtype=np.int64)
+    return barriers(table, np.array([0, len(table)]), HEAD)
+
+
+GATED, COPY, EMBED, INPUT = placed.OP_GATED, placed.OP_COPY, placed.OP_EMBED, placed.OP_INPUT
+
+
+def test_a_row_reading_what_another_block_wrote_waits() -> None:
+    a = row(GATED, src=0, n=40, dst=100, e=8, newest=32)
+    reads_a = row(GATED, src=96, n=12, dst=200, e=8, newest=104)
+    elsewhere = row(GATED, src=0, n=40, dst=300, e=8, newest=32)
+    assert plan(a, reads_a).tolist() == [0, 1, 0]
+    assert plan(a, elsewhere).tolist() == [0, 0, 0]  # both only read what both read
+    # the newest frame, the second destination and the head input are reads and writes too
+    assert plan(a, row(GATED, src=0, n=8, dst=200, e=8, newest=100)).tolist() == [0, 1, 0]
+    assert plan(row(GATED, src=0, n=8, dst=100, e=8, dst2=500),
+                row(GATED, src=504, n=4, dst=200, e=8)).tolist() == [0, 1, 0]
+    assert plan(row(GATED, src=0, n=8, dst=905, e=4)).tolist() == [0, 1]
+
+
+def test_overwriting_what_another_block_reads_or_writes_waits() -> None:
+    a = row(GATED, src=0, n=40, dst=100, e=8, newest=32)
+    assert plan(a, row(COPY, src=500, dst=36, n=4)).tolist() == [0, 1, 0]  # over a's reads
+    assert plan(a, row(COPY, src=500, dst=104, n=2)).tolist() == [0, 1, 0]  # over a's writes
+    assert plan(a, row(COPY, src=500, dst=600, n=40)).tolist() == [0, 0, 0]
+
+
+def test_every_block_writes_the_input_itself_but_not_over_a_pending_read() -> None:
+    embed = row(EMBED, src=3, n=4, dst=100, e=8)
+    assert plan(row(INPUT, dst=6), embed).tolist() == [0, 0, 0]
+    assert plan(embed, row(INPUT, dst=6)).tolist() == [0, 1, 0]
+    assert plan(embed, row(INPUT, dst=7)).tolist() == [0, 0, 0]
+    # the index and the frames are different buffers
+    assert plan(row(INPUT, dst=100), row(GATED, src=100, n=8, dst=300, e=8)).tolist() == [0, 0, 0]
+
+
+def test_a_barrier_clears_what_is_pending() -> None:
+    a = row(GATED, src=0, n=40, dst=100, e=8, newest=32)
+    b = row(GATED, src=100, n=8, dst=200, e=8, newest=100)
+    c = row(GATED, src=0, n=40, dst=300, e=8, newest=32)  # after b's barrier: a is done
+    d = row(GATED, src=200, n=8, dst=400, e=8, newest=200)
+    assert plan(a, b, c, d).tolist() == [0, 1, 0, 1, 0]
+
+
+def test_phases_must_end_with_the_head_and_rows_not_read_their_output() -> None:
+    with pytest.raises(ValueError, match="phase 0's rows do not end with the head"):
+        barriers(np.array([row(GATED, n=8, dst=100, e=8)]), np.array([0, 1]), HEAD)
+    with pytest.raises(ValueError, match="row 0 reads what it writes"):
+        plan(row(GATED, src=0, n=8, dst=4, e=8))
+    with pytest.raises(ValueError, match="runs no op"):
+        accesses(np.array(row(placed.OP_WAVENET)), HEAD)
+
+
+def test_next_gated_names_the_rows_to_load_ahead() -> None:
+    rows = np.array([row(INPUT), row(EMBED), row(GATED), row(COPY), row(GATED),
+                     row(placed.OP_HEAD), row(GATED), row(placed.OP_HEAD)])
+    assert next_gated(rows, np.array([0, 6, 8])).tolist() == [2, 2, 4, 4, -1, -1, -1, -1]
+
+
+def _conflict(a: np.ndarray, b: np.ndarray, head: Span) -> bool:
+    """Whether row ``b`` after row ``a`` needs a barrier between them, stated pairwise."""
+    (ra, wa), (rb, wb) = accesses(a, head), accesses(b, head)
+    raw = a[0] != placed.OP_INPUT and any(w.overlaps(r) for w in wa for r in rb)
+    return raw or any(w.overlaps(x) for w in wb for x in ra + wa)
+
+
+@pytest.mark.parametrize("cfg", [(4, 2, 1, 3), (6, 3, 2, 5), (5, 4, 1, 7)],
+                         ids=lambda c: "C{}-L{}-D{}-k{}".format(*c))
+def test_programs_wait_exactly_where_two_rows_conflict(cfg: tuple, rng: torch.Generator) -> None:
+    """Every conflicting pair of rows of a phase has a barrier between them, and every
+    barrier separates its row from a conflicting one since the barrier before."""
+    engine = StreamingEngine(random_sequnet(cfg, 16, rng), 2, backend="torch",
+                             capacity="period")
+    flat = flatten(engine.program)
+    rows, starts = flat.rows.numpy(), flat.starts.numpy()
+    head = Span("frames", flat.head_at, flat.head_at + flat.head_width)
+    need = barriers(rows, starts, head)
+    assert need.sum() > 0
+    for p in range(len(starts) - 1):
+        lo, hi = starts[p], starts[p + 1]
+        for j in range(lo, hi):
+            for i in range(lo, j):
+                if _conflict(rows[i], rows[j], head):
+                    assert need[i + 1 : j + 1].any(), (p, i, j)
+            if need[j]:
+                last = max([lo] + [k for k in range(lo, j) if need[k]])
+                assert any(_conflict(rows[i], rows[j], head) for i in range(last, j)), (p, j)

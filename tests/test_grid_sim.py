@@ -1,0 +1,141 @@
+"""The numba-cuda grid kernel (each stream's step shared out among blocks) on the CPU, through
+numba's CUDA simulator with every block at once (``cudasim.concurrent_blocks``).
+
+Tiny models, blocks of one warp, two or three blocks per stream: shares of two channels with a
+block left without any, windows longer than a block's threads, a width equal to the class
+count, more classes than threads. Teacher-forced logits are compared with the float64 offline
+pass, free-running samples with the torch backend's for the same seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import feed_in_chunks, random_sequnet
+from engine_reference import reference_logits
+from streamgen.engine import SamplingConfig, StreamingEngine
+from streamgen.engine.gpu import numba_cuda_available, simulating
+from streamgen.nn import WaveNet, WaveNetConfig
+
+cuda = pytest.importorskip("numba.cuda")  # a module global: the simulator swaps it for its own
+pytestmark = [
+    pytest.mark.skipif(not numba_cuda_available(), reason="numba.cuda is not installed"),
+    pytest.mark.skipif(numba_cuda_available() and not simulating(),
+                       reason="numba compiles CUDA kernels for the GPU here: test_cuda covers it"),
+]
+TOL = 1e-4
+EXECUTOR = "streamgen.engine.gpu.grid_executor.GridExecutor"
+
+
+# (channels, levels, depth, kernel, classes, batch, chunk, blocks per stream)
+CONFIGS = [
+    (4, 2, 1, 3, 16, 1, 7, 3),  # shares of 2 channels: the third block has none
+    (8, 2, 1, 5, 16, 2, 1, 3),  # windows of 40 elements over 32 threads; two streams
+    (16, 2, 1, 3, 16, 1, 13, 2),  # a width equal to the class count
+    (5, 3, 2, 7, 40, 1, 5, 2),  # more classes than threads; shares of 3 and 2 channels
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS,
+                         ids=lambda c: "C{}-L{}-D{}-k{}-cls{}-b{}-chunk{}-G{}".format(*c))
+def test_grid_engine_equals_offline(cfg: tuple, monkeypatch: pytest.MonkeyPatch,
+                                    rng: torch.Generator) -> None:
+    *net, classes, batch, chunk, groups = cfg
+    monkeypatch.setattr(f"{EXECUTOR}.groups", groups)
+    model = random_sequnet(tuple(net), classes, rng)
+    n = 2 * model.period + 5  # every phase, a ring rewind and a partial block
+    x = torch.randint(0, classes, (batch, n), generator=rng)
+    engine = StreamingEngine(model, batch, backend="numba-cuda-grid", capacity="period")
+    assert engine.backend == "numba-cuda-grid"
+    assert engine.executor.groups_per_stream == groups
+    out = feed_in_chunks(engine, x, chunk)
+    assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("barrier,prefetch", [("counter", True), ("grid", False)])
+def test_grid_engine_barriers_and_loads(barrier: str, prefetch: bool,
+                                        monkeypatch: pytest.MonkeyPatch,
+                                        rng: torch.Generator) -> None:
+    """The counter barrier (atomics, no cooperative launch); weights loaded only when their
+    row comes; and rings primed off the schedule, a stream reset mid-run."""
+    monkeypatch.setattr(f"{EXECUTOR}.barrier", barrier)
+    monkeypatch.setattr(f"{EXECUTOR}.prefetch", prefetch)
+    model = random_sequnet((6, 2, 1, 5), 16, rng)
+    x = torch.randint(0, 16, (2, 16), generator=rng)
+    engine = StreamingEngine(model, 2, backend="numba-cuda-grid", capacity="period")
+    engine.prime(x[:, :8])
+    engine.reset([1])
+    out = feed_in_chunks(engine, x[:, 8:], 5)
+    want = reference_logits(model, x, starts=[0, 8])[:, 8:]
+    assert (out.double() - want).abs().max().item() < TOL
+
+
+SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
+             SamplingConfig(top_p=0.8), SamplingConfig(greedy=True)]
+
+
+@pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
+def test_grid_generates_the_same_samples_as_torch(sampling: SamplingConfig,
+                                                  rng: torch.Generator) -> None:
+    """40 classes over 32 threads and 3 blocks; every block samples the class by itself."""
+    model = random_sequnet((4, 2, 1, 3), 40, rng)
+    with torch.no_grad():
+        model.head.weight.mul_(4.0)  # peaked distributions: nuclei of a few classes
+    runs = {}
+    for backend in ["torch", "numba-cuda-grid"]:
+        engine = StreamingEngine(model, 2, backend=backend, capacity="period")
+        sampler = engine.sampler(sampling, seed=11)
+        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (4, 5)], dim=1)
+    assert torch.equal(runs["torch"], runs["numba-cuda-grid"])
+    assert len(runs["torch"].unique()) > 1 or sampling.greedy
+
+
+def test_grid_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
+                                         rng: torch.Generator) -> None:
+    wavenet = WaveNet(WaveNetConfig(1, 2, 2, 3, 4, 5, classes=16)).eval()
+    with pytest.raises(ValueError, match="plans of gated layers.*backend='torch'"):
+        StreamingEngine(wavenet, 1, backend="numba-cuda-grid", capacity="period")
+    monkeypatch.setattr("streamgen.engine.gpu.grid_executor.multiprocessors", lambda dev: 4)
+    with pytest.raises(ValueError, match="runs at most 4 streams here"):
+        StreamingEngine(random_sequnet((4, 2, 1, 3), 16, rng), 5, backend="numba-cuda-grid",
+                        capacity="period")
+
+
+def test_blocks_per_stream_share_channels_evenly() -> None:
+    from streamgen.engine.gpu.grid_executor import blocks_per_stream
+
+    assert blocks_per_stream(180, 1, 132) == 90  # 2 channels each
+    assert blocks_per_stream(32, 1, 132) == 32
+    assert blocks_per_stream(180, 2, 132) == 60  # 66 each would leave 3 channels to some
+    assert blocks_per_stream(180, 200, 132) == 1
+
+
+def test_simulated_blocks_run_at_once_with_their_own_shared_memory() -> None:
+    """Each block writes, the grid syncs, each block reads the others' values; shared arrays
+    are the block's own."""
+    from streamgen.engine.gpu.cudasim import concurrent_blocks, install
+
+    install()
+
+    @cuda.jit
+    def probe(vals, seen, mine):
+        b, t = cuda.blockIdx.x, cuda.threadIdx.x
+        s = cuda.shared.array(1, np.int64)
+        if t == 0:
+            s[0] = 10 * b
+            vals[b] = b + 1
+        cuda.cg.this_grid().sync()
+        total = 0
+        for j in range(cuda.gridDim.x):
+            total += vals[j]
+        seen[b, t] = total
+        mine[b, t] = s[0]
+
+    vals = np.zeros(3, np.int64)
+    seen, mine = np.zeros((3, 32), np.int64), np.zeros((3, 32), np.int64)
+    with concurrent_blocks():
+        probe[3, 32](vals, seen, mine)
+    assert (seen == 6).all()
+    assert (mine == 10 * np.arange(3)[:, None]).all()
