@@ -4,12 +4,15 @@
 #
 #     bash benchmarks/gpu_check.sh [OUT]      # OUT: results folder (default: $OUT or ./gpu-check)
 #
-# 1. the probe's rows (benchmarks/gpu_probe.py): by default the persistent kernels' A/B at batch 1
-#    (Triton; numba-cuda with each mapping), batch 64 and the wider models; ROWS=a,b,... to choose;
+# 1. the probe's rows (benchmarks/gpu_probe.py): by default the grid kernel's variants on the
+#    paper-size Seq-U-Net (barriers, prefetch, threads, blocks per stream) beside the one-block
+#    kernel, then the persistent kernels' A/B at batch 1 (Triton; numba-cuda with each mapping),
+#    batch 64 and the wider models; ROWS=a,b,... to choose;
 # 2. tests/test_cuda.py (every GPU executor against the float64 pass and torch's samples),
 # 3. the quick GPU benchmark (benchmarks/gpu.py --quick, about 50 s on an H200),
-# 4. Nsight Compute's warp and scheduler statistics of one numba-cuda launch per mapping
-#    (benchmarks/kernel_profile.py), where ncu is installed.
+# 4. Nsight Compute's warp and scheduler statistics of one numba-cuda launch per mapping, and
+#    of the grid kernel on the paper-size model (benchmarks/kernel_profile.py), where ncu is
+#    installed.
 # Each stage has its own time limit (590 s in all: one device call), so one stuck stage leaves
 # the others' results.
 set -u
@@ -18,16 +21,18 @@ mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 STREAMGEN_MODELS="$PWD/models"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 echo "== benchmarks/gpu_probe.py"
-rows="${ROWS:-default-b1-w16,nbc-default-b1,nbc-default-b1-rows,nbc-default-b1-rows-t512,nbc-default-b1-rows-u4,nbc-default-b1-rows-greedy,nbc-default-b1-t256-u10-greedy,nbc-default-b64,nbc-default-b64-rows,nbc-paper-b1,nbc-paper-b1-rows,nbc-paperwavenet-b1,graphs-paper-b1,graphs-paperwavenet-b1,nbc-wide64-b1,nbc-wide64-b1-rows}"
-timeout 230 python3 benchmarks/gpu_probe.py --repeats 3 --rows "$rows" --out "$out" 2>&1 | tee "$out/probe.txt"
+rows="${ROWS:-grid-paper-b1,grid-paper-b1-counter,grid-paper-b1-noprefetch,grid-paper-b1-t512,grid-paper-b1-g180,grid-paper-b1-g45,grid-paper-b4,grid-default-b1,grid-wide128-b1,nbc-paper-b1,nbc-default-b1,nbc-default-b1-rows,default-b1-w16,nbc-default-b1-rows-greedy,nbc-default-b64,nbc-default-b64-rows,nbc-paperwavenet-b1,graphs-paper-b1,nbc-wide64-b1}"
+timeout 200 python3 benchmarks/gpu_probe.py --repeats 3 --rows "$rows" --out "$out" 2>&1 | tee "$out/probe.txt"
 echo "== tests/test_cuda.py"
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$out/tests.txt"
+timeout 170 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$out/tests.txt"
 echo "== benchmarks/gpu.py --quick"
 timeout 100 python3 benchmarks/gpu.py --quick --out "$out" 2>&1 | tail -40
 echo "== ncu"
-for mapping in lanes rows; do
-  timeout 55 ncu --launch-count 1 -k regex:run_block --section WarpStateStats \
-    --section SchedulerStats python3 benchmarks/kernel_profile.py --mapping "$mapping" \
-    > "$out/ncu-$mapping.txt" 2>&1
-  grep -E "Issued Warp|No Eligible|Warp Cycles Per Issued" "$out/ncu-$mapping.txt"
+for kernel in lanes rows grid; do
+  if [ "$kernel" = grid ]; then what=(-k regex:run_grid); how=(--grid --paper)
+  else what=(-k regex:run_block); how=(--mapping "$kernel"); fi
+  timeout 40 ncu --launch-count 1 "${what[@]}" --section WarpStateStats \
+    --section SchedulerStats python3 benchmarks/kernel_profile.py "${how[@]}" \
+    > "$out/ncu-$kernel.txt" 2>&1
+  grep -E "Issued Warp|No Eligible|Warp Cycles Per Issued" "$out/ncu-$kernel.txt"
 done

@@ -19,6 +19,7 @@ import torch
 from streamgen.bench.suite import PAPER_SEQUNET, PAPER_WAVENET, generation_rate
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.gpu.cuda_executor import CudaExecutor
+from streamgen.engine.gpu.grid_executor import GridExecutor
 from streamgen.engine.program import graph_period
 from streamgen.engine.gpu.triton_executor import TritonExecutor
 from streamgen.nn import build_network
@@ -34,13 +35,30 @@ class Row:
     backend: str = "triton"
     warps: int | None = None  # triton: warps per program (None: the executor's choice)
     weights: torch.dtype = torch.float32  # triton: weight storage; graphs: the engine's dtype
-    threads: int | None = None  # numba-cuda: threads per block (None: the executor's)
+    threads: int | None = None  # numba-cuda(-grid): threads per block (None: the executor's)
     unroll: int | None = None  # numba-cuda: window elements per lane in flight
     mapping: str = "lanes"  # numba-cuda: how a gated layer's work is split
+    groups: int | None = None  # numba-cuda-grid: blocks per stream (None: the executor's)
+    barrier: str = "grid"  # numba-cuda-grid: grid_kernels.BARRIERS
+    prefetch: bool = True  # numba-cuda-grid: next gated row's weights before its barrier
 
 
 BF16 = torch.bfloat16
+GRID = "numba-cuda-grid"
 ROWS = {
+    # the grid kernel (each stream's step over many blocks): its barriers, loads, shares
+    "grid-paper-b1": Row("paper", 1, "top_p", 4096, GRID),
+    "grid-paper-b1-counter": Row("paper", 1, "top_p", 4096, GRID, barrier="counter"),
+    "grid-paper-b1-noprefetch": Row("paper", 1, "top_p", 4096, GRID, prefetch=False),
+    "grid-paper-b1-t512": Row("paper", 1, "top_p", 4096, GRID, threads=512),
+    "grid-paper-b1-t128": Row("paper", 1, "top_p", 4096, GRID, threads=128),
+    "grid-paper-b1-g180": Row("paper", 1, "top_p", 4096, GRID, groups=180),
+    "grid-paper-b1-g45": Row("paper", 1, "top_p", 4096, GRID, groups=45),
+    "grid-paper-b1-greedy": Row("paper", 1, "greedy", 4096, GRID),
+    "grid-paper-b4": Row("paper", 4, "top_p", 4096, GRID),
+    "grid-default-b1": Row("default", 1, "top_p", 16384, GRID),
+    "grid-default-b1-counter": Row("default", 1, "top_p", 16384, GRID, barrier="counter"),
+    "grid-wide128-b1": Row("wide128", 1, "top_p", 8192, GRID),
     "default-b1-w8": Row("default", 1, "top_p", 8192, warps=8),
     "default-b1-w16": Row("default", 1, "top_p", 8192, warps=16),
     "default-b1-w8-greedy": Row("default", 1, "greedy", 8192, warps=8),
@@ -98,6 +116,8 @@ def configure(row: Row) -> None:
     TritonExecutor.num_warps, TritonExecutor.weight_dtype = row.warps, row.weights
     CudaExecutor.threads, CudaExecutor.unroll = row.threads, row.unroll
     CudaExecutor.mapping = row.mapping
+    GridExecutor.threads, GridExecutor.groups = row.threads, row.groups
+    GridExecutor.barrier, GridExecutor.prefetch = row.barrier, row.prefetch
 
 
 def logit_error(model: torch.nn.Module, backend: str) -> float:
@@ -142,7 +162,8 @@ def main() -> None:
                                   sampling=samplings[spec.sampling], capacity="period",
                                   dtype=spec.weights if graphs else torch.float32,
                                   warmup_steps=graph_period(model.period) if graphs else 0)
-            if spec.batch == 1 and spec.model == "default" and not args.no_check:
+            if spec.batch == 1 and (spec.model == "default" or spec.backend == GRID) \
+                    and not args.no_check:
                 row["max_logit_error_vs_torch"] = logit_error(model, spec.backend)
         except Exception as e:  # noqa: BLE001 - a probe records every failure
             row = {"error": f"{type(e).__name__}: {e}"[:400]}

@@ -75,8 +75,8 @@ def test_training_step_runs_in_a_fresh_process_on_the_suites_threads() -> None:
 
 
 def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
-    """The GPU benchmark's code path on the CPU (Triton through its interpreter, numba-cuda
-    through numba's simulator): every row measured or explained, the targets table filled
+    """The GPU benchmark's code path on the CPU (Triton through its interpreter, the numba-cuda
+    kernels through numba's simulator): every row measured or explained, the targets table filled
     (the Seq-U-Net / WaveNet ratios from rows of one executor), the report written."""
     from streamgen.engine.gpu import interpreting, triton_available
 
@@ -92,8 +92,9 @@ def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
     rows = results["rows"]
     assert [(r["model"], r["backend"], r["batch"]) for r in rows] == [
         ("default", "torch", 1), ("default", "triton", 1), ("default", "numba-cuda", 1),
-        ("paper sequnet", "torch", 1), ("paper sequnet", "triton", 1),
-        ("paper sequnet", "numba-cuda", 1), ("paper wavenet", "torch", 1),
+        ("default", "numba-cuda-grid", 1), ("paper sequnet", "torch", 1),
+        ("paper sequnet", "triton", 1), ("paper sequnet", "numba-cuda", 1),
+        ("paper sequnet", "numba-cuda-grid", 1), ("paper wavenet", "torch", 1),
         ("paper wavenet", "numba-cuda", 1), ("paper sequnet", "graphs", 1), ("paper wavenet", "graphs", 1), ("default", "torch", 3),
         ("paper sequnet", "torch", 3), ("paper wavenet", "torch", 3), ("paper wavenet", "torch", 3)
     ] + [(m, "graphs", 3) for m in ("default", "paper sequnet", "paper wavenet")] * 2

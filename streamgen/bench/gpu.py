@@ -34,7 +34,7 @@ from streamgen.engine.program import graph_period
 from streamgen.nn import build_network
 
 #: The persistent kernels of the latency regime, timed side by side.
-KERNELS = ("triton", "numba-cuda")
+KERNELS = ("triton", "numba-cuda", "numba-cuda-grid")
 
 #: The issue's targets on one H100, samples per second (aggregate for large batches).
 TARGETS = {
