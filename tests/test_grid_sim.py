@@ -139,3 +139,34 @@ def test_simulated_blocks_run_at_once_with_their_own_shared_memory() -> None:
         probe[3, 32](vals, seen, mine)
     assert (seen == 6).all()
     assert (mine == 10 * np.arange(3)[:, None]).all()
+
+
+def test_counter_barrier_gives_up_when_a_block_never_comes(monkeypatch: pytest.MonkeyPatch,
+                                                          rng: torch.Generator) -> None:
+    """A grid whose blocks are not all resident would spin forever at the counter barrier:
+    every block gives up after its polls, flags it, and the executor says so in one line."""
+    from streamgen.engine.gpu.cudasim import concurrent_blocks, install
+    from streamgen.engine.gpu.grid_kernels import _grid_barrier
+
+    install()
+    wait = _grid_barrier("counter", patience=50)
+
+    @cuda.jit
+    def probe(bar, done):
+        wait(bar, 1, cuda.gridDim.x + 1, cuda.threadIdx.x)  # a block that never comes
+        done[cuda.blockIdx.x, cuda.threadIdx.x] = 1
+
+    bar, done = np.zeros(2, np.int64), np.zeros((2, 32), np.int64)
+    with concurrent_blocks():
+        probe[2, 32](bar, done)
+    assert bar.tolist() == [2, 1] and done.all()
+
+    from streamgen.engine.gpu.grid_executor import GridExecutor
+
+    monkeypatch.setattr(f"{EXECUTOR}.barrier", "counter")
+    engine = StreamingEngine(random_sequnet((4, 2, 1, 3), 16, rng), 1,
+                             backend="numba-cuda-grid", capacity="period")
+    monkeypatch.setattr(GridExecutor, "_launch",
+                        lambda self, kernel, block: self._tensors["bar"][1].fill_(1))
+    with pytest.raises(ValueError, match=r"did not all run at once \(3 blocks.*barrier='grid'$"):
+        engine.feed(torch.zeros(1, 2, dtype=torch.int64))

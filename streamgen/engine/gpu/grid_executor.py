@@ -18,7 +18,7 @@ from streamgen.engine.gpu import grid_plan, numba_cuda_available, simulating
 from streamgen.engine.gpu.cuda_executor import NumbaCudaExecutor
 from streamgen.engine.gpu.flat import Block, refusal
 from streamgen.engine.program import INPUT_RING, StepProgram
-from streamgen.engine.tables import refuse_unless_runnable
+from streamgen.engine.tables import BackendError, refuse_unless_runnable
 
 #: Threads per block on a GPU, and through the simulator (a Python thread each); blocks per
 #: stream through the simulator.
@@ -102,7 +102,7 @@ class GridExecutor(NumbaCudaExecutor):
             head_w=f32(tables.head_weight).view(-1),  # (classes, C): a warp per class
             head_b=f32(tables.head_bias),
             glog=torch.zeros(2, program.batch, program.classes, dtype=torch.float32, device=dev),
-            bar=torch.zeros(1, dtype=torch.int64, device=dev),
+            bar=torch.zeros(2, dtype=torch.int64, device=dev),
         )
         # the kernel's views of these (``_tensors`` keeps them alive: a view owns no memory)
         self._fixed = {k: self._array(v) for k, v in self._tensors.items()}
@@ -110,14 +110,20 @@ class GridExecutor(NumbaCudaExecutor):
     def launch(self, block: Block) -> None:
         p = self.program
         blocks = p.batch * self.groups_per_stream
-        self._tensors["bar"].zero_()  # the counter barrier counts from zero in every launch
+        bar = self._tensors["bar"]
+        bar.zero_()  # the counter barrier counts from zero in every launch
         if self._sim:
             from streamgen.engine.gpu.cudasim import concurrent_blocks
 
             with concurrent_blocks():
                 self._launch(self.kernel[blocks, self.threads_per_block, 0], block)
-            return
-        self._launch(self.kernel[blocks, self.threads_per_block, self._stream()], block)
+        else:
+            self._launch(self.kernel[blocks, self.threads_per_block, self._stream()], block)
+        if self.barrier == "counter" and bar[1].item():
+            raise BackendError(
+                f"the numba-cuda-grid kernel's blocks did not all run at once ({blocks} blocks "
+                "of a counter barrier): use fewer blocks per stream (GridExecutor.groups) or "
+                "barrier='grid'")
 
     def _launch(self, kernel, block: Block) -> None:
         from streamgen.engine.gpu import cuda_kernels as ck

@@ -37,12 +37,15 @@ from streamgen.engine.gpu.cuda_kernels import (FEED_OUT, GENERATE, NCOL, NEG, OP
                                                copy_op, embed_op, warp_sum)
 
 BARRIERS = ("grid", "counter")
+#: Polls of the counter (about a microsecond each on a GPU) before a block gives up waiting:
+#: a grid whose blocks are not all resident would otherwise hang the GPU.
+PATIENCE = 1 << 22
 
 
-def _grid_barrier(kind: str):
-    """The device function that waits for every block of the launch: ``bar`` the counter (a
-    one-element int64 array zeroed before the launch), ``k`` how many barriers this block
-    has reached, ``blocks`` the grid's size."""
+def _grid_barrier(kind: str, patience: int = PATIENCE):
+    """The device function that waits for every block of the launch: ``bar`` the counter
+    (two int64, zeroed before the launch: arrivals, and 1 once a block gave up), ``k`` how
+    many barriers this block has reached, ``blocks`` the grid's size."""
     if kind == "grid":
         @cuda.jit(device=True, inline=True)
         def barrier(bar, k, blocks, t):
@@ -54,8 +57,14 @@ def _grid_barrier(kind: str):
             if t == 0:
                 cuda.threadfence()  # this block's writes before its arrival
                 cuda.atomic.add(bar, 0, 1)
+                polls = 0
                 while cuda.atomic.add(bar, 0, 0) < k * blocks:
-                    pass
+                    polls += 1
+                    if polls % 256 == 0 and cuda.atomic.add(bar, 1, 0) > 0:
+                        break  # another block gave up: the launch's results are void
+                    if polls > patience:
+                        cuda.atomic.max(bar, 1, 1)
+                        break
                 cuda.threadfence()
             cuda.syncthreads()
     else:
@@ -155,7 +164,7 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
         taking share ``blockIdx.x % G`` of each op; the modes, ``logits``, ``xs``,
         ``out_logits``, ``out_samples`` and ``noise`` as ``cuda_kernels``' ``run_block``.
         ``glog`` (2, B, classes): the heads' logits by step parity; ``bar``: the barrier's
-        counter; ``need``, ``ahead``: per row, ``grid_plan.barriers`` and
+        counter and flag; ``need``, ``ahead``: per row, ``grid_plan.barriers`` and
         ``grid_plan.next_gated``."""
         pid = cuda.blockIdx.x // G
         g = cuda.blockIdx.x % G
