@@ -107,6 +107,9 @@ ROWS = {
     "wide64-b1": Row("wide64", 1, "top_p", 4096),
     "graphs-default-b4096": Row("default", 4096, "top_p", 256, "graphs", weights=BF16),
     "graphs-default-b16384": Row("default", 16384, "top_p", 128, "graphs", weights=BF16),
+    "graphs-default-b65536": Row("default", 65536, "top_p", 128, "graphs", weights=BF16),
+    "graphs-paper-b16384": Row("paper", 16384, "top_p", 128, "graphs", weights=BF16),
+    "graphs-paper-b65536": Row("paper", 65536, "top_p", 128, "graphs", weights=BF16),
     "graphs-paper-b4096": Row("paper", 4096, "top_p", 128, "graphs", weights=BF16),
 }
 

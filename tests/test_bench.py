@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -97,15 +98,18 @@ def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
         ("paper sequnet", "numba-cuda-grid", 1), ("paper wavenet", "torch", 1),
         ("paper wavenet", "numba-cuda", 1), ("paper sequnet", "graphs", 1), ("paper wavenet", "graphs", 1), ("default", "torch", 3),
         ("paper sequnet", "torch", 3), ("paper wavenet", "torch", 3), ("paper wavenet", "torch", 3)
-    ] + [(m, "graphs", 3) for m in ("default", "paper sequnet", "paper wavenet")] * 2
+    ] + [(m, "graphs", 3) for m in ("default", "paper sequnet", "paper wavenet")] * 2 + [
+        ("default", "graphs", 5), ("paper sequnet", "graphs", 5)]  # the scaling rows
     assert all(r["samples_per_s"] > 0 and "error" not in r for r in rows)
-    assert [r["capacity"] for r in rows[-8:-6]] == ["double", "period"]
-    assert [r["dtype"] for r in rows[-6:]] == ["float32"] * 3 + ["bfloat16"] * 3
-    assert all(r["capacity"] == "period" for r in rows[-6:])
+    assert [r["capacity"] for r in rows[-10:-8]] == ["double", "period"]
+    assert [r["dtype"] for r in rows[-8:]] == ["float32"] * 3 + ["bfloat16"] * 5
+    assert all(r["capacity"] == "period" for r in rows[-8:])
     assert all(t["measured"] is not None for t in results["targets"])
     ratios = {t["what"]: t["backend"] for t in results["targets"] if "/ WaveNet" in t["what"]}
     assert ratios["paper Seq-U-Net / WaveNet, latency"] in (
         "torch (float32)", "numba-cuda (float32)", "graphs (float32)")
+    assert re.fullmatch(r"(torch|graphs) \((float32|bfloat16), batch 3\)",
+                        ratios["paper Seq-U-Net / WaveNet, throughput"])
     paths = write_json_md(results, gpu_markdown(results), tmp_path, "gpu-dry")
     assert json.loads(paths[0].read_text())["rows"] == rows
     assert "| paper Seq-U-Net / WaveNet, latency |" in paths[1].read_text()

@@ -58,14 +58,20 @@ class GpuProfile:
     #: Timed calls of about this long, the steps above being caps (None: always the caps): a
     #: slow row takes fewer steps, so the run's length stays bounded (``generation_rate``).
     seconds: float | None = None
+    #: Larger batches of the Seq-U-Nets on graphs in bfloat16: at the large batch a step is a
+    #: chain of small kernels, each too small to fill the GPU, so more streams per step add
+    #: throughput. The paper WaveNet's rings (34 GiB in bfloat16 at 4,096 streams) do not fit
+    #: beyond the large batch; the Seq-U-Nets' take 0.05 and 0.3 MB a stream, the noise 256 KB.
+    scale_batches: tuple[int, ...] = ()
 
 
 QUICK = GpuProfile("quick", steps_torch=128, steps_triton=2048, steps_large=32,
                    large_batch=4096, repeats=3, seconds=0.25)
 FULL = GpuProfile("full", steps_torch=1024, steps_triton=16384, steps_large=256,
-                  large_batch=4096, repeats=5, triton_batches=(8, 64), seconds=1.0)
+                  large_batch=4096, repeats=5, triton_batches=(8, 64), seconds=1.0,
+                  scale_batches=(16384, 65536))
 DRY_RUN = GpuProfile("dry-run", steps_torch=4, steps_triton=4, steps_large=3, large_batch=3,
-                     repeats=1, triton_batches=(2,), dry_run=True)
+                     repeats=1, triton_batches=(2,), dry_run=True, scale_batches=(5,))
 
 #: Tiny stand-ins for the paper models in a dry run.
 DRY_SEQUNET = ("sequnet", {"channels": 8, "levels": 3, "depth": 1, "kernel_size": 5})
@@ -153,6 +159,10 @@ def run_gpu_suite(profile: GpuProfile, *, device: str, default_model: tuple[str,
         for model_name in models:
             add(model_name, "throughput", batch=profile.large_batch, backend="graphs",
                 steps=profile.steps_large, capacity="period", dtype=dtype)
+    for batch in profile.scale_batches:
+        for model_name in ("default", "paper sequnet"):
+            add(model_name, "throughput", batch=batch, backend="graphs",
+                steps=profile.steps_large, capacity="period", dtype=torch.bfloat16)
     return {"profile": profile.name, "machine": machine_info(device), "default_model": name,
             "triton_max_batch": MAX_BATCH, "rows": rows, "targets": _targets(rows)}
 
@@ -164,10 +174,12 @@ def _best(rows: list[dict[str, Any]], model: str, regime: str) -> dict[str, Any]
 
 
 def _same_executor_pairs(rows: list[dict[str, Any]], regime: str) -> list[tuple[float, str]]:
-    """(paper Seq-U-Net / paper WaveNet samples per second, executor) for every backend and
-    dtype that ran both in ``regime`` (at batch 1 for latency)."""
+    """(paper Seq-U-Net / paper WaveNet samples per second, executor) for every backend, dtype
+    and batch that ran both in ``regime`` (at batch 1 for latency)."""
     def rates(model: str) -> dict[str, float]:
-        return {f"{r['backend']} ({r['dtype']})": r["samples_per_s"] for r in rows
+        return {f"{r['backend']} ({r['dtype']}" + (f", batch {r['batch']:,})"
+                                                    if regime == "throughput" else ")"):
+                r["samples_per_s"] for r in rows
                 if r["model"] == model and r["regime"] == regime and "samples_per_s" in r
                 and (regime == "throughput" or r["batch"] == 1)}
 
@@ -219,9 +231,9 @@ def gpu_markdown(results: dict[str, Any]) -> str:
         digits = 2 if t["target"] < 100 else 0
         lines.append(f"| {t['what']} | {_num(t['target'], digits)} | {_num(t['measured'], digits)} "
                      f"| {t['backend'] or ''} | {'yes' if t['met'] else 'no'} |")
-    lines += ["", "The Seq-U-Net / WaveNet ratios pair rows of one backend and dtype (numba-cuda, "
-              "graphs, torch; Triton runs no WaveNet): a ratio across backends would compare "
-              "unequal optimisation."]
+    lines += ["", "The Seq-U-Net / WaveNet ratios pair rows of one backend, dtype and batch "
+              "(numba-cuda, graphs, torch; Triton and the grid kernel run no WaveNet): a ratio "
+              "across backends would compare unequal optimisation."]
     seconds = [r["seconds_median"] for r in results["rows"] if "seconds_median" in r]
     if seconds:
         lines += ["", f"Median timed call: {statistics.median(seconds):.3f} s."]
