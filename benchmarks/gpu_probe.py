@@ -55,6 +55,7 @@ ROWS = {
     "grid-paper-b1-g180": Row("paper", 1, "top_p", 4096, GRID, groups=180),
     "grid-paper-b1-g45": Row("paper", 1, "top_p", 4096, GRID, groups=45),
     "grid-paper-b1-greedy": Row("paper", 1, "greedy", 4096, GRID),
+    "grid-paperwavenet-b1": Row("paperwavenet", 1, "top_p", 2048, GRID),
     "grid-paper-b4": Row("paper", 4, "top_p", 4096, GRID),
     "grid-default-b1": Row("default", 1, "top_p", 16384, GRID),
     "grid-default-b1-counter": Row("default", 1, "top_p", 16384, GRID, barrier="counter"),

@@ -96,7 +96,8 @@ def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
         ("default", "numba-cuda-grid", 1), ("paper sequnet", "torch", 1),
         ("paper sequnet", "triton", 1), ("paper sequnet", "numba-cuda", 1),
         ("paper sequnet", "numba-cuda-grid", 1), ("paper wavenet", "torch", 1),
-        ("paper wavenet", "numba-cuda", 1), ("paper sequnet", "graphs", 1), ("paper wavenet", "graphs", 1), ("default", "torch", 3),
+        ("paper wavenet", "numba-cuda", 1), ("paper wavenet", "numba-cuda-grid", 1),
+        ("paper sequnet", "graphs", 1), ("paper wavenet", "graphs", 1), ("default", "torch", 3),
         ("paper sequnet", "torch", 3), ("paper wavenet", "torch", 3), ("paper wavenet", "torch", 3)
     ] + [(m, "graphs", 3) for m in ("default", "paper sequnet", "paper wavenet")] * 2 + [
         ("default", "graphs", 5), ("paper sequnet", "graphs", 5)]  # the scaling rows
@@ -107,7 +108,8 @@ def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
     assert all(t["measured"] is not None for t in results["targets"])
     ratios = {t["what"]: t["backend"] for t in results["targets"] if "/ WaveNet" in t["what"]}
     assert ratios["paper Seq-U-Net / WaveNet, latency"] in (
-        "torch (float32)", "numba-cuda (float32)", "graphs (float32)")
+        "torch (float32)", "numba-cuda (float32)", "numba-cuda-grid (float32)",
+        "graphs (float32)")
     assert re.fullmatch(r"(torch|graphs) \((float32|bfloat16), batch 3\)",
                         ratios["paper Seq-U-Net / WaveNet, throughput"])
     paths = write_json_md(results, gpu_markdown(results), tmp_path, "gpu-dry")

@@ -72,7 +72,7 @@ def test_cuda_auto_picks_a_kernel_for_small_batches_and_graphs_beyond(rng: torch
     kernels = [n for n, ok in (("triton", triton_available()),
                                ("numba-cuda", numba_cuda_available()),
                                ("numba-cuda-grid", numba_cuda_available())) if ok]
-    wavenet_kernels = [n for n in kernels if n == "numba-cuda"]  # runs WaveNets, auto does not
+    wavenet_kernels = [n for n in kernels if n.startswith("numba-cuda")]  # not auto's choice
     fastest = "numba-cuda" if "numba-cuda" in kernels else "triton"
     model = _sequnet((8, 4, 2, 5), rng, CLASSES).cuda()
     assert StreamingEngine(model, 1).backend == fastest
@@ -167,18 +167,20 @@ def _feed(engine: StreamingEngine, x: torch.Tensor, chunk: int) -> torch.Tensor:
 
 
 @needs_numba_cuda
-def test_cuda_numba_cuda_runs_a_wavenet_equal_to_offline_and_torch(rng: torch.Generator) -> None:
-    """The numba-cuda kernel's WaveNet layers (dilated taps, residual, skip sum, two-layer head)
-    at a real size: logits against the float64 pass, samples against torch's."""
+@pytest.mark.parametrize("backend", ["numba-cuda", "numba-cuda-grid"])
+def test_cuda_numba_cuda_runs_a_wavenet_equal_to_offline_and_torch(backend: str,
+                                                                   rng: torch.Generator) -> None:
+    """The numba-cuda kernels' WaveNet layers (dilated taps, residual, skip sum, two-layer
+    head) at a real size: logits against the float64 pass, samples against torch's."""
     model = _wavenet(rng)
-    engine = StreamingEngine(model.cuda(), 2, backend="numba-cuda")
+    engine = StreamingEngine(model.cuda(), 2, backend=backend)
     x = torch.randint(0, 256, (2, 1500), generator=rng)
     got = _feed(engine, x, 499)
     want = reference_logits(model.cpu(), x)
     assert (got - want).abs().max().item() < 1e-4 * max(1.0, want.abs().max().item())
     sampling = SamplingConfig(top_p=0.94)
     assert torch.equal(_generated(model.cuda(), "torch", 2, sampling, (300, 700)),
-                       _generated(model.cuda(), "numba-cuda", 2, sampling, (300, 700)))
+                       _generated(model.cuda(), backend, 2, sampling, (300, 700)))
 
 
 @pytest.mark.parametrize("kind", ["default", "wavenet"])

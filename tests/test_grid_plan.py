@@ -11,7 +11,7 @@ from conftest import random_sequnet
 from streamgen.engine import StreamingEngine
 from streamgen.engine.gpu import placed
 from streamgen.engine.gpu.flat import flatten
-from streamgen.engine.gpu.grid_plan import Span, accesses, barriers, next_gated
+from streamgen.engine.gpu.grid_plan import Span, accesses, barriers, next_layer
 
 HEAD = Span("frames", 900, 910)
 
@@ -75,14 +75,20 @@ def test_phases_must_end_with_the_head_and_rows_not_read_their_output() -> None:
         barriers(np.array([row(GATED, n=8, dst=100, e=8)]), np.array([0, 1]), HEAD)
     with pytest.raises(ValueError, match="row 0 reads what it writes"):
         plan(row(GATED, src=0, n=8, dst=4, e=8))
-    with pytest.raises(ValueError, match="runs no op"):
-        accesses(np.array(row(placed.OP_WAVENET)), HEAD)
+    with pytest.raises(ValueError, match="runs no op 9"):
+        accesses(np.array(row(9)), HEAD)
 
 
-def test_next_gated_names_the_rows_to_load_ahead() -> None:
-    rows = np.array([row(INPUT), row(EMBED), row(GATED), row(COPY), row(GATED),
+def test_wavenet_layers_wait_for_everything_before_them() -> None:
+    wavenet = row(placed.OP_WAVENET, src=0, n=2, dst=100, e=0)
+    assert plan(row(INPUT, dst=3), wavenet, wavenet).tolist() == [0, 0, 1, 1]
+    assert plan(row(EMBED, src=3, n=4, dst=500, e=8), wavenet).tolist() == [0, 1, 1]
+
+
+def test_next_layer_names_the_rows_to_load_ahead() -> None:
+    rows = np.array([row(INPUT), row(EMBED), row(GATED), row(COPY), row(placed.OP_WAVENET),
                      row(placed.OP_HEAD), row(GATED), row(placed.OP_HEAD)])
-    assert next_gated(rows, np.array([0, 6, 8])).tolist() == [2, 2, 4, 4, -1, -1, -1, -1]
+    assert next_layer(rows, np.array([0, 6, 8])).tolist() == [2, 2, 4, 4, -1, -1, -1, -1]
 
 
 def _conflict(a: np.ndarray, b: np.ndarray, head: Span) -> bool:

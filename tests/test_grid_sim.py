@@ -1,9 +1,9 @@
 """The numba-cuda grid kernel (each stream's step shared out among blocks) on the CPU, through
 numba's CUDA simulator with every block at once (``cudasim.concurrent_blocks``).
 
-Tiny models, blocks of one warp, two or three blocks per stream: shares of two channels with a
-block left without any, windows longer than a block's threads, a width equal to the class
-count, more classes than threads. Teacher-forced logits are compared with the float64 offline
+Tiny Seq-U-Nets and WaveNets, blocks of one warp, two or three blocks per stream: shares of
+two channels with a block left without any, windows longer than a block's threads, a width
+equal to the class count, more classes than threads. Teacher-forced logits are compared with the float64 offline
 pass, free-running samples with the torch backend's for the same seed.
 """
 
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import feed_in_chunks, random_sequnet
+from conftest import feed_in_chunks, random_sequnet, randomize_
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.gpu import numba_cuda_available, simulating
-from streamgen.nn import WaveNet, WaveNetConfig
+from streamgen.nn import TCN, TCNConfig, WaveNet, WaveNetConfig
 
 cuda = pytest.importorskip("numba.cuda")  # a module global: the simulator swaps it for its own
 pytestmark = [
@@ -92,11 +92,41 @@ def test_grid_generates_the_same_samples_as_torch(sampling: SamplingConfig,
     assert len(runs["torch"].unique()) > 1 or sampling.greedy
 
 
+# WaveNets (blocks, layers, kernel, residual, dilation, skip channels): kernels 2 and 3,
+# dilation channels over 3 blocks (shares of 2: the third block's one), one layer
+WAVENETS = [(1, 3, 2, 4, 5, 6), (2, 2, 3, 3, 4, 5), (1, 1, 2, 2, 3, 4)]
+
+
+@pytest.mark.parametrize("cfg", WAVENETS, ids=lambda c: "B{}-L{}-k{}-R{}-D{}-S{}".format(*c))
+def test_grid_runs_wavenets_equal_to_offline(cfg: tuple, rng: torch.Generator) -> None:
+    """Each layer's h shared out by dilation channels, a barrier, then its residual and skip
+    outputs shared out; the two-layer head likewise."""
+    model = WaveNet(WaveNetConfig(*cfg, classes=40))
+    randomize_(model, rng)
+    model.eval()
+    x = torch.randint(0, 40, (2, 2 * cfg[1] + 7), generator=rng)
+    engine = StreamingEngine(model, 2, backend="numba-cuda-grid", capacity="period")
+    out = feed_in_chunks(engine, x, 5)
+    assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+def test_grid_wavenet_samples_equal_torch(rng: torch.Generator) -> None:
+    model = WaveNet(WaveNetConfig(1, 2, 2, 3, 4, 5, classes=16))
+    randomize_(model, rng, scale=2.0)
+    runs = {}
+    for backend in ["torch", "numba-cuda-grid"]:
+        engine = StreamingEngine(model.eval(), 1, backend=backend, capacity="period")
+        sampler = engine.sampler(SamplingConfig(top_p=0.9), seed=3)
+        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (4, 5)], dim=1)
+    assert torch.equal(runs["torch"], runs["numba-cuda-grid"])
+    assert len(runs["torch"].unique()) > 1
+
+
 def test_grid_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
                                          rng: torch.Generator) -> None:
-    wavenet = WaveNet(WaveNetConfig(1, 2, 2, 3, 4, 5, classes=16)).eval()
+    tcn = TCN(TCNConfig(channels=4, levels=2, kernel_size=3, classes=16))
     with pytest.raises(ValueError, match="plans of gated layers.*backend='torch'"):
-        StreamingEngine(wavenet, 1, backend="numba-cuda-grid", capacity="period")
+        StreamingEngine(tcn, 1, backend="numba-cuda-grid", capacity="period")
     monkeypatch.setattr("streamgen.engine.gpu.grid_executor.multiprocessors", lambda dev: 4)
     with pytest.raises(ValueError, match="runs at most 4 streams here"):
         StreamingEngine(random_sequnet((4, 2, 1, 3), 16, rng), 5, backend="numba-cuda-grid",

@@ -77,7 +77,7 @@ def _latency_executor(program: StepProgram, backend: str) -> Executor:
         return GridExecutor(program)
     if backend == "triton":
         return TritonExecutor(program)
-    # auto takes a kernel for Seq-U-Nets (timed); numba-cuda runs WaveNets when asked
+    # auto takes a kernel for Seq-U-Nets (timed); the numba-cuda kernels run WaveNets when asked
     if program.batch <= MAX_BATCH and unsupported_layers(program) is None:
         for kernel in (CudaExecutor, TritonExecutor):
             if not kernel.unsupported(program):

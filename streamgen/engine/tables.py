@@ -160,7 +160,7 @@ def _layer(kernel: object) -> GatedWeights | WaveNetWeights | None:
 
 def plan_tables(program: StepProgram) -> PlanTables:
     """The tables of ``program`` (which must pass ``unsupported_layers(program, wavenet=True)``:
-    only the numba-cuda kernel runs WaveNet layers)."""
+    only the numba-cuda kernels run WaveNet layers)."""
     from streamgen.engine.programs.wavenet import WaveNetHead
 
     reason = unsupported_layers(program, wavenet=True)

@@ -2,8 +2,9 @@
 persistent launch (``streamgen.engine.gpu.grid_kernels``), for networks too wide for one block
 to read their weights in time (the paper-size Seq-U-Net at batch 1).
 
-It runs the placed plans of float32 Seq-U-Nets on rings that repeat with the clock, like the
-one-block kernel (``cuda_executor``). Every block of the launch must be resident at once (they
+It runs the placed plans of float32 Seq-U-Nets and WaveNets on rings that repeat with the
+clock, like the one-block kernel (``cuda_executor``), so the paper's comparison at batch 1 can
+use it for both networks. Every block of the launch must be resident at once (they
 wait for each other), so a stream gets at most its share of the multiprocessors, one block
 each (``blocks_per_stream``). On a machine without a GPU it runs through numba's CUDA
 simulator with every block at once (``cudasim.concurrent_blocks``): slowly, so the tests use
@@ -16,7 +17,7 @@ import torch
 
 from streamgen.engine.gpu import grid_plan, numba_cuda_available, simulating
 from streamgen.engine.gpu.cuda_executor import NumbaCudaExecutor
-from streamgen.engine.gpu.flat import Block, refusal
+from streamgen.engine.gpu.flat import WAVENET_COLUMNS, Block, refusal
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.tables import BackendError, refuse_unless_runnable
 
@@ -43,8 +44,8 @@ def blocks_per_stream(channels: int, batch: int, multiprocessors: int) -> int:
 
 
 class GridExecutor(NumbaCudaExecutor):
-    """float32 Seq-U-Net plans, each stream's step shared out among ``groups`` thread blocks
-    on a CUDA device (or numba's CUDA simulator on the CPU)."""
+    """float32 Seq-U-Net and WaveNet plans, each stream's step shared out among ``groups``
+    thread blocks on a CUDA device (or numba's CUDA simulator on the CPU)."""
 
     name = "numba-cuda-grid"
     #: Threads per block (None: ``THREADS``, or ``SIM_THREADS`` in the simulator), blocks per
@@ -61,7 +62,7 @@ class GridExecutor(NumbaCudaExecutor):
         """Why this executor cannot run ``program`` (None if it can)."""
         reason = refusal(
             program, "numba-cuda-grid", on_cpu=simulating(), cpu_mode="NUMBA_ENABLE_CUDASIM=1",
-            missing=None if numba_cuda_available() else
+            wavenet=True, missing=None if numba_cuda_available() else
             "the numba-cuda-grid backend needs numba-cuda (pip install numba-cuda[cu12])")
         if reason:
             return reason
@@ -78,13 +79,21 @@ class GridExecutor(NumbaCudaExecutor):
 
         flat, dev, tables = self.flat, program.device, self.flat.tables
         rows, starts = flat.rows.cpu().numpy(), flat.starts.cpu().numpy()
-        channels = max(int(r[6]) for r in rows if r[0] == grid_kernels.OP_GATED)
+        wn = flat.wavenet.cpu().numpy()
+        gated = rows[rows[:, 0] == grid_kernels.OP_GATED]
+        hidden = tables.hidden_weight
+        # the widest layer (output channels; window elements), gated or WaveNet
+        channels = int(max(gated[:, 6].max(initial=1), wn[:, 3].max(initial=1)))
+        window = int(max(flat.widest, (wn[:, 0] * wn[:, 2]).max(initial=1)))
+        wavenet = (int(wn[:, 3].max()), max(int(wn[:, 4].max()), hidden.shape[0])) \
+            if len(wn) else (0, 0)
         self.threads_per_block = self.threads or (SIM_THREADS if self._sim else THREADS)
         self.groups_per_stream = self.groups or (SIM_GROUPS if self._sim else blocks_per_stream(
             channels, program.batch, multiprocessors(dev)))
         self.kernel = grid_kernels.build(
             self.threads_per_block, self.groups_per_stream, flat.max_rows, program.classes,
-            channels, flat.widest, self.barrier, self.prefetch)
+            channels, window, self.barrier, self.prefetch, wavenet)
+        scratch = wavenet[0] + 2 * wavenet[1] if len(wn) else 1
         head = grid_plan.Span("frames", flat.head_at, flat.head_at + flat.head_width)
         need = grid_plan.barriers(rows, starts, head)
         #: Grid barriers per step, on average over the period (the head's included).
@@ -96,14 +105,23 @@ class GridExecutor(NumbaCudaExecutor):
         f32 = self._f32
         self._tensors = dict(
             rows=flat.rows.view(-1), starts=flat.starts, need=i32(need),
-            ahead=i32(grid_plan.next_gated(rows, starts)), frames=flat.frames,
+            ahead=i32(grid_plan.next_layer(rows, starts)), frames=flat.frames,
             index=program.rings[INPUT_RING].data.view(-1), weights=flat.weights,
             embed=f32(tables.embed_table).view(-1), embed_bias=f32(tables.embed_bias),
             head_w=f32(tables.head_weight).view(-1),  # (classes, C): a warp per class
             head_b=f32(tables.head_bias),
-            glog=torch.zeros(2, program.batch, program.classes, dtype=torch.float32, device=dev),
+            # a WaveNet head's first 1x1 (hidden, C), its layer table, its h, skip sum and
+            # hidden layer per stream (dummies for a Seq-U-Net)
+            hid_w=f32(hidden if hidden is not None else torch.zeros(1)).view(-1),
+            hid_b=f32(tables.hidden_bias if hidden is not None else torch.zeros(1)),
+            wn=flat.wavenet if len(wn) else torch.zeros(1, len(WAVENET_COLUMNS),
+                                                         dtype=torch.int64, device=dev),
+            scratch=torch.zeros(program.batch * scratch, dtype=torch.float32, device=dev),
+            glog=torch.zeros(2 * program.batch * program.classes, dtype=torch.float32,
+                             device=dev),
             bar=torch.zeros(2, dtype=torch.int64, device=dev),
         )
+        self._hidden_width = 0 if hidden is None else hidden.shape[0]
         # the kernel's views of these (``_tensors`` keeps them alive: a view owns no memory)
         self._fixed = {k: self._array(v) for k, v in self._tensors.items()}
 
@@ -134,9 +152,10 @@ class GridExecutor(NumbaCudaExecutor):
             self.schedule.period, a["frames"], a["index"], a["weights"],
             a["embed"], a["embed_bias"], flat.tables.embed_table.shape[1], p.classes + 1,
             a["head_w"], a["head_b"], flat.head_at, flat.head_width,
+            a["hid_w"], a["hid_b"], self._hidden_width, a["wn"], a["scratch"],
             self._array(block.logits), a["glog"], a["bar"], p.classes,
             arg("xs", block.xs),
-            arg("out_logits", block.out if mode == ck.FEED_OUT else None),
+            self._array((block.out if mode == ck.FEED_OUT else self._dummy["out_logits"]).view(-1)),
             arg("out_samples", block.out if mode == ck.GENERATE else None),
             arg("noise", block.noise), block.noise_at, mode, *self._sampling(block),
         )

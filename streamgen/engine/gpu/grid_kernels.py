@@ -9,11 +9,15 @@ a step is shared out among them:
 - a gated layer: block ``g`` takes a contiguous share of the output channels (their filter
   and gate rows), its threads along the window. Every weight of the share is loaded into
   registers in one go, so a layer costs one memory round trip, and with ``prefetch`` the next
-  gated row's weights are loaded while the block waits at the barrier before it (the weights
+  layer's weights are loaded while the block waits at the barrier before it (the weights
   never depend on it). The warps' partial sums meet in shared memory;
+- a WaveNet layer: its ``h = tanh(f) * sigmoid(g)`` the same way over its dilated taps, by
+  dilation channels, into a per-stream scratch in global memory; after a barrier, a share of
+  its outputs (residual channels into the next ring, skip channels into the skip sum kept in
+  the scratch, or the head's input on the last layer), a warp per output along ``h``;
 - the embedding: a share of the channels; a copy: the stream's first block (copies are short);
 - the head: a share of the classes, into a logits buffer in global memory (two, alternating
-  by step). After a barrier every block reads all the logits and samples the next class by
+  by step); a WaveNet's first 1x1 layer likewise by hidden channels, then a barrier. After a barrier every block reads all the logits and samples the next class by
   itself (the ``Sampler``'s rule and noise, ``cuda_kernels.block_ops``), so all the stream's
   blocks hold the same class without another barrier; the input op has each write it.
 
@@ -33,7 +37,8 @@ from numba import cuda, float32, int32, int64, uint64
 
 from streamgen.engine.gpu import simulating
 from streamgen.engine.gpu.cuda_kernels import (FEED_OUT, GENERATE, NCOL, NEG, OP_COPY, OP_EMBED,
-                                               OP_GATED, OP_HEAD, OP_ICOPY, OP_INPUT, block_ops,
+                                               OP_GATED, OP_HEAD, OP_ICOPY, OP_INPUT, OP_WAVENET,
+                                               block_ops,
                                                copy_op, embed_op, warp_sum)
 
 BARRIERS = ("grid", "counter")
@@ -74,31 +79,44 @@ def _grid_barrier(kind: str, patience: int = PATIENCE):
 
 @lru_cache(maxsize=None)
 def build(threads: int, groups: int, max_rows: int, classes: int, channels: int, window: int,
-          barrier: str = "grid", prefetch: bool = True):
+          barrier: str = "grid", prefetch: bool = True, wavenet: tuple[int, int] = (0, 0)):
     """The kernel for ``groups`` blocks per stream of ``threads`` threads (a multiple of 32),
-    steps of at most ``max_rows`` rows, ``classes`` classes, gated layers of at most
-    ``channels`` output channels over windows of at most ``window`` elements; ``barrier`` one
-    of ``BARRIERS``; ``prefetch``: load the next gated row's weights before its barrier."""
+    steps of at most ``max_rows`` rows, ``classes`` classes, gated (or WaveNet) layers of at
+    most ``channels`` output (dilation) channels over windows of at most ``window`` elements;
+    ``barrier`` one of ``BARRIERS``; ``prefetch``: load the next layer's weights before its
+    barrier; ``wavenet``: the most dilation channels and the widest skip sum or head layer of
+    WaveNet layers ((0, 0): none)."""
     if threads % 32:
         raise ValueError(f"threads per block must be a multiple of 32, not {threads}")
     T, G, WARPS = threads, groups, threads // 32
     CS = -(-classes // threads)  # classes per thread (sampling)
     CPB = -(-channels // groups)  # channels per block, at most
     KPT = -(-window // threads)  # window elements per thread, at most
-    HPB = -(-classes // groups)  # head classes per block
     CP, ROWS = CS * threads, max_rows * NCOL
     W = CPB * KPT  # weight registers per thread, filter and gate each
-    SUMS = 2 * CPB  # a block's filter and gate sums of a gated row
+    SUMS = 2 * CPB  # a block's filter and gate sums of a layer
+    WAVENET = wavenet[0] > 0  # compile the WaveNet paths only for WaveNets
+    DMAX, SMAX = max(wavenet[0], 1), max(wavenet[1], 1)
+    SCRATCH = DMAX + 2 * SMAX  # per stream in global memory: a WaveNet's h, skip sum, hidden
     ops = block_ops(threads, classes)
     sample = ops.sample
     grid_barrier = _grid_barrier(barrier)
 
     @cuda.jit(device=True, inline=True)
-    def load(rs, b, g, weights, wf, wg, t):
-        """Block ``g``'s filter and gate weights of gated row ``b`` into ``wf``, ``wg``
+    def shape(rs, b, wn):
+        """(window elements, output channels) of layer row ``b``: a gated layer's, or a
+        WaveNet layer's (taps times residual channels, dilation channels)."""
+        if WAVENET and rs[b] == OP_WAVENET:
+            layer = rs[b + 6]
+            return wn[layer, 0] * wn[layer, 2], wn[layer, 3]
+        return rs[b + 5], rs[b + 6]
+
+    @cuda.jit(device=True, inline=True)
+    def load(rs, b, g, weights, wn, wf, wg, t):
+        """Block ``g``'s filter and gate weights of layer row ``b`` into ``wf``, ``wg``
         (``r * KPT + u``: its ``r``-th channel, window element ``t + u * T``; past the
         channels or the window a thread repeats the last and its product is discarded)."""
-        n, e = rs[b + 5], rs[b + 6]
+        n, e = shape(rs, b, wn)
         w0, pitch = rs[b + 7], rs[b + 10]
         c0 = g * ((e + G - 1) // G)
         for r in range(CPB):
@@ -111,16 +129,22 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                 wg[r * KPT + u] = weights[row_g + k]
 
     @cuda.jit(device=True, inline=True)
-    def gated(rs, b, pid, g, frames, weights, wf, wg, red, t, lane, warp):
-        """``dst = newest + tanh(f) * sigmoid(g)`` for block ``g``'s channels of gated row
-        ``b``, its weights in ``wf``, ``wg``."""
-        n, e = rs[b + 5], rs[b + 6]
-        per = (e + G - 1) // G
+    def window_sums(rs, b, pid, frames, wn, wf, wg, red, t, lane, warp):
+        """Block-wide filter and gate sums of this block's channels of layer row ``b`` (its
+        weights in ``wf``, ``wg``), per warp into ``red[2r]``, ``red[2r + 1]``. A WaveNet
+        layer's window is its taps, each ``stride`` elements after the last."""
+        n, e = shape(rs, b, wn)
         src = uint64(rs[b + 1] + pid * rs[b + 2])
         xs = cuda.local.array(KPT, float32)
         for u in range(KPT):
             k = t + u * T
-            v = frames[src + uint64(min(k, n - 1))]
+            kk = min(k, n - 1)
+            if WAVENET and rs[b] == OP_WAVENET:
+                layer = rs[b + 6]
+                q = kk // wn[layer, 2]
+                v = frames[src + uint64(q * wn[layer, 1] + kk - q * wn[layer, 2])]
+            else:
+                v = frames[src + uint64(kk)]
             xs[u] = v if k < n else float32(0.0)
         for r in range(CPB):
             f = float32(0.0)
@@ -134,21 +158,74 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                 red[2 * r, warp] = f
                 red[2 * r + 1, warp] = gg
         cuda.syncthreads()
-        o = g * per + t
-        if t < per and o < e:  # a thread per channel sums the warps' parts in warp order
-            f = red[2 * t, 0]
-            gg = red[2 * t + 1, 0]
-            for w in range(1, WARPS):
-                f += red[2 * t, w]
-                gg += red[2 * t + 1, w]
-            bias = rs[b + 8]
-            f += weights[bias + o]
-            gg += weights[bias + e + o]
-            y = frames[rs[b + 9] + pid * rs[b + 2] + o] + math.tanh(f) / (
-                float32(1.0) + math.exp(-gg))
-            frames[rs[b + 3] + pid * rs[b + 4] + o] = y
-            if rs[b + 11] >= 0:
-                frames[rs[b + 11] + pid * rs[b + 12] + o] = y
+
+    @cuda.jit(device=True, inline=True)
+    def gate(red, r, weights, bias, o, e):
+        """``tanh(f) * sigmoid(g)`` of the block's ``r``-th channel (``o`` of ``e``): its
+        warps' sums in warp order, plus the biases at ``bias``."""
+        f = red[2 * r, 0]
+        gg = red[2 * r + 1, 0]
+        for w in range(1, WARPS):
+            f += red[2 * r, w]
+            gg += red[2 * r + 1, w]
+        f += weights[bias + o]
+        gg += weights[bias + e + o]
+        return math.tanh(f) / (float32(1.0) + math.exp(-gg))
+
+    @cuda.jit(device=True, inline=True)
+    def dense(w, bias, x, x0, width, outputs, g, lane, warp, dst, d0, dst2, e0, both):
+        """Block ``g``'s share of ``bias + W relu(x[x0:x0 + width])`` (``w``: (outputs,
+        width) rows): a warp per output, lanes along the input; output ``o`` into
+        ``dst[d0 + o]`` (and ``dst2[e0 + o]`` if ``both``)."""
+        per = (outputs + G - 1) // G
+        for q0 in range(0, per, WARPS):
+            q = q0 + warp
+            o = min(g * per + q, outputs - 1)
+            acc = float32(0.0)
+            for j in range(lane, width, 32):
+                acc += w[o * width + j] * max(x[x0 + j], float32(0.0))
+            acc = warp_sum(acc) + bias[o]
+            if lane == 0 and q < per and g * per + q < outputs:
+                dst[d0 + o] = acc
+                if both:
+                    dst2[e0 + o] = acc
+
+    @cuda.jit(device=True, inline=True)
+    def wavenet_out(rs, b, pid, g, frames, weights, wn, scratch, lane, warp):
+        """Block ``g``'s share of a WaveNet layer's outputs from its ``h`` (in ``scratch``):
+        residual channels ``newest + W_r h + b_r`` into the next ring, then skip channels
+        ``start + W_s h`` (``start``: the summed skip biases on the first layer, else the
+        sum so far) kept in ``scratch``, or written as the head's input by the last layer. A
+        warp per output, lanes along ``h``."""
+        layer = rs[b + 6]
+        r_ch, d_ch, s_ch, last = wn[layer, 2], wn[layer, 3], wn[layer, 4], wn[layer, 11]
+        outputs = s_ch if last else r_ch + s_ch
+        per = (outputs + G - 1) // G
+        h0, s0 = pid * SCRATCH, pid * SCRATCH + DMAX
+        dst = rs[b + 3] + pid * rs[b + 4]
+        for q0 in range(0, per, WARPS):
+            q = q0 + warp
+            j = min(g * per + q, outputs - 1)
+            residual = j < outputs - s_ch
+            c = j - (outputs - s_ch)
+            if residual:
+                w, pitch, col = wn[layer, 5], wn[layer, 6], j
+            else:
+                w, pitch, col = wn[layer, 8], wn[layer, 9], c
+            acc = float32(0.0)
+            for o in range(lane, d_ch, 32):
+                acc += scratch[h0 + o] * weights[w + o * pitch + col]
+            acc = warp_sum(acc)
+            if lane == 0 and q < per and g * per + q < outputs:
+                if residual:
+                    frames[dst + j] = (frames[rs[b + 9] + pid * rs[b + 2] + j] + acc
+                                       + weights[wn[layer, 7] + j])
+                else:
+                    acc += weights[wn[layer, 10] + c] if wn[layer, 10] >= 0 else scratch[s0 + c]
+                    if last:
+                        frames[dst + c] = acc
+                    else:
+                        scratch[s0 + c] = acc
 
     # every thread of a block must fit the multiprocessor's 64k registers (the simulator
     # takes no such option)
@@ -157,15 +234,17 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                  frames, index, weights,
                  embed, embed_bias, embed_cols, embed_rows,
                  head_w, head_b, head_at, head_width,
+                 hid_w, hid_b, hid_width, wn, scratch,
                  logits, glog, bar, classes,
                  xs, out_logits, out_samples,
                  noise, noise_at, mode, greedy, temperature, top_k, top_p):
         """``n_steps`` steps of stream ``blockIdx.x // G`` from clock ``t0``, this block
         taking share ``blockIdx.x % G`` of each op; the modes, ``logits``, ``xs``,
-        ``out_logits``, ``out_samples`` and ``noise`` as ``cuda_kernels``' ``run_block``.
-        ``glog`` (2, B, classes): the heads' logits by step parity; ``bar``: the barrier's
-        counter and flag; ``need``, ``ahead``: per row, ``grid_plan.barriers`` and
-        ``grid_plan.next_gated``."""
+        ``out_samples`` and ``noise`` as ``cuda_kernels``' ``run_block``, ``out_logits``
+        flat. ``glog`` (2 * B * classes): the heads' logits by step parity; ``bar``: the
+        barrier's counter and flag; ``need``, ``ahead``: per row, ``grid_plan.barriers``
+        and ``grid_plan.next_layer``; a WaveNet's head first layer ``hid_w`` (hidden, C),
+        its layer table ``wn`` and ``scratch`` (B * SCRATCH)."""
         pid = cuda.blockIdx.x // G
         g = cuda.blockIdx.x % G
         blocks = cuda.gridDim.x
@@ -184,7 +263,9 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
         sredi = cuda.shared.array((4, 32), int64)
         wf = cuda.local.array(W, float32)
         wg = cuda.local.array(W, float32)
+        B = cuda.gridDim.x // G
         head_in = head_at + pid * head_width
+        hid0 = pid * SCRATCH + DMAX + SMAX
         passed = 0  # grid barriers this block has passed
         for i in range(n_steps):
             phase = (t0 + i) % period
@@ -202,7 +283,7 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                     elif i == 0:
                         lg[c] = logits[pid, c]
                     else:
-                        lg[c] = glog[(i - 1) % 2, pid, c]
+                        lg[c] = glog[((i - 1) % 2 * B + pid) * classes + c]
             cuda.syncthreads()
             if mode == GENERATE:
                 x = sample(lg, noise, noise_at + i, pid, classes, temperature, top_k, top_p,
@@ -211,33 +292,50 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                     out_samples[pid, i] = x
             else:
                 x = xs[pid, i]
-            loaded = -1  # the gated row whose weights wf, wg hold
+            loaded = -1  # the layer row whose weights wf, wg hold
             for r in range(hi - lo):
                 b = r * NCOL
                 code = rs[b]
                 if sync[r]:
                     passed += 1
                     grid_barrier(bar, passed, blocks, t)
-                if code == OP_GATED:
+                if code == OP_GATED or (WAVENET and code == OP_WAVENET):
                     if loaded != r:
-                        load(rs, b, g, weights, wf, wg, t)
-                    gated(rs, b, pid, g, frames, weights, wf, wg, red, t, lane, warp)
+                        load(rs, b, g, weights, wn, wf, wg, t)
+                    window_sums(rs, b, pid, frames, wn, wf, wg, red, t, lane, warp)
+                    n, e = shape(rs, b, wn)
+                    per = (e + G - 1) // G
+                    o = g * per + t
+                    if t < per and o < e:  # a thread per channel
+                        y = gate(red, t, weights, rs[b + 8], o, e)
+                        if code == OP_GATED:
+                            y += frames[rs[b + 9] + pid * rs[b + 2] + o]
+                            frames[rs[b + 3] + pid * rs[b + 4] + o] = y
+                            if rs[b + 11] >= 0:
+                                frames[rs[b + 11] + pid * rs[b + 12] + o] = y
+                        else:
+                            scratch[pid * SCRATCH + o] = y
                     if prefetch and nxt[r] >= 0:
-                        load(rs, nxt[r] * NCOL, g, weights, wf, wg, t)
+                        load(rs, nxt[r] * NCOL, g, weights, wn, wf, wg, t)
                         loaded = nxt[r]
-                elif code == OP_HEAD:  # relu, 1x1: a warp per class, lanes along the input
-                    for q0 in range(0, HPB, WARPS):
-                        q = q0 + warp
-                        c = min(g * HPB + q, classes - 1)
-                        acc = float32(0.0)
-                        for j in range(lane, head_width, 32):
-                            acc += head_w[c * head_width + j] * max(frames[head_in + j],
-                                                                    float32(0.0))
-                        acc = warp_sum(acc) + head_b[c]
-                        if lane == 0 and q < HPB and g * HPB + q < classes:
-                            glog[i % 2, pid, c] = acc
-                            if mode == FEED_OUT:
-                                out_logits[pid, i, c] = acc
+                    if WAVENET and code == OP_WAVENET:  # every h before the outputs
+                        passed += 1
+                        grid_barrier(bar, passed, blocks, t)
+                        wavenet_out(rs, b, pid, g, frames, weights, wn, scratch, lane, warp)
+                elif code == OP_HEAD:  # relu, 1x1 (a WaveNet's: relu, 1x1, relu, 1x1)
+                    gl = (i % 2 * B + pid) * classes
+                    if WAVENET:
+                        dense(hid_w, hid_b, frames, head_in, head_width, hid_width, g, lane,
+                              warp, scratch, hid0, scratch, hid0, False)
+                        passed += 1
+                        grid_barrier(bar, passed, blocks, t)
+                        dense(head_w, head_b, scratch, hid0, hid_width, classes, g, lane, warp,
+                              glog, gl, out_logits, (pid * n_steps + i) * classes,
+                              mode == FEED_OUT)
+                    else:
+                        dense(head_w, head_b, frames, head_in, head_width, classes, g, lane,
+                              warp, glog, gl, out_logits, (pid * n_steps + i) * classes,
+                              mode == FEED_OUT)
                     passed += 1
                     grid_barrier(bar, passed, blocks, t)
                 elif code == OP_EMBED:  # a share of the channels
@@ -255,6 +353,6 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
             for q in range(CS):
                 c = t + q * T
                 if c < classes:
-                    logits[pid, c] = glog[(n_steps - 1) % 2, pid, c]
+                    logits[pid, c] = glog[((n_steps - 1) % 2 * B + pid) * classes + c]
 
     return run_grid

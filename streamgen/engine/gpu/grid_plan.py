@@ -11,6 +11,8 @@ block writes the same class itself, so what it writes needs no barrier before it
 
 The kernel also waits after every step's head (its logits are read whole by every block), so
 each phase starts with nothing pending; ``barriers`` checks that the head ends every phase.
+A WaveNet layer's row is taken to read and write every frame (its taps and widths live in the
+executor's WaveNet table): each reads what the layer before wrote anyway.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import numpy as np
 from streamgen.engine.gpu import placed
 
 
+LAYERS = (placed.OP_GATED, placed.OP_WAVENET)
+
+
 class Span(NamedTuple):
     """Elements ``[lo, hi)`` of buffer ``space`` (``"frames"`` or ``"index"``)."""
 
@@ -31,6 +36,9 @@ class Span(NamedTuple):
 
     def overlaps(self, other: "Span") -> bool:
         return self.space == other.space and self.lo < other.hi and other.lo < self.hi
+
+
+EVERY_FRAME = Span("frames", 0, 1 << 62)
 
 
 def accesses(row: np.ndarray, head: Span) -> tuple[list[Span], list[Span]]:
@@ -49,7 +57,9 @@ def accesses(row: np.ndarray, head: Span) -> tuple[list[Span], list[Span]]:
         return [Span(space, src, src + n)], [Span(space, dst, dst + n)]
     if code == placed.OP_HEAD:
         return [head], []
-    raise ValueError(f"the grid kernel runs no op {code} (a WaveNet layer's?)")
+    if code == placed.OP_WAVENET:
+        return [EVERY_FRAME], [EVERY_FRAME]
+    raise ValueError(f"the grid kernel runs no op {code}")
 
 
 def barriers(rows: np.ndarray, starts: np.ndarray, head: Span) -> np.ndarray:
@@ -78,15 +88,15 @@ def barriers(rows: np.ndarray, starts: np.ndarray, head: Span) -> np.ndarray:
     return need
 
 
-def next_gated(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Per row, the position within its phase of the phase's next gated row after it (-1:
-    none): what the kernel may load ahead (int32)."""
+def next_layer(rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Per row, the position within its phase of the phase's next layer row (gated or
+    WaveNet) after it (-1: none): whose weights the kernel may load ahead (int32)."""
     ahead = np.full(len(rows), -1, dtype=np.int32)
     for p in range(len(starts) - 1):
         lo, hi = int(starts[p]), int(starts[p + 1])
         upcoming = -1
         for j in range(hi - 1, lo - 1, -1):
             ahead[j] = upcoming
-            if rows[j, 0] == placed.OP_GATED:
+            if rows[j, 0] in LAYERS:
                 upcoming = j - lo
     return ahead
