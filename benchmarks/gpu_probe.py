@@ -39,7 +39,7 @@ class Row:
     unroll: int | None = None  # numba-cuda: window elements per lane in flight
     mapping: str = "lanes"  # numba-cuda: how a gated layer's work is split
     groups: int | None = None  # numba-cuda-grid: blocks per stream (None: the executor's)
-    barrier: str = "grid"  # numba-cuda-grid: grid_kernels.BARRIERS
+    barrier: str = "counter"  # numba-cuda-grid: grid_kernels.BARRIERS
     prefetch: bool = True  # numba-cuda-grid: next gated row's weights before its barrier
 
 
@@ -48,7 +48,7 @@ GRID = "numba-cuda-grid"
 ROWS = {
     # the grid kernel (each stream's step over many blocks): its barriers, loads, shares
     "grid-paper-b1": Row("paper", 1, "top_p", 4096, GRID),
-    "grid-paper-b1-counter": Row("paper", 1, "top_p", 4096, GRID, barrier="counter"),
+    "grid-paper-b1-coop": Row("paper", 1, "top_p", 4096, GRID, barrier="cooperative"),
     "grid-paper-b1-noprefetch": Row("paper", 1, "top_p", 4096, GRID, prefetch=False),
     "grid-paper-b1-t512": Row("paper", 1, "top_p", 4096, GRID, threads=512),
     "grid-paper-b1-t128": Row("paper", 1, "top_p", 4096, GRID, threads=128),
@@ -58,7 +58,7 @@ ROWS = {
     "grid-paperwavenet-b1": Row("paperwavenet", 1, "top_p", 2048, GRID),
     "grid-paper-b4": Row("paper", 4, "top_p", 4096, GRID),
     "grid-default-b1": Row("default", 1, "top_p", 16384, GRID),
-    "grid-default-b1-counter": Row("default", 1, "top_p", 16384, GRID, barrier="counter"),
+    "grid-default-b1-coop": Row("default", 1, "top_p", 16384, GRID, barrier="cooperative"),
     "grid-wide128-b1": Row("wide128", 1, "top_p", 8192, GRID),
     "default-b1-w8": Row("default", 1, "top_p", 8192, warps=8),
     "default-b1-w16": Row("default", 1, "top_p", 8192, warps=16),

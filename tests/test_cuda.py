@@ -95,7 +95,7 @@ KERNELS = [pytest.param("triton", marks=needs_triton),
            pytest.param("numba-cuda", marks=needs_numba_cuda),
            pytest.param("numba-cuda/rows", marks=needs_numba_cuda),
            pytest.param("numba-cuda-grid", marks=needs_numba_cuda),
-           pytest.param("numba-cuda-grid/counter", marks=needs_numba_cuda)]
+           pytest.param("numba-cuda-grid/cooperative", marks=needs_numba_cuda)]
 VARIANTS = {"numba-cuda": "streamgen.engine.gpu.cuda_executor.CudaExecutor.mapping",
             "numba-cuda-grid": "streamgen.engine.gpu.grid_executor.GridExecutor.barrier"}
 

@@ -54,12 +54,12 @@ def test_grid_engine_equals_offline(cfg: tuple, monkeypatch: pytest.MonkeyPatch,
     assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
 
 
-@pytest.mark.parametrize("barrier,prefetch", [("counter", True), ("grid", False)])
+@pytest.mark.parametrize("barrier,prefetch", [("cooperative", True), ("counter", False)])
 def test_grid_engine_barriers_and_loads(barrier: str, prefetch: bool,
                                         monkeypatch: pytest.MonkeyPatch,
                                         rng: torch.Generator) -> None:
-    """The counter barrier (atomics, no cooperative launch); weights loaded only when their
-    row comes; and rings primed off the schedule, a stream reset mid-run."""
+    """The cooperative groups' grid sync; weights loaded only when their row comes; and rings
+    primed off the schedule, a stream reset mid-run."""
     monkeypatch.setattr(f"{EXECUTOR}.barrier", barrier)
     monkeypatch.setattr(f"{EXECUTOR}.prefetch", prefetch)
     model = random_sequnet((6, 2, 1, 5), 16, rng)
@@ -193,10 +193,9 @@ def test_counter_barrier_gives_up_when_a_block_never_comes(monkeypatch: pytest.M
 
     from streamgen.engine.gpu.grid_executor import GridExecutor
 
-    monkeypatch.setattr(f"{EXECUTOR}.barrier", "counter")
     engine = StreamingEngine(random_sequnet((4, 2, 1, 3), 16, rng), 1,
                              backend="numba-cuda-grid", capacity="period")
     monkeypatch.setattr(GridExecutor, "_launch",
                         lambda self, kernel, block: self._tensors["bar"][1].fill_(1))
-    with pytest.raises(ValueError, match=r"did not all run at once \(3 blocks.*barrier='grid'$"):
+    with pytest.raises(ValueError, match=r"did not all run at once \(3 blocks.*barrier='cooperative'$"):
         engine.feed(torch.zeros(1, 2, dtype=torch.int64))

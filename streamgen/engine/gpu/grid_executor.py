@@ -19,6 +19,7 @@ from streamgen.engine.gpu import grid_plan, numba_cuda_available, simulating
 from streamgen.engine.gpu.cuda_executor import NumbaCudaExecutor
 from streamgen.engine.gpu.flat import WAVENET_COLUMNS, Block, refusal
 from streamgen.engine.program import INPUT_RING, StepProgram
+from streamgen.engine.sampling import Sampler
 from streamgen.engine.tables import BackendError, refuse_unless_runnable
 
 #: Threads per block on a GPU, and through the simulator (a Python thread each); blocks per
@@ -54,7 +55,7 @@ class GridExecutor(NumbaCudaExecutor):
     #: loaded before its barrier.
     threads: int | None = None
     groups: int | None = None
-    barrier: str = "grid"
+    barrier: str = "counter"
     prefetch: bool = True
 
     @staticmethod
@@ -126,22 +127,35 @@ class GridExecutor(NumbaCudaExecutor):
         self._fixed = {k: self._array(v) for k, v in self._tensors.items()}
 
     def launch(self, block: Block) -> None:
-        p = self.program
-        blocks = p.batch * self.groups_per_stream
-        bar = self._tensors["bar"]
-        bar.zero_()  # the counter barrier counts from zero in every launch
+        blocks = self.program.batch * self.groups_per_stream
+        self._tensors["bar"][0].zero_()  # the counter barrier counts from zero in every launch
         if self._sim:
             from streamgen.engine.gpu.cudasim import concurrent_blocks
 
             with concurrent_blocks():
                 self._launch(self.kernel[blocks, self.threads_per_block, 0], block)
-        else:
-            self._launch(self.kernel[blocks, self.threads_per_block, self._stream()], block)
-        if self.barrier == "counter" and bar[1].item():
+            return
+        self._launch(self.kernel[blocks, self.threads_per_block, self._stream()], block)
+
+    def _check(self) -> None:
+        """Raise if a block gave up at the counter barrier (the flag stays set: every later
+        launch's results are void too). Once per engine call: reading it waits for the GPU."""
+        if self.barrier == "counter" and self._tensors["bar"][1].item():
+            blocks = self.program.batch * self.groups_per_stream
             raise BackendError(
                 f"the numba-cuda-grid kernel's blocks did not all run at once ({blocks} blocks "
                 "of a counter barrier): use fewer blocks per stream (GridExecutor.groups) or "
-                "barrier='grid'")
+                "barrier='cooperative'")
+
+    def feed_block(self, xs: torch.Tensor, out: torch.Tensor | None, logits: torch.Tensor,
+                   t0: int) -> None:
+        super().feed_block(xs, out, logits, t0)
+        self._check()
+
+    def generate_block(self, n: int, sampler: Sampler, out: torch.Tensor, logits: torch.Tensor,
+                       t0: int, x: torch.Tensor) -> None:
+        super().generate_block(n, sampler, out, logits, t0, x)
+        self._check()
 
     def _launch(self, kernel, block: Block) -> None:
         from streamgen.engine.gpu import cuda_kernels as ck

@@ -22,10 +22,11 @@ a step is shared out among them:
   blocks hold the same class without another barrier; the input op has each write it.
 
 The blocks meet at a grid barrier where ``grid_plan.barriers`` finds a hazard, and after every
-head. ``BARRIERS``: ``grid`` is cooperative groups' grid sync (numba launches the kernel
-cooperatively); ``counter`` counts arrivals with atomics on a global counter, as the grid sync
-does, without the cooperative launch or its device runtime library (the executor sizes the
-grid so every block is resident at once).
+head. ``BARRIERS``: ``counter`` counts arrivals with atomics on a global counter, as
+cooperative groups' grid sync does, needing nothing beyond numba (the executor sizes the grid
+so every block is resident at once, and a block that waits too long gives up and says so);
+``cooperative`` is that grid sync itself, which makes numba launch the kernel cooperatively
+and link CUDA's device runtime library (and ask a GPU for its architecture just to compile).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from streamgen.engine.gpu.cuda_kernels import (FEED_OUT, GENERATE, NCOL, NEG, OP
                                                block_ops,
                                                copy_op, embed_op, warp_sum)
 
-BARRIERS = ("grid", "counter")
+BARRIERS = ("counter", "cooperative")
 #: Polls of the counter (about a microsecond each on a GPU) before a block gives up waiting:
 #: a grid whose blocks are not all resident would otherwise hang the GPU.
 PATIENCE = 1 << 22
@@ -49,9 +50,9 @@ PATIENCE = 1 << 22
 
 def _grid_barrier(kind: str, patience: int = PATIENCE):
     """The device function that waits for every block of the launch: ``bar`` the counter
-    (two int64, zeroed before the launch: arrivals, and 1 once a block gave up), ``k`` how
+    (two int64: arrivals, zeroed before each launch, and 1 once a block gave up), ``k`` how
     many barriers this block has reached, ``blocks`` the grid's size."""
-    if kind == "grid":
+    if kind == "cooperative":
         @cuda.jit(device=True, inline=True)
         def barrier(bar, k, blocks, t):
             cuda.cg.this_grid().sync()
@@ -79,7 +80,7 @@ def _grid_barrier(kind: str, patience: int = PATIENCE):
 
 @lru_cache(maxsize=None)
 def build(threads: int, groups: int, max_rows: int, classes: int, channels: int, window: int,
-          barrier: str = "grid", prefetch: bool = True, wavenet: tuple[int, int] = (0, 0)):
+          barrier: str = "counter", prefetch: bool = True, wavenet: tuple[int, int] = (0, 0)):
     """The kernel for ``groups`` blocks per stream of ``threads`` threads (a multiple of 32),
     steps of at most ``max_rows`` rows, ``classes`` classes, gated (or WaveNet) layers of at
     most ``channels`` output (dilation) channels over windows of at most ``window`` elements;
