@@ -49,6 +49,7 @@ ROWS = {
     # the grid kernel (each stream's step over many blocks): its barriers, loads, shares
     "grid-paper-b1": Row("paper", 1, "top_p", 4096, GRID),
     "grid-paper-b1-coop": Row("paper", 1, "top_p", 4096, GRID, barrier="cooperative"),
+    "grid-paper-b1-bcast": Row("paper", 1, "top_p", 4096, GRID, barrier="broadcast"),
     "grid-paper-b1-noprefetch": Row("paper", 1, "top_p", 4096, GRID, prefetch=False),
     "grid-paper-b1-t512": Row("paper", 1, "top_p", 4096, GRID, threads=512),
     "grid-paper-b1-t128": Row("paper", 1, "top_p", 4096, GRID, threads=128),
@@ -59,6 +60,7 @@ ROWS = {
     "grid-paper-b4": Row("paper", 4, "top_p", 4096, GRID),
     "grid-default-b1": Row("default", 1, "top_p", 16384, GRID),
     "grid-default-b1-coop": Row("default", 1, "top_p", 16384, GRID, barrier="cooperative"),
+    "grid-default-b1-bcast": Row("default", 1, "top_p", 16384, GRID, barrier="broadcast"),
     "grid-wide128-b1": Row("wide128", 1, "top_p", 8192, GRID),
     "default-b1-w8": Row("default", 1, "top_p", 8192, warps=8),
     "default-b1-w16": Row("default", 1, "top_p", 8192, warps=16),

@@ -54,6 +54,8 @@ VARIANTS = [
      lambda: grid_kernels.build(512, 90, 148, 256, 180, 1800), GRID),
     ("grid, no prefetch", lambda: grid_kernels.build(256, 90, 148, 256, 180, 1800,
                                                      prefetch=False), GRID),
+    ("grid, broadcast barrier", lambda: grid_kernels.build(256, 90, 148, 256, 180, 1800,
+                                                           "broadcast"), GRID),
     ("grid, paper WaveNet", lambda: grid_kernels.build(256, 128, 80, 256, 128, 256,
                                                        wavenet=(128, 512)), GRID),
 ]

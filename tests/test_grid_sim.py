@@ -54,12 +54,13 @@ def test_grid_engine_equals_offline(cfg: tuple, monkeypatch: pytest.MonkeyPatch,
     assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
 
 
-@pytest.mark.parametrize("barrier,prefetch", [("cooperative", True), ("counter", False)])
+@pytest.mark.parametrize("barrier,prefetch", [("cooperative", True), ("broadcast", True),
+                                              ("counter", False)])
 def test_grid_engine_barriers_and_loads(barrier: str, prefetch: bool,
                                         monkeypatch: pytest.MonkeyPatch,
                                         rng: torch.Generator) -> None:
-    """The cooperative groups' grid sync; weights loaded only when their row comes; and rings
-    primed off the schedule, a stream reset mid-run."""
+    """The other barriers; weights loaded only when their row comes; and rings primed off the
+    schedule, a stream reset mid-run."""
     monkeypatch.setattr(f"{EXECUTOR}.barrier", barrier)
     monkeypatch.setattr(f"{EXECUTOR}.prefetch", prefetch)
     model = random_sequnet((6, 2, 1, 5), 16, rng)
@@ -171,31 +172,35 @@ def test_simulated_blocks_run_at_once_with_their_own_shared_memory() -> None:
     assert (mine == 10 * np.arange(3)[:, None]).all()
 
 
-def test_counter_barrier_gives_up_when_a_block_never_comes(monkeypatch: pytest.MonkeyPatch,
-                                                          rng: torch.Generator) -> None:
-    """A grid whose blocks are not all resident would spin forever at the counter barrier:
-    every block gives up after its polls, flags it, and the executor says so in one line."""
+@pytest.mark.parametrize("barrier", ["counter", "broadcast"])
+def test_barriers_give_up_when_a_block_never_comes(barrier: str,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   rng: torch.Generator) -> None:
+    """A grid whose blocks are not all resident would spin forever at the barrier: every
+    block gives up after its polls, flags it, and the engine call says so in one line."""
     from streamgen.engine.gpu.cudasim import concurrent_blocks, install
     from streamgen.engine.gpu.grid_kernels import _grid_barrier
 
     install()
-    wait = _grid_barrier("counter", patience=50)
+    wait = _grid_barrier(barrier, patience=50)
 
     @cuda.jit
     def probe(bar, done):
         wait(bar, 1, cuda.gridDim.x + 1, cuda.threadIdx.x)  # a block that never comes
         done[cuda.blockIdx.x, cuda.threadIdx.x] = 1
 
-    bar, done = np.zeros(2, np.int64), np.zeros((2, 32), np.int64)
+    bar, done = np.zeros(4, np.int64), np.zeros((2, 32), np.int64)
     with concurrent_blocks():
         probe[2, 32](bar, done)
-    assert bar.tolist() == [2, 1] and done.all()
+    assert bar.tolist() == [1, 2, 0, 0] and done.all()  # gave up, two arrivals, no release
 
     from streamgen.engine.gpu.grid_executor import GridExecutor
 
+    monkeypatch.setattr(f"{EXECUTOR}.barrier", barrier)
     engine = StreamingEngine(random_sequnet((4, 2, 1, 3), 16, rng), 1,
                              backend="numba-cuda-grid", capacity="period")
     monkeypatch.setattr(GridExecutor, "_launch",
-                        lambda self, kernel, block: self._tensors["bar"][1].fill_(1))
-    with pytest.raises(ValueError, match=r"did not all run at once \(3 blocks.*barrier='cooperative'$"):
+                        lambda self, kernel, block: self._tensors["bar"][0].fill_(1))
+    with pytest.raises(ValueError, match=rf"did not all run at once \(3 blocks at a {barrier} "
+                                         r"barrier\).*barrier='cooperative'$"):
         engine.feed(torch.zeros(1, 2, dtype=torch.int64))

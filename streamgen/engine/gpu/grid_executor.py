@@ -78,6 +78,7 @@ class GridExecutor(NumbaCudaExecutor):
         super().__init__(program)
         from streamgen.engine.gpu import grid_kernels
 
+        self._kernels = grid_kernels
         flat, dev, tables = self.flat, program.device, self.flat.tables
         rows, starts = flat.rows.cpu().numpy(), flat.starts.cpu().numpy()
         wn = flat.wavenet.cpu().numpy()
@@ -120,7 +121,8 @@ class GridExecutor(NumbaCudaExecutor):
             scratch=torch.zeros(program.batch * scratch, dtype=torch.float32, device=dev),
             glog=torch.zeros(2 * program.batch * program.classes, dtype=torch.float32,
                              device=dev),
-            bar=torch.zeros(2, dtype=torch.int64, device=dev),
+            bar=torch.zeros(grid_kernels.RELEASES + program.batch * self.groups_per_stream,
+                            dtype=torch.int64, device=dev),
         )
         self._hidden_width = 0 if hidden is None else hidden.shape[0]
         # the kernel's views of these (``_tensors`` keeps them alive: a view owns no memory)
@@ -128,7 +130,8 @@ class GridExecutor(NumbaCudaExecutor):
 
     def launch(self, block: Block) -> None:
         blocks = self.program.batch * self.groups_per_stream
-        self._tensors["bar"][0].zero_()  # the counter barrier counts from zero in every launch
+        # the barrier counts from zero in every launch; a block's giving up stays flagged
+        self._tensors["bar"][self._kernels.ARRIVALS:].zero_()
         if self._sim:
             from streamgen.engine.gpu.cudasim import concurrent_blocks
 
@@ -140,12 +143,12 @@ class GridExecutor(NumbaCudaExecutor):
     def _check(self) -> None:
         """Raise if a block gave up at the counter barrier (the flag stays set: every later
         launch's results are void too). Once per engine call: reading it waits for the GPU."""
-        if self.barrier == "counter" and self._tensors["bar"][1].item():
+        if self.barrier != "cooperative" and self._tensors["bar"][self._kernels.GAVE_UP].item():
             blocks = self.program.batch * self.groups_per_stream
             raise BackendError(
                 f"the numba-cuda-grid kernel's blocks did not all run at once ({blocks} blocks "
-                "of a counter barrier): use fewer blocks per stream (GridExecutor.groups) or "
-                "barrier='cooperative'")
+                f"at a {self.barrier} barrier): use fewer blocks per stream "
+                "(GridExecutor.groups) or barrier='cooperative'")
 
     def feed_block(self, xs: torch.Tensor, out: torch.Tensor | None, logits: torch.Tensor,
                    t0: int) -> None:

@@ -24,8 +24,11 @@ a step is shared out among them:
 The blocks meet at a grid barrier where ``grid_plan.barriers`` finds a hazard, and after every
 head. ``BARRIERS``: ``counter`` counts arrivals with atomics on a global counter, as
 cooperative groups' grid sync does, needing nothing beyond numba (the executor sizes the grid
-so every block is resident at once, and a block that waits too long gives up and says so);
-``cooperative`` is that grid sync itself, which makes numba launch the kernel cooperatively
+so every block is resident at once, and a block that waits too long gives up and says so).
+numba has no volatile load, so a waiting block polls with atomics too, on the counter the
+arrivals add to; ``broadcast`` has the last block to arrive release each block through a flag
+of its own instead, so the polls queue behind neither the arrivals nor each other.
+``cooperative`` is the grid sync itself, which makes numba launch the kernel cooperatively
 and link CUDA's device runtime library (and ask a GPU for its architecture just to compile).
 """
 
@@ -42,16 +45,33 @@ from streamgen.engine.gpu.cuda_kernels import (FEED_OUT, GENERATE, NCOL, NEG, OP
                                                block_ops,
                                                copy_op, embed_op, warp_sum)
 
-BARRIERS = ("counter", "cooperative")
+BARRIERS = ("counter", "broadcast", "cooperative")
 #: Polls of the counter (about a microsecond each on a GPU) before a block gives up waiting:
 #: a grid whose blocks are not all resident would otherwise hang the GPU.
 PATIENCE = 1 << 22
+#: The barrier's words (``bar``): the give-up flag, the arrivals, then a release per block.
+GAVE_UP, ARRIVALS, RELEASES = 0, 1, 2
 
 
 def _grid_barrier(kind: str, patience: int = PATIENCE):
-    """The device function that waits for every block of the launch: ``bar`` the counter
-    (two int64: arrivals, zeroed before each launch, and 1 once a block gave up), ``k`` how
-    many barriers this block has reached, ``blocks`` the grid's size."""
+    """The device function that waits for every block of the launch: ``bar`` (int64) holds
+    at ``GAVE_UP`` 1 once a block gave up waiting (it stays set), at ``ARRIVALS`` the blocks'
+    arrivals, from ``RELEASES`` each block's release (all but the first zeroed before each
+    launch); ``k`` how many barriers this block has reached, ``blocks`` the grid's size."""
+
+    @cuda.jit(device=True, inline=True)
+    def wait(bar, at, target):
+        """Poll ``bar[at]`` until it reaches ``target``, or give up (and say so in
+        ``bar[GAVE_UP]``) after ``patience`` polls or when another block gave up."""
+        polls = 0
+        while cuda.atomic.add(bar, at, 0) < target:
+            polls += 1
+            if polls % 256 == 0 and cuda.atomic.add(bar, GAVE_UP, 0) > 0:
+                break  # another block gave up: the launch's results are void
+            if polls > patience:
+                cuda.atomic.max(bar, GAVE_UP, 1)
+                break
+
     if kind == "cooperative":
         @cuda.jit(device=True, inline=True)
         def barrier(bar, k, blocks, t):
@@ -62,15 +82,24 @@ def _grid_barrier(kind: str, patience: int = PATIENCE):
             cuda.syncthreads()
             if t == 0:
                 cuda.threadfence()  # this block's writes before its arrival
-                cuda.atomic.add(bar, 0, 1)
-                polls = 0
-                while cuda.atomic.add(bar, 0, 0) < k * blocks:
-                    polls += 1
-                    if polls % 256 == 0 and cuda.atomic.add(bar, 1, 0) > 0:
-                        break  # another block gave up: the launch's results are void
-                    if polls > patience:
-                        cuda.atomic.max(bar, 1, 1)
-                        break
+                cuda.atomic.add(bar, ARRIVALS, 1)
+                wait(bar, ARRIVALS, k * blocks)
+                cuda.threadfence()
+            cuda.syncthreads()
+    elif kind == "broadcast":
+        @cuda.jit(device=True, inline=True)
+        def barrier(bar, k, blocks, t):
+            cuda.syncthreads()
+            arrived = int64(-1)
+            if t == 0:
+                cuda.threadfence()  # this block's writes before its arrival
+                arrived = cuda.atomic.add(bar, ARRIVALS, 1)
+            if cuda.syncthreads_or(1 if arrived == k * blocks - 1 else 0):
+                cuda.threadfence()  # the last to arrive: every arrival seen, release them
+                for j in range(t, blocks, cuda.blockDim.x):
+                    cuda.atomic.max(bar, RELEASES + j, k)
+            if t == 0:
+                wait(bar, RELEASES + cuda.blockIdx.x, k)
                 cuda.threadfence()
             cuda.syncthreads()
     else:
