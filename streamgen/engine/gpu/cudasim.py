@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -81,6 +82,7 @@ def _shared_array(self, shape, dtype):
 
 
 _unlocked_shared_array = None
+_plain_add = None
 _swaps: dict[int, list] = {}  # id(module globals) -> [calls inside, the names swapped]
 
 
@@ -111,6 +113,15 @@ def _swapped_cuda_module(fn, fake_cuda_module) -> Iterator[None]:
                 del _swaps[id(names)]
 
 
+def _polling_add(self, array, index, val):
+    """``FakeCUDAAtomic.add``; an add of zero is a poll (the grid kernel's barriers wait that
+    way: numba has no volatile load), so the thread first lets the others run, which a
+    spinning Python thread would otherwise keep waiting for its whole switch interval."""
+    if val == 0:
+        time.sleep(0)
+    return _plain_add(self, array, index, val)
+
+
 def _grid_sync(self) -> None:
     """``GridGroup.sync``: a barrier over every thread of the grid within
     ``concurrent_blocks``, else the simulator's own (its grids then run one block at a
@@ -125,12 +136,17 @@ def _grid_sync(self) -> None:
 
 def install() -> None:
     """Give the simulator's ``cuda`` module the shuffles and the grid sync, its shared arrays
-    a lock and a set per block, and its module swaps a count (idempotent)."""
-    global _unlocked_shared_array
+    a lock and a set per block, its module swaps a count, and its polls a yield
+    (idempotent)."""
+    global _unlocked_shared_array, _plain_add
     from numba.cuda.simulator import kernel
-    from numba.cuda.simulator.kernelapi import FakeCUDAModule, FakeCUDAShared, GridGroup
+    from numba.cuda.simulator.kernelapi import (FakeCUDAAtomic, FakeCUDAModule, FakeCUDAShared,
+                                                GridGroup)
 
     kernel.swapped_cuda_module = _swapped_cuda_module
+    if FakeCUDAAtomic.add is not _polling_add:
+        _plain_add = FakeCUDAAtomic.add
+        FakeCUDAAtomic.add = _polling_add
     GridGroup.sync = _grid_sync
     FakeCUDAModule.shfl_xor_sync = shfl_xor_sync
     FakeCUDAModule.shfl_up_sync = shfl_up_sync
