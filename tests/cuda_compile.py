@@ -1,8 +1,9 @@
 """Compile the numba-cuda kernels for a GPU architecture without a GPU: numba-cuda's NVVM down
-to PTX, then ptxas (a CUDA toolkit's, or Triton's copy) down to a cubin, reporting each variant's registers and
-failing on spills; catches what the simulator cannot (typing, register pressure). It needs
-numba-cuda with the CUDA compiler packages (``pip install "numba-cuda[cu13]"``, about 500 MB),
-so it is a script, not a test, run in a process where NUMBA_ENABLE_CUDASIM is unset:
+to PTX, then ptxas (a CUDA toolkit's, or Triton's copy) down to a cubin, reporting each
+variant's registers and failing on spills; catches what the simulator cannot (typing,
+register pressure). It needs numba-cuda with the CUDA compiler packages (``pip install
+"numba-cuda[cu13]"``, about 500 MB), so it is a script, not a test, run in a process where
+NUMBA_ENABLE_CUDASIM is unset:
 
     python tests/cuda_compile.py [compute capability, default 90]
 
@@ -44,8 +45,10 @@ GRID = (I1, I1, N1, N1, int64, int64, int64, F1, I1, F1, F1, F1, int64, int64, F
 # paper models' (Seq-U-Net C=180, windows of 1,800, 148 rows; WaveNet 128 dilation channels,
 # skip sum and head 512 wide), each mapping, barrier and prefetch setting
 VARIANTS = [
-    ("one block, lanes", lambda: cuda_kernels.build(256, 60, 256, 32, None, "lanes", True), ONE_BLOCK),
-    ("one block, rows", lambda: cuda_kernels.build(256, 60, 256, 32, None, "rows", True), ONE_BLOCK),
+    ("one block, lanes", lambda: cuda_kernels.build(256, 60, 256, 32, None, "lanes", True),
+     ONE_BLOCK),
+    ("one block, rows", lambda: cuda_kernels.build(256, 60, 256, 32, None, "rows", True),
+     ONE_BLOCK),
     ("one block, WaveNet", lambda: cuda_kernels.build(256, 80, 256, 128, None, "lanes",
                                                       wavenet=(128, 512)), ONE_BLOCK),
     ("grid, default", lambda: grid_kernels.build(256, 32, 60, 256, 32, 320), GRID),

@@ -3,8 +3,8 @@ numba's CUDA simulator with every block at once (``cudasim.concurrent_blocks``).
 
 Tiny Seq-U-Nets and WaveNets, blocks of one warp, two or three blocks per stream: shares of
 two channels with a block left without any, windows longer than a block's threads, a width
-equal to the class count, more classes than threads. Teacher-forced logits are compared with the float64 offline
-pass, free-running samples with the torch backend's for the same seed.
+equal to the class count, more classes than threads. Teacher-forced logits are compared with
+the float64 offline pass, free-running samples with the torch backend's for the same seed.
 """
 
 from __future__ import annotations

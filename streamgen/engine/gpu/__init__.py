@@ -1,7 +1,8 @@
 """GPU executors of step plans: persistent kernels for the latency regime (numba-cuda with one
 thread block per stream, ``cuda_executor``, or many, ``grid_executor``; Triton,
-``triton_executor``) and CUDA graphs of the torch steps for large batches (``graphs``). Nothing here imports triton or numba.cuda until an executor is built, so
-the rest of the engine works without them."""
+``triton_executor``) and CUDA graphs of the torch steps for large batches (``graphs``).
+Nothing here imports triton or numba.cuda until an executor is built, so the rest of the
+engine works without them."""
 
 from __future__ import annotations
 

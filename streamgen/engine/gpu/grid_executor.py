@@ -95,11 +95,15 @@ class GridExecutor(NumbaCudaExecutor):
         self.kernel = grid_kernels.build(
             self.threads_per_block, self.groups_per_stream, flat.max_rows, program.classes,
             channels, window, self.barrier, self.prefetch, wavenet)
+        self.blocks = program.batch * self.groups_per_stream
         scratch = wavenet[0] + 2 * wavenet[1] if len(wn) else 1
         head = grid_plan.Span("frames", flat.head_at, flat.head_at + flat.head_width)
         need = grid_plan.barriers(rows, starts, head)
-        #: Grid barriers per step, on average over the period (the head's included).
-        self.barriers_per_step = float(need.sum()) / self.schedule.period + 1.0
+        # besides the plan's: after every head, within every WaveNet layer and head
+        inside = (rows[:, 0] == grid_kernels.OP_WAVENET).sum() + (2 if len(wn) else 1) * (
+            len(starts) - 1)
+        #: Grid barriers per step, on average over the period.
+        self.barriers_per_step = float(need.sum() + inside) / (len(starts) - 1)
 
         def i32(values) -> torch.Tensor:
             return torch.as_tensor(values, dtype=torch.int32, device=dev)
@@ -121,34 +125,32 @@ class GridExecutor(NumbaCudaExecutor):
             scratch=torch.zeros(program.batch * scratch, dtype=torch.float32, device=dev),
             glog=torch.zeros(2 * program.batch * program.classes, dtype=torch.float32,
                              device=dev),
-            bar=torch.zeros(grid_kernels.RELEASES + program.batch * self.groups_per_stream,
-                            dtype=torch.int64, device=dev),
+            bar=torch.zeros(grid_kernels.RELEASES + self.blocks, dtype=torch.int64, device=dev),
         )
         self._hidden_width = 0 if hidden is None else hidden.shape[0]
         # the kernel's views of these (``_tensors`` keeps them alive: a view owns no memory)
         self._fixed = {k: self._array(v) for k, v in self._tensors.items()}
 
     def launch(self, block: Block) -> None:
-        blocks = self.program.batch * self.groups_per_stream
         # the barrier counts from zero in every launch; a block's giving up stays flagged
         self._tensors["bar"][self._kernels.ARRIVALS:].zero_()
         if self._sim:
             from streamgen.engine.gpu.cudasim import concurrent_blocks
 
             with concurrent_blocks():
-                self._launch(self.kernel[blocks, self.threads_per_block, 0], block)
+                self._launch(self.kernel[self.blocks, self.threads_per_block, 0], block)
             return
-        self._launch(self.kernel[blocks, self.threads_per_block, self._stream()], block)
+        self._launch(self.kernel[self.blocks, self.threads_per_block, self._stream()], block)
 
     def _check(self) -> None:
-        """Raise if a block gave up at the counter barrier (the flag stays set: every later
-        launch's results are void too). Once per engine call: reading it waits for the GPU."""
+        """Raise if a block gave up waiting at a polling barrier (the flag stays set: every
+        later launch's results are void too). Once per engine call: reading it waits for the
+        GPU."""
         if self.barrier != "cooperative" and self._tensors["bar"][self._kernels.GAVE_UP].item():
-            blocks = self.program.batch * self.groups_per_stream
             raise BackendError(
-                f"the numba-cuda-grid kernel's blocks did not all run at once ({blocks} blocks "
-                f"at a {self.barrier} barrier): use fewer blocks per stream "
-                "(GridExecutor.groups) or barrier='cooperative'")
+                "the numba-cuda-grid kernel's blocks did not all run at once "
+                f"({self.blocks} blocks at a {self.barrier} barrier): use fewer blocks per "
+                "stream (GridExecutor.groups) or barrier='cooperative'")
 
     def feed_block(self, xs: torch.Tensor, out: torch.Tensor | None, logits: torch.Tensor,
                    t0: int) -> None:
@@ -164,6 +166,7 @@ class GridExecutor(NumbaCudaExecutor):
         from streamgen.engine.gpu import cuda_kernels as ck
 
         p, flat, a, arg, mode = self.program, self.flat, self._fixed, self._arg, self._mode(block)
+        out_logits = block.out if mode == ck.FEED_OUT else self._dummy["out_logits"]
         kernel(
             a["rows"], a["starts"], a["need"], a["ahead"], block.n, block.t0,
             self.schedule.period, a["frames"], a["index"], a["weights"],
@@ -172,7 +175,7 @@ class GridExecutor(NumbaCudaExecutor):
             a["hid_w"], a["hid_b"], self._hidden_width, a["wn"], a["scratch"],
             self._array(block.logits), a["glog"], a["bar"], p.classes,
             arg("xs", block.xs),
-            self._array((block.out if mode == ck.FEED_OUT else self._dummy["out_logits"]).view(-1)),
+            self._array(out_logits.view(-1)),  # flat
             arg("out_samples", block.out if mode == ck.GENERATE else None),
             arg("noise", block.noise), block.noise_at, mode, *self._sampling(block),
         )

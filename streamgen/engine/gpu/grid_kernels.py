@@ -17,7 +17,8 @@ a step is shared out among them:
   the scratch, or the head's input on the last layer), a warp per output along ``h``;
 - the embedding: a share of the channels; a copy: the stream's first block (copies are short);
 - the head: a share of the classes, into a logits buffer in global memory (two, alternating
-  by step); a WaveNet's first 1x1 layer likewise by hidden channels, then a barrier. After a barrier every block reads all the logits and samples the next class by
+  by step; a WaveNet's first 1x1 layer before it likewise, by hidden channels, and a
+  barrier). After a barrier every block reads all the logits and samples the next class by
   itself (the ``Sampler``'s rule and noise, ``cuda_kernels.block_ops``), so all the stream's
   blocks hold the same class without another barrier; the input op has each write it.
 
@@ -42,8 +43,7 @@ from numba import cuda, float32, int32, int64, uint64
 from streamgen.engine.gpu import simulating
 from streamgen.engine.gpu.cuda_kernels import (FEED_OUT, GENERATE, NCOL, NEG, OP_COPY, OP_EMBED,
                                                OP_GATED, OP_HEAD, OP_ICOPY, OP_INPUT, OP_WAVENET,
-                                               block_ops,
-                                               copy_op, embed_op, warp_sum)
+                                               block_ops, copy_op, embed_op, warp_sum)
 
 BARRIERS = ("counter", "broadcast", "cooperative")
 #: Polls of the counter (about a microsecond each on a GPU) before a block gives up waiting:

@@ -68,7 +68,8 @@ def barriers(rows: np.ndarray, starts: np.ndarray, head: Span) -> np.ndarray:
     need = np.zeros(len(rows), dtype=np.int32)
     for p in range(len(starts) - 1):
         lo, hi = int(starts[p]), int(starts[p + 1])
-        if hi == lo or rows[hi - 1, 0] != placed.OP_HEAD or (rows[lo:hi - 1, 0] == placed.OP_HEAD).any():
+        heads = rows[lo:hi, 0] == placed.OP_HEAD
+        if hi == lo or not heads[-1] or heads[:-1].any():
             raise ValueError(f"phase {p}'s rows do not end with the head, and only there")
         reads: list[Span] = []
         writes: list[tuple[Span, bool]] = []  # (span, written by every block alike)
