@@ -25,7 +25,9 @@ echo "== benchmarks/gpu_probe.py"
 rows="${ROWS:-grid-paper-b1,grid-paperwavenet-b1,grid-paper-b1-coop,grid-paper-b1-bcast,grid-paper-b1-noprefetch,grid-paper-b1-t512,grid-paper-b1-g180,grid-paper-b1-g45,grid-paper-b4,grid-default-b1,grid-wide128-b1,nbc-paper-b1,graphs-default-b65536,graphs-paper-b16384,nbc-default-b1,nbc-default-b1-rows,default-b1-w16,nbc-default-b1-rows-greedy,nbc-default-b64,nbc-default-b64-rows,nbc-paperwavenet-b1,graphs-paper-b1,nbc-wide64-b1}"
 timeout 200 python3 benchmarks/gpu_probe.py --repeats 3 --rows "$rows" --out "$out" 2>&1 | tee "$out/probe.txt"
 echo "== tests/test_cuda.py"
-timeout 170 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tail -15 | tee "$out/tests.txt"
+# every test's name and outcome kept as it runs: a stage cut short by its limit loses nothing
+timeout 170 python3 -m pytest -v -p no:cacheprovider tests/test_cuda.py 2>&1 \
+  | tee "$out/tests.txt" | grep -E "FAILED|ERROR|passed|failed" | tail -25
 echo "== benchmarks/gpu.py --quick"
 timeout 100 python3 benchmarks/gpu.py --quick --out "$out" 2>&1 | tail -40
 echo "== ncu"
