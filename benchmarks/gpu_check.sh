@@ -15,7 +15,7 @@
 #    of the grid kernel on the paper-size model (benchmarks/kernel_profile.py), where ncu is
 #    installed.
 # Each stage has its own time limit (590 s in all: one device call), so one stuck stage leaves
-# the others' results.
+# the others' results; it writes 7 files (a device call returns at most 8).
 set -u
 out="${1:-${OUT:-gpu-check}}"
 mkdir -p "$out"
@@ -34,8 +34,10 @@ echo "== ncu"
 for kernel in lanes rows grid; do
   if [ "$kernel" = grid ]; then what=(-k regex:run_grid); how=(--grid --paper)
   else what=(-k regex:run_block); how=(--mapping "$kernel"); fi
+  echo "== ncu: $kernel" >> "$out/ncu.txt"  # one file for all three (8 files come back)
   timeout 40 ncu --launch-count 1 "${what[@]}" --section WarpStateStats \
     --section SchedulerStats python3 benchmarks/kernel_profile.py "${how[@]}" \
-    > "$out/ncu-$kernel.txt" 2>&1
-  grep -E "Issued Warp|No Eligible|Warp Cycles Per Issued" "$out/ncu-$kernel.txt"
+    > "$out/ncu-part.txt" 2>&1
+  grep -E "Issued Warp|No Eligible|Warp Cycles Per Issued" "$out/ncu-part.txt"
+  cat "$out/ncu-part.txt" >> "$out/ncu.txt" && rm "$out/ncu-part.txt"
 done
