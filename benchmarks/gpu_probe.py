@@ -155,6 +155,7 @@ def main() -> None:
               "wide128": build_network("sequnet", {"channels": 128, **shape}).eval().cuda()}
     samplings = {"greedy": SamplingConfig(greedy=True), "top_p": info.sampling}
     results = []
+    args.out.mkdir(parents=True, exist_ok=True)
     print(torch.cuda.get_device_name(0), torch.__version__, flush=True)
     for name in args.rows.split(","):
         spec = ROWS[name]
@@ -181,9 +182,9 @@ def main() -> None:
         err = row.get("max_logit_error_vs_torch")
         print(f"{name:22s} {rate}  (wall {row['wall_s']:.1f} s)"
               + (f" logit err {err:.2e}" if err is not None else ""), flush=True)
+        # after every row: a run cut short by its time limit keeps what it measured
+        (args.out / "probe.json").write_text(json.dumps(results, indent=1, default=str))
     configure(Row("default", 1, "top_p", 0))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "probe.json").write_text(json.dumps(results, indent=1, default=str))
 
 
 if __name__ == "__main__":
