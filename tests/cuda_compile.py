@@ -59,6 +59,8 @@ VARIANTS = [
                                                      prefetch=False), GRID),
     ("grid, broadcast barrier", lambda: grid_kernels.build(256, 90, 148, 256, 180, 1800,
                                                            "broadcast"), GRID),
+    ("grid, two blocks a multiprocessor", lambda: grid_kernels.build(
+        256, 180, 148, 256, 180, 1800, resident=2), GRID),
     ("grid, paper WaveNet", lambda: grid_kernels.build(256, 128, 80, 256, 128, 256,
                                                        wavenet=(128, 512)), GRID),
 ]

@@ -182,11 +182,12 @@ def test_barriers_give_up_when_a_block_never_comes(barrier: str,
     from streamgen.engine.gpu.grid_kernels import _grid_barrier
 
     install()
-    wait = _grid_barrier(barrier, patience=50)
+    arrive, wait = _grid_barrier(barrier, patience=50)
 
     @cuda.jit
     def probe(bar, done):
-        wait(bar, 1, cuda.gridDim.x + 1, cuda.threadIdx.x)  # a block that never comes
+        arrive(bar, 1, cuda.gridDim.x + 1, cuda.threadIdx.x)  # a block that never comes
+        wait(bar, 1, cuda.gridDim.x + 1, cuda.threadIdx.x)
         done[cuda.blockIdx.x, cuda.threadIdx.x] = 1
 
     bar, done = np.zeros(4, np.int64), np.zeros((2, 32), np.int64)

@@ -92,10 +92,12 @@ class GridExecutor(NumbaCudaExecutor):
         self.threads_per_block = self.threads or (SIM_THREADS if self._sim else THREADS)
         self.groups_per_stream = self.groups or (SIM_GROUPS if self._sim else blocks_per_stream(
             channels, program.batch, multiprocessors(dev)))
+        self.blocks = program.batch * self.groups_per_stream
+        # more blocks than multiprocessors (``groups`` set so) share them, registers too
+        resident = -(-self.blocks // multiprocessors(dev))
         self.kernel = grid_kernels.build(
             self.threads_per_block, self.groups_per_stream, flat.max_rows, program.classes,
-            channels, window, self.barrier, self.prefetch, wavenet)
-        self.blocks = program.batch * self.groups_per_stream
+            channels, window, self.barrier, self.prefetch, wavenet, resident)
         scratch = wavenet[0] + 2 * wavenet[1] if len(wn) else 1
         head = grid_plan.Span("frames", flat.head_at, flat.head_at + flat.head_width)
         need = grid_plan.barriers(rows, starts, head)

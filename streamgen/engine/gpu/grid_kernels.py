@@ -54,13 +54,16 @@ GAVE_UP, ARRIVALS, RELEASES = 0, 1, 2
 
 
 def _grid_barrier(kind: str, patience: int = PATIENCE):
-    """The device function that waits for every block of the launch: ``bar`` (int64) holds
-    at ``GAVE_UP`` 1 once a block gave up waiting (it stays set), at ``ARRIVALS`` the blocks'
-    arrivals, from ``RELEASES`` each block's release (all but the first zeroed before each
-    launch); ``k`` how many barriers this block has reached, ``blocks`` the grid's size."""
+    """The device functions ``arrive`` and ``wait`` of a grid barrier: a block arrives once
+    its writes are done and waits before it reads what the others wrote, loading what does
+    not depend on them in between (a fence before arriving would otherwise wait for those
+    loads). ``bar`` (int64) holds at ``GAVE_UP`` 1 once a block gave up waiting (it stays
+    set), at ``ARRIVALS`` the blocks' arrivals, from ``RELEASES`` each block's release (all but
+    the first zeroed before each launch); ``k`` numbers this block's barriers, ``blocks`` is
+    the grid's size."""
 
     @cuda.jit(device=True, inline=True)
-    def wait(bar, at, target):
+    def poll(bar, at, target):
         """Poll ``bar[at]`` until it reaches ``target``, or give up (and say so in
         ``bar[GAVE_UP]``) after ``patience`` polls or when another block gave up."""
         polls = 0
@@ -72,50 +75,63 @@ def _grid_barrier(kind: str, patience: int = PATIENCE):
                 cuda.atomic.max(bar, GAVE_UP, 1)
                 break
 
-    if kind == "cooperative":
+    if kind == "cooperative":  # one call: the grid sync
         @cuda.jit(device=True, inline=True)
-        def barrier(bar, k, blocks, t):
+        def arrive(bar, k, blocks, t):
+            return
+
+        @cuda.jit(device=True, inline=True)
+        def wait(bar, k, blocks, t):
             cuda.cg.this_grid().sync()
     elif kind == "counter":
         @cuda.jit(device=True, inline=True)
-        def barrier(bar, k, blocks, t):
+        def arrive(bar, k, blocks, t):
             cuda.syncthreads()
             if t == 0:
-                cuda.threadfence()  # this block's writes before its arrival
+                cuda.threadfence()  # the block's writes before its arrival
                 cuda.atomic.add(bar, ARRIVALS, 1)
-                wait(bar, ARRIVALS, k * blocks)
+
+        @cuda.jit(device=True, inline=True)
+        def wait(bar, k, blocks, t):
+            if t == 0:
+                poll(bar, ARRIVALS, k * blocks)
                 cuda.threadfence()
             cuda.syncthreads()
     elif kind == "broadcast":
         @cuda.jit(device=True, inline=True)
-        def barrier(bar, k, blocks, t):
+        def arrive(bar, k, blocks, t):
             cuda.syncthreads()
             arrived = int64(-1)
             if t == 0:
-                cuda.threadfence()  # this block's writes before its arrival
+                cuda.threadfence()  # the block's writes before its arrival
                 arrived = cuda.atomic.add(bar, ARRIVALS, 1)
             if cuda.syncthreads_or(1 if arrived == k * blocks - 1 else 0):
                 cuda.threadfence()  # the last to arrive: every arrival seen, release them
                 for j in range(t, blocks, cuda.blockDim.x):
                     cuda.atomic.max(bar, RELEASES + j, k)
+
+        @cuda.jit(device=True, inline=True)
+        def wait(bar, k, blocks, t):
             if t == 0:
-                wait(bar, RELEASES + cuda.blockIdx.x, k)
+                poll(bar, RELEASES + cuda.blockIdx.x, k)
                 cuda.threadfence()
             cuda.syncthreads()
     else:
         raise ValueError(f"unknown barrier {kind!r}; choose one of {BARRIERS}")
-    return barrier
+    return arrive, wait
 
 
 @lru_cache(maxsize=None)
 def build(threads: int, groups: int, max_rows: int, classes: int, channels: int, window: int,
-          barrier: str = "counter", prefetch: bool = True, wavenet: tuple[int, int] = (0, 0)):
+          barrier: str = "counter", prefetch: bool = True, wavenet: tuple[int, int] = (0, 0),
+          resident: int = 1):
     """The kernel for ``groups`` blocks per stream of ``threads`` threads (a multiple of 32),
     steps of at most ``max_rows`` rows, ``classes`` classes, gated (or WaveNet) layers of at
     most ``channels`` output (dilation) channels over windows of at most ``window`` elements;
     ``barrier`` one of ``BARRIERS``; ``prefetch``: load the next layer's weights before its
     barrier; ``wavenet``: the most dilation channels and the widest skip sum or head layer of
-    WaveNet layers ((0, 0): none)."""
+    WaveNet layers ((0, 0): none); ``resident``: blocks that must share a multiprocessor
+    (its registers are split among them)."""
     if threads % 32:
         raise ValueError(f"threads per block must be a multiple of 32, not {threads}")
     T, G, WARPS = threads, groups, threads // 32
@@ -130,7 +146,12 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
     SCRATCH = DMAX + 2 * SMAX  # per stream in global memory: a WaveNet's h, skip sum, hidden
     ops = block_ops(threads, classes)
     sample = ops.sample
-    grid_barrier = _grid_barrier(barrier)
+    arrive, wait = _grid_barrier(barrier)
+
+    @cuda.jit(device=True, inline=True)
+    def grid_barrier(bar, k, blocks, t):
+        arrive(bar, k, blocks, t)
+        wait(bar, k, blocks, t)
 
     @cuda.jit(device=True, inline=True)
     def shape(rs, b, wn):
@@ -257,9 +278,9 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                     else:
                         scratch[s0 + c] = acc
 
-    # every thread of a block must fit the multiprocessor's 64k registers (the simulator
-    # takes no such option)
-    @cuda.jit(**({} if simulating() else {"max_registers": min(255, 65536 // T)}))
+    # every thread of ``resident`` blocks must fit the multiprocessor's 64k registers (the
+    # simulator takes no such option)
+    @cuda.jit(**({} if simulating() else {"max_registers": min(255, 65536 // (T * resident))}))
     def run_grid(rows, starts, need, ahead, n_steps, t0, period,
                  frames, index, weights,
                  embed, embed_bias, embed_cols, embed_rows,
@@ -323,13 +344,18 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
             else:
                 x = xs[pid, i]
             loaded = -1  # the layer row whose weights wf, wg hold
+            arrived = False  # at the barrier before the next row, not yet waited at
             for r in range(hi - lo):
                 b = r * NCOL
                 code = rs[b]
                 if sync[r]:
-                    passed += 1
-                    grid_barrier(bar, passed, blocks, t)
-                if code == OP_GATED or (WAVENET and code == OP_WAVENET):
+                    if not arrived:
+                        passed += 1
+                        arrive(bar, passed, blocks, t)
+                    wait(bar, passed, blocks, t)
+                    arrived = False
+                layer = code == OP_GATED or (WAVENET and code == OP_WAVENET)
+                if layer:
                     if loaded != r:
                         load(rs, b, g, weights, wn, wf, wg, t)
                     window_sums(rs, b, pid, frames, wn, wf, wg, red, t, lane, warp)
@@ -345,12 +371,13 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                                 frames[rs[b + 11] + pid * rs[b + 12] + o] = y
                         else:
                             scratch[pid * SCRATCH + o] = y
-                    if prefetch and nxt[r] >= 0:
-                        load(rs, nxt[r] * NCOL, g, weights, wn, wf, wg, t)
-                        loaded = nxt[r]
                     if WAVENET and code == OP_WAVENET:  # every h before the outputs
                         passed += 1
-                        grid_barrier(bar, passed, blocks, t)
+                        arrive(bar, passed, blocks, t)
+                        if prefetch and nxt[r] >= 0:
+                            load(rs, nxt[r] * NCOL, g, weights, wn, wf, wg, t)
+                            loaded = nxt[r]
+                        wait(bar, passed, blocks, t)
                         wavenet_out(rs, b, pid, g, frames, weights, wn, scratch, lane, warp)
                 elif code == OP_HEAD:  # relu, 1x1 (a WaveNet's: relu, 1x1, relu, 1x1)
                     gl = (i % 2 * B + pid) * classes
@@ -378,6 +405,13 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                         index[rs[b + 3] + pid * rs[b + 4]] = x
                 elif (code == OP_COPY or code == OP_ICOPY) and g == 0:  # copies are short
                     copy_op(rs, b, pid, code, frames, index, t, T)
+                if r + 1 < hi - lo and sync[r + 1]:  # this block's writes are done
+                    passed += 1
+                    arrive(bar, passed, blocks, t)
+                    arrived = True
+                if prefetch and layer and loaded != nxt[r] and nxt[r] >= 0:
+                    load(rs, nxt[r] * NCOL, g, weights, wn, wf, wg, t)  # while the others finish
+                    loaded = nxt[r]
                 cuda.syncthreads()
         if g == 0:
             for q in range(CS):
