@@ -51,8 +51,8 @@ class GridExecutor(NumbaCudaExecutor):
     name = "numba-cuda-grid"
     #: Threads per block (None: ``THREADS``, or ``SIM_THREADS`` in the simulator), blocks per
     #: stream (None: ``blocks_per_stream``, or ``SIM_GROUPS`` in the simulator), the grid
-    #: barrier (``grid_kernels.BARRIERS``) and whether the next gated row's weights are
-    #: loaded before its barrier.
+    #: barrier (``grid_kernels.BARRIERS``) and whether the next layer's weights are loaded
+    #: while the block waits for the others.
     threads: int | None = None
     groups: int | None = None
     barrier: str = "counter"

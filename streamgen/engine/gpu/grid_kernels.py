@@ -8,9 +8,10 @@ a step is shared out among them:
 
 - a gated layer: block ``g`` takes a contiguous share of the output channels (their filter
   and gate rows), its threads along the window. Every weight of the share is loaded into
-  registers in one go, so a layer costs one memory round trip, and with ``prefetch`` the next
-  layer's weights are loaded while the block waits at the barrier before it (the weights
-  never depend on it). The warps' partial sums meet in shared memory;
+  registers in one go, so a layer costs one memory round trip. A block arrives at the
+  barrier after a layer as soon as its outputs are written, and with ``prefetch`` loads the
+  next layer's weights (which never depend on the others) before it waits. The warps'
+  partial sums meet in shared memory;
 - a WaveNet layer: its ``h = tanh(f) * sigmoid(g)`` the same way over its dilated taps, by
   dilation channels, into a per-stream scratch in global memory; after a barrier, a share of
   its outputs (residual channels into the next ring, skip channels into the skip sum kept in
@@ -128,8 +129,8 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
     """The kernel for ``groups`` blocks per stream of ``threads`` threads (a multiple of 32),
     steps of at most ``max_rows`` rows, ``classes`` classes, gated (or WaveNet) layers of at
     most ``channels`` output (dilation) channels over windows of at most ``window`` elements;
-    ``barrier`` one of ``BARRIERS``; ``prefetch``: load the next layer's weights before its
-    barrier; ``wavenet``: the most dilation channels and the widest skip sum or head layer of
+    ``barrier`` one of ``BARRIERS``; ``prefetch``: load the next layer's weights between
+    arriving at its barrier and waiting there; ``wavenet``: the most dilation channels and the widest skip sum or head layer of
     WaveNet layers ((0, 0): none); ``resident``: blocks that must share a multiprocessor
     (its registers are split among them)."""
     if threads % 32:
