@@ -6,9 +6,9 @@
 #
 # 1. the probe's rows (benchmarks/gpu_probe.py): by default the grid kernel's variants on the
 #    paper-size Seq-U-Net (barriers, prefetch, threads, blocks per stream) beside the one-block
-#    kernel, graphs at batches beyond 4,096, then the persistent kernels' A/B at batch 1
-#    (Triton; numba-cuda with each mapping), batch 64 and the wider models; ROWS=a,b,... to
-#    choose;
+#    kernel, graphs with fused gates and beyond 4,096 streams, then the persistent kernels'
+#    A/B at batch 1 (Triton; numba-cuda with each mapping), batch 64 and the wider models;
+#    ROWS=a,b,... to choose;
 # 2. tests/test_cuda.py (every GPU executor against the float64 pass and torch's samples),
 # 3. the quick GPU benchmark (benchmarks/gpu.py --quick, about 50 s on an H200),
 # 4. Nsight Compute's warp and scheduler statistics of one numba-cuda launch per mapping, and
@@ -22,7 +22,7 @@ mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 STREAMGEN_MODELS="$PWD/models"
 nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 echo "== benchmarks/gpu_probe.py"
-rows="${ROWS:-grid-paper-b1,grid-paperwavenet-b1,grid-paper-b1-coop,grid-paper-b1-bcast,grid-paper-b1-noprefetch,grid-paper-b1-t512,grid-paper-b1-g180,grid-paper-b1-g45,grid-paper-b4,grid-default-b1,grid-wide128-b1,nbc-paper-b1,graphs-default-b65536,graphs-paper-b16384,nbc-default-b1,nbc-default-b1-rows,default-b1-w16,nbc-default-b1-rows-greedy,nbc-default-b64,nbc-default-b64-rows,nbc-paperwavenet-b1,graphs-paper-b1,nbc-wide64-b1}"
+rows="${ROWS:-grid-paper-b1,grid-paperwavenet-b1,grid-paper-b1-coop,grid-paper-b1-bcast,grid-paper-b1-noprefetch,grid-paper-b1-t512,grid-paper-b1-g180,grid-paper-b1-g45,grid-paper-b4,grid-default-b1,grid-wide128-b1,nbc-paper-b1,graphs-default-b4096,graphs-default-b4096-fused,graphs-paper-b4096-fused,graphs-default-b65536,graphs-default-b65536-fused,graphs-paper-b16384,nbc-default-b1,nbc-default-b1-rows,default-b1-w16,nbc-default-b1-rows-greedy,nbc-default-b64,nbc-default-b64-rows,nbc-paperwavenet-b1,graphs-paper-b1,nbc-wide64-b1}"
 timeout 200 python3 benchmarks/gpu_probe.py --repeats 3 --rows "$rows" --out "$out" 2>&1 | tee "$out/probe.txt"
 echo "== tests/test_cuda.py"
 # every test's name and outcome kept as it runs: a stage cut short by its limit loses nothing

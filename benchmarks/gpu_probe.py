@@ -19,6 +19,7 @@ import torch
 from streamgen.bench.suite import PAPER_SEQUNET, PAPER_WAVENET, generation_rate
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.gpu.cuda_executor import CudaExecutor
+from streamgen.engine.gpu.graphs import GraphExecutor
 from streamgen.engine.gpu.grid_executor import GridExecutor
 from streamgen.engine.program import graph_period
 from streamgen.engine.gpu.triton_executor import TritonExecutor
@@ -40,7 +41,8 @@ class Row:
     mapping: str = "lanes"  # numba-cuda: how a gated layer's work is split
     groups: int | None = None  # numba-cuda-grid: blocks per stream (None: the executor's)
     barrier: str = "counter"  # numba-cuda-grid: grid_kernels.BARRIERS
-    prefetch: bool = True  # numba-cuda-grid: next gated row's weights before its barrier
+    prefetch: bool = True  # numba-cuda-grid: next layer's weights while it waits
+    fused: bool = False  # graphs: each gated layer's product and gating as one Triton kernel
 
 
 BF16 = torch.bfloat16
@@ -111,6 +113,12 @@ ROWS = {
     "graphs-default-b4096": Row("default", 4096, "top_p", 256, "graphs", weights=BF16),
     "graphs-default-b16384": Row("default", 16384, "top_p", 128, "graphs", weights=BF16),
     "graphs-default-b65536": Row("default", 65536, "top_p", 128, "graphs", weights=BF16),
+    "graphs-default-b4096-fused": Row("default", 4096, "top_p", 256, "graphs", weights=BF16,
+                                      fused=True),
+    "graphs-default-b65536-fused": Row("default", 65536, "top_p", 128, "graphs", weights=BF16,
+                                       fused=True),
+    "graphs-paper-b4096-fused": Row("paper", 4096, "top_p", 128, "graphs", weights=BF16,
+                                    fused=True),
     "graphs-paper-b16384": Row("paper", 16384, "top_p", 128, "graphs", weights=BF16),
     "graphs-paper-b65536": Row("paper", 65536, "top_p", 128, "graphs", weights=BF16),
     "graphs-paper-b4096": Row("paper", 4096, "top_p", 128, "graphs", weights=BF16),
@@ -124,6 +132,7 @@ def configure(row: Row) -> None:
     CudaExecutor.mapping = row.mapping
     GridExecutor.threads, GridExecutor.groups = row.threads, row.groups
     GridExecutor.barrier, GridExecutor.prefetch = row.barrier, row.prefetch
+    GraphExecutor.fused_gate = row.fused
 
 
 def logit_error(model: torch.nn.Module, backend: str) -> float:

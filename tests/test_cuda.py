@@ -183,9 +183,16 @@ def test_cuda_numba_cuda_runs_a_wavenet_equal_to_offline_and_torch(backend: str,
                        _generated(model.cuda(), backend, 2, sampling, (300, 700)))
 
 
-@pytest.mark.parametrize("kind", ["default", "wavenet"])
-def test_cuda_graphs_equal_offline_at_real_sizes(kind: str, rng: torch.Generator) -> None:
-    model = _sequnet(DEFAULT, rng) if kind == "default" else _wavenet(rng)
+@pytest.mark.parametrize("kind", ["default", "wavenet", "default-fused"])
+def test_cuda_graphs_equal_offline_at_real_sizes(kind: str, monkeypatch: pytest.MonkeyPatch,
+                                                 rng: torch.Generator) -> None:
+    """``default-fused``: each gated layer's product and gating as one Triton kernel
+    (``GraphExecutor.fused_gate``)."""
+    if kind.endswith("fused"):
+        if not triton_available():
+            pytest.skip("triton is not installed")
+        monkeypatch.setattr("streamgen.engine.gpu.graphs.GraphExecutor.fused_gate", True)
+    model = _wavenet(rng) if kind == "wavenet" else _sequnet(DEFAULT, rng)
     engine = StreamingEngine(model.cuda(), 4, backend="graphs")
     assert engine.program.capacity == "period"
     n = 2 * engine.program.graph_period + 37  # every segment recorded, then replayed
@@ -207,9 +214,15 @@ def test_cuda_graphs_generate_the_same_samples_as_torch(sampling: SamplingConfig
                        _generated(model, "graphs", 3, sampling, chunks))
 
 
-def test_cuda_graphs_in_bfloat16_are_close(rng: torch.Generator) -> None:
+@pytest.mark.parametrize("fused", [False, True], ids=["torch-gates", "fused-gates"])
+def test_cuda_graphs_in_bfloat16_are_close(fused: bool, monkeypatch: pytest.MonkeyPatch,
+                                           rng: torch.Generator) -> None:
     """bfloat16 keeps 8 bits of mantissa: within 2e-2 of the float64 pass (the same engine in
-    bfloat16 on the CPU was within 4e-3 on logits of magnitude 0.6)."""
+    bfloat16 on the CPU was within 4e-3 on logits of magnitude 0.6), with torch's gating or
+    the fused Triton kernel's (bfloat16 products on tensor cores)."""
+    if fused and not triton_available():
+        pytest.skip("triton is not installed")
+    monkeypatch.setattr("streamgen.engine.gpu.graphs.GraphExecutor.fused_gate", fused)
     model = _sequnet(DEFAULT, rng)
     engine = StreamingEngine(model.cuda(), 4, dtype=torch.bfloat16, backend="graphs")
     n = 2 * engine.program.graph_period + 37

@@ -1,4 +1,4 @@
-"""Compile the Triton kernel for a GPU architecture without a GPU (Triton's own LLVM and
+"""Compile the Triton kernels for a GPU architecture without a GPU (Triton's own LLVM and
 ptxas, down to a cubin): catches what the interpreter cannot (types of loop-carried values,
 constexpr branches). Run as a script, in a process where TRITON_INTERPRET is unset:
 
@@ -21,7 +21,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.backends.nvidia.compiler import get_ptxas  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from streamgen.engine.gpu import triton_kernels  # noqa: E402
+from streamgen.engine.gpu import fused_gate, triton_kernels  # noqa: E402
 
 FLOAT_PTRS = {"frames_ptr", "weights_ptr", "embed_ptr", "embed_bias_ptr", "head_w_ptr",
               "head_b_ptr", "logits_ptr", "noise_ptr"}
@@ -71,5 +71,23 @@ def resources(ptx: str, capability: int) -> str:
     return "; ".join(lines)
 
 
+def compile_fused_gate(capability: int) -> None:
+    """The graphs executor's fused gated-layer kernel (``fused_gate.gated_matmul``) in float32
+    (IEEE products) and bfloat16 (tensor cores), at its largest tiles."""
+    fn = fused_gate.gated_matmul
+    names = fn.arg_names
+    for dtype, ieee in (("fp32", True), ("bf16", False)):
+        const = dict(BLOCK_B=64, BLOCK_C=64, BLOCK_K=32, IEEE=ieee)
+        sig = {n: "constexpr" if n in const else f"*{dtype}" if n.endswith("_ptr") else "i32"
+               for n in names}
+        src = ASTSource(fn, sig, constexprs={(names.index(n),): v for n, v in const.items()})
+        kernel = triton.compile(src, target=GPUTarget("cuda", capability, 32),
+                                options={"num_warps": fused_gate.WARPS})
+        assert kernel.asm["cubin"], "no cubin"
+        print(f"compiled fused_gate {dtype} for sm_{capability}: "
+              f"{resources(kernel.asm['ptx'], capability)}")
+
+
 if __name__ == "__main__":
     compile_variants(int(sys.argv[1]) if len(sys.argv) > 1 else 90)
+    compile_fused_gate(int(sys.argv[1]) if len(sys.argv) > 1 else 90)

@@ -8,6 +8,8 @@ multiply-accumulates of one call (a one-hot lookup counts one per output value).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -86,12 +88,22 @@ def _gate(pre: torch.Tensor, channels: int, identity: torch.Tensor, out: torch.T
     torch.addcmul(identity, f, g, out=out)
 
 
+#: A kernel computing ``out = identity + tanh(x @ w[:, :C] + b[:C]) * sigmoid(x @ w[:, C:] +
+#: b[C:])`` in one launch, called as ``fuse(x, w, b, identity, out)``
+#: (``streamgen.engine.gpu.fused_gate.fused_gated``).
+FusedGate = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                     torch.Tensor]
+
+
 class GatedStep:
     """``identity + tanh(filter) * sigmoid(gate)`` for a plain or down ``GatedResidual``.
 
     The identity is the newest input frame (its first ``channels`` channels): front cropping
-    for plain layers, decimation keeping the last sample for down layers.
+    for plain layers, decimation keeping the last sample for down layers. ``fuse``: a kernel
+    doing the product and the gating in one launch instead of four (None: torch's).
     """
+
+    fuse: FusedGate | None = None
 
     def __init__(self, layer: nn.Module, ring: FrameRing) -> None:
         c = layer.channels
@@ -103,6 +115,10 @@ class GatedStep:
 
     def compute(self, out: torch.Tensor, taps: Taps = Taps.ALL) -> None:
         c = self.channels
+        if self.fuse is not None:
+            self.fuse(self.ring.flat_window(), self.conv.flat, self.conv.bias[0],
+                      self.ring.newest()[:, :c], out)
+            return
         _gate(self.conv.compute(self.scratch), c, self.ring.newest()[:, :c], out)
 
     def macs(self, taps: Taps = Taps.ALL) -> int:
@@ -122,14 +138,21 @@ def transposed_taps(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return even, odd
 
 
+def _tap_operands(ring: FrameRing, even: torch.Tensor, odd: torch.Tensor,
+                  taps: Taps) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flattened window, matrix) of a stride-2 transposed convolution's even or odd taps."""
+    if taps == Taps.EVEN:
+        return ring.flat_window(), even
+    if taps == Taps.ODD:
+        return ring.flat_window(ring.window_size - 1), odd
+    raise ValueError("an up layer runs its even or its odd taps")
+
+
 def _transposed(ring: FrameRing, even: torch.Tensor, odd: torch.Tensor, bias: torch.Tensor,
                 taps: Taps, out: torch.Tensor) -> torch.Tensor:
     """``bias + taps @ window`` of a stride-2 transposed convolution for one fine frame."""
-    if taps == Taps.EVEN:
-        return torch.addmm(bias, ring.flat_window(), even, out=out)
-    if taps == Taps.ODD:
-        return torch.addmm(bias, ring.flat_window(ring.window_size - 1), odd, out=out)
-    raise ValueError("an up layer runs its even or its odd taps")
+    window, weight = _tap_operands(ring, even, odd, taps)
+    return torch.addmm(bias, window, weight, out=out)
 
 
 class UpStep:
@@ -137,7 +160,10 @@ class UpStep:
 
     The ring holds the coarse input; the gate's pre-activations come from the even or odd
     taps (``transposed_taps``). The identity is sample-and-hold: the newest coarse frame.
+    ``fuse`` as ``GatedStep``'s.
     """
+
+    fuse: FusedGate | None = None
 
     def __init__(self, layer: nn.Module, ring: FrameRing) -> None:
         c = layer.channels
@@ -152,6 +178,10 @@ class UpStep:
         self.scratch = _scratch(ring, 2 * c)
 
     def compute(self, out: torch.Tensor, taps: Taps) -> None:
+        if self.fuse is not None:
+            window, weight = _tap_operands(self.ring, self.even, self.odd, taps)
+            self.fuse(window, weight, self.bias[0], self.ring.newest(), out)
+            return
         _transposed(self.ring, self.even, self.odd, self.bias, taps, self.scratch)
         _gate(self.scratch, self.channels, self.ring.newest(), out)
 

@@ -107,11 +107,31 @@ class CallRecorder:
         return CallRecording(fn, self.positions)
 
 
+def _fuse_gates(program: StepProgram) -> None:
+    """Give ``program``'s gated step kernels the fused Triton kernel (a one-line error where
+    Triton cannot run it: a CPU without its interpreter)."""
+    from streamgen.engine.gpu import interpreting, triton_available
+    from streamgen.engine.steps import GatedStep, UpStep
+    from streamgen.engine.tables import BackendError
+
+    if not triton_available() or (program.device.type != "cuda" and not interpreting()):
+        raise BackendError("GraphExecutor.fused_gate runs Triton kernels: on a CUDA device "
+                           "with triton installed (or on the CPU with TRITON_INTERPRET=1)")
+    from streamgen.engine.gpu.fused_gate import fused_gated
+
+    for kernel in program.kernels.values():
+        if isinstance(kernel, (GatedStep, UpStep)):
+            kernel.fuse = fused_gated
+
+
 class GraphExecutor:
     """Replays recorded segments of a ``capacity="period"`` program's steps (any network kind,
     any dtype); CUDA graphs on a CUDA device, recorded calls on the CPU."""
 
     name = "graphs"
+    #: Run each gated layer's product and gating as one Triton kernel
+    #: (``fused_gate.fused_gated``: one launch a layer instead of four), where Triton runs.
+    fused_gate: bool = False
 
     def __init__(self, program: StepProgram) -> None:
         if program.capacity != "period":
@@ -119,6 +139,8 @@ class GraphExecutor:
                              f"engine with capacity='period' (or 'auto'), not {program.capacity!r}")
         self.program = program
         self.schedule = program.schedule
+        if self.fused_gate:
+            _fuse_gates(program)
         self.torch = TorchExecutor(program)
         dev, b, c = program.device, program.batch, program.classes
         self.recorder: GraphRecorder = (CudaGraphRecorder(dev) if dev.type == "cuda"
