@@ -31,8 +31,17 @@ def _numpy_shim() -> None:
 
 class NumbaCudaExecutor(PlacedExecutor):
     """What the numba-cuda kernels' executors share: numba's ``cuda`` module (the simulator's
-    with ``cudasim``'s additions on a machine without a GPU), the kernels' views of tensors,
-    and stand-ins for the arguments a launch does not use."""
+    with ``cudasim``'s additions on a machine without a GPU), the WaveNet widths, the kernel
+    arguments both kernels take alike, the kernels' views of tensors, and stand-ins for the
+    arguments a launch does not use."""
+
+    @staticmethod
+    def _refusal(program: StepProgram, backend: str) -> str | None:
+        """Why the numba-cuda kernel ``backend`` cannot run ``program`` (None if it can)."""
+        return refusal(
+            program, backend, on_cpu=simulating(), cpu_mode="NUMBA_ENABLE_CUDASIM=1",
+            wavenet=True, missing=None if numba_cuda_available() else
+            f"the {backend} backend needs numba-cuda (pip install numba-cuda[cu12])")
 
     def __init__(self, program: StepProgram) -> None:
         _numpy_shim()
@@ -45,13 +54,43 @@ class NumbaCudaExecutor(PlacedExecutor):
         from numba import cuda
 
         self._cuda = cuda
-        dev = program.device
+        dev, tables = program.device, self.flat.tables
+        self._wn = self.flat.wavenet.cpu().numpy()
+        hidden = tables.hidden_weight
+        #: The most dilation channels and the widest skip sum or head layer of the WaveNet
+        #: layers ((0, 0): a Seq-U-Net), compile-time constants of both kernels.
+        self.wavenet_widths = (int(self._wn[:, 3].max()),
+                               max(int(self._wn[:, 4].max()), hidden.shape[0])) \
+            if len(self._wn) else (0, 0)
+        self._hidden_width = 0 if hidden is None else hidden.shape[0]
         self._dummy = dict(
             xs=torch.zeros(1, 1, dtype=torch.int64, device=dev),
             out_logits=torch.zeros(1, 1, 1, dtype=torch.float32, device=dev),
             out_samples=torch.zeros(1, 1, dtype=torch.int64, device=dev),
             noise=torch.zeros(1, 1, 1, dtype=torch.float32, device=dev),
         )
+
+    def _shared_tensors(self) -> dict[str, torch.Tensor]:
+        """The kernel arguments both kernels take alike: the placed rows, the flat buffers,
+        the embedding, the head's bias, a WaveNet head's first bias and the WaveNet layer
+        table (dummies for a Seq-U-Net)."""
+        flat, tables, f32 = self.flat, self.flat.tables, self._f32
+        none = torch.zeros(1)
+        return dict(
+            rows=flat.rows.view(-1), starts=flat.starts, frames=flat.frames,
+            index=self.program.rings[INPUT_RING].data.view(-1), weights=flat.weights,
+            embed=f32(tables.embed_table).view(-1), embed_bias=f32(tables.embed_bias),
+            head_b=f32(tables.head_bias),
+            hid_b=f32(tables.hidden_bias if tables.hidden_weight is not None else none),
+            wn=flat.wavenet if len(self._wn) else torch.zeros(
+                1, len(WAVENET_COLUMNS), dtype=torch.int64, device=self.program.device),
+        )
+
+    def _keep(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Hold the kernel's arguments and their views (``_tensors`` keeps them alive: a view
+        owns no memory)."""
+        self._tensors = tensors
+        self._fixed = {k: self._array(v) for k, v in tensors.items()}
 
     def _array(self, t: torch.Tensor):
         """``t`` as the kernel takes it: a device array view on a GPU, a numpy view in the
@@ -99,14 +138,10 @@ class CudaExecutor(NumbaCudaExecutor):
     unroll: int | None = None
     mapping: str = "lanes"
 
-    @staticmethod
-    def unsupported(program: StepProgram) -> str | None:
+    @classmethod
+    def unsupported(cls, program: StepProgram) -> str | None:
         """Why this executor cannot run ``program`` (None if it can)."""
-        return refusal(
-            program, "numba-cuda", on_cpu=simulating(), cpu_mode="NUMBA_ENABLE_CUDASIM=1",
-            wavenet=True,
-            missing=None if numba_cuda_available() else
-            "the numba-cuda backend needs numba-cuda (pip install numba-cuda[cu12])")
+        return cls._refusal(program, "numba-cuda")
 
     def __init__(self, program: StepProgram) -> None:
         refuse_unless_runnable(self.unsupported(program))
@@ -115,33 +150,21 @@ class CudaExecutor(NumbaCudaExecutor):
         from streamgen.engine.gpu import cuda_kernels
 
         self._ck = cuda_kernels
-        flat, dev, tables = self.flat, program.device, self.flat.tables
+        flat, tables, f32 = self.flat, self.flat.tables, self._f32
         threads = self.threads or (SIM_THREADS if self._sim else THREADS)
         widths = {int(r[6]) for r in flat.rows.cpu().numpy() if r[0] == cuda_kernels.OP_GATED}
-        wn = flat.wavenet.cpu().numpy()
-        hidden = tables.hidden_weight
-        wavenet = (int(wn[:, 3].max()), max(int(wn[:, 4].max()), hidden.shape[0])) \
-            if len(wn) else (0, 0)
         self.threads_per_block = threads
         self.kernel = cuda_kernels.build(threads, flat.max_rows, program.classes,
                                          max(widths, default=1), self.unroll, self.mapping,
-                                         uniform=len(widths) == 1, wavenet=wavenet)
-        f32 = self._f32
-        # the head's weights as (C, classes): a thread per class reads them coalesced
-        self._tensors = dict(
-            rows=flat.rows.view(-1), starts=flat.starts, frames=flat.frames,
-            index=program.rings[INPUT_RING].data.view(-1), weights=flat.weights,
-            embed=f32(tables.embed_table).view(-1), embed_bias=f32(tables.embed_bias),
-            head_wt=f32(tables.head_weight.t()).view(-1), head_b=f32(tables.head_bias),
-            # a WaveNet head's first 1x1 as (C, hidden) likewise (a dummy for a Seq-U-Net)
-            hid_wt=f32(hidden.t()).view(-1) if hidden is not None else f32(torch.zeros(1)),
-            hid_b=f32(tables.hidden_bias) if hidden is not None else f32(torch.zeros(1)),
-            wn=flat.wavenet if len(wn) else torch.zeros(1, len(WAVENET_COLUMNS),
-                                                         dtype=torch.int64, device=dev),
-        )
-        self._hidden_width = 0 if hidden is None else hidden.shape[0]
-        # the kernel's views of these (``_tensors`` keeps them alive: a view owns no memory)
-        self._fixed = {k: self._array(v) for k, v in self._tensors.items()}
+                                         uniform=len(widths) == 1, wavenet=self.wavenet_widths)
+        hidden = tables.hidden_weight
+        self._keep(dict(
+            self._shared_tensors(),
+            # the head's weights as (C, classes): a thread per class reads them coalesced; a
+            # WaveNet head's first 1x1 as (C, hidden) likewise (a dummy for a Seq-U-Net)
+            head_wt=f32(tables.head_weight.t()).view(-1),
+            hid_wt=f32(hidden.t() if hidden is not None else torch.zeros(1)).view(-1),
+        ))
 
     def launch(self, block: Block) -> None:
         mode, p = self._mode(block), self.program

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import torch
 
-from streamgen.engine.gpu import grid_plan, numba_cuda_available, simulating
+from streamgen.engine.gpu import grid_plan
 from streamgen.engine.gpu.cuda_executor import NumbaCudaExecutor
-from streamgen.engine.gpu.flat import WAVENET_COLUMNS, Block, refusal
-from streamgen.engine.program import INPUT_RING, StepProgram
+from streamgen.engine.gpu.flat import Block
+from streamgen.engine.program import StepProgram
 from streamgen.engine.sampling import Sampler
 from streamgen.engine.tables import BackendError, refuse_unless_runnable
 
@@ -58,13 +58,10 @@ class GridExecutor(NumbaCudaExecutor):
     barrier: str = "counter"
     prefetch: bool = True
 
-    @staticmethod
-    def unsupported(program: StepProgram) -> str | None:
+    @classmethod
+    def unsupported(cls, program: StepProgram) -> str | None:
         """Why this executor cannot run ``program`` (None if it can)."""
-        reason = refusal(
-            program, "numba-cuda-grid", on_cpu=simulating(), cpu_mode="NUMBA_ENABLE_CUDASIM=1",
-            wavenet=True, missing=None if numba_cuda_available() else
-            "the numba-cuda-grid backend needs numba-cuda (pip install numba-cuda[cu12])")
+        reason = cls._refusal(program, "numba-cuda-grid")
         if reason:
             return reason
         most = multiprocessors(program.device)
@@ -80,15 +77,12 @@ class GridExecutor(NumbaCudaExecutor):
 
         self._kernels = grid_kernels
         flat, dev, tables = self.flat, program.device, self.flat.tables
-        rows, starts = flat.rows.cpu().numpy(), flat.starts.cpu().numpy()
-        wn = flat.wavenet.cpu().numpy()
+        rows, starts, wn = flat.rows.cpu().numpy(), flat.starts.cpu().numpy(), self._wn
         gated = rows[rows[:, 0] == grid_kernels.OP_GATED]
-        hidden = tables.hidden_weight
         # the widest layer (output channels; window elements), gated or WaveNet
         channels = int(max(gated[:, 6].max(initial=1), wn[:, 3].max(initial=1)))
         window = int(max(flat.widest, (wn[:, 0] * wn[:, 2]).max(initial=1)))
-        wavenet = (int(wn[:, 3].max()), max(int(wn[:, 4].max()), hidden.shape[0])) \
-            if len(wn) else (0, 0)
+        wavenet = self.wavenet_widths
         self.threads_per_block = self.threads or (SIM_THREADS if self._sim else THREADS)
         self.groups_per_stream = self.groups or (SIM_GROUPS if self._sim else blocks_per_stream(
             channels, program.batch, multiprocessors(dev)))
@@ -110,28 +104,19 @@ class GridExecutor(NumbaCudaExecutor):
         def i32(values) -> torch.Tensor:
             return torch.as_tensor(values, dtype=torch.int32, device=dev)
 
-        f32 = self._f32
-        self._tensors = dict(
-            rows=flat.rows.view(-1), starts=flat.starts, need=i32(need),
-            ahead=i32(grid_plan.next_layer(rows, starts)), frames=flat.frames,
-            index=program.rings[INPUT_RING].data.view(-1), weights=flat.weights,
-            embed=f32(tables.embed_table).view(-1), embed_bias=f32(tables.embed_bias),
+        f32, hidden = self._f32, tables.hidden_weight
+        self._keep(dict(
+            self._shared_tensors(),
+            need=i32(need), ahead=i32(grid_plan.next_layer(rows, starts)),
             head_w=f32(tables.head_weight).view(-1),  # (classes, C): a warp per class
-            head_b=f32(tables.head_bias),
-            # a WaveNet head's first 1x1 (hidden, C), its layer table, its h, skip sum and
-            # hidden layer per stream (dummies for a Seq-U-Net)
+            # a WaveNet head's first 1x1 (hidden, C); its h, skip sum and hidden layer per
+            # stream (dummies for a Seq-U-Net)
             hid_w=f32(hidden if hidden is not None else torch.zeros(1)).view(-1),
-            hid_b=f32(tables.hidden_bias if hidden is not None else torch.zeros(1)),
-            wn=flat.wavenet if len(wn) else torch.zeros(1, len(WAVENET_COLUMNS),
-                                                         dtype=torch.int64, device=dev),
             scratch=torch.zeros(program.batch * scratch, dtype=torch.float32, device=dev),
             glog=torch.zeros(2 * program.batch * program.classes, dtype=torch.float32,
                              device=dev),
             bar=torch.zeros(grid_kernels.RELEASES + self.blocks, dtype=torch.int64, device=dev),
-        )
-        self._hidden_width = 0 if hidden is None else hidden.shape[0]
-        # the kernel's views of these (``_tensors`` keeps them alive: a view owns no memory)
-        self._fixed = {k: self._array(v) for k, v in self._tensors.items()}
+        ))
 
     def launch(self, block: Block) -> None:
         # the barrier counts from zero in every launch; a block's giving up stays flagged
