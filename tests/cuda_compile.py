@@ -26,7 +26,7 @@ os.environ.pop("NUMBA_ENABLE_CUDASIM", None)  # before numba is imported
 import numpy as np  # noqa: E402
 from numba import boolean, cuda, float32, int64, typeof  # noqa: E402
 
-from streamgen.engine.gpu import cuda_executor, cuda_kernels, grid_kernels  # noqa: E402
+from streamgen.engine.gpu import cluster, cuda_executor, cuda_kernels, grid_kernels  # noqa: E402
 
 cuda_executor._numpy_shim()
 I1, F1, N1 = (typeof(np.zeros(2, t)) for t in (np.int64, np.float32, np.int32))
@@ -63,6 +63,16 @@ VARIANTS = [
         256, 180, 148, 256, 180, 1800, resident=2), GRID),
     ("grid, paper WaveNet", lambda: grid_kernels.build(256, 128, 80, 256, 128, 256,
                                                        wavenet=(128, 512)), GRID),
+    ("grid, default, cluster of 8", lambda: grid_kernels.build(256, 8, 60, 256, 32, 320,
+                                                               "cluster"), GRID),
+    ("grid, default, cluster of 8, whole ends", lambda: grid_kernels.build(
+        256, 8, 60, 256, 32, 320, "cluster", whole_ends=True), GRID),
+    ("grid, paper Seq-U-Net, whole ends", lambda: grid_kernels.build(
+        256, 90, 148, 256, 180, 1800, whole_ends=True), GRID),
+    ("grid, default, cluster of 4, 128 threads",
+     lambda: grid_kernels.build(128, 4, 60, 256, 32, 320, "cluster"), GRID),
+    ("grid, paper Seq-U-Net, cluster of 8",
+     lambda: grid_kernels.build(256, 8, 148, 256, 180, 1800, "cluster"), GRID),
 ]
 
 
@@ -80,7 +90,14 @@ def main(capability: int) -> None:
     spills = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, make, signature in VARIANTS:
-            ptx, _ = cuda.compile_ptx(make().py_func, signature, cc=divmod(capability, 10))
+            kernel = make()
+            clustered = "cluster" in name  # compiled with its cluster dimensions
+            with cluster.compiled_in_clusters(
+                    int(re.search(r"cluster of (\d+)", name).group(1)) if clustered else 1):
+                ptx, _ = cuda.compile_ptx(kernel.py_func, signature, cc=divmod(capability, 10))
+            if clustered and not (re.search(r"\.reqnctapercluster \d+, 1, 1", ptx)
+                                  and "barrier.cluster.wait" in ptx):
+                sys.exit(f"{name}: no cluster dimensions or cluster barrier in the PTX")
             # NVVM may write a newer PTX ISA than an older ptxas reads; the kernels use none of it
             ptx = re.sub(r"^\.version \d+\.\d+", ".version 8.8", ptx, count=1, flags=re.M)
             src = Path(tmp) / "kernel.ptx"

@@ -91,20 +91,31 @@ def test_cuda_auto_picks_a_kernel_for_small_batches_and_graphs_beyond(rng: torch
 #: grid_kernels.BARRIERS), each skipped where its tool is missing.
 needs_numba_cuda = pytest.mark.skipif(not numba_cuda_available(),
                                       reason="numba-cuda is not installed")
+needs_clusters = pytest.mark.skipif(
+    not numba_cuda_available() or not torch.cuda.is_available()
+    or torch.cuda.get_device_capability() < (9, 0),
+    reason="numba-cuda or a GPU with thread-block clusters (Hopper or later) is missing")
 KERNELS = [pytest.param("triton", marks=needs_triton),
            pytest.param("numba-cuda", marks=needs_numba_cuda),
            pytest.param("numba-cuda/rows", marks=needs_numba_cuda),
            pytest.param("numba-cuda-grid", marks=needs_numba_cuda),
-           pytest.param("numba-cuda-grid/cooperative", marks=needs_numba_cuda)]
+           pytest.param("numba-cuda-grid/cooperative", marks=needs_numba_cuda),
+           pytest.param("numba-cuda-grid/cluster", marks=needs_clusters),
+           pytest.param("numba-cuda-grid/cluster+whole", marks=needs_clusters)]
 VARIANTS = {"numba-cuda": "streamgen.engine.gpu.cuda_executor.CudaExecutor.mapping",
             "numba-cuda-grid": "streamgen.engine.gpu.grid_executor.GridExecutor.barrier"}
+WHOLE_ENDS = "streamgen.engine.gpu.grid_executor.GridExecutor.whole_ends"
 
 
 def _kernel(name: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The backend of a ``KERNELS`` entry, its variant (mapping, barrier) set."""
+    """The backend of a ``KERNELS`` entry, its variant (mapping, barrier; ``+whole``: the
+    grid kernel's ``whole_ends``) set."""
     backend, _, variant = name.partition("/")
+    variant, whole, _ = variant.partition("+whole")
     if variant:
         monkeypatch.setattr(VARIANTS[backend], variant)
+    if whole:
+        monkeypatch.setattr(WHOLE_ENDS, True)
     return backend
 
 
@@ -151,6 +162,28 @@ def test_cuda_persistent_kernels_generate_the_same_samples_as_torch(
                        _generated(model, backend, 2, sampling, (300, 700)))
 
 
+@needs_clusters
+def test_cuda_grid_kernel_stops_when_not_launched_in_clusters(monkeypatch: pytest.MonkeyPatch,
+                                                              rng: torch.Generator) -> None:
+    """Compiled without its cluster dimensions (a block size no other test compiles), the
+    kernel finds clusters of one block, stops, and the engine call says so; with them, the
+    same kernel runs."""
+    from contextlib import nullcontext
+
+    monkeypatch.setattr("streamgen.engine.gpu.grid_executor.GridExecutor.barrier", "cluster")
+    monkeypatch.setattr("streamgen.engine.gpu.grid_executor.GridExecutor.threads", 96)
+    model = _sequnet(DEFAULT, rng).cuda()
+    x = torch.randint(0, 256, (1, 40), generator=rng, device="cuda")
+    with monkeypatch.context() as m:
+        m.setattr("streamgen.engine.gpu.cluster.compiled_in_clusters", lambda blocks: nullcontext())
+        engine = StreamingEngine(model, 1, backend="numba-cuda-grid", capacity="period")
+        with pytest.raises(ValueError, match="did not run the numba-cuda-grid kernel in clusters"):
+            engine.feed(x)
+    monkeypatch.setattr("streamgen.engine.gpu.grid_executor.GridExecutor.threads", 160)
+    engine = StreamingEngine(model, 1, backend="numba-cuda-grid", capacity="period")
+    engine.feed(x)  # compiled in clusters: no error
+
+
 # -- the CUDA-graph executor (the throughput regime) -------------------------------------
 def _wavenet(rng: torch.Generator) -> WaveNet:
     model = WaveNet(WaveNetConfig(2, 10, 2, 32, 32, 64, classes=256))
@@ -166,12 +199,15 @@ def _feed(engine: StreamingEngine, x: torch.Tensor, chunk: int) -> torch.Tensor:
     return out.cpu().double()
 
 
-@needs_numba_cuda
-@pytest.mark.parametrize("backend", ["numba-cuda", "numba-cuda-grid"])
-def test_cuda_numba_cuda_runs_a_wavenet_equal_to_offline_and_torch(backend: str,
-                                                                   rng: torch.Generator) -> None:
+@pytest.mark.parametrize("backend", [
+    pytest.param("numba-cuda", marks=needs_numba_cuda),
+    pytest.param("numba-cuda-grid", marks=needs_numba_cuda),
+    pytest.param("numba-cuda-grid/cluster", marks=needs_clusters)])
+def test_cuda_numba_cuda_runs_a_wavenet_equal_to_offline_and_torch(
+        backend: str, monkeypatch: pytest.MonkeyPatch, rng: torch.Generator) -> None:
     """The numba-cuda kernels' WaveNet layers (dilated taps, residual, skip sum, two-layer
     head) at a real size: logits against the float64 pass, samples against torch's."""
+    backend = _kernel(backend, monkeypatch)
     model = _wavenet(rng)
     engine = StreamingEngine(model.cuda(), 2, backend=backend)
     x = torch.randint(0, 256, (2, 1500), generator=rng)

@@ -79,6 +79,39 @@ def test_phases_must_end_with_the_head_and_rows_not_read_their_output() -> None:
         accesses(np.array(row(9)), HEAD)
 
 
+def test_what_every_block_computes_whole_is_read_without_waiting() -> None:
+    embed = row(EMBED, src=3, n=4, dst=100, e=8)
+    reads_embed = row(GATED, src=96, n=12, dst=200, e=8, newest=104)
+    table = np.array([embed, reads_embed, row(placed.OP_HEAD)], dtype=np.int64)
+    assert barriers(table, np.array([0, 3]), HEAD).tolist() == [0, 1, 0]
+    assert barriers(table, np.array([0, 3]), HEAD, whole=(INPUT, EMBED)).tolist() == [0, 0, 0]
+    # but not written over what another block may still read
+    over = row(EMBED, src=3, n=4, dst=200, e=8)
+    table = np.array([reads_embed, over, row(placed.OP_HEAD)], dtype=np.int64)
+    assert barriers(table, np.array([0, 3]), HEAD, whole=(INPUT, EMBED)).tolist() == [0, 1, 0]
+
+
+def test_without_a_wait_after_the_head_what_is_pending_carries_into_the_next_phase() -> None:
+    """Phase 0 writes what phase 1 reads, phase 1 what phase 0 reads: with the kernel
+    waiting after each head neither waits, without it both do (the last phase's pending
+    accesses reach the first)."""
+    head = row(placed.OP_HEAD)
+    rows = np.array([row(GATED, src=0, n=8, dst=100, e=8), head,
+                     row(GATED, src=100, n=8, dst=0, e=8, newest=100), head], dtype=np.int64)
+    starts = np.array([0, 2, 4])
+    assert barriers(rows, starts, HEAD).tolist() == [0, 0, 0, 0]
+    assert barriers(rows, starts, HEAD, wait_after_head=False).tolist() == [1, 0, 1, 0]
+    # a phase's own barrier clears what the phase before left pending (row 4 reads row 0's
+    # output without waiting again), and the first row waits for row 4's read of what it
+    # overwrites
+    rows = np.array([row(GATED, src=0, n=8, dst=100, e=8), head,
+                     row(GATED, src=300, n=8, dst=400, e=8, newest=300),
+                     row(GATED, src=400, n=8, dst=500, e=8, newest=400),
+                     row(GATED, src=100, n=8, dst=600, e=8, newest=100), head], dtype=np.int64)
+    need = barriers(rows, np.array([0, 2, 6]), HEAD, wait_after_head=False)
+    assert need.tolist() == [1, 0, 0, 1, 0, 0]
+
+
 def test_wavenet_layers_wait_for_everything_before_them() -> None:
     wavenet = row(placed.OP_WAVENET, src=0, n=2, dst=100, e=0)
     assert plan(row(INPUT, dst=3), wavenet, wavenet).tolist() == [0, 0, 1, 1]
@@ -91,10 +124,12 @@ def test_next_layer_names_the_rows_to_load_ahead() -> None:
     assert next_layer(rows, np.array([0, 6, 8])).tolist() == [2, 2, 4, 4, -1, -1, -1, -1]
 
 
-def _conflict(a: np.ndarray, b: np.ndarray, head: Span) -> bool:
-    """Whether row ``b`` after row ``a`` needs a barrier between them, stated pairwise."""
+def _conflict(a: np.ndarray, b: np.ndarray, head: Span,
+              whole: tuple[int, ...] = (INPUT,)) -> bool:
+    """Whether row ``b`` after row ``a`` needs a barrier between them, stated pairwise
+    (``whole``: the ops every block performs whole)."""
     (ra, wa), (rb, wb) = accesses(a, head), accesses(b, head)
-    raw = a[0] != placed.OP_INPUT and any(w.overlaps(r) for w in wa for r in rb)
+    raw = a[0] not in whole and any(w.overlaps(r) for w in wa for r in rb)
     return raw or any(w.overlaps(x) for w in wb for x in ra + wa)
 
 
@@ -119,3 +154,26 @@ def test_programs_wait_exactly_where_two_rows_conflict(cfg: tuple, rng: torch.Ge
             if need[j]:
                 last = max([lo] + [k for k in range(lo, j) if need[k]])
                 assert any(_conflict(rows[i], rows[j], head) for i in range(last, j)), (p, j)
+
+
+@pytest.mark.parametrize("cfg", [(4, 2, 1, 3), (6, 3, 2, 5)],
+                         ids=lambda c: "C{}-L{}-D{}-k{}".format(*c))
+def test_programs_without_head_waits_separate_every_conflict_across_phases(
+        cfg: tuple, rng: torch.Generator) -> None:
+    """Every block computing the embedding and the head whole: over two periods of rows
+    one after another, every conflicting pair has a barrier between them."""
+    engine = StreamingEngine(random_sequnet(cfg, 16, rng), 2, backend="torch",
+                             capacity="period")
+    flat = flatten(engine.program)
+    rows, starts = flat.rows.numpy(), flat.starts.numpy()
+    head = Span("frames", flat.head_at, flat.head_at + flat.head_width)
+    whole = (INPUT, EMBED)
+    need = barriers(rows, starts, head, whole=whole, wait_after_head=False)
+    assert 0 < need.sum() < barriers(rows, starts, head).sum() + len(starts) - 1
+    order = np.concatenate([rows, rows])
+    waits = np.concatenate([need, need])
+    for j in range(len(rows), len(order)):
+        i = j - 1
+        while i >= 0 and not waits[i + 1 : j + 1].any():
+            assert not _conflict(order[i], order[j], head, whole), (i, j)
+            i -= 1

@@ -55,12 +55,13 @@ def test_grid_engine_equals_offline(cfg: tuple, monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.mark.parametrize("barrier,prefetch", [("cooperative", True), ("broadcast", True),
-                                              ("counter", False)])
+                                              ("counter", False), ("cluster", True)])
 def test_grid_engine_barriers_and_loads(barrier: str, prefetch: bool,
                                         monkeypatch: pytest.MonkeyPatch,
                                         rng: torch.Generator) -> None:
-    """The other barriers; weights loaded only when their row comes; and rings primed off the
-    schedule, a stream reset mid-run."""
+    """The other barriers (a cluster per stream: two clusters of three blocks); weights
+    loaded only when their row comes; and rings primed off the schedule, a stream reset
+    mid-run."""
     monkeypatch.setattr(f"{EXECUTOR}.barrier", barrier)
     monkeypatch.setattr(f"{EXECUTOR}.prefetch", prefetch)
     model = random_sequnet((6, 2, 1, 5), 16, rng)
@@ -111,7 +112,10 @@ def test_grid_runs_wavenets_equal_to_offline(cfg: tuple, rng: torch.Generator) -
     assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
 
 
-def test_grid_wavenet_samples_equal_torch(rng: torch.Generator) -> None:
+@pytest.mark.parametrize("barrier", ["counter", "cluster"])
+def test_grid_wavenet_samples_equal_torch(barrier: str, monkeypatch: pytest.MonkeyPatch,
+                                          rng: torch.Generator) -> None:
+    monkeypatch.setattr(f"{EXECUTOR}.barrier", barrier)
     model = WaveNet(WaveNetConfig(1, 2, 2, 3, 4, 5, classes=16))
     randomize_(model, rng, scale=2.0)
     runs = {}
@@ -132,6 +136,71 @@ def test_grid_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(ValueError, match="runs at most 4 streams here"):
         StreamingEngine(random_sequnet((4, 2, 1, 3), 16, rng), 5, backend="numba-cuda-grid",
                         capacity="period")
+
+
+@pytest.mark.parametrize("kind,barrier", [("sequnet", "counter"), ("sequnet", "cluster"),
+                                          ("wavenet", "counter")])
+def test_grid_whole_ends_equal_offline_and_torch(kind: str, barrier: str,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 rng: torch.Generator) -> None:
+    """Every block computing the embedding and a Seq-U-Net's head whole (no barrier after
+    either; the head's logits in the block's own memory, carried between launches): logits
+    against the float64 pass across launches, samples against torch's."""
+    monkeypatch.setattr(f"{EXECUTOR}.whole_ends", True)
+    monkeypatch.setattr(f"{EXECUTOR}.barrier", barrier)
+    if kind == "sequnet":
+        model = random_sequnet((5, 3, 1, 3), 40, rng)
+    else:
+        model = WaveNet(WaveNetConfig(1, 2, 2, 3, 4, 5, classes=40))
+        randomize_(model, rng)
+        model.eval()
+    x = torch.randint(0, 40, (2, 19), generator=rng)
+    engine = StreamingEngine(model, 2, backend="numba-cuda-grid", capacity="period")
+    # fewer a step than with shared ends (a WaveNet's layers wait for everything before them)
+    want_barriers = 0 if kind == "wavenet" else 2
+    out = feed_in_chunks(engine, x, 7)
+    assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
+    whole = engine.executor.barriers_per_step
+    monkeypatch.setattr(f"{EXECUTOR}.whole_ends", False)
+    shared = StreamingEngine(model, 2, backend="numba-cuda-grid",
+                             capacity="period").executor.barriers_per_step
+    assert shared - whole >= want_barriers - 1e-9
+    monkeypatch.setattr(f"{EXECUTOR}.whole_ends", True)
+    runs = {}
+    for backend in ["torch", "numba-cuda-grid"]:
+        engine = StreamingEngine(model, 2, backend=backend, capacity="period")
+        sampler = engine.sampler(SamplingConfig(top_p=0.9), seed=7)
+        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (4, 5)], dim=1)
+    assert torch.equal(runs["torch"], runs["numba-cuda-grid"])
+
+
+def test_grid_refuses_clusters_it_cannot_have(monkeypatch: pytest.MonkeyPatch,
+                                              rng: torch.Generator) -> None:
+    model = random_sequnet((4, 2, 1, 3), 16, rng)
+    monkeypatch.setattr(f"{EXECUTOR}.barrier", "cluster")
+    monkeypatch.setattr(f"{EXECUTOR}.groups", 9)
+    with pytest.raises(ValueError, match=r"cluster barrier takes at most 8 blocks per stream, "
+                                         r"not 9; use the torch backend"):
+        StreamingEngine(model, 1, backend="numba-cuda-grid", capacity="period")
+    monkeypatch.setattr(f"{EXECUTOR}.groups", None)
+    monkeypatch.setattr("streamgen.engine.gpu.grid_executor.capability", lambda dev: (8, 6))
+    with pytest.raises(ValueError, match=r"clusters need a GPU of compute capability 9.0 or "
+                                         r"later, not 8.6; use the torch backend"):
+        StreamingEngine(model, 1, backend="numba-cuda-grid", capacity="period")
+
+
+def test_grid_says_so_when_its_blocks_are_not_clustered(monkeypatch: pytest.MonkeyPatch,
+                                                        rng: torch.Generator) -> None:
+    """Launched in clusters of one block (numba-cuda dropping the kernel's cluster
+    dimensions), each block would pass the barrier alone: the kernel stops at once and the
+    engine call says so in one line."""
+    monkeypatch.setattr(f"{EXECUTOR}.barrier", "cluster")
+    monkeypatch.setattr("streamgen.engine.gpu.cluster.launch_blocks", lambda: 1)
+    engine = StreamingEngine(random_sequnet((4, 2, 1, 3), 16, rng), 1,
+                             backend="numba-cuda-grid", capacity="period")
+    with pytest.raises(ValueError, match=r"did not run the numba-cuda-grid kernel in clusters "
+                                         r"of 3 blocks .*barrier='counter'$"):
+        engine.feed(torch.zeros(1, 2, dtype=torch.int64))
 
 
 def test_blocks_per_stream_share_channels_evenly() -> None:
@@ -170,6 +239,41 @@ def test_simulated_blocks_run_at_once_with_their_own_shared_memory() -> None:
         probe[3, 32](vals, seen, mine)
     assert (seen == 6).all()
     assert (mine == 10 * np.arange(3)[:, None]).all()
+
+
+def test_simulated_clusters_wait_for_their_own_blocks_only() -> None:
+    """Four blocks in clusters of two: a block's wait returns only once its cluster's other
+    block (here a slow one) has arrived, and never waits for the other cluster, which passes
+    its barrier one time more."""
+    import time
+
+    from streamgen.engine.gpu import cluster
+    from streamgen.engine.gpu.cudasim import concurrent_blocks, install
+
+    install()
+    arrive, wait, size = cluster.device_functions()
+
+    @cuda.jit
+    def probe(vals, seen, sizes):
+        b, t = cuda.blockIdx.x, cuda.threadIdx.x
+        if b % 2 == 1 and t == 0:
+            time.sleep(0.05)  # the cluster's second block comes late
+        if t == 0:
+            vals[b] = b + 1
+        arrive()
+        wait()
+        seen[b, t] = vals[b ^ 1]  # the other block of the cluster
+        sizes[b, t] = size()
+        if b >= 2:  # the second cluster only
+            arrive()
+            wait()
+
+    vals = np.zeros(4, np.int64)
+    seen, sizes = np.zeros((4, 32), np.int64), np.zeros((4, 32), np.int64)
+    with cluster.compiled_in_clusters(2), concurrent_blocks():
+        probe[4, 32](vals, seen, sizes)
+    assert (seen == np.array([2, 1, 4, 3])[:, None]).all()
+    assert (sizes == 2).all()
 
 
 @pytest.mark.parametrize("barrier", ["counter", "broadcast"])

@@ -20,9 +20,11 @@ The simulator runs a grid's blocks one after another, so a kernel whose blocks w
 other would hang there, and its grid sync is a block barrier. Within ``concurrent_blocks``
 every block runs at once and ``cuda.cg.this_grid().sync()`` is a barrier over all the grid's
 threads: what the grid kernel (``streamgen.engine.gpu.grid_kernels``) needs to run on the
-CPU. Its block barriers are ``threading.Barrier``s, where the simulator's block managers
-poll their threads in a busy loop: the one-block kernel's tests run in three quarters of the
-time through it.
+CPU. Launched within ``cluster.compiled_in_clusters(n)``, its blocks also form clusters of
+``n`` consecutive blocks, each with a barrier in two halves (``cluster_arrive``,
+``cluster_wait``) as Hopper's ``barrier.cluster`` instructions. Its block barriers are
+``threading.Barrier``s, where the simulator's block managers poll their threads in a busy
+loop: the one-block kernel's tests run in three quarters of the time through it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
+
+from streamgen.engine.gpu import cluster
 
 
 def _exchange(value, partner):
@@ -134,6 +138,62 @@ def _grid_sync(self) -> None:
         grid.wait()
 
 
+class SplitBarrier:
+    """A barrier in two halves over ``parties`` threads: a thread's k-th ``wait`` returns once
+    every party has called ``arrive`` k times (a thread arrives once before each wait)."""
+
+    def __init__(self, parties: int) -> None:
+        self.parties, self.arrivals, self.broken = parties, 0, False
+        self._changed = threading.Condition()
+
+    def arrive(self) -> None:
+        me = threading.current_thread()
+        me._arrivals = getattr(me, "_arrivals", 0) + 1
+        with self._changed:
+            self.arrivals += 1
+            self._changed.notify_all()
+
+    def wait(self, timeout: float = 600.0) -> None:
+        """Until every party has arrived as often as this thread (a broken barrier, or
+        ``timeout`` seconds without that, raise ``BrokenBarrierError``)."""
+        target = threading.current_thread()._arrivals * self.parties
+        with self._changed:
+            if not self._changed.wait_for(lambda: self.arrivals >= target or self.broken,
+                                          timeout):
+                self.broken = True
+                self._changed.notify_all()
+        if self.broken:
+            raise threading.BrokenBarrierError
+
+    def abort(self) -> None:
+        with self._changed:
+            self.broken = True
+            self._changed.notify_all()
+
+
+def _cluster() -> SplitBarrier:
+    """The split barrier of this thread's cluster (each block its own cluster outside
+    ``compiled_in_clusters``, as on a GPU)."""
+    manager = threading.current_thread()._manager
+    return manager._clusters[manager._cluster_index]
+
+
+def cluster_arrive() -> None:
+    """``barrier.cluster.arrive``: this thread arrives at its cluster's barrier."""
+    _cluster().arrive()
+
+
+def cluster_wait() -> None:
+    """``barrier.cluster.wait``: until every thread of the cluster has arrived as often as
+    this one."""
+    _cluster().wait()
+
+
+def cluster_size() -> int:
+    """The blocks in this thread's cluster (``%cluster_nctarank``)."""
+    return threading.current_thread()._manager._cluster_blocks
+
+
 def install() -> None:
     """Give the simulator's ``cuda`` module the shuffles and the grid sync, its shared arrays
     a lock and a set per block, its module swaps a count, and its polls a yield
@@ -177,6 +237,8 @@ def concurrent_blocks() -> Iterator[None]:
             if self.exception:
                 self._manager._barrier.abort()
                 self._manager._grid.abort()
+                for barrier in self._manager._clusters:
+                    barrier.abort()
 
     class ConcurrentBlocks(plain):
         def run(self, grid_point, *args):
@@ -185,9 +247,15 @@ def concurrent_blocks() -> Iterator[None]:
             if len(pending) < blocks:
                 return
             grid = threading.Barrier(blocks * threads)
+            size = cluster.launch_blocks() or 1
+            if blocks % size:
+                raise ValueError(f"{blocks} blocks do not form clusters of {size}")
+            clusters = [SplitBarrier(size * threads) for _ in range(blocks // size)]
             runners = []
             for manager, point, block_args in pending:
                 manager._grid, manager._barrier = grid, threading.Barrier(threads)
+                manager._clusters, manager._cluster_blocks = clusters, size
+                manager._cluster_index = int(point[0]) // size  # grids along x
                 for thread_point in np.ndindex(*self._block_dim):
                     runners.append(Thread(lambda m=manager, a=block_args: m._f(*a), manager, point,
                                           thread_point, manager._debug))

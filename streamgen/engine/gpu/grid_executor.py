@@ -4,18 +4,22 @@ to read their weights in time (the paper-size Seq-U-Net at batch 1).
 
 It runs the placed plans of float32 Seq-U-Nets and WaveNets on rings that repeat with the
 clock, like the one-block kernel (``cuda_executor``), so the paper's comparison at batch 1 can
-use it for both networks. Every block of the launch must be resident at once (they
-wait for each other), so a stream gets at most its share of the multiprocessors, one block
-each (``blocks_per_stream``). On a machine without a GPU it runs through numba's CUDA
-simulator with every block at once (``cudasim.concurrent_blocks``): slowly, so the tests use
-tiny models, blocks of one warp and three blocks per stream.
+use it for both networks. At a grid barrier every block of the launch must be resident at
+once (they wait for each other), so a stream gets at most its share of the multiprocessors,
+one block each (``blocks_per_stream``); with ``barrier="cluster"`` (Hopper) a stream's blocks
+are one thread-block cluster of at most ``cluster.MAX_BLOCKS``. On a machine without a GPU
+it runs through numba's CUDA simulator with every block at once
+(``cudasim.concurrent_blocks``): slowly, so the tests use tiny models, blocks of one warp and
+three blocks per stream.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
-from streamgen.engine.gpu import grid_plan
+from streamgen.engine.gpu import cluster, grid_plan
 from streamgen.engine.gpu.cuda_executor import NumbaCudaExecutor
 from streamgen.engine.gpu.flat import Block
 from streamgen.engine.program import StepProgram
@@ -44,19 +48,27 @@ def blocks_per_stream(channels: int, batch: int, multiprocessors: int) -> int:
     return -(-channels // per)
 
 
+def capability(device: torch.device) -> tuple[int, int] | None:
+    """The compute capability of CUDA ``device`` (None: the simulator's)."""
+    return torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+
+
 class GridExecutor(NumbaCudaExecutor):
     """float32 Seq-U-Net and WaveNet plans, each stream's step shared out among ``groups``
     thread blocks on a CUDA device (or numba's CUDA simulator on the CPU)."""
 
     name = "numba-cuda-grid"
     #: Threads per block (None: ``THREADS``, or ``SIM_THREADS`` in the simulator), blocks per
-    #: stream (None: ``blocks_per_stream``, or ``SIM_GROUPS`` in the simulator), the grid
-    #: barrier (``grid_kernels.BARRIERS``) and whether the next layer's weights are loaded
-    #: while the block waits for the others.
+    #: stream (None: ``blocks_per_stream``, at most ``cluster.MAX_BLOCKS`` with the cluster
+    #: barrier, or ``SIM_GROUPS`` in the simulator), the barrier (``grid_kernels.BARRIERS``)
+    #: and whether the next layer's weights are loaded while the block waits for the others;
+    #: ``whole_ends``: every block computes the embedding and a Seq-U-Net's head whole, two
+    #: barriers a step fewer for a little more work (opt-in until timed).
     threads: int | None = None
     groups: int | None = None
     barrier: str = "counter"
     prefetch: bool = True
+    whole_ends: bool = False
 
     @classmethod
     def unsupported(cls, program: StepProgram) -> str | None:
@@ -64,6 +76,12 @@ class GridExecutor(NumbaCudaExecutor):
         reason = cls._refusal(program, "numba-cuda-grid")
         if reason:
             return reason
+        if cls.barrier == "cluster":  # no stream waits for another: any batch runs
+            reason = cluster.unavailable(capability(program.device))
+            if reason or (cls.groups or 1) <= cluster.MAX_BLOCKS:
+                return reason
+            return (f"the numba-cuda-grid backend's cluster barrier takes at most "
+                    f"{cluster.MAX_BLOCKS} blocks per stream, not {cls.groups}")
         most = multiprocessors(program.device)
         if program.batch > most:
             return (f"the numba-cuda-grid backend runs at most {most} streams here (a "
@@ -84,20 +102,26 @@ class GridExecutor(NumbaCudaExecutor):
         window = int(max(flat.widest, (wn[:, 0] * wn[:, 2]).max(initial=1)))
         wavenet = self.wavenet_widths
         self.threads_per_block = self.threads or (SIM_THREADS if self._sim else THREADS)
+        clustered = self.barrier == "cluster"
+        sms = multiprocessors(dev)
         self.groups_per_stream = self.groups or (SIM_GROUPS if self._sim else blocks_per_stream(
-            channels, program.batch, multiprocessors(dev)))
+            channels, program.batch,
+            min(sms, cluster.MAX_BLOCKS * program.batch) if clustered else sms))
         self.blocks = program.batch * self.groups_per_stream
-        # more blocks than multiprocessors (``groups`` set so) share them, registers too
-        resident = -(-self.blocks // multiprocessors(dev))
+        # more blocks than multiprocessors (``groups`` set so) share them, registers too,
+        # unless clusters that wait for no other may wait for their turn
+        resident = 1 if clustered else -(-self.blocks // sms)
         self.kernel = grid_kernels.build(
             self.threads_per_block, self.groups_per_stream, flat.max_rows, program.classes,
-            channels, window, self.barrier, self.prefetch, wavenet, resident)
+            channels, window, self.barrier, self.prefetch, wavenet, resident, self.whole_ends)
         scratch = wavenet[0] + 2 * wavenet[1] if len(wn) else 1
         head = grid_plan.Span("frames", flat.head_at, flat.head_at + flat.head_width)
-        need = grid_plan.barriers(rows, starts, head)
-        # besides the plan's: after every head, within every WaveNet layer and head
-        inside = (rows[:, 0] == grid_kernels.OP_WAVENET).sum() + (2 if len(wn) else 1) * (
-            len(starts) - 1)
+        whole_head = self.whole_ends and not len(wn)  # a WaveNet's head stays shared out
+        whole = (grid_kernels.OP_INPUT, grid_kernels.OP_EMBED)[:2 if self.whole_ends else 1]
+        need = grid_plan.barriers(rows, starts, head, whole, wait_after_head=not whole_head)
+        # besides the plan's: after every head shared out, within every WaveNet layer and head
+        inside = (rows[:, 0] == grid_kernels.OP_WAVENET).sum() + (
+            2 if len(wn) else 0 if whole_head else 1) * (len(starts) - 1)
         #: Grid barriers per step, on average over the period.
         self.barriers_per_step = float(need.sum() + inside) / (len(starts) - 1)
 
@@ -121,19 +145,32 @@ class GridExecutor(NumbaCudaExecutor):
     def launch(self, block: Block) -> None:
         # the barrier counts from zero in every launch; a block's giving up stays flagged
         self._tensors["bar"][self._kernels.ARRIVALS:].zero_()
-        if self._sim:
-            from streamgen.engine.gpu.cudasim import concurrent_blocks
+        # numba compiles the kernel at its first launch for each argument types
+        with (cluster.compiled_in_clusters(self.groups_per_stream)
+              if self.barrier == "cluster" else nullcontext()):
+            if self._sim:
+                from streamgen.engine.gpu.cudasim import concurrent_blocks
 
-            with concurrent_blocks():
-                self._launch(self.kernel[self.blocks, self.threads_per_block, 0], block)
-            return
-        self._launch(self.kernel[self.blocks, self.threads_per_block, self._stream()], block)
+                with concurrent_blocks():
+                    self._launch(self.kernel[self.blocks, self.threads_per_block, 0], block)
+                return
+            self._launch(self.kernel[self.blocks, self.threads_per_block, self._stream()],
+                         block)
 
     def _check(self) -> None:
-        """Raise if a block gave up waiting at a polling barrier (the flag stays set: every
-        later launch's results are void too). Once per engine call: reading it waits for the
-        GPU."""
-        if self.barrier != "cooperative" and self._tensors["bar"][self._kernels.GAVE_UP].item():
+        """Raise if a block gave up waiting at a polling barrier, or the blocks did not run
+        in clusters of a stream's (the flag stays set: every later launch's results are void
+        too). Once per engine call: reading it waits for the GPU."""
+        if self.barrier == "cooperative":
+            return
+        k = self._kernels
+        flag = self._tensors["bar"][k.GAVE_UP].item()
+        if flag == k.NOT_CLUSTERED:
+            raise BackendError(
+                "the GPU did not run the numba-cuda-grid kernel in clusters of "
+                f"{self.groups_per_stream} blocks (numba-cuda left out its cluster dimensions): "
+                "use barrier='counter'")
+        if flag:
             raise BackendError(
                 "the numba-cuda-grid kernel's blocks did not all run at once "
                 f"({self.blocks} blocks at a {self.barrier} barrier): use fewer blocks per "

@@ -22,9 +22,14 @@ a step is shared out among them:
   barrier). After a barrier every block reads all the logits and samples the next class by
   itself (the ``Sampler``'s rule and noise, ``cuda_kernels.block_ops``), so all the stream's
   blocks hold the same class without another barrier; the input op has each write it.
+- with ``whole_ends``, every block computes the embedding whole, and a Seq-U-Net's head (one
+  1x1 layer) too, straight into its own logits: the same values everywhere, so the next
+  layer reads the embedding and the sampler the logits without a barrier after either (two a
+  step fewer, for an embedding of a few table lookups and a head of classes x channels
+  multiply-adds in every block).
 
 The blocks meet at a grid barrier where ``grid_plan.barriers`` finds a hazard, and after every
-head. ``BARRIERS``: ``counter`` counts arrivals with atomics on a global counter, as
+head shared out. ``BARRIERS``: ``counter`` counts arrivals with atomics on a global counter, as
 cooperative groups' grid sync does, needing nothing beyond numba (the executor sizes the grid
 so every block is resident at once, and a block that waits too long gives up and says so).
 numba has no volatile load, so a waiting block polls with atomics too, on the counter the
@@ -32,6 +37,10 @@ arrivals add to; ``broadcast`` has the last block to arrive release each block t
 of its own instead, so the polls queue behind neither the arrivals nor each other.
 ``cooperative`` is the grid sync itself, which makes numba launch the kernel cooperatively
 and link CUDA's device runtime library (and ask a GPU for its architecture just to compile).
+``cluster`` (Hopper and later) makes each stream's blocks one thread-block cluster
+(``streamgen.engine.gpu.cluster``) and meets at its hardware barrier, whose arrival and wait
+are separate instructions; the blocks of different streams then never wait for each other,
+and a stream gets at most ``cluster.MAX_BLOCKS`` blocks.
 """
 
 from __future__ import annotations
@@ -41,27 +50,31 @@ from functools import lru_cache
 
 from numba import cuda, float32, int32, int64, uint64
 
-from streamgen.engine.gpu import simulating
+from streamgen.engine.gpu import cluster, simulating
 from streamgen.engine.gpu.cuda_kernels import (FEED_OUT, GENERATE, NCOL, NEG, OP_COPY, OP_EMBED,
                                                OP_GATED, OP_HEAD, OP_ICOPY, OP_INPUT, OP_WAVENET,
                                                block_ops, copy_op, embed_op, warp_sum)
 
-BARRIERS = ("counter", "broadcast", "cooperative")
+BARRIERS = ("counter", "broadcast", "cooperative", "cluster")
 #: Polls of the counter (about a microsecond each on a GPU) before a block gives up waiting:
 #: a grid whose blocks are not all resident would otherwise hang the GPU.
 PATIENCE = 1 << 22
 #: The barrier's words (``bar``): the give-up flag, the arrivals, then a release per block.
 GAVE_UP, ARRIVALS, RELEASES = 0, 1, 2
+#: What the flag at ``GAVE_UP`` says when set (the largest wins): a block waited too long at a
+#: polling barrier; the blocks were not launched in clusters of a stream's blocks.
+WAITED_TOO_LONG, NOT_CLUSTERED = 1, 2
 
 
 def _grid_barrier(kind: str, patience: int = PATIENCE):
     """The device functions ``arrive`` and ``wait`` of a grid barrier: a block arrives once
     its writes are done and waits before it reads what the others wrote, loading what does
     not depend on them in between (a fence before arriving would otherwise wait for those
-    loads). ``bar`` (int64) holds at ``GAVE_UP`` 1 once a block gave up waiting (it stays
-    set), at ``ARRIVALS`` the blocks' arrivals, from ``RELEASES`` each block's release (all but
-    the first zeroed before each launch); ``k`` numbers this block's barriers, ``blocks`` is
-    the grid's size."""
+    loads). ``bar`` (int64) holds at ``GAVE_UP`` ``WAITED_TOO_LONG`` once a block gave up
+    waiting (it stays set), at ``ARRIVALS`` the blocks' arrivals, from ``RELEASES`` each
+    block's release (all but the first zeroed before each launch); ``k`` numbers this block's
+    barriers, ``blocks`` is the grid's size. The cluster barrier uses none of these
+    arguments."""
 
     @cuda.jit(device=True, inline=True)
     def poll(bar, at, target):
@@ -73,10 +86,20 @@ def _grid_barrier(kind: str, patience: int = PATIENCE):
             if polls % 256 == 0 and cuda.atomic.add(bar, GAVE_UP, 0) > 0:
                 break  # another block gave up: the launch's results are void
             if polls > patience:
-                cuda.atomic.max(bar, GAVE_UP, 1)
+                cuda.atomic.max(bar, GAVE_UP, WAITED_TOO_LONG)
                 break
 
-    if kind == "cooperative":  # one call: the grid sync
+    if kind == "cluster":  # the cluster's hardware barrier, each thread arriving
+        cluster_arrive, cluster_wait, _ = cluster.device_functions()
+
+        @cuda.jit(device=True, inline=True)
+        def arrive(bar, k, blocks, t):
+            cluster_arrive()
+
+        @cuda.jit(device=True, inline=True)
+        def wait(bar, k, blocks, t):
+            cluster_wait()
+    elif kind == "cooperative":  # one call: the grid sync
         @cuda.jit(device=True, inline=True)
         def arrive(bar, k, blocks, t):
             return
@@ -125,14 +148,18 @@ def _grid_barrier(kind: str, patience: int = PATIENCE):
 @lru_cache(maxsize=None)
 def build(threads: int, groups: int, max_rows: int, classes: int, channels: int, window: int,
           barrier: str = "counter", prefetch: bool = True, wavenet: tuple[int, int] = (0, 0),
-          resident: int = 1):
+          resident: int = 1, whole_ends: bool = False):
     """The kernel for ``groups`` blocks per stream of ``threads`` threads (a multiple of 32),
     steps of at most ``max_rows`` rows, ``classes`` classes, gated (or WaveNet) layers of at
     most ``channels`` output (dilation) channels over windows of at most ``window`` elements;
-    ``barrier`` one of ``BARRIERS``; ``prefetch``: load the next layer's weights between
-    arriving at its barrier and waiting there; ``wavenet``: the most dilation channels and the widest skip sum or head layer of
-    WaveNet layers ((0, 0): none); ``resident``: blocks that must share a multiprocessor
-    (its registers are split among them)."""
+    ``barrier`` one of ``BARRIERS`` (``cluster``: compile and launch it within
+    ``cluster.compiled_in_clusters(groups)``); ``prefetch``: load the next layer's weights
+    between arriving at its barrier and waiting there; ``wavenet``: the most dilation
+    channels and the widest skip sum or head layer of WaveNet layers ((0, 0): none);
+    ``resident``: blocks that must share a multiprocessor (its registers are split among
+    them); ``whole_ends``: every block computes the embedding whole, and a Seq-U-Net's head
+    (one 1x1 layer) too, into its own logits, so neither needs a barrier after it (plan the
+    barriers alike: ``grid_plan.barriers``' ``whole`` and ``wait_after_head``)."""
     if threads % 32:
         raise ValueError(f"threads per block must be a multiple of 32, not {threads}")
     T, G, WARPS = threads, groups, threads // 32
@@ -143,11 +170,19 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
     W = CPB * KPT  # weight registers per thread, filter and gate each
     SUMS = 2 * CPB  # a block's filter and gate sums of a layer
     WAVENET = wavenet[0] > 0  # compile the WaveNet paths only for WaveNets
+    WHOLE_EMBED, WHOLE_HEAD = whole_ends, whole_ends and not WAVENET
     DMAX, SMAX = max(wavenet[0], 1), max(wavenet[1], 1)
     SCRATCH = DMAX + 2 * SMAX  # per stream in global memory: a WaveNet's h, skip sum, hidden
     ops = block_ops(threads, classes)
     sample = ops.sample
     arrive, wait = _grid_barrier(barrier)
+    CLUSTER = barrier == "cluster"
+    if CLUSTER:
+        cluster_size = cluster.device_functions()[2]
+    else:
+        @cuda.jit(device=True, inline=True)
+        def cluster_size():
+            return int32(G)
 
     @cuda.jit(device=True, inline=True)
     def grid_barrier(bar, k, blocks, t):
@@ -301,6 +336,10 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
         g = cuda.blockIdx.x % G
         blocks = cuda.gridDim.x
         t = cuda.threadIdx.x
+        if CLUSTER and cluster_size() != G:  # the stream's blocks must share its barrier
+            if t == 0:
+                cuda.atomic.max(bar, GAVE_UP, NOT_CLUSTERED)
+            return
         lane, warp = t % 32, t // 32
         rs = cuda.shared.array(ROWS, int64)
         sync = cuda.shared.array(max_rows, int32)
@@ -327,7 +366,9 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
             for j in range(t, hi - lo, T):
                 sync[j] = need[lo + j]
                 nxt[j] = ahead[lo + j]
-            if mode == GENERATE:  # the pending logits: the last launch's, or the last head's
+            # the pending logits: the last launch's, or the last head's (already in ``lg``
+            # where this block computed the head whole)
+            if mode == GENERATE and (i == 0 or not WHOLE_HEAD):
                 for q in range(CS):
                     c = t + q * T
                     if c >= classes:
@@ -380,6 +421,15 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                             loaded = nxt[r]
                         wait(bar, passed, blocks, t)
                         wavenet_out(rs, b, pid, g, frames, weights, wn, scratch, lane, warp)
+                elif code == OP_HEAD and WHOLE_HEAD:  # relu, 1x1: every class, a thread each
+                    for c in range(t, classes, T):
+                        acc = head_b[c]
+                        for j in range(head_width):
+                            acc += head_w[c * head_width + j] * max(frames[head_in + j],
+                                                                    float32(0.0))
+                        lg[c] = acc
+                        if mode == FEED_OUT and g == 0:
+                            out_logits[(pid * n_steps + i) * classes + c] = acc
                 elif code == OP_HEAD:  # relu, 1x1 (a WaveNet's: relu, 1x1, relu, 1x1)
                     gl = (i % 2 * B + pid) * classes
                     if WAVENET:
@@ -396,10 +446,11 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                               mode == FEED_OUT)
                     passed += 1
                     grid_barrier(bar, passed, blocks, t)
-                elif code == OP_EMBED:  # a share of the channels
+                elif code == OP_EMBED:  # a share of the channels, or all of them
                     e = rs[b + 6]
-                    per = (e + G - 1) // G
-                    embed_op(rs, b, pid, g * per + t, min(e, g * per + per), T, frames, index,
+                    per = e if WHOLE_EMBED else (e + G - 1) // G
+                    c0 = 0 if WHOLE_EMBED else g * per
+                    embed_op(rs, b, pid, c0 + t, min(e, c0 + per), T, frames, index,
                              embed, embed_bias, embed_cols, embed_rows)
                 elif code == OP_INPUT:  # every block writes the same class
                     if t == 0:
@@ -418,6 +469,7 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
             for q in range(CS):
                 c = t + q * T
                 if c < classes:
-                    logits[pid, c] = glog[((n_steps - 1) % 2 * B + pid) * classes + c]
+                    logits[pid, c] = lg[c] if WHOLE_HEAD else glog[
+                        ((n_steps - 1) % 2 * B + pid) * classes + c]
 
     return run_grid

@@ -6,13 +6,17 @@ classes), so a block may start an op while another still works on the one before
 at a grid barrier first where the op reads what an earlier op since the last barrier wrote,
 or writes what such an op reads or writes (read after write, write after read, write after
 write). ``barriers`` finds those ops from the placed rows' addresses (``placed.COLUMNS``; one
-stream's suffice: the streams' frames never overlap). The input op is the exception: every
-block writes the same class itself, so what it writes needs no barrier before it is read.
+stream's suffice: the streams' frames never overlap). Ops that every block performs whole are
+the exception: each block writes the same values itself (the input op its class; with the
+kernel's ``whole_ends``, the embedding too), so what they write needs no barrier before it is
+read.
 
-The kernel also waits after every step's head (its logits are read whole by every block), so
-each phase starts with nothing pending; ``barriers`` checks that the head ends every phase.
-A WaveNet layer's row is taken to read and write every frame (its taps and widths live in the
-executor's WaveNet table): each reads what the layer before wrote anyway.
+The kernel waits after every step's head, whose logits every block reads whole, so each phase
+starts with nothing pending; ``barriers`` checks that the head ends every phase. Where every
+block computes the head whole instead (``whole_ends`` on a Seq-U-Net), nothing waits there
+and what is pending at a phase's end carries into the next phase (the last phase's into the
+first). A WaveNet layer's row is taken to read and write every frame (its taps and widths live
+in the executor's WaveNet table): each reads what the layer before wrote anyway.
 """
 
 from __future__ import annotations
@@ -62,30 +66,38 @@ def accesses(row: np.ndarray, head: Span) -> tuple[list[Span], list[Span]]:
     raise ValueError(f"the grid kernel runs no op {code}")
 
 
-def barriers(rows: np.ndarray, starts: np.ndarray, head: Span) -> np.ndarray:
+def barriers(rows: np.ndarray, starts: np.ndarray, head: Span,
+             whole: tuple[int, ...] = (placed.OP_INPUT,), wait_after_head: bool = True
+             ) -> np.ndarray:
     """Per row, 1 where the grid kernel must wait for every block of the stream before it,
-    else 0 (int32)."""
+    else 0 (int32). ``whole``: the ops every block performs whole; ``wait_after_head``:
+    whether the kernel waits after every head (else what is pending carries over)."""
     need = np.zeros(len(rows), dtype=np.int32)
-    for p in range(len(starts) - 1):
-        lo, hi = int(starts[p]), int(starts[p + 1])
-        heads = rows[lo:hi, 0] == placed.OP_HEAD
-        if hi == lo or not heads[-1] or heads[:-1].any():
-            raise ValueError(f"phase {p}'s rows do not end with the head, and only there")
-        reads: list[Span] = []
-        writes: list[tuple[Span, bool]] = []  # (span, written by every block alike)
-        for j in range(lo, hi):
-            r, w = accesses(rows[j], head)
-            code = rows[j, 0]
-            if code in (placed.OP_EMBED, placed.OP_GATED) and any(
-                    a.overlaps(b) for a in r for b in w):
-                raise ValueError(f"row {j} reads what it writes: no block can share it out")
-            hazard = any(s.overlaps(x) for s, alike in writes if not alike for x in r) or any(
-                x.overlaps(y) for x in w for y in reads + [s for s, _ in writes])
-            if hazard:
-                need[j] = 1
+    reads: list[Span] = []
+    writes: list[tuple[Span, bool]] = []  # (span, written by every block alike)
+    # carried over, the last phase's pending accesses reach the first: a second sweep starts
+    # from them (a barrier only clears what is pending, so the second sweep's are safe too)
+    for _ in range(1 if wait_after_head else 2):
+        for p in range(len(starts) - 1):
+            lo, hi = int(starts[p]), int(starts[p + 1])
+            heads = rows[lo:hi, 0] == placed.OP_HEAD
+            if hi == lo or not heads[-1] or heads[:-1].any():
+                raise ValueError(f"phase {p}'s rows do not end with the head, and only there")
+            if wait_after_head:
                 reads, writes = [], []
-            reads += r
-            writes += [(s, code == placed.OP_INPUT) for s in w]
+            for j in range(lo, hi):
+                r, w = accesses(rows[j], head)
+                code = rows[j, 0]
+                if code in (placed.OP_EMBED, placed.OP_GATED) and any(
+                        a.overlaps(b) for a in r for b in w):
+                    raise ValueError(f"row {j} reads what it writes: no block can share it out")
+                hazard = any(s.overlaps(x) for s, alike in writes if not alike for x in r) or any(
+                    x.overlaps(y) for x in w for y in reads + [s for s, _ in writes])
+                if hazard or need[j]:
+                    need[j] = 1
+                    reads, writes = [], []
+                reads += r
+                writes += [(s, code in whole) for s in w]
     return need
 
 
