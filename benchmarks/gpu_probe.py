@@ -42,6 +42,7 @@ class Row:
     groups: int | None = None  # numba-cuda-grid: blocks per stream (None: the executor's)
     barrier: str = "counter"  # numba-cuda-grid: grid_kernels.BARRIERS
     prefetch: bool = True  # numba-cuda-grid: next layer's weights while it waits
+    whole: bool = False  # numba-cuda-grid: every block computes the embedding and head whole
     fused: bool = False  # graphs: each gated layer's product and gating as one Triton kernel
 
 
@@ -64,6 +65,21 @@ ROWS = {
     "grid-default-b1-coop": Row("default", 1, "top_p", 16384, GRID, barrier="cooperative"),
     "grid-default-b1-bcast": Row("default", 1, "top_p", 16384, GRID, barrier="broadcast"),
     "grid-wide128-b1": Row("wide128", 1, "top_p", 8192, GRID),
+    # a stream's blocks as one thread-block cluster at its hardware barrier (Hopper)
+    "grid-default-b1-cluster": Row("default", 1, "top_p", 16384, GRID, barrier="cluster"),
+    "grid-default-b1-cluster-t128": Row("default", 1, "top_p", 16384, GRID, barrier="cluster",
+                                        threads=128),
+    "grid-default-b1-cluster-g4": Row("default", 1, "top_p", 16384, GRID, barrier="cluster",
+                                      groups=4),
+    "grid-default-b1-cluster-greedy": Row("default", 1, "greedy", 16384, GRID,
+                                          barrier="cluster"),
+    "grid-default-b1-cluster-whole": Row("default", 1, "top_p", 16384, GRID, barrier="cluster",
+                                         whole=True),
+    "grid-default-b1-whole": Row("default", 1, "top_p", 16384, GRID, whole=True),
+    "grid-paper-b1-whole": Row("paper", 1, "top_p", 4096, GRID, whole=True),
+    "grid-default-b8-cluster": Row("default", 8, "top_p", 8192, GRID, barrier="cluster"),
+    "grid-paper-b1-cluster": Row("paper", 1, "top_p", 2048, GRID, barrier="cluster"),
+    "grid-wide64-b1-cluster": Row("wide64", 1, "top_p", 8192, GRID, barrier="cluster"),
     "default-b1-w8": Row("default", 1, "top_p", 8192, warps=8),
     "default-b1-w16": Row("default", 1, "top_p", 8192, warps=16),
     "default-b1-w8-greedy": Row("default", 1, "greedy", 8192, warps=8),
@@ -132,6 +148,7 @@ def configure(row: Row) -> None:
     CudaExecutor.mapping = row.mapping
     GridExecutor.threads, GridExecutor.groups = row.threads, row.groups
     GridExecutor.barrier, GridExecutor.prefetch = row.barrier, row.prefetch
+    GridExecutor.whole_ends = row.whole
     GraphExecutor.fused_gate = row.fused
 
 

@@ -29,7 +29,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--unroll", type=int, default=None)
     ap.add_argument("--grid", action="store_true", help="the grid kernel (numba-cuda-grid)")
-    ap.add_argument("--barrier", default=GridExecutor.barrier, help="grid: counter or cooperative")
+    ap.add_argument("--barrier", default=GridExecutor.barrier,
+                    help="grid: counter, broadcast, cooperative or cluster")
     ap.add_argument("--paper", action="store_true", help="the paper-size Seq-U-Net")
     args = ap.parse_args()
     CudaExecutor.mapping, CudaExecutor.threads, CudaExecutor.unroll = (
