@@ -132,7 +132,9 @@ class GridExecutor(NumbaCudaExecutor):
         self._keep(dict(
             self._shared_tensors(),
             need=i32(need), ahead=i32(grid_plan.next_layer(rows, starts)),
-            head_w=f32(tables.head_weight).view(-1),  # (classes, C): a warp per class
+            # (classes, C): a warp per class; (C, classes) for a head computed whole, a thread
+            # per class
+            head_w=f32(tables.head_weight.t() if whole_head else tables.head_weight).view(-1),
             # a WaveNet head's first 1x1 (hidden, C); its h, skip sum and hidden layer per
             # stream (dummies for a Seq-U-Net)
             hid_w=f32(hidden if hidden is not None else torch.zeros(1)).view(-1),

@@ -330,8 +330,9 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
         ``out_samples`` and ``noise`` as ``cuda_kernels``' ``run_block``, ``out_logits``
         flat. ``glog`` (2 * B * classes): the heads' logits by step parity; ``bar``: the
         barrier's counter and flag; ``need``, ``ahead``: per row, ``grid_plan.barriers``
-        and ``grid_plan.next_layer``; a WaveNet's head first layer ``hid_w`` (hidden, C),
-        its layer table ``wn`` and ``scratch`` (B * SCRATCH)."""
+        and ``grid_plan.next_layer``; ``head_w`` (classes, C), or (C, classes) for a head
+        computed whole; a WaveNet's head first layer ``hid_w`` (hidden, C), its layer table
+        ``wn`` and ``scratch`` (B * SCRATCH)."""
         pid = cuda.blockIdx.x // G
         g = cuda.blockIdx.x % G
         blocks = cuda.gridDim.x
@@ -424,9 +425,9 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                 elif code == OP_HEAD and WHOLE_HEAD:  # relu, 1x1: every class, a thread each
                     for c in range(t, classes, T):
                         acc = head_b[c]
-                        for j in range(head_width):
-                            acc += head_w[c * head_width + j] * max(frames[head_in + j],
-                                                                    float32(0.0))
+                        for j in range(head_width):  # head_w (C, classes): coalesced
+                            acc += head_w[j * classes + c] * max(frames[head_in + j],
+                                                                 float32(0.0))
                         lg[c] = acc
                         if mode == FEED_OUT and g == 0:
                             out_logits[(pid * n_steps + i) * classes + c] = acc
