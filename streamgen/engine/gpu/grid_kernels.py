@@ -247,16 +247,16 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
         cuda.syncthreads()
 
     @cuda.jit(device=True, inline=True)
-    def gate(red, r, weights, bias, o, e):
-        """``tanh(f) * sigmoid(g)`` of the block's ``r``-th channel (``o`` of ``e``): its
-        warps' sums in warp order, plus the biases at ``bias``."""
+    def gate(red, r, bias_f, bias_g):
+        """``tanh(f) * sigmoid(g)`` of the block's ``r``-th channel: its warps' sums in warp
+        order, plus its biases."""
         f = red[2 * r, 0]
         gg = red[2 * r + 1, 0]
         for w in range(1, WARPS):
             f += red[2 * r, w]
             gg += red[2 * r + 1, w]
-        f += weights[bias + o]
-        gg += weights[bias + e + o]
+        f += bias_f
+        gg += bias_g
         return math.tanh(f) / (float32(1.0) + math.exp(-gg))
 
     @cuda.jit(device=True, inline=True)
@@ -401,14 +401,23 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                 if layer:
                     if loaded != r:
                         load(rs, b, g, weights, wn, wf, wg, t)
-                    window_sums(rs, b, pid, frames, wn, wf, wg, red, t, lane, warp)
                     n, e = shape(rs, b, wn)
                     per = (e + G - 1) // G
                     o = g * per + t
-                    if t < per and o < e:  # a thread per channel
-                        y = gate(red, t, weights, rs[b + 8], o, e)
+                    mine = t < per and o < e  # a thread per channel
+                    # its biases and residual input asked for before the window's products
+                    # (whose reductions would otherwise wait in front of these loads)
+                    bias_f = bias_g = newest = float32(0.0)
+                    if mine:
+                        bias_f = weights[rs[b + 8] + o]
+                        bias_g = weights[rs[b + 8] + e + o]
                         if code == OP_GATED:
-                            y += frames[rs[b + 9] + pid * rs[b + 2] + o]
+                            newest = frames[rs[b + 9] + pid * rs[b + 2] + o]
+                    window_sums(rs, b, pid, frames, wn, wf, wg, red, t, lane, warp)
+                    if mine:
+                        y = gate(red, t, bias_f, bias_g)
+                        if code == OP_GATED:
+                            y += newest
                             frames[rs[b + 3] + pid * rs[b + 4] + o] = y
                             if rs[b + 11] >= 0:
                                 frames[rs[b + 11] + pid * rs[b + 12] + o] = y
