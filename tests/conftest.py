@@ -62,6 +62,18 @@ def random_sequnet(cfg: tuple, classes: int, generator: torch.Generator):
     return model.eval()
 
 
+def generated(model: torch.nn.Module, backend: str, batch: int, sampling, seed: int,
+              chunks: tuple[int, ...], **engine_options) -> torch.Tensor:
+    """Free-running classes (B, sum(chunks)) from a fresh engine on ``backend``, generated
+    ``chunks`` steps at a time from one sampler of ``sampling`` seeded ``seed``."""
+    from streamgen.engine import StreamingEngine  # after the modes above are set
+
+    engine = StreamingEngine(model, batch, backend=backend, **engine_options)
+    assert engine.backend == backend
+    sampler = engine.sampler(sampling, seed=seed)
+    return torch.cat([engine.generate(n, sampler) for n in chunks], 1).cpu()
+
+
 def feed_in_chunks(engine, x: torch.Tensor, chunk: int) -> torch.Tensor:
     """Teacher-forced logits (B, N, classes) of ``x`` (B, N), fed ``chunk`` steps at a time."""
     out = torch.empty(x.shape[0], x.shape[1], engine.classes)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import randomize_
+from conftest import generated, randomize_
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.engine import available_backends
@@ -144,13 +144,6 @@ SAMPLINGS = [SamplingConfig(top_p=0.94), SamplingConfig(temperature=0.8, top_k=2
              SamplingConfig(greedy=True)]
 
 
-def _generated(model: torch.nn.Module, backend: str, batch: int, sampling: SamplingConfig,
-               chunks: tuple[int, ...]) -> torch.Tensor:
-    engine = StreamingEngine(model, batch, backend=backend)
-    sampler = engine.sampler(sampling, seed=5)
-    return torch.cat([engine.generate(n, sampler) for n in chunks], 1).cpu()
-
-
 @pytest.mark.parametrize("backend", KERNELS)
 @pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
 def test_cuda_persistent_kernels_generate_the_same_samples_as_torch(
@@ -158,8 +151,8 @@ def test_cuda_persistent_kernels_generate_the_same_samples_as_torch(
         rng: torch.Generator) -> None:
     backend = _kernel(backend, monkeypatch)
     model = _sequnet(DEFAULT, rng).cuda()
-    assert torch.equal(_generated(model, "torch", 2, sampling, (300, 700)),
-                       _generated(model, backend, 2, sampling, (300, 700)))
+    assert torch.equal(generated(model, "torch", 2, sampling, 5, (300, 700)),
+                       generated(model, backend, 2, sampling, 5, (300, 700)))
 
 
 @needs_clusters
@@ -215,8 +208,8 @@ def test_cuda_numba_cuda_runs_a_wavenet_equal_to_offline_and_torch(
     want = reference_logits(model.cpu(), x)
     assert (got - want).abs().max().item() < 1e-4 * max(1.0, want.abs().max().item())
     sampling = SamplingConfig(top_p=0.94)
-    assert torch.equal(_generated(model.cuda(), "torch", 2, sampling, (300, 700)),
-                       _generated(model.cuda(), backend, 2, sampling, (300, 700)))
+    assert torch.equal(generated(model.cuda(), "torch", 2, sampling, 5, (300, 700)),
+                       generated(model.cuda(), backend, 2, sampling, 5, (300, 700)))
 
 
 @pytest.mark.parametrize("kind", ["default", "wavenet", "default-fused"])
@@ -246,8 +239,8 @@ def test_cuda_graphs_generate_the_same_samples_as_torch(sampling: SamplingConfig
                                                         rng: torch.Generator) -> None:
     model = _sequnet(DEFAULT, rng).cuda()
     chunks = (100, 64, 300, 700)  # blocks from mid-segment, every segment recorded and replayed
-    assert torch.equal(_generated(model, "torch", 3, sampling, chunks),
-                       _generated(model, "graphs", 3, sampling, chunks))
+    assert torch.equal(generated(model, "torch", 3, sampling, 5, chunks),
+                       generated(model, "graphs", 3, sampling, 5, chunks))
 
 
 @pytest.mark.parametrize("fused", [False, True], ids=["torch-gates", "fused-gates"])

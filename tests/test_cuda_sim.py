@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import feed_in_chunks, random_sequnet, randomize_
+from conftest import feed_in_chunks, generated, random_sequnet, randomize_
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.gpu import numba_cuda_available, simulating
@@ -92,13 +92,10 @@ def test_numba_cuda_generates_the_same_samples_as_torch(sampling: SamplingConfig
     model = random_sequnet((4, 2, 1, 3), 40, rng)
     with torch.no_grad():
         model.head.weight.mul_(4.0)  # peaked distributions: nuclei of a few classes
-    runs = {}
-    for backend in ["torch", "numba-cuda"]:
-        engine = StreamingEngine(model, 2, backend=backend, capacity="period")
-        sampler = engine.sampler(sampling, seed=11)
-        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (5, 7)], dim=1)
-    assert torch.equal(runs["torch"], runs["numba-cuda"])
-    assert len(runs["torch"].unique()) > 1 or sampling.greedy
+    want = generated(model, "torch", 2, sampling, 11, (5, 7), capacity="period")
+    assert torch.equal(generated(model, "numba-cuda", 2, sampling, 11, (5, 7),
+                                 capacity="period"), want)
+    assert len(want.unique()) > 1 or sampling.greedy
 
 
 # WaveNets (blocks, layers, kernel, residual, dilation, skip channels): kernels 2 and 3, one
@@ -120,13 +117,11 @@ def test_numba_cuda_runs_wavenets_equal_to_offline(cfg: tuple, rng: torch.Genera
 def test_numba_cuda_wavenet_samples_equal_torch(rng: torch.Generator) -> None:
     model = WaveNet(WaveNetConfig(1, 2, 2, 3, 4, 5, classes=16))
     randomize_(model, rng, scale=2.0)
-    runs = {}
-    for backend in ["torch", "numba-cuda"]:
-        engine = StreamingEngine(model.eval(), 2, backend=backend, capacity="period")
-        sampler = engine.sampler(SamplingConfig(top_p=0.9), seed=3)
-        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (4, 5)], dim=1)
-    assert torch.equal(runs["torch"], runs["numba-cuda"])
-    assert len(runs["torch"].unique()) > 1
+    want = generated(model.eval(), "torch", 2, SamplingConfig(top_p=0.9), 3, (4, 5),
+                     capacity="period")
+    assert torch.equal(generated(model, "numba-cuda", 2, SamplingConfig(top_p=0.9), 3, (4, 5),
+                                 capacity="period"), want)
+    assert len(want.unique()) > 1
 
 
 def test_numba_cuda_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,

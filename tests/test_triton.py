@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import feed_in_chunks, random_sequnet
+from conftest import feed_in_chunks, generated, random_sequnet
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.gpu import interpreting, triton_available
@@ -75,13 +75,10 @@ SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
 def test_triton_generates_the_same_samples_as_torch(sampling: SamplingConfig,
                                                     rng: torch.Generator) -> None:
     model = random_sequnet((8, 3, 1, 3), CLASSES, rng)
-    runs = {}
-    for backend in ["torch", "triton"]:
-        engine = StreamingEngine(model, 2, backend=backend, capacity="period")
-        sampler = engine.sampler(sampling, seed=11)
-        runs[backend] = torch.cat([engine.generate(n, sampler) for n in (9, 14)], dim=1)
-    assert torch.equal(runs["torch"], runs["triton"])
-    assert len(runs["torch"].unique()) > 1 or sampling.greedy
+    want = generated(model, "torch", 2, sampling, 11, (9, 14), capacity="period")
+    assert torch.equal(generated(model, "triton", 2, sampling, 11, (9, 14),
+                                 capacity="period"), want)
+    assert len(want.unique()) > 1 or sampling.greedy
 
 
 def test_triton_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
