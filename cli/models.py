@@ -28,7 +28,8 @@ def _summary(name: str, info: ModelInfo) -> dict:
     return {"name": name, "kind": info.kind, "params": info.params,
             "receptive_field": info.receptive_field, "sample_rate": info.sample_rate,
             "val_bits_per_sample": info.training.get("val_bits_per_sample"),
-            "weights_sha256": info.sha256, "path": str(info.folder)}
+            "weights_sha256": info.sha256, "weights_dtype": info.weights_dtype,
+            "path": str(info.folder)}
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -109,6 +110,8 @@ def run_info(args: argparse.Namespace) -> int:
             ("cost", f"{details['macs_per_sample']:,.0f} MACs/sample (worst step {details['macs_worst_step']:,})")]
     if info.sampling.changes():
         rows.append(("sampling", f"{json.dumps(info.sampling.changes())} (recommended; options override)"))
+    if info.weights_dtype != "float32":
+        rows.append(("weights", f"stored in {info.weights_dtype} (loaded as float32)"))
     if info.start != "zeros":
         rows.append(("start", f"{info.start} (the history it was trained to start from; --start overrides)"))
     steps = train.get("steps", train.get("step"))  # zoo cards record "steps", training runs "step"

@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   streamgen publish eval runs/mine --data data/bach16k          # -> runs/mine/eval.json
   streamgen publish card runs/mine models/mine --data data/bach16k --top-p 0.94 \\
       --baseline wavenet-baseline=runs/wavenet-baseline
+  streamgen publish card runs/wide models/wide --data data/bach16k --weights-dtype float16
 """
 
 
@@ -43,6 +44,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_sampling_options(c)  # the sampling the card recommends (stored in config.json) and the example's seed
     c.add_argument("--start", choices=STARTS, help="the start history the card recommends "
                    "(stored in config.json; default: the run's, zeros)")
+    c.add_argument("--weights-dtype", choices=["float32", "float16", "bfloat16"],
+                   help="how DEST stores the weights (default: as the run does; a zoo entry's "
+                   "model.safetensors takes at most 16 MB, and they load as float32 unless asked "
+                   "otherwise)")
     c.set_defaults(run=run_card)
 
 
@@ -67,6 +72,11 @@ def run_card(args: argparse.Namespace) -> int:
         label, _, path = item.rpartition("=")
         baselines[label or Path(path).name] = Path(path)
     sampling = sampling_config(args, read_info(args.run_dir))  # the run's recommendation, if any
-    print(write_card(args.run_dir, args.dest, args.data, baselines, args.seconds, args.seed,
-                     sampling=sampling, hardware=args.hardware, start=args.start))
+    try:
+        dest = write_card(args.run_dir, args.dest, args.data, baselines, args.seconds, args.seed,
+                          sampling=sampling, hardware=args.hardware, start=args.start,
+                          weights_dtype=args.weights_dtype)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    print(dest)
     return 0

@@ -4,7 +4,9 @@ A checkpoint directory holds
 
 - ``model.safetensors``: the network's ``state_dict`` (weights only);
 - ``config.json``: format, version, network kind and config, sample rate, parameter count,
-  receptive field, the sha256 of ``model.safetensors`` and a free ``training`` dict;
+  receptive field, the sha256 of ``model.safetensors`` and its storage dtype when not float32
+  (``WEIGHT_DTYPES``: a zoo entry may ship float16 weights to stay small; they load in the
+  dtype asked for, float32 by default), and a free ``training`` dict;
 - optionally ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensors and the
   rest of its state dict, for exact resumption; tensors beyond ``SHARD_BYTES`` go on into
   ``optimizer.1.safetensors``, ``optimizer.2...``, so that no file exceeds 16 MB (for transfers);
@@ -42,6 +44,10 @@ OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
 EXTRA_TENSORS = "extra.safetensors"
 SHARD_BYTES = 16_000_000  # largest optimizer file, bar a single larger tensor
+#: How ``model.safetensors`` may store a network's floating-point weights
+#: (``config.json``'s ``weights_dtype``, float32 when absent).
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16,
+                 "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 def _optimizer_file(index: int) -> str:
@@ -107,17 +113,23 @@ class ModelInfo:
     # (``streamgen publish card --start``; a run trained with start windows still records
     # "zeros": under nucleus sampling a silent history can stay silent, see the zoo's cards)
     start: str = "zeros"
+    weights_dtype: str = "float32"  # how ``model.safetensors`` stores them (``WEIGHT_DTYPES``)
 
     def __post_init__(self) -> None:
         if self.start not in STARTS:
             raise ValueError(f"unknown start {self.start!r}; choose one of {STARTS}")
+        if self.weights_dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"unknown weights dtype {self.weights_dtype!r}; choose one of "
+                             f"{sorted(WEIGHT_DTYPES)}")
 
     @classmethod
     def from_model(cls, model: StreamableNetwork, folder: Path, sha256: str, *, sample_rate: int,
                    training: Mapping[str, Any] | None = None) -> ModelInfo:
-        """The record of a freshly saved network (plain sampling recommended)."""
+        """The record of a freshly saved network (plain sampling recommended), its weights
+        stored in their own dtype."""
         return cls(model.kind, model.config, sample_rate, SamplingConfig(), dict(training or {}), sha256,
-                   model.num_parameters(), model.receptive_field, Path(folder))
+                   model.num_parameters(), model.receptive_field, Path(folder),
+                   weights_dtype=dtype_name(model.state_dict()))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], folder: Path) -> ModelInfo:
@@ -150,10 +162,14 @@ class ModelInfo:
         if data.get("start", "zeros") not in STARTS:
             raise CheckpointError(f"{where}: unknown start {data['start']!r}; use one of {STARTS} "
                                   "or leave \"start\" out")
+        if data.get("weights_dtype", "float32") not in WEIGHT_DTYPES:
+            raise CheckpointError(f"{where}: unknown weights dtype {data['weights_dtype']!r}; use "
+                                  f"one of {sorted(WEIGHT_DTYPES)} or leave \"weights_dtype\" out")
         try:
             return cls(kind, config, int(data["sample_rate"]), sampling, dict(data.get("training") or {}),
                        str(data["weights_sha256"]), int(data["params"]), int(data["receptive_field"]),
-                       Path(folder), data.get("start", "zeros"))
+                       Path(folder), data.get("start", "zeros"),
+                       data.get("weights_dtype", "float32"))
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: a field has the wrong type ({exc}); re-save the checkpoint") from exc
 
@@ -167,6 +183,8 @@ class ModelInfo:
             data["sampling"] = self.sampling.changes()
         if self.start != "zeros":
             data["start"] = self.start
+        if self.weights_dtype != "float32":
+            data["weights_dtype"] = self.weights_dtype
         return data
 
     def sampling_with(self, overrides: Mapping[str, Any]) -> SamplingConfig:
@@ -187,6 +205,27 @@ def sha256_file(path: Path) -> str:
 
 def _tensors_for_file(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+def dtype_name(tensors: Mapping[str, torch.Tensor]) -> str:
+    """The ``WEIGHT_DTYPES`` name of the floating-point ``tensors`` (float32 if none; a mix
+    is named by its first), e.g. of a state dict."""
+    dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), torch.float32)
+    names = [name for name, d in WEIGHT_DTYPES.items() if d == dtype]
+    if not names:
+        raise ValueError(f"weights of dtype {dtype} cannot be stored; use one of "
+                         f"{sorted(WEIGHT_DTYPES)}")
+    return names[0]
+
+
+def write_weights(tensors: Mapping[str, torch.Tensor], path: Path,
+                  dtype: str | None = None) -> str:
+    """Write a state dict to ``path`` as safetensors, its floating-point tensors cast to
+    ``dtype`` (a ``WEIGHT_DTYPES`` name; None: as they are); returns the file's sha256."""
+    cast = WEIGHT_DTYPES[dtype] if dtype else None
+    save_file({k: v.to(cast) if cast is not None and v.is_floating_point() else v
+               for k, v in _tensors_for_file(tensors).items()}, str(path))
+    return sha256_file(path)
 
 
 # -- optimizer state dicts <-> (tensors, JSON) ------------------------------------------
@@ -243,7 +282,7 @@ def save_checkpoint(
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        save_file(_tensors_for_file(model.state_dict()), str(tmp / WEIGHTS))
+        sha = write_weights(model.state_dict(), tmp / WEIGHTS)
         if optimizer is not None:
             tensors, meta = _split_optimizer_state(optimizer.state_dict())
             meta["files"] = {}
@@ -253,8 +292,8 @@ def save_checkpoint(
             (tmp / OPTIMIZER_META).write_text(json.dumps(meta, indent=1) + "\n")
         if extra:
             save_file(_tensors_for_file(extra), str(tmp / EXTRA_TENSORS))
-        info = ModelInfo.from_model(model, directory, sha256_file(tmp / WEIGHTS),
-                                    sample_rate=sample_rate, training=training)
+        info = ModelInfo.from_model(model, directory, sha, sample_rate=sample_rate,
+                                    training=training)
         (tmp / CONFIG).write_text(json.dumps(info.to_json(), indent=2) + "\n")
         _make_readable(tmp)
         # Keep files that are not ours (a model card, samples) when overwriting.
@@ -316,11 +355,18 @@ def _load_tensors(path: Path, expected_sha: str | None) -> dict[str, torch.Tenso
                               "corrupt or truncated, copy it again") from exc
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[StreamableNetwork, ModelInfo]:
-    """Load a checkpoint folder (or its ``config.json``) as ``(model in eval mode, info)``."""
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> tuple[StreamableNetwork, ModelInfo]:
+    """Load a checkpoint folder (or its ``config.json``) as ``(model in eval mode, info)``,
+    the model's floating-point weights in ``dtype`` whatever dtype stores them."""
     directory = _checkpoint_dir(path)
     info = read_info(directory)
     weights = _load_tensors(directory / WEIGHTS, info.sha256)
+    stored = dtype_name(weights)
+    if stored != info.weights_dtype:
+        raise CheckpointError(f"{directory}: {WEIGHTS} holds {stored} weights but {CONFIG} says "
+                              f"{info.weights_dtype}; the two come from different saves, re-save "
+                              "them together")
     model = build_network(info.kind, info.config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in weights.items()}
@@ -333,8 +379,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
                   f"{expected[wrong[0]]}")
         raise CheckpointError(f"{directory}: weights do not match the config ({detail}); "
                               f"{CONFIG} and {WEIGHTS} come from different models, re-save them together")
-    model.load_state_dict(weights, strict=True)
-    model.to(device).eval()
+    model.load_state_dict(weights, strict=True)  # cast to the new model's dtype
+    model.to(device=device, dtype=dtype).eval()
     return model, info
 
 

@@ -5,8 +5,10 @@
 
 ``eval`` scores a checkpoint on validation targets that do not depend on its receptive field
 (one block of 8192 samples in every ``every``, from sample 16384 of each held-out file), so two
-networks are compared on exactly the same samples. ``card`` copies the weights and config,
-generates an example with its spectrogram and tonality figures, and writes ``README.md``.
+networks are compared on exactly the same samples. ``card`` copies the weights (or stores them
+in float16 or bfloat16: a zoo entry's ``model.safetensors`` takes at most ``ZOO_MAX_BYTES``)
+and config, generates an example with its spectrogram and tonality figures, and writes
+``README.md``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from streamgen.audio.analysis import harmonicity
 from streamgen.audio.io import write_audio
 from streamgen.audio.plots import save_spectrogram
 from streamgen.bench.timing import cpu_name
-from streamgen.checkpoint import CONFIG, WEIGHTS, ModelInfo, load_checkpoint
+from streamgen.checkpoint import (CONFIG, WEIGHT_DTYPES, WEIGHTS, ModelInfo, load_checkpoint,
+                                  write_weights)
 from streamgen.engine import SamplingConfig
 from streamgen.engine.cost import mean_macs
 from streamgen.generation import AudioGenerator
@@ -38,6 +41,16 @@ from streamgen.train.loop import evaluate
 FIRST_TARGET = 16384
 BLOCK = 8192
 EVAL = "eval.json"
+#: The largest ``model.safetensors`` a zoo entry ships (the repository keeps every version).
+ZOO_MAX_BYTES = 16_000_000
+
+
+def stored_bytes(model: StreamableNetwork, dtype: str) -> int:
+    """The bytes of ``model``'s weights stored in ``dtype`` (a ``WEIGHT_DTYPES`` name; the
+    file adds a small header)."""
+    size = WEIGHT_DTYPES[dtype].itemsize
+    return sum(t.numel() * (size if t.is_floating_point() else t.element_size())
+               for t in model.state_dict().values())
 
 
 def evaluate_run(run: Path, data: Path, every: int = 4, threads: int = 1, *,
@@ -126,28 +139,46 @@ def _data_seen(identity: dict[str, Any], train_files: int, rate: int, data_dir: 
 
 def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | None = None, seconds: float = 8.0,
                seed: int = 0, sampling: SamplingConfig | None = None, hardware: str = "",
-               start: str | None = None) -> Path:
+               start: str | None = None, weights_dtype: str | None = None) -> Path:
     """Copy ``run`` into ``dest`` with an example clip, spectrogram and model card.
 
     ``baselines`` maps a display name to another evaluated run, compared in the card's table;
-    ``sampling`` and ``start`` are what the card recommends (and the example uses).
+    ``sampling`` and ``start`` are what the card recommends (and the example uses);
+    ``weights_dtype`` how ``dest`` stores the weights (a ``WEIGHT_DTYPES`` name; None: as the
+    run does). Raises ``ValueError`` (one line, before writing anything) where they would take
+    more than ``ZOO_MAX_BYTES``.
     """
     model, info = load_checkpoint(run)
+    dtype = weights_dtype or info.weights_dtype
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"unknown weights dtype {dtype!r}; choose one of {sorted(WEIGHT_DTYPES)}")
+    size = stored_bytes(model, dtype)
+    if size > ZOO_MAX_BYTES:
+        fix = "publish a smaller model" if WEIGHT_DTYPES[dtype].itemsize <= 2 else \
+            "store them in float16 (--weights-dtype float16) or publish a smaller model"
+        raise ValueError(f"{run}: {model.num_parameters():,} weights take {size / 1e6:.1f} MB "
+                         f"in {dtype}, over a zoo entry's {ZOO_MAX_BYTES / 1e6:g} MB; {fix}")
     rate = info.sample_rate
     ev = read_eval(run)
     split = split_files(data)
     hours = [EncodedAudio(files, rate).total_samples / rate / 3600 for files in (split.train, split.validation)]
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run / WEIGHTS, dest / WEIGHTS)
+    if dtype == info.weights_dtype:
+        shutil.copy2(run / WEIGHTS, dest / WEIGHTS)
+        sha = info.sha256
+    else:
+        sha = write_weights(model.state_dict(), dest / WEIGHTS, dtype)
     training = info.training
     summary = _training_summary(training, run)
     summary.update({"val_nats": ev["val_nats"], "val_bits_per_sample": ev["val_bits_per_sample"],
                     "val_targets": ev["targets"], "hardware": hardware or cpu_name(),
                     "data": training.get("data") or "Bach chorales (music21) rendered to piano, 16 kHz; see README"})
     sampling = sampling or SamplingConfig()  # what `streamgen generate` uses unless told otherwise
-    shipped = replace(info, training=summary, sampling=sampling, folder=dest, start=start or info.start)
+    shipped = replace(info, training=summary, sampling=sampling, folder=dest, start=start or info.start,
+                      sha256=sha, weights_dtype=dtype)
     (dest / CONFIG).write_text(json.dumps(shipped.to_json(), indent=2))
 
+    model = load_checkpoint(dest)[0]  # as shipped: the example from the stored weights
     gen = AudioGenerator(model, sampling=sampling, seed=seed, device="cpu", start=shipped.start)
     start = time.perf_counter()
     audio = gen(int(seconds * rate))[0]
@@ -163,7 +194,10 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
         rows.append(_comparison_row(label, *load_checkpoint(other), read_eval(other)["val_bits_per_sample"]))
     card = CARD.format(
         name=dest.name, kind=info.kind, config=json.dumps(info.config.to_dict()),
-        params=model.num_parameters(), rf=model.receptive_field, rf_s=model.receptive_field / rate,
+        params=model.num_parameters(), weights_mb=(dest / WEIGHTS).stat().st_size / 1e6,
+        weights_dtype=dtype, scored="" if dtype == info.weights_dtype else
+        f", scored with the run's {info.weights_dtype} weights before they were stored in {dtype}",
+        rf=model.receptive_field, rf_s=model.receptive_field / rate,
         macs=mean_macs(model), bits=ev["val_bits_per_sample"], nats=ev["val_nats"], targets=ev["targets"],
         files=ev["files"], every=ev["every"], first=ev["first_target"], block=ev.get("block", BLOCK), rows="\n".join(rows),
         steps=summary["steps"], batch=summary["batch_size"], window=summary["output_length"],
@@ -192,9 +226,10 @@ A `{kind}` model for 16 kHz mu-law piano audio, shipped with streamgen.
 |---|---|
 | architecture | `{kind}` {config} |
 | parameters | {params:,} |
+| weights | {weights_mb:.1f} MB of {weights_dtype} (`model.safetensors`; loaded as float32 unless asked otherwise) |
 | receptive field | {rf:,} samples ({rf_s:.2f} s) |
 | cost | {macs:,.0f} multiply-accumulates per generated sample (streaming engine) |
-| validation NLL | **{bits:.3f} bits/sample** ({nats:.4f} nats) on {targets:,} held-out targets |
+| validation NLL | **{bits:.3f} bits/sample** ({nats:.4f} nats) on {targets:,} held-out targets{scored} |
 
 ## Data
 

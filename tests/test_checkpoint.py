@@ -55,6 +55,46 @@ def test_round_trip_reproduces_outputs_and_metadata(tmp_path: Path, kind: str, r
         assert torch.equal(loaded.double()(x), model(x))
 
 
+@pytest.mark.parametrize("stored", ["float16", "bfloat16"])
+def test_weights_stored_in_half_precision_load_in_the_dtype_asked_for(
+        stored: str, tmp_path: Path, rng: torch.Generator) -> None:
+    model = small("sequnet", rng)
+    half = checkpoint.WEIGHT_DTYPES[stored]
+    save_checkpoint(tmp_path / "ck", model.to(half))
+    raw = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert raw["weights_dtype"] == stored
+    assert (tmp_path / "ck" / "model.safetensors").stat().st_size < 0.6 * sum(
+        4 * t.numel() for t in model.state_dict().values())
+    loaded, info = load_checkpoint(tmp_path / "ck")  # float32 unless asked otherwise
+    assert info.weights_dtype == stored and info.to_json() == raw
+    for name, value in model.state_dict().items():
+        assert loaded.state_dict()[name].dtype == torch.float32
+        assert torch.equal(loaded.state_dict()[name], value.float()), name
+    as_stored, _ = load_checkpoint(tmp_path / "ck", dtype=half)
+    for name, value in model.state_dict().items():
+        got = as_stored.state_dict()[name]
+        assert got.dtype == half and torch.equal(got, value), name
+    # a float32 state dict written in half precision by write_weights reads back the same
+    sha = checkpoint.write_weights(loaded.state_dict(), tmp_path / "w.safetensors", stored)
+    assert sha == checkpoint.sha256_file(tmp_path / "w.safetensors")
+    assert checkpoint.dtype_name(checkpoint.load_file(str(tmp_path / "w.safetensors"))) == stored
+
+
+def test_a_weights_dtype_the_file_does_not_hold_is_one_line(tmp_path: Path,
+                                                             rng: torch.Generator) -> None:
+    save_checkpoint(tmp_path / "ck", small("sequnet", rng))
+    path = tmp_path / "ck" / "config.json"
+    raw = json.loads(path.read_text())
+    assert "weights_dtype" not in raw  # float32 when absent: older checkpoints read alike
+    path.write_text(json.dumps(raw | {"weights_dtype": "float16"}))
+    with pytest.raises(CheckpointError, match=r"holds float32 weights but config.json says "
+                                              r"float16; the two come from different saves"):
+        load_checkpoint(tmp_path / "ck")
+    path.write_text(json.dumps(raw | {"weights_dtype": "int8"}))
+    with pytest.raises(CheckpointError, match=r"unknown weights dtype 'int8'; use one of"):
+        read_info(tmp_path / "ck")
+
+
 def test_weight_norm_parametrizations_round_trip(tmp_path: Path, rng: torch.Generator) -> None:
     model = small("tcn", rng)
     keys = list(model.state_dict())

@@ -466,6 +466,44 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     other = write_card(runs["wavenet"], tmp_path / "zoo" / "wn", audio_dir, seconds=0.1)
     assert "real time on this machine's CPU (torch backend" in (other / "README.md").read_text()
     assert "| wavenet-tiny | wavenet" in text and "one block of 64 samples in every 3, from sample 300" in text
+    assert "MB of float32 (`model.safetensors`" in text and "scored with the run's" not in text
+
+
+def test_publish_stores_weights_in_float16_within_the_zoo_limit(
+        audio_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
+    from streamgen import publish
+    from streamgen.cli.main import main
+    from streamgen.publish import EVAL, evaluate_run, write_card
+
+    run = train(config(tmp_path, audio_dir, steps=2, out_dir=str(tmp_path / "run")))
+    (run / EVAL).write_text(json.dumps(evaluate_run(run, audio_dir, every=3, first_target=300, block=64)))
+    trained, _ = load_checkpoint(run)
+    dest = write_card(run, tmp_path / "zoo" / "half", audio_dir, seconds=0.1, weights_dtype="float16")
+    shipped, card = load_checkpoint(dest)  # sha256 and dtype checked
+    assert card.weights_dtype == "float16" and card.sha256 != load_checkpoint(run)[1].sha256
+    assert (dest / "model.safetensors").stat().st_size < 0.6 * (run / "model.safetensors").stat().st_size
+    for name, value in trained.state_dict().items():  # float32 again, each weight rounded once
+        assert torch.equal(shipped.state_dict()[name], value.half().float()), name
+    text = (dest / "README.md").read_text()
+    assert "MB of float16 (`model.safetensors`" in text
+    assert "scored with the run's float32 weights before they were stored in float16" in text
+    capsys.readouterr()
+    assert main(["info", str(dest)]) == 0
+    assert "stored in float16 (loaded as float32)" in capsys.readouterr().out
+
+    # over the limit: one line naming the fix, and nothing written
+    monkeypatch.setattr(publish, "ZOO_MAX_BYTES", 1000)
+    with pytest.raises(ValueError, match=r"take 0\.\d MB in float32, over a zoo entry's 0\.001 MB; "
+                                         r"store them in float16 \(--weights-dtype float16\)"):
+        write_card(run, tmp_path / "zoo" / "big", audio_dir, seconds=0.1)
+    assert not (tmp_path / "zoo" / "big").exists()
+    capsys.readouterr()
+    assert main(["publish", "card", str(run), str(tmp_path / "zoo" / "big"), "--data",
+                 str(audio_dir), "--weights-dtype", "float16"]) != 0
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "MB in float16, over a zoo entry's" in err
+    assert not (tmp_path / "zoo" / "big").exists()
 
 
 # -- interrupts and resume from the command line ---------------------------------------------
