@@ -5,8 +5,9 @@
 #
 #     bash benchmarks/gpu_train.sh PACK OUT SECONDS [train options...]
 #
-# trains the runs named in RUNS (default: `default` and `wavenet-baseline`; also `sequnet-c48`
-# and `sequnet-c64`, wider candidates for a GPU model) side by side on one GPU with one recipe,
+# trains the runs named in RUNS (default: `default` and `wavenet-baseline`; also `sequnet-c48`,
+# `sequnet-c64` and `sequnet-c96`, wider candidates for a GPU model, the last published with
+# `--weights-dtype float16` to fit the zoo's 16 MB) side by side on one GPU with one recipe,
 # each fitted to SECONDS (streamgen train --time-budget). Each run ends as OUT/NAME.tar.part-aa,
 # -ab, ... (its checkpoint folder, training log and console log, in parts of at most 15 MB): few
 # files, none too large to come back from a lent GPU machine. To resume a run stopped at
@@ -48,13 +49,15 @@ run() {  # NAME KIND CONFIG [options...]
     echo "$name: exit $status"
 }
 
-declare -A kinds=([default]=sequnet [wavenet-baseline]=wavenet [sequnet-c48]=sequnet [sequnet-c64]=sequnet)
+declare -A kinds=([default]=sequnet [wavenet-baseline]=wavenet [sequnet-c48]=sequnet [sequnet-c64]=sequnet
+                 [sequnet-c96]=sequnet)
 declare -A configs=(
     [default]='{"channels": 32, "levels": 10, "depth": 2, "kernel_size": 5}'
     [wavenet-baseline]='{"blocks": 3, "layers": 10, "kernel_size": 2, "residual_channels": 24,
                          "dilation_channels": 24, "skip_channels": 64}'
     [sequnet-c48]='{"channels": 48, "levels": 10, "depth": 2, "kernel_size": 5}'
-    [sequnet-c64]='{"channels": 64, "levels": 10, "depth": 2, "kernel_size": 5}')
+    [sequnet-c64]='{"channels": 64, "levels": 10, "depth": 2, "kernel_size": 5}'
+    [sequnet-c96]='{"channels": 96, "levels": 10, "depth": 2, "kernel_size": 5}')
 runs=(${RUNS:-default wavenet-baseline})
 for name in "${runs[@]}"; do
     [ -n "${kinds[$name]:-}" ] || { echo "unknown run $name; known: ${!kinds[*]}" >&2; exit 2; }

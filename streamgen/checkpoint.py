@@ -2,9 +2,12 @@
 
 A checkpoint directory holds
 
-- ``model.safetensors``: the network's ``state_dict`` (weights only);
+- ``model.safetensors``: the network's ``state_dict`` (weights only); weights beyond
+  ``SHARD_BYTES`` go on into ``model.1.safetensors``, ``model.2...`` (a float32 Seq-U-Net of
+  the default's shape is 12.6 MB at C=64, 27.9 MB at C=96);
 - ``config.json``: format, version, network kind and config, sample rate, parameter count,
-  receptive field, the sha256 of ``model.safetensors`` and its storage dtype when not float32
+  receptive field, the sha256 of ``model.safetensors`` (and of each further weights file, in
+  ``weights_shards``) and the weights' storage dtype when not float32
   (``WEIGHT_DTYPES``: a zoo entry may ship float16 weights to stay small; they load in the
   dtype asked for, float32 by default), and a free ``training`` dict;
 - optionally ``optimizer.safetensors`` + ``optimizer.json``: the optimizer's tensors and the
@@ -25,7 +28,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -52,6 +55,14 @@ WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16,
 
 def _optimizer_file(index: int) -> str:
     return OPTIMIZER_TENSORS if index == 0 else f"optimizer.{index}.safetensors"
+
+
+def _weights_file(index: int) -> str:
+    return WEIGHTS if index == 0 else f"model.{index}.safetensors"
+
+
+#: The files ``save_checkpoint`` writes beside the config: replaced, never kept, on overwrite.
+_OURS = re.compile(r"(model|optimizer)(\.\d+)?\.safetensors|optimizer\.json|extra\.safetensors")
 
 
 def _shards(tensors: Mapping[str, torch.Tensor], limit: int) -> list[dict[str, torch.Tensor]]:
@@ -114,6 +125,8 @@ class ModelInfo:
     # "zeros": under nucleus sampling a silent history can stay silent, see the zoo's cards)
     start: str = "zeros"
     weights_dtype: str = "float32"  # how ``model.safetensors`` stores them (``WEIGHT_DTYPES``)
+    # the further weights files beyond ``model.safetensors``, each with its sha256
+    weight_shards: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.start not in STARTS:
@@ -124,12 +137,14 @@ class ModelInfo:
 
     @classmethod
     def from_model(cls, model: StreamableNetwork, folder: Path, sha256: str, *, sample_rate: int,
-                   training: Mapping[str, Any] | None = None) -> ModelInfo:
+                   training: Mapping[str, Any] | None = None,
+                   weight_shards: Mapping[str, str] | None = None) -> ModelInfo:
         """The record of a freshly saved network (plain sampling recommended), its weights
         stored in their own dtype."""
         return cls(model.kind, model.config, sample_rate, SamplingConfig(), dict(training or {}), sha256,
                    model.num_parameters(), model.receptive_field, Path(folder),
-                   weights_dtype=dtype_name(model.state_dict()))
+                   weights_dtype=dtype_name(model.state_dict()),
+                   weight_shards=dict(weight_shards or {}))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], folder: Path) -> ModelInfo:
@@ -165,11 +180,17 @@ class ModelInfo:
         if data.get("weights_dtype", "float32") not in WEIGHT_DTYPES:
             raise CheckpointError(f"{where}: unknown weights dtype {data['weights_dtype']!r}; use "
                                   f"one of {sorted(WEIGHT_DTYPES)} or leave \"weights_dtype\" out")
+        shards = data.get("weights_shards", {})
+        if not isinstance(shards, dict) or not all(
+                isinstance(v, str) and re.fullmatch(r"model\.\d+\.safetensors", k)
+                for k, v in shards.items()):
+            raise CheckpointError(f"{where}: \"weights_shards\" must map model.N.safetensors "
+                                  "files to their sha256; re-save the checkpoint")
         try:
             return cls(kind, config, int(data["sample_rate"]), sampling, dict(data.get("training") or {}),
                        str(data["weights_sha256"]), int(data["params"]), int(data["receptive_field"]),
                        Path(folder), data.get("start", "zeros"),
-                       data.get("weights_dtype", "float32"))
+                       data.get("weights_dtype", "float32"), dict(shards))
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: a field has the wrong type ({exc}); re-save the checkpoint") from exc
 
@@ -185,6 +206,8 @@ class ModelInfo:
             data["start"] = self.start
         if self.weights_dtype != "float32":
             data["weights_dtype"] = self.weights_dtype
+        if self.weight_shards:
+            data["weights_shards"] = dict(self.weight_shards)
         return data
 
     def sampling_with(self, overrides: Mapping[str, Any]) -> SamplingConfig:
@@ -282,7 +305,8 @@ def save_checkpoint(
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        sha = write_weights(model.state_dict(), tmp / WEIGHTS)
+        shas = [write_weights(shard, tmp / _weights_file(index))
+                for index, shard in enumerate(_shards(model.state_dict(), SHARD_BYTES))]
         if optimizer is not None:
             tensors, meta = _split_optimizer_state(optimizer.state_dict())
             meta["files"] = {}
@@ -292,15 +316,16 @@ def save_checkpoint(
             (tmp / OPTIMIZER_META).write_text(json.dumps(meta, indent=1) + "\n")
         if extra:
             save_file(_tensors_for_file(extra), str(tmp / EXTRA_TENSORS))
-        info = ModelInfo.from_model(model, directory, sha, sample_rate=sample_rate,
-                                    training=training)
+        info = ModelInfo.from_model(model, directory, shas[0], sample_rate=sample_rate,
+                                    training=training,
+                                    weight_shards={_weights_file(i): sha
+                                                   for i, sha in enumerate(shas) if i})
         (tmp / CONFIG).write_text(json.dumps(info.to_json(), indent=2) + "\n")
         _make_readable(tmp)
         # Keep files that are not ours (a model card, samples) when overwriting.
         if directory.is_dir():
-            ours = {WEIGHTS, CONFIG, OPTIMIZER_META, EXTRA_TENSORS}
             for item in directory.iterdir():
-                if item.name not in ours and not re.fullmatch(r"optimizer(\.\d+)?\.safetensors", item.name):
+                if item.name != CONFIG and not _OURS.fullmatch(item.name):
                     os.replace(item, tmp / item.name)
             old = directory.with_name(f".{directory.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -362,6 +387,11 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu",
     directory = _checkpoint_dir(path)
     info = read_info(directory)
     weights = _load_tensors(directory / WEIGHTS, info.sha256)
+    for name, sha in info.weight_shards.items():
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory}: {name} is missing; the checkpoint is incomplete, "
+                                  "copy the whole folder again or re-save it")
+        weights.update(_load_tensors(directory / name, sha))
     stored = dtype_name(weights)
     if stored != info.weights_dtype:
         raise CheckpointError(f"{directory}: {WEIGHTS} holds {stored} weights but {CONFIG} says "

@@ -163,10 +163,10 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
     split = split_files(data)
     hours = [EncodedAudio(files, rate).total_samples / rate / 3600 for files in (split.train, split.validation)]
     dest.mkdir(parents=True, exist_ok=True)
-    if dtype == info.weights_dtype:
+    if dtype == info.weights_dtype and not info.weight_shards:
         shutil.copy2(run / WEIGHTS, dest / WEIGHTS)
         sha = info.sha256
-    else:
+    else:  # converted, or a run's weights in several files joined into one
         sha = write_weights(model.state_dict(), dest / WEIGHTS, dtype)
     training = info.training
     summary = _training_summary(training, run)
@@ -175,7 +175,7 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
                     "data": training.get("data") or "Bach chorales (music21) rendered to piano, 16 kHz; see README"})
     sampling = sampling or SamplingConfig()  # what `streamgen generate` uses unless told otherwise
     shipped = replace(info, training=summary, sampling=sampling, folder=dest, start=start or info.start,
-                      sha256=sha, weights_dtype=dtype)
+                      sha256=sha, weights_dtype=dtype, weight_shards={})
     (dest / CONFIG).write_text(json.dumps(shipped.to_json(), indent=2))
 
     model = load_checkpoint(dest)[0]  # as shipped: the example from the stored weights

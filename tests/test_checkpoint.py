@@ -80,6 +80,40 @@ def test_weights_stored_in_half_precision_load_in_the_dtype_asked_for(
     assert checkpoint.dtype_name(checkpoint.load_file(str(tmp_path / "w.safetensors"))) == stored
 
 
+def test_weights_beyond_a_file_go_on_into_more_files(tmp_path: Path, rng: torch.Generator,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weights over ``SHARD_BYTES`` (16 MB; here 50 kB of 79) go on into model.N.safetensors,
+    each hashed in the config, and read back whole; a missing or changed file is one line; a
+    smaller re-save leaves no stale files."""
+    model = small("sequnet", rng)
+    monkeypatch.setattr(checkpoint, "SHARD_BYTES", 50_000)
+    save_checkpoint(tmp_path / "ck", model)
+    files = sorted(p.name for p in (tmp_path / "ck").glob("model*.safetensors"))
+    assert sum(4 * t.numel() for t in model.state_dict().values()) > 50_000
+    assert "model.1.safetensors" in files
+    assert all((tmp_path / "ck" / f).stat().st_size <= 50_000 for f in files)
+    raw = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert sorted(raw["weights_shards"]) == sorted(f for f in files if f != "model.safetensors")
+    loaded, info = load_checkpoint(tmp_path / "ck")
+    assert info.to_json() == raw
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+    shard = tmp_path / "ck" / "model.1.safetensors"
+    data = shard.read_bytes()
+    shard.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(CheckpointError, match=r"model.1.safetensors: sha256 .* does not match"):
+        load_checkpoint(tmp_path / "ck")
+    shard.unlink()
+    with pytest.raises(CheckpointError, match=r"model.1.safetensors is missing; the checkpoint is "
+                                              r"incomplete"):
+        load_checkpoint(tmp_path / "ck")
+    shard.write_bytes(data)  # whole again, then re-saved in one file
+    monkeypatch.setattr(checkpoint, "SHARD_BYTES", 16_000_000)
+    save_checkpoint(tmp_path / "ck", model)
+    assert sorted(p.name for p in (tmp_path / "ck").glob("model*")) == ["model.safetensors"]
+    assert "weights_shards" not in json.loads((tmp_path / "ck" / "config.json").read_text())
+
+
 def test_a_weights_dtype_the_file_does_not_hold_is_one_line(tmp_path: Path,
                                                              rng: torch.Generator) -> None:
     save_checkpoint(tmp_path / "ck", small("sequnet", rng))

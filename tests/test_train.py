@@ -492,6 +492,21 @@ def test_publish_stores_weights_in_float16_within_the_zoo_limit(
     assert main(["info", str(dest)]) == 0
     assert "stored in float16 (loaded as float32)" in capsys.readouterr().out
 
+    # a run whose weights took several files ships them in one
+    from streamgen import checkpoint
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "SHARD_BYTES", 50_000)
+        sharded = checkpoint.save_checkpoint(tmp_path / "sharded", trained,
+                                             training=load_checkpoint(run)[1].training)
+    assert (sharded / "model.1.safetensors").is_file()
+    for name in (EVAL, LOG_FILE):  # the run's score and log, which the card reads
+        shutil.copy2(run / name, sharded / name)
+    joined = write_card(sharded, tmp_path / "zoo" / "joined", audio_dir, seconds=0.1)
+    assert sorted(p.name for p in joined.glob("model*")) == ["model.safetensors"]
+    assert all(torch.equal(load_checkpoint(joined)[0].state_dict()[k], v)
+               for k, v in trained.state_dict().items())
+
     # over the limit: one line naming the fix, and nothing written
     monkeypatch.setattr(publish, "ZOO_MAX_BYTES", 1000)
     with pytest.raises(ValueError, match=r"take 0\.\d MB in float32, over a zoo entry's 0\.001 MB; "
