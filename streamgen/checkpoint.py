@@ -46,7 +46,7 @@ CONFIG = "config.json"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
 EXTRA_TENSORS = "extra.safetensors"
-SHARD_BYTES = 16_000_000  # largest optimizer file, bar a single larger tensor
+SHARD_BYTES = 16_000_000  # largest weights or optimizer file, bar a single larger tensor
 #: How ``model.safetensors`` may store a network's floating-point weights
 #: (``config.json``'s ``weights_dtype``, float32 when absent).
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16,
