@@ -196,8 +196,9 @@ def block_ops(threads: int, classes: int) -> SimpleNamespace:
 
     @cuda.jit(device=True, inline=True)
     def sample(lg, noise, row, pid, classes, temperature, top_k, top_p, greedy,
-               cs, ce, ci, counts, red, redi, t, lane, warp):
-        """The next class from the pending logits ``lg`` (every thread returns it)."""
+               cs, ce, ci, cn, counts, red, redi, t, lane, warp):
+        """The next class from the pending logits ``lg`` (every thread returns it); ``cs``,
+        ``ce``, ``ci``, ``cn``: the nucleus candidates' scores, masses, classes and noise."""
         best_v, best_i = NEG, NONE
         if greedy:
             for q in range(CS):
@@ -205,6 +206,11 @@ def block_ops(threads: int, classes: int) -> SimpleNamespace:
                 if c < classes and _better(best_v, best_i, lg[c], c):
                     best_v, best_i = lg[c], c
             return block_argmax(best_v, best_i, red, redi, 0, lane, warp)
+        # this thread's classes' noise asked for first: the reductions below hide its latency
+        nz = cuda.local.array(CS, float32)
+        for q in range(CS):
+            c = t + q * T
+            nz[q] = noise[row, pid, c] if c < classes else float32(0.0)
         sq = cuda.local.array(CS, float32)
         for q in range(CS):
             c = t + q * T
@@ -251,6 +257,7 @@ def block_ops(threads: int, classes: int) -> SimpleNamespace:
                     cs[rank[q]] = sq[q]
                     ce[rank[q]] = math.exp(sq[q] - top)
                     ci[rank[q]] = t + q * T
+                    cn[rank[q]] = nz[q]
             cuda.syncthreads()
             keep = top_p * total
             for k in range(t, n_cand, T):
@@ -259,14 +266,14 @@ def block_ops(threads: int, classes: int) -> SimpleNamespace:
                     if cs[j] > cs[k]:
                         above += ce[j]
                 if above < keep:
-                    v = cs[k] + noise[row, pid, ci[k]]
+                    v = cs[k] + cn[k]
                     if _better(best_v, best_i, v, ci[k]):
                         best_v, best_i = v, ci[k]
         else:
             for q in range(CS):
                 c = t + q * T
                 if c < classes:
-                    v = sq[q] + noise[row, pid, c]
+                    v = sq[q] + nz[q]
                     if _better(best_v, best_i, v, c):
                         best_v, best_i = v, c
         return block_argmax(best_v, best_i, red, redi, 3, lane, warp)
@@ -493,6 +500,7 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
         cs = cuda.shared.array(CP, float32)
         ce = cuda.shared.array(CP, float32)
         ci = cuda.shared.array(CP, int64)
+        cn = cuda.shared.array(CP, float32)
         counts = cuda.shared.array((CS, 32), int64)
         red = cuda.shared.array((4, 32), float32)
         redi = cuda.shared.array((4, 32), int64)
@@ -505,7 +513,7 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
             phase = (t0 + i) % period
             if mode == GENERATE:
                 x = sample(lg, noise, noise_at + i, pid, classes, temperature, top_k, top_p,
-                           greedy, cs, ce, ci, counts, red, redi, t, lane, warp)
+                           greedy, cs, ce, ci, cn, counts, red, redi, t, lane, warp)
                 if t == 0:
                     out_samples[pid, i] = x
             else:

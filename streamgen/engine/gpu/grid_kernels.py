@@ -350,6 +350,7 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
         cs = cuda.shared.array(CP, float32)
         ce = cuda.shared.array(CP, float32)
         ci = cuda.shared.array(CP, int64)
+        cn = cuda.shared.array(CP, float32)
         counts = cuda.shared.array((CS, 32), int64)
         sred = cuda.shared.array((4, 32), float32)
         sredi = cuda.shared.array((4, 32), int64)
@@ -381,7 +382,7 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
             cuda.syncthreads()
             if mode == GENERATE:
                 x = sample(lg, noise, noise_at + i, pid, classes, temperature, top_k, top_p,
-                           greedy, cs, ce, ci, counts, sred, sredi, t, lane, warp)
+                           greedy, cs, ce, ci, cn, counts, sred, sredi, t, lane, warp)
                 if t == 0 and g == 0:
                     out_samples[pid, i] = x
             else:
