@@ -153,11 +153,31 @@ MAPPINGS = ("lanes", "rows")
 @lru_cache(maxsize=None)
 def block_ops(threads: int, classes: int) -> SimpleNamespace:
     """A thread block's reductions over its warps (``block_sum``, ``block_max``,
-    ``block_argmax``, each over shared scratch rows ``red[slot]``) and ``sample``, the
-    in-kernel sampler, for blocks of ``threads`` threads and ``classes`` classes (each thread
-    holds ``ceil(classes / threads)`` of them)."""
+    ``block_argmax``, each over shared scratch rows ``red[slot]``), ``head``, a Seq-U-Net's
+    head into the pending logits, and ``sample``, the in-kernel sampler, for blocks of
+    ``threads`` threads and ``classes`` classes (each thread holds ``ceil(classes / threads)``
+    of them)."""
     T, WARPS = threads, threads // 32
     CS = -(-classes // threads)  # classes per thread
+    HEAD_UNROLL = np.uint64(8)
+
+    @cuda.jit(device=True, inline=True)
+    def head(head_wt, head_b, frames, head_in, head_width, lg, t):
+        """relu, 1x1: each of this thread's classes ``c`` into ``lg[c]`` from the
+        ``head_width`` frames at ``head_in`` (``head_wt``: (C, classes), read coalesced)."""
+        hw, cls, h0 = uint64(head_width), uint64(classes), uint64(head_in)
+        for q in range(CS):
+            c = min(t + q * T, classes - 1)  # past the classes: repeat, discard
+            acc = head_b[c]
+            cu = uint64(c)
+            for j0 in range(uint64(0), hw - hw % HEAD_UNROLL, HEAD_UNROLL):
+                for jj in range(HEAD_UNROLL):  # loads first, no branch between
+                    j = j0 + jj
+                    acc += head_wt[j * cls + cu] * max(frames[h0 + j], float32(0.0))
+            for j in range(hw - hw % HEAD_UNROLL, hw):
+                acc += head_wt[j * cls + cu] * max(frames[h0 + j], float32(0.0))
+            if t + q * T < classes:
+                lg[c] = acc
 
     @cuda.jit(device=True, inline=True)
     def block_sum(v, red, slot, lane, warp):
@@ -279,7 +299,7 @@ def block_ops(threads: int, classes: int) -> SimpleNamespace:
         return block_argmax(best_v, best_i, red, redi, 3, lane, warp)
 
     return SimpleNamespace(block_sum=block_sum, block_max=block_max,
-                           block_argmax=block_argmax, sample=sample)
+                           block_argmax=block_argmax, head=head, sample=sample)
 
 
 @lru_cache(maxsize=None)
@@ -304,7 +324,7 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
     U = unroll or max(1, min(UNROLL, LOAD_REGISTERS // loads))
     CP, ROWS, PART = CS * threads, max_rows * NCOL, WARPS * RPL * 32
     ROWWISE = mapping == "rows"
-    LANES, CHUNK, HEAD_UNROLL = np.uint64(32), np.uint64(32 * U), np.uint64(8)
+    LANES, CHUNK = np.uint64(32), np.uint64(32 * U)
     UNROLLED = np.uint64(U)
     STRIDE = np.uint64(2 * channels if uniform else 0)  # 0: the layer's own 2C
     DMAX, SMAX = max(wavenet[0], 1), max(wavenet[1], 1)
@@ -312,7 +332,7 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
     CHW = -(-DMAX // WARPS)  # WaveNet: dilation channels per warp
 
     ops = block_ops(threads, classes)
-    sample = ops.sample
+    sample, head = ops.sample, ops.head
 
     @cuda.jit(device=True, inline=True)
     def gated(rs, b, pid, frames, weights, lane, warp):
@@ -548,19 +568,7 @@ def build(threads: int, max_rows: int, classes: int, channels: int, unroll: int 
                                 acc += head_wt[j * classes + c] * max(hid[j], float32(0.0))
                             lg[c] = acc
                 elif code == OP_HEAD:  # relu, 1x1, into the pending logits
-                    hw, cls, h0 = uint64(head_width), uint64(classes), uint64(head_in)
-                    for q in range(CS):
-                        c = min(t + q * T, classes - 1)  # past the classes: repeat, discard
-                        acc = head_b[c]
-                        cu = uint64(c)
-                        for j0 in range(uint64(0), hw - hw % HEAD_UNROLL, HEAD_UNROLL):
-                            for jj in range(HEAD_UNROLL):  # loads first, no branch between
-                                j = j0 + jj
-                                acc += head_wt[j * cls + cu] * max(frames[h0 + j], float32(0.0))
-                        for j in range(hw - hw % HEAD_UNROLL, hw):
-                            acc += head_wt[j * cls + cu] * max(frames[h0 + j], float32(0.0))
-                        if t + q * T < classes:
-                            lg[c] = acc
+                    head(head_wt, head_b, frames, head_in, head_width, lg, t)
                 elif code == OP_EMBED:
                     embed_op(rs, b, pid, t, rs[b + 6], T, frames, index, embed, embed_bias,
                              embed_cols, embed_rows)

@@ -116,8 +116,7 @@ class GridExecutor(NumbaCudaExecutor):
             channels, window, self.barrier, self.prefetch, wavenet, resident, self.whole_ends)
         scratch = wavenet[0] + 2 * wavenet[1] if len(wn) else 1
         head = grid_plan.Span("frames", flat.head_at, flat.head_at + flat.head_width)
-        whole_head = self.whole_ends and not len(wn)  # a WaveNet's head stays shared out
-        whole = (grid_kernels.OP_INPUT, grid_kernels.OP_EMBED)[:2 if self.whole_ends else 1]
+        whole, whole_head = grid_kernels.whole_ops(self.whole_ends, len(wn) > 0)
         need = grid_plan.barriers(rows, starts, head, whole, wait_after_head=not whole_head)
         # besides the plan's: after every head shared out, within every WaveNet layer and head
         inside = (rows[:, 0] == grid_kernels.OP_WAVENET).sum() + (

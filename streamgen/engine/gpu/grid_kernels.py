@@ -145,6 +145,14 @@ def _grid_barrier(kind: str, patience: int = PATIENCE):
     return arrive, wait
 
 
+def whole_ops(whole_ends: bool, wavenet: bool) -> tuple[tuple[int, ...], bool]:
+    """The ops every block performs whole (the input op always, the embedding with
+    ``whole_ends``), and whether the kernel computes the head whole too (``whole_ends`` on a
+    Seq-U-Net: a WaveNet's head, two wide layers, stays shared out), so waits not after it:
+    ``grid_plan.barriers``' ``whole`` and ``not wait_after_head``."""
+    return ((OP_INPUT, OP_EMBED) if whole_ends else (OP_INPUT,)), whole_ends and not wavenet
+
+
 @lru_cache(maxsize=None)
 def build(threads: int, groups: int, max_rows: int, classes: int, channels: int, window: int,
           barrier: str = "counter", prefetch: bool = True, wavenet: tuple[int, int] = (0, 0),
@@ -159,7 +167,7 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
     ``resident``: blocks that must share a multiprocessor (its registers are split among
     them); ``whole_ends``: every block computes the embedding whole, and a Seq-U-Net's head
     (one 1x1 layer) too, into its own logits, so neither needs a barrier after it (plan the
-    barriers alike: ``grid_plan.barriers``' ``whole`` and ``wait_after_head``)."""
+    barriers by ``whole_ops``)."""
     if threads % 32:
         raise ValueError(f"threads per block must be a multiple of 32, not {threads}")
     T, G, WARPS = threads, groups, threads // 32
@@ -170,11 +178,12 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
     W = CPB * KPT  # weight registers per thread, filter and gate each
     SUMS = 2 * CPB  # a block's filter and gate sums of a layer
     WAVENET = wavenet[0] > 0  # compile the WaveNet paths only for WaveNets
-    WHOLE_EMBED, WHOLE_HEAD = whole_ends, whole_ends and not WAVENET
+    whole, WHOLE_HEAD = whole_ops(whole_ends, WAVENET)
+    WHOLE_EMBED = OP_EMBED in whole
     DMAX, SMAX = max(wavenet[0], 1), max(wavenet[1], 1)
     SCRATCH = DMAX + 2 * SMAX  # per stream in global memory: a WaveNet's h, skip sum, hidden
     ops = block_ops(threads, classes)
-    sample = ops.sample
+    sample, head = ops.sample, ops.head
     arrive, wait = _grid_barrier(barrier)
     CLUSTER = barrier == "cluster"
     if CLUSTER:
@@ -433,14 +442,10 @@ def build(threads: int, groups: int, max_rows: int, classes: int, channels: int,
                         wait(bar, passed, blocks, t)
                         wavenet_out(rs, b, pid, g, frames, weights, wn, scratch, lane, warp)
                 elif code == OP_HEAD and WHOLE_HEAD:  # relu, 1x1: every class, a thread each
-                    for c in range(t, classes, T):
-                        acc = head_b[c]
-                        for j in range(head_width):  # head_w (C, classes): coalesced
-                            acc += head_w[j * classes + c] * max(frames[head_in + j],
-                                                                 float32(0.0))
-                        lg[c] = acc
-                        if mode == FEED_OUT and g == 0:
-                            out_logits[(pid * n_steps + i) * classes + c] = acc
+                    head(head_w, head_b, frames, head_in, head_width, lg, t)  # (C, classes)
+                    if mode == FEED_OUT and g == 0:  # each thread its own classes' logits
+                        for c in range(t, classes, T):
+                            out_logits[(pid * n_steps + i) * classes + c] = lg[c]
                 elif code == OP_HEAD:  # relu, 1x1 (a WaveNet's: relu, 1x1, relu, 1x1)
                     gl = (i % 2 * B + pid) * classes
                     if WAVENET:
