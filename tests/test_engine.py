@@ -411,9 +411,10 @@ def test_numba_nucleus_equals_the_torch_rule(top_p: float, rng: torch.Generator)
     sampler.sample(logits, torch.empty(400, dtype=torch.int64))
     want = torch.isinf(sampler.scores)
     got = logits.numpy().copy()
-    buf = np.empty(256, np.float32)
+    work = np.empty((3, 256), np.float32)
+    bits, at = np.empty(256, np.int32), np.empty(256, np.int64)
     for row in got:
-        apply_top_p(row, np.float32(top_p), buf)
+        apply_top_p(row, np.float32(top_p), work, bits, at)
     assert torch.equal(torch.from_numpy(np.isinf(got)), want)
     kept = (~want).sum(-1)
     assert kept.min() == 1 and kept.max() > 100  # both extremes were exercised

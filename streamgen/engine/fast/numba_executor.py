@@ -3,8 +3,10 @@
 It runs plans whose layers are all gated residual layers over float rings with a one-hot
 input convolution and a ReLU + 1x1 head (the Seq-U-Net's), on the CPU in float32, a whole
 block of steps per native call. The rings and their positions are the program's own (numpy
-views), so capture, reset, prime and state save/restore are shared with the torch executor;
-only the summation order of the dot products differs, within float32 rounding.
+views), so capture, reset, prime and state save/restore are shared with the torch executor.
+Only the arithmetic differs, within float32 rounding: the summation order of the dot products,
+and the gates' tanh and the sampler's exp, computed by rational and polynomial approximations
+(within 4e-7) in loops that vectorize.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class NumbaExecutor:
             index=program.rings[INPUT_RING].data.numpy(), index_ring=tables.index_ring,
             weights=tuple(weights), odds=tuple(odds), biases=tuple(biases),
             table=_f32(tables.embed_table), table_bias=_f32(tables.embed_bias),
-            head_w=_f32(tables.head_weight), head_b=_f32(tables.head_bias),
+            head_w=_f32(tables.head_weight.t()), head_b=_f32(tables.head_bias),
             head_in=program.head_in.numpy().reshape(program.batch, 1, -1),
             acc=np.zeros(tables.width, dtype=np.float32),
         )
@@ -75,7 +77,8 @@ class NumbaExecutor:
         cfg = sampler.config
         classes = self.program.classes
         args = (np.float32(cfg.temperature), cfg.top_k, np.float32(cfg.top_p), cfg.greedy,
-                np.zeros(classes, dtype=np.float32), np.zeros(classes, dtype=np.float32))
+                np.zeros((4, classes), dtype=np.float32), np.zeros(classes, dtype=np.int32),
+                np.zeros(classes, dtype=np.int64))
         done = 0
         for noise, start, count in sampler.runs(n):
             kernels.generate(count, out[:, done : done + count].numpy(), t0 + done,
