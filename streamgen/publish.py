@@ -270,7 +270,8 @@ model is favoured by its receptive field):
 `example.png` is its spectrogram. Tonality check (`streamgen.audio.analysis.harmonicity`):
 spectral flatness {flat:.4f} (white noise: 0.56), pitch salience {sal:.2f}, tonal: {tonal}.
 
-Reproduce: `streamgen generate -o example.wav --model {name} --seconds {seconds:g} --seed {seed}`.
+Reproduce: `streamgen generate -o example.wav --model {name} --seconds {seconds:g} --seed {seed} --backend {backend}`
+(a free-running stream on another backend may depart from it after a while, by float rounding).
 
 Python {python}, torch {torch}.
 """

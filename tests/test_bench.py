@@ -42,6 +42,9 @@ def test_micro_suite_reports_every_section(tmp_path: Path) -> None:
         assert [r["size"] for r in scale] == [2, 3]
         assert scale[0]["receptive_field"] < scale[1]["receptive_field"]
         assert scale[0]["macs_per_sample"] < scale[1]["macs_per_sample"]
+        # the numba kernel runs the Seq-U-Nets and WaveNets, not the TCN
+        numba = numba_available() and family != "TCN"
+        assert all(("numba_us_per_sample" in r) == numba for r in scale)
     seq = results["scaling"][0]
     assert seq["torch_us_per_sample"] == pytest.approx(1e6 / seq["torch_samples_per_s"])
     assert seq["recompute_us_per_sample"] > 0
@@ -62,6 +65,23 @@ def test_micro_suite_reports_every_section(tmp_path: Path) -> None:
     assert {p.name for p in paths} >= {"micro.json", "micro.md"}
     pytest.importorskip("matplotlib")
     assert (tmp_path / "micro_scaling.png").stat().st_size > 1000 and (tmp_path / "micro_batch.png").exists()
+
+
+def test_paper_ratio_pairs_each_backend_with_itself() -> None:
+    """Seq-U-Net over WaveNet on each backend that ran both: never across backends."""
+    results = run_suite(MICRO, default_model=("tiny", SeqUNet(SeqUNetConfig(6, 3, 1, 3))),
+                        log=lambda s: None)
+
+    def row(kind: str, backend: str, rate: float) -> dict:
+        return {"model": f"paper {kind}", "kind": kind, "params": 1, "receptive_field": 1,
+                "backend": backend, "samples_per_s": rate, "realtime_factor": rate / 16000,
+                "macs_per_sample": 10 if kind == "sequnet" else 30}
+
+    results["paper_comparison"] = [row("sequnet", "torch", 100), row("sequnet", "numba", 900),
+                                   row("wavenet", "torch", 50), row("wavenet", "numba", 300),
+                                   row("sequnet", "triton", 5000)]
+    text = markdown(results)
+    assert "each backend against itself: torch: 2.0x, numba: 3.0x." in text
 
 
 @pytest.mark.usefixtures("one_thread")

@@ -96,28 +96,38 @@ BASELINE_GRID = [("wavenet", 2, 6, 1), ("wavenet", 3, 6, 3), ("wavenet", 4, CLAS
                  ("tcn", 3, CLASSES, 1)]
 
 
+# ... each on every backend that runs it (numba: WaveNets)
+BASELINE_RUNS = [(*row, backend) for row in BASELINE_GRID
+                 for backend in (BACKENDS if row[0] == "wavenet" else ["torch"])]
+
+
 @pytest.mark.parametrize("chunks", ["1", "7", "random"])
-@pytest.mark.parametrize("kind,kernel,width,batch", BASELINE_GRID,
+@pytest.mark.parametrize("kind,kernel,width,batch,backend", BASELINE_RUNS,
                          ids=lambda v: str(v))
-def test_baselines_engine_equals_offline(kind, kernel, width, batch, chunks, rng) -> None:
+def test_baselines_engine_equals_offline(kind, kernel, width, batch, backend, chunks,
+                                         rng) -> None:
     if kind == "wavenet":
         model = small_wavenet(rng, kernel, residual=width)
     else:
         model = small_tcn(rng, kernel, channels=width)
     n = 2 * model.receptive_field + 5
     x = torch.randint(0, CLASSES, (batch, n), generator=rng)
-    got = chunked_feed(StreamingEngine(model, batch), x, chunks, seed=3)
+    engine = StreamingEngine(model, batch, backend=backend)
+    assert engine.backend == backend
+    got = chunked_feed(engine, x, chunks, seed=3)
     assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
 
 
-KINDS = ["sequnet", "wavenet", "tcn"] + (["sequnet-numba"] if numba_available() else [])
+KINDS = ["sequnet", "wavenet", "tcn"] + (["sequnet-numba", "wavenet-numba"]
+                                         if numba_available() else [])
 
 
 def model_of_kind(kind: str, gen: torch.Generator, sequnet_cfg: tuple) -> tuple[torch.nn.Module, str]:
     """A fresh random model and the backend to stream it with."""
+    backend = "numba" if kind.endswith("numba") else "torch"
     if kind.startswith("sequnet"):
-        return fresh_sequnet(sequnet_cfg, gen)[0], "numba" if kind.endswith("numba") else "torch"
-    return (small_wavenet(gen) if kind == "wavenet" else small_tcn(gen)), "torch"
+        return fresh_sequnet(sequnet_cfg, gen)[0], backend
+    return (small_wavenet(gen) if kind.startswith("wavenet") else small_tcn(gen)), backend
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -172,11 +182,14 @@ def test_state_save_restore(backend: str, rng: torch.Generator) -> None:
 
 
 @pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+@pytest.mark.parametrize("kind", ["sequnet", "wavenet"])
 @pytest.mark.parametrize("direction", ["torch->numba", "numba->torch"])
-def test_state_moves_between_backends(direction: str, rng: torch.Generator) -> None:
+def test_state_moves_between_backends(direction: str, kind: str, rng: torch.Generator) -> None:
     """Both executors run the same plans over the same rings: a state saved by one continues
     in the other, and a state saved with its sampler continues the same free-running stream."""
     model, batch = fresh_sequnet((5, 4, 2, 6, 2), rng)
+    if kind == "wavenet":
+        model = small_wavenet(rng, kernel=3)
     first, second = direction.split("->")
     sampling = SamplingConfig(temperature=1.2, top_p=0.95)
     prompt = torch.randint(0, CLASSES, (batch, 50), generator=rng)
@@ -360,10 +373,13 @@ def test_recompute_baseline_equals_engine(kind: str, rng: torch.Generator) -> No
 
 
 @pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+@pytest.mark.parametrize("kind", ["sequnet", "wavenet"])
 @pytest.mark.parametrize("sampling", SAMPLINGS)
-def test_numba_generates_the_same_samples_as_torch(sampling, rng) -> None:
+def test_numba_generates_the_same_samples_as_torch(sampling, kind, rng) -> None:
     """Same seed, same samples: both backends consume the sampler's noise identically."""
     model, _ = fresh_sequnet((5, 4, 2, 8, 1), rng)
+    if kind == "wavenet":
+        model = small_wavenet(rng, kernel=2, residual=8)
     runs = []
     for backend in ["torch", "numba"]:
         engine = StreamingEngine(model, 3, backend=backend)
@@ -426,9 +442,11 @@ def test_backend_selection() -> None:
     assert StreamingEngine(sequnet).backend == expected
     assert StreamingEngine(sequnet, 64).backend == "torch"  # batched matmuls win there
     wavenet = WaveNet(WaveNetConfig(1, 2, 2, 4, 4, 4, classes=CLASSES))
-    assert StreamingEngine(wavenet).backend == "torch"
+    assert StreamingEngine(wavenet).backend == expected
+    tcn = TCN(TCNConfig(channels=4, levels=2, kernel_size=2, classes=CLASSES))
+    assert StreamingEngine(tcn).backend == "torch"
     with pytest.raises(ValueError, match="numba backend runs plans of gated layers"):
-        StreamingEngine(wavenet, backend="numba")
+        StreamingEngine(tcn, backend="numba")
     with pytest.raises(ValueError, match="unknown backend"):
         StreamingEngine(sequnet, backend="cuda-graphs")
 

@@ -1,4 +1,5 @@
-"""numba kernels: an interpreter of step plans of gated layers (CPU, float32).
+"""numba kernels: an interpreter of step plans of gated layers, a Seq-U-Net's or a WaveNet's
+(CPU, float32).
 
 They run a whole block of steps in one native call over the same ring storage and ring
 positions the torch executor uses (numpy views of its tensors), so capture, reset, prime and
@@ -77,27 +78,75 @@ def gated(src, p, nframes, weight, bias, channels, dst, q, col, acc):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def head(head_in, head_w, head_b, logits, hidden):
-    """``logits = head_b + relu(head_in) @ head_w`` for every stream; ``head_w`` is
-    (C, classes), so each input adds a contiguous row of weights to every class."""
-    for s in range(logits.shape[0]):
+def wavenet_layer(src, p, spec, conv, conv_bias, proj, proj_bias, skip, dst, q, col, acc, work):
+    """One WaveNet layer for every stream: ``h = tanh(f) * sigmoid(g)`` over the dilated taps
+    of ``src`` (``conv``: (2D, taps * R), oldest tap first), then ``h @ proj``: (D, R + S),
+    the residual and skip 1x1s, or (D, S) on the last layer, plus ``proj_bias``. The residual
+    ``newest + W_r h + b_r`` goes into ``dst``; ``W_s h`` adds to the skip sum ``skip`` (B, S),
+    which the first layer starts from its bias (the summed skip biases), and which the last
+    layer writes into ``dst`` (the head's input) instead. ``spec``: taps, dilation, first,
+    last; ``work`` (2, n) scratch for the gathered taps and the 1x1s' sums."""
+    taps, dilation, first, last = spec[0], spec[1], spec[2] > 0, spec[3] > 0
+    r = src.shape[2]
+    d = conv.shape[0] // 2
+    n = taps * r
+    width = proj.shape[1]
+    s_ch = skip.shape[1]
+    window, sums = work[0], work[1]
+    half = np.float32(0.5)
+    for b in range(src.shape[0]):
+        for t in range(taps):
+            window[t * r : (t + 1) * r] = src[b, p - (taps - 1 - t) * dilation]
+        for o in range(2 * d):
+            row = conv[o]
+            s = np.float32(0.0)
+            for i in range(n):
+                s += row[i] * window[i]
+            acc[o] = s + conv_bias[o]
+        for o in range(d):
+            acc[o] = tanh(acc[o]) * (half + half * tanh(half * acc[d + o]))
+        sums[:width] = proj_bias
+        for o in range(d):
+            h = acc[o]
+            row = proj[o]
+            for j in range(width):
+                sums[j] += row[j] * h
+        skipped = sums[width - s_ch : width]
+        if not first:
+            skipped += skip[b]
+        if last:
+            dst[b, q, col : col + s_ch] = skipped
+        else:
+            skip[b] = skipped
+            for j in range(r):
+                dst[b, q, col + j] = src[b, p, j] + sums[j]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def dense(x, w, bias, out, hidden):
+    """``out = bias + relu(x[:, 0]) @ w`` for every stream: ``x`` (B, 1, n), ``w`` (n, m), so
+    each input adds a contiguous row of weights to every output; ``hidden`` (n) scratch."""
+    for s in range(out.shape[0]):
         for j in range(hidden.shape[0]):
-            hidden[j] = max(head_in[s, 0, j], np.float32(0.0))
-        out = logits[s]
-        out[:] = head_b
+            hidden[j] = max(x[s, 0, j], np.float32(0.0))
+        row_out = out[s]
+        row_out[:] = bias
         for j in range(hidden.shape[0]):
             h = hidden[j]
-            row = head_w[j]
-            for o in range(out.shape[0]):
-                out[o] += row[o] * h
+            row = w[j]
+            for o in range(row_out.shape[0]):
+                row_out[o] += row[o] * h
 
 
 #: A program as the kernels see it: the plan tables, the shared ring positions and windows,
 #: the float rings (one homogeneous tuple; the index ring's entry is a placeholder), the
-#: index ring, per-ring weights, the input table and the head.
+#: index ring, per-ring weights, the input table and the head; a WaveNet's layers (per ring:
+#: taps, dilation, first, last, with taps 0 on other rings), their 1x1s and biases, its skip
+#: sum, and its head's first 1x1 (``hid_w`` with no columns where the head has one layer).
 Compiled = namedtuple("Compiled", [
     "ops", "starts", "pos", "wins", "rings", "index", "index_ring", "weights", "odds", "biases",
     "table", "table_bias", "head_w", "head_b", "head_in", "acc",
+    "wavenet", "projs", "proj_biases", "skip", "hid_w", "hid_b", "hidden", "work",
 ])
 
 
@@ -114,7 +163,8 @@ def run_step(x, phase, prog, logits):
     """One step for every stream: classes ``x`` (B,) in, ``logits`` (B, classes) out, by
     interpreting the plan of clock ``phase``."""
     (ops, starts, pos, wins, rings, index, index_ring, weights, odds, biases, table, table_bias,
-     head_w, head_b, head_in, acc) = prog
+     head_w, head_b, head_in, acc, wavenet, projs, proj_biases, skip, hid_w, hid_b, hidden,
+     work) = prog
     batch = x.shape[0]
     for i in range(starts[phase], starts[phase + 1]):
         code, a, b, c, d, e = ops[i, 0], ops[i, 1], ops[i, 2], ops[i, 3], ops[i, 4], ops[i, 5]
@@ -127,7 +177,10 @@ def run_step(x, phase, prog, logits):
             pos[a] += 1
         elif code == OP_GATED:
             dst, q = _dst(rings, pos, wins, head_in, b)
-            if d == TAPS_ODD:
+            if wavenet[a, 0] > 0:
+                wavenet_layer(rings[a], pos[a], wavenet[a], weights[a], biases[a], projs[a],
+                              proj_biases[a], skip, dst, q, c, acc, work)
+            elif d == TAPS_ODD:
                 gated(rings[a], pos[a], wins[a] - 1, odds[a], biases[a], e, dst, q, c, acc)
             else:
                 gated(rings[a], pos[a], wins[a], weights[a], biases[a], e, dst, q, c, acc)
@@ -151,8 +204,11 @@ def run_step(x, phase, prog, logits):
                     row = table[j * rows + index[s, p - k + 1 + j, 0]]
                     for o in range(e):
                         dst[s, q, c + o] += row[o]
-        elif code == OP_HEAD:  # relu, 1x1
-            head(head_in, head_w, head_b, logits, acc[: head_w.shape[0]])
+        elif code == OP_HEAD and hid_w.shape[1] == 0:  # relu, 1x1
+            dense(head_in, head_w, head_b, logits, acc[: head_w.shape[0]])
+        elif code == OP_HEAD:  # a WaveNet's: relu, 1x1, relu, 1x1
+            dense(head_in, hid_w, hid_b, hidden[:, 0], acc[: hid_w.shape[0]])
+            dense(hidden, head_w, head_b, logits, acc[: head_w.shape[0]])
 
 
 @njit(cache=True, nogil=True)

@@ -1,8 +1,9 @@
 """The numba executor: a program's plans as integer tables, run by a compiled interpreter.
 
 It runs plans whose layers are all gated residual layers over float rings with a one-hot
-input convolution and a ReLU + 1x1 head (the Seq-U-Net's), on the CPU in float32, a whole
-block of steps per native call. The rings and their positions are the program's own (numpy
+input convolution: a Seq-U-Net's, with its ReLU + 1x1 head, or a WaveNet's dilated ones with
+their residual and skip 1x1s and its two-layer head; on the CPU in float32, a whole block of
+steps per native call. The rings and their positions are the program's own (numpy
 views), so capture, reset, prime and state save/restore are shared with the torch executor.
 Only the arithmetic differs, within float32 rounding: the summation order of the dot products,
 and the gates' tanh and the sampler's exp, computed by rational and polynomial approximations
@@ -17,11 +18,28 @@ import torch
 from streamgen.engine.fast import kernels
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.sampling import Sampler
-from streamgen.engine.tables import plan_tables, refuse_unless_runnable, unsupported_layers
+from streamgen.engine.tables import (WaveNetWeights, plan_tables, refuse_unless_runnable,
+                                     unsupported_layers)
+
+
+#: What stands in a tuple entry a ring does not use (1, 1, 1).
+_PLACEHOLDER = np.zeros((1, 1, 1), dtype=np.float32)
 
 
 def _f32(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+
+
+def _wavenet_projection(layer: WaveNetWeights) -> tuple[np.ndarray, np.ndarray]:
+    """A WaveNet layer's 1x1s as one ``(D, R + S)`` matrix (``(D, S)`` on the last layer, which
+    has no residual output) and its bias: the residual bias, then the summed skip biases on
+    the first layer (zeros on the others, which add to the running skip sum)."""
+    skip_bias = (torch.zeros(layer.skip.shape[1]) if layer.skip_bias is None
+                 else layer.skip_bias.detach().cpu().float())
+    if layer.last:
+        return _f32(layer.skip), _f32(skip_bias)
+    return (_f32(torch.cat([layer.residual, layer.skip], 1)),
+            _f32(torch.cat([layer.residual_bias.detach().cpu().float(), skip_bias])))
 
 
 class NumbaExecutor:
@@ -34,35 +52,55 @@ class NumbaExecutor:
         """Why this executor cannot run ``program`` (None if it can)."""
         if program.device.type != "cpu" or program.dtype != torch.float32:
             return "the numba backend runs on the CPU in float32"
-        reason = unsupported_layers(program)
+        reason = unsupported_layers(program, wavenet=True)
         return f"the numba backend runs {reason}" if reason else None
 
     def __init__(self, program: StepProgram) -> None:
         refuse_unless_runnable(self.unsupported(program))
         self.program = program
         tables = plan_tables(program)
-        placeholder = np.zeros((1, 1, 1), dtype=np.float32)
-        rings, weights, odds, biases = [], [], [], []
-        for ring, layer in zip(program.rings.values(), tables.layers):
-            if layer is None:  # the index ring
-                rings.append(placeholder)
-                weights.append(placeholder[0])
-                odds.append(placeholder[0])
-                biases.append(placeholder[0, 0])
+        batch = program.batch
+        rings, weights, odds, biases, projs, proj_biases = [], [], [], [], [], []
+        wavenet = np.zeros((len(tables.layers), 4), dtype=np.int64)
+        skip_width, work_width = 1, 1
+        for i, (ring, layer) in enumerate(zip(program.rings.values(), tables.layers)):
+            rings.append(ring.data.numpy() if layer is not None else _PLACEHOLDER)
+            if isinstance(layer, WaveNetWeights):
+                proj, proj_bias = _wavenet_projection(layer)
+                weights.append(_f32(layer.conv))
+                odds.append(_PLACEHOLDER[0])
+                biases.append(_f32(layer.conv_bias))
+                projs.append(proj)
+                proj_biases.append(proj_bias)
+                wavenet[i] = (layer.taps, layer.dilation, layer.skip_bias is not None, layer.last)
+                skip_width = layer.skip.shape[1]
+                work_width = max(work_width, layer.conv.shape[1], proj.shape[1])
                 continue
-            rings.append(ring.data.numpy())
-            weights.append(_f32(layer.full))
-            odds.append(placeholder[0] if layer.odd is None else _f32(layer.odd))
-            biases.append(_f32(layer.bias))
+            weights.append(_PLACEHOLDER[0] if layer is None else _f32(layer.full))
+            odds.append(_PLACEHOLDER[0] if layer is None or layer.odd is None
+                        else _f32(layer.odd))
+            biases.append(_PLACEHOLDER[0, 0] if layer is None else _f32(layer.bias))
+            projs.append(_PLACEHOLDER[0])
+            proj_biases.append(_PLACEHOLDER[0, 0])
+        head_w = _f32(tables.head_weight.t())  # (C, classes): rows added whole
+        if tables.hidden_weight is None:  # one 1x1: no hidden layer
+            hid_w, hid_b = np.zeros((head_w.shape[0], 0), np.float32), _PLACEHOLDER[0, 0]
+        else:
+            hid_w, hid_b = _f32(tables.hidden_weight.t()), _f32(tables.hidden_bias)
         self.compiled = kernels.Compiled(
             ops=tables.ops, starts=tables.starts, pos=program.positions.array,
             wins=tables.windows, rings=tuple(rings),
             index=program.rings[INPUT_RING].data.numpy(), index_ring=tables.index_ring,
             weights=tuple(weights), odds=tuple(odds), biases=tuple(biases),
             table=_f32(tables.embed_table), table_bias=_f32(tables.embed_bias),
-            head_w=_f32(tables.head_weight.t()), head_b=_f32(tables.head_bias),
-            head_in=program.head_in.numpy().reshape(program.batch, 1, -1),
-            acc=np.zeros(tables.width, dtype=np.float32),
+            head_w=head_w, head_b=_f32(tables.head_bias),
+            head_in=program.head_in.numpy().reshape(batch, 1, -1),
+            acc=np.zeros(max(tables.width, *head_w.shape, *hid_w.shape), dtype=np.float32),
+            wavenet=wavenet, projs=tuple(projs), proj_biases=tuple(proj_biases),
+            skip=np.zeros((batch, skip_width), dtype=np.float32),
+            hid_w=hid_w, hid_b=hid_b,
+            hidden=np.zeros((batch, 1, hid_w.shape[1]), dtype=np.float32),
+            work=np.zeros((2, work_width), dtype=np.float32),
         )
 
     def feed_block(self, xs: torch.Tensor, out: torch.Tensor | None, logits: torch.Tensor,
