@@ -11,7 +11,7 @@ import torch
 from conftest import randomize_
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
-from streamgen.engine.engine import numba_available
+from streamgen.engine.engine import NUMBA_MAX_BATCH, numba_available
 from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig
 
 CLASSES = 32
@@ -440,7 +440,8 @@ def test_backend_selection() -> None:
     sequnet = SeqUNet(SeqUNetConfig(4, 2, 1, 3, classes=CLASSES))
     expected = "numba" if numba_available() else "torch"
     assert StreamingEngine(sequnet).backend == expected
-    assert StreamingEngine(sequnet, 64).backend == "torch"  # batched matmuls win there
+    assert StreamingEngine(sequnet, NUMBA_MAX_BATCH).backend == expected
+    assert StreamingEngine(sequnet, NUMBA_MAX_BATCH + 1).backend == "torch"  # batched matmuls win
     wavenet = WaveNet(WaveNetConfig(1, 2, 2, 4, 4, 4, classes=CLASSES))
     assert StreamingEngine(wavenet).backend == expected
     tcn = TCN(TCNConfig(channels=4, levels=2, kernel_size=2, classes=CLASSES))
