@@ -8,8 +8,9 @@
 # trains the runs named in RUNS (default: `default` and `wavenet-baseline`; also `sequnet-c48`,
 # `sequnet-c64` and `sequnet-c96`, wider candidates, the last published with `--weights-dtype
 # float16` to fit the zoo's 16 MB; on one CPU core, benchmarks/results/shapes-cpu-x86-64.md,
-# C=48 streams at 1.8x real time, as fast as the wavenet-baseline shape, so it can be the
-# default, C=32 at 2.3x, C=64 at 1.3x) side by side on one GPU with one recipe, each fitted to
+# top-p on random weights: C=32 streams at 4.6x real time, C=48 at 2.6x, as fast as the
+# wavenet-baseline shape, C=64 at 1.7x, the margin C=32 had before the numba kernel got faster:
+# any of them can be the default) side by side on one GPU with one recipe, each fitted to
 # SECONDS (streamgen train --time-budget). Each run ends as OUT/NAME.tar.part-aa,
 # -ab, ... (its checkpoint folder, training log and console log, in parts of at most 15 MB): few
 # files, none too large to come back from a lent GPU machine. To resume a run stopped at

@@ -36,7 +36,7 @@ def numba_available() -> bool:
 
 
 #: Batches up to this size stream faster through the single-threaded numba kernel than
-#: through batched torch matrix products: the crossover lies between 64 streams (numba 1.1x
+#: through batched torch matrix products: the crossover lies between 64 streams (numba 1.2x
 #: ahead) and 256 (torch 1.3x ahead) in benchmarks/results/cpu-x86-64-full.md.
 NUMBA_MAX_BATCH = 64
 
@@ -87,7 +87,7 @@ def _latency_executor(program: StepProgram, backend: str) -> Executor:
 
 def build_executor(program: StepProgram, backend: str) -> Executor:
     """An executor of ``program``'s plans: ``auto`` picks the compiled interpreter of the plan
-    tables where it runs the program and is faster (on the CPU numba up to 64 streams: 9x at
+    tables where it runs the program and is faster (on the CPU numba up to 64 streams: 20x at
     batch 1; on a CUDA GPU a persistent kernel, numba-cuda or Triton, at batches up to 64
     (``_latency_executor``), else CUDA graphs of the torch steps where the rings run on a
     schedule), else torch."""

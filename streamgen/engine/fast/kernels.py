@@ -57,27 +57,33 @@ def tanh(x):
     return p * x / q
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def gates(window, weight, bias, channels, acc):
+    """``acc[:C] = tanh(f) * sigmoid(g)``, ``(f, g) = weight @ window + bias`` (``weight``:
+    (2C, len(window))): each output one dot product, the gates one loop that vectorizes
+    (``sigmoid(g) = (1 + tanh(g / 2)) / 2``)."""
+    half = np.float32(0.5)
+    for o in range(2 * channels):
+        row = weight[o]
+        s = np.float32(0.0)
+        for i in range(window.shape[0]):
+            s += row[i] * window[i]
+        acc[o] = s + bias[o]
+    for o in range(channels):
+        acc[o] = tanh(acc[o]) * (half + half * tanh(half * acc[channels + o]))
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def gated(src, p, nframes, weight, bias, channels, dst, q, col, acc):
     """``dst[:, q, col:col+C] = src[:, p, :C] + tanh(f) * sigmoid(g)`` over the newest
-    ``nframes`` frames of ``src``; ``weight`` is (2C, nframes * src_channels). The window's
-    frames lie one after another in the ring, so each output is one long dot product, and
-    the gates (``sigmoid(g) = (1 + tanh(g / 2)) / 2``) one vectorized loop."""
+    ``nframes`` frames of ``src``, which lie one after another in the ring; ``weight`` is
+    (2C, nframes * src_channels)."""
     n = nframes * src.shape[2]
     lo = (p - nframes + 1) * src.shape[2]
-    half = np.float32(0.5)
     for b in range(src.shape[0]):
-        window = src[b].reshape(-1)[lo : lo + n]
-        for o in range(2 * channels):
-            row = weight[o]
-            s = np.float32(0.0)
-            for i in range(n):
-                s += row[i] * window[i]
-            acc[o] = s + bias[o]
+        gates(src[b].reshape(-1)[lo : lo + n], weight, bias, channels, acc)
         for o in range(channels):
-            acc[o] = src[b, p, o] + tanh(acc[o]) * (half + half * tanh(half * acc[channels + o]))
-        for o in range(channels):
-            dst[b, q, col + o] = acc[o]
+            dst[b, q, col + o] = src[b, p, o] + acc[o]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -95,20 +101,12 @@ def wavenet_layer(src, p, spec, conv, conv_bias, proj, proj_bias, skip, dst, q, 
     n = taps * r
     width = proj.shape[1]
     s_ch = skip.shape[1]
-    window, sums = work[0], work[1]
-    half = np.float32(0.5)
+    window, sums = work[0, :n], work[1]
     for b in range(src.shape[0]):
         for t in range(taps):
             for j in range(r):
                 window[t * r + j] = src[b, p - (taps - 1 - t) * dilation, j]
-        for o in range(2 * d):
-            row = conv[o]
-            s = np.float32(0.0)
-            for i in range(n):
-                s += row[i] * window[i]
-            acc[o] = s + conv_bias[o]
-        for o in range(d):
-            acc[o] = tanh(acc[o]) * (half + half * tanh(half * acc[d + o]))
+        gates(window, conv, conv_bias, d, acc)
         for j in range(width):
             sums[j] = proj_bias[j]
         for o in range(d):

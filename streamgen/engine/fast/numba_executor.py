@@ -3,8 +3,8 @@
 It runs plans whose layers are all gated residual layers over float rings with a one-hot
 input convolution: a Seq-U-Net's, with its ReLU + 1x1 head, or a WaveNet's dilated ones with
 their residual and skip 1x1s and its two-layer head; on the CPU in float32, a whole block of
-steps per native call. The rings and their positions are the program's own (numpy
-views), so capture, reset, prime and state save/restore are shared with the torch executor.
+steps per native call. The rings and their positions are the program's own (numpy views), so
+capture, reset, prime and state save/restore are shared with the torch executor.
 Only the arithmetic differs, within float32 rounding: the summation order of the dot products,
 and the gates' tanh and the sampler's exp, computed by rational and polynomial approximations
 (within 4e-7) in loops that vectorize.
@@ -18,8 +18,8 @@ import torch
 from streamgen.engine.fast import kernels
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.sampling import Sampler
-from streamgen.engine.tables import (WaveNetWeights, plan_tables, refuse_unless_runnable,
-                                     unsupported_layers)
+from streamgen.engine.tables import (GatedWeights, WaveNetWeights, plan_tables,
+                                     refuse_unless_runnable, unsupported_layers)
 
 
 #: What stands in a tuple entry a ring does not use (1, 1, 1).
@@ -42,6 +42,28 @@ def _wavenet_projection(layer: WaveNetWeights) -> tuple[np.ndarray, np.ndarray]:
             _f32(torch.cat([layer.residual_bias.detach().cpu().float(), skip_bias])))
 
 
+#: A ring's entries in the kernels' per-ring tuples and its row of ``Compiled.wavenet``.
+RingEntries = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                    tuple[int, int, int, int]]
+
+
+def _ring_entries(data: torch.Tensor, layer: GatedWeights | WaveNetWeights | None) -> RingEntries:
+    """(ring, weights, odd-tap weights, bias, 1x1s, 1x1 bias, WaveNet spec) of one ring: a
+    Seq-U-Net layer's, a WaveNet layer's (taps, dilation, first, last), or the index ring's
+    placeholders."""
+    unused, unused_2d, unused_1d = _PLACEHOLDER, _PLACEHOLDER[0], _PLACEHOLDER[0, 0]
+    if isinstance(layer, WaveNetWeights):
+        proj, proj_bias = _wavenet_projection(layer)
+        spec = (layer.taps, layer.dilation, int(layer.skip_bias is not None), int(layer.last))
+        return (data.numpy(), _f32(layer.conv), unused_2d, _f32(layer.conv_bias), proj,
+                proj_bias, spec)
+    if layer is None:  # the index ring
+        return unused, unused_2d, unused_2d, unused_1d, unused_2d, unused_1d, (0, 0, 0, 0)
+    odd = unused_2d if layer.odd is None else _f32(layer.odd)
+    return (data.numpy(), _f32(layer.full), odd, _f32(layer.bias), unused_2d, unused_1d,
+            (0, 0, 0, 0))
+
+
 class NumbaExecutor:
     """CPU float32 only; ``feed_block`` / ``generate_block`` run whole blocks natively."""
 
@@ -60,28 +82,13 @@ class NumbaExecutor:
         self.program = program
         tables = plan_tables(program)
         batch = program.batch
-        rings, weights, odds, biases, projs, proj_biases = [], [], [], [], [], []
-        wavenet = np.zeros((len(tables.layers), 4), dtype=np.int64)
-        skip_width, work_width = 1, 1
-        for i, (ring, layer) in enumerate(zip(program.rings.values(), tables.layers)):
-            rings.append(ring.data.numpy() if layer is not None else _PLACEHOLDER)
-            if isinstance(layer, WaveNetWeights):
-                proj, proj_bias = _wavenet_projection(layer)
-                weights.append(_f32(layer.conv))
-                odds.append(_PLACEHOLDER[0])
-                biases.append(_f32(layer.conv_bias))
-                projs.append(proj)
-                proj_biases.append(proj_bias)
-                wavenet[i] = (layer.taps, layer.dilation, layer.skip_bias is not None, layer.last)
-                skip_width = layer.skip.shape[1]
-                work_width = max(work_width, layer.conv.shape[1], proj.shape[1])
-                continue
-            weights.append(_PLACEHOLDER[0] if layer is None else _f32(layer.full))
-            odds.append(_PLACEHOLDER[0] if layer is None or layer.odd is None
-                        else _f32(layer.odd))
-            biases.append(_PLACEHOLDER[0, 0] if layer is None else _f32(layer.bias))
-            projs.append(_PLACEHOLDER[0])
-            proj_biases.append(_PLACEHOLDER[0, 0])
+        entries = [_ring_entries(ring.data, layer)
+                   for ring, layer in zip(program.rings.values(), tables.layers)]
+        rings, weights, odds, biases, projs, proj_biases, specs = zip(*entries)
+        wavenets = [layer for layer in tables.layers if isinstance(layer, WaveNetWeights)]
+        skip_width = max([layer.skip.shape[1] for layer in wavenets], default=1)
+        work_width = max([max(w.shape[1], p.shape[1])  # a WaveNet's taps, its 1x1s' outputs
+                          for w, p, spec in zip(weights, projs, specs) if spec[0]], default=1)
         head_w = _f32(tables.head_weight.t())  # (C, classes): rows added whole
         if tables.hidden_weight is None:  # one 1x1: no hidden layer
             hid_w, hid_b = np.zeros((head_w.shape[0], 0), np.float32), _PLACEHOLDER[0, 0]
@@ -89,14 +96,15 @@ class NumbaExecutor:
             hid_w, hid_b = _f32(tables.hidden_weight.t()), _f32(tables.hidden_bias)
         self.compiled = kernels.Compiled(
             ops=tables.ops, starts=tables.starts, pos=program.positions.array,
-            wins=tables.windows, rings=tuple(rings),
+            wins=tables.windows, rings=rings,
             index=program.rings[INPUT_RING].data.numpy(), index_ring=tables.index_ring,
-            weights=tuple(weights), odds=tuple(odds), biases=tuple(biases),
+            weights=weights, odds=odds, biases=biases,
             table=_f32(tables.embed_table), table_bias=_f32(tables.embed_bias),
             head_w=head_w, head_b=_f32(tables.head_bias),
             head_in=program.head_in.numpy().reshape(batch, 1, -1),
             acc=np.zeros(max(tables.width, *head_w.shape, *hid_w.shape), dtype=np.float32),
-            wavenet=wavenet, projs=tuple(projs), proj_biases=tuple(proj_biases),
+            wavenet=np.array(specs, dtype=np.int64).reshape(-1, 4), projs=projs,
+            proj_biases=proj_biases,
             skip=np.zeros((batch, skip_width), dtype=np.float32),
             hid_w=hid_w, hid_b=hid_b,
             hidden=np.zeros((batch, 1, hid_w.shape[1]), dtype=np.float32),
