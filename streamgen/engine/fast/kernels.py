@@ -279,9 +279,11 @@ def apply_top_p(scores, top_p, work, bits, at):
     dropped when the classes ranked above it hold ``top_p`` of the mass.
 
     Only candidates are ranked: classes below ``(1 - top_p) / classes`` of the total mass hold
-    less than ``1 - top_p`` together, so the nucleus lies among the rest (a few dozen). Each
-    candidate sums the mass of those above it (pairwise, in loops that vectorize: cheaper than
-    sorting them). ``work`` (3, classes) and ``bits`` and ``at`` (classes) are scratch.
+    less than ``1 - top_p`` together, so the nucleus lies among the rest (a few dozen from a
+    trained model). Each candidate sums the mass of those above it (pairwise, in loops that
+    vectorize: cheaper than sorting a few dozen; on nearly flat logits every class is one,
+    and the 256^2 pairs take about 4 us). ``work`` (3, classes) and ``bits`` and ``at``
+    (classes) are scratch.
     """
     classes = scores.shape[0]
     mass, cand, cand_mass = work[0], work[1], work[2]
