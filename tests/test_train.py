@@ -464,7 +464,9 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
                    progress=ran.progress) == ran
     assert "real time on this machine's CPU (numba backend" in text  # what ran the example
     other = write_card(runs["wavenet"], tmp_path / "zoo" / "wn", audio_dir, seconds=0.1)
-    assert "real time on this machine's CPU (torch backend" in (other / "README.md").read_text()
+    other_text = (other / "README.md").read_text()
+    assert "real time on this machine's CPU (numba backend" in other_text  # WaveNets too
+    assert "--seed 0 --backend numba`" in other_text  # the example reproduces on its backend
     assert "| wavenet-tiny | wavenet" in text and "one block of 64 samples in every 3, from sample 300" in text
     assert "MB of float32 (`model.safetensors`" in text and "scored with the run's" not in text
 

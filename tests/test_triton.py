@@ -18,6 +18,7 @@ import torch
 from conftest import feed_in_chunks, generated, random_sequnet
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
+from streamgen.engine.engine import numba_available
 from streamgen.engine.gpu import interpreting, triton_available
 from streamgen.nn import WaveNet, WaveNetConfig
 
@@ -86,8 +87,8 @@ def test_triton_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
     wavenet = WaveNet(WaveNetConfig(1, 3, 2, 4, 4, 8, classes=CLASSES))
     with pytest.raises(ValueError, match="plans of gated layers.*backend='torch'"):
         StreamingEngine(wavenet, 1, backend="triton")
-    # auto keeps torch for a WaveNet, and never picks the interpreter on the CPU
-    assert StreamingEngine(wavenet, 1).backend == "torch"
+    # auto takes the CPU's kernel for a WaveNet, and never the interpreter on the CPU
+    assert StreamingEngine(wavenet, 1).backend == ("numba" if numba_available() else "torch")
     small = random_sequnet((4, 2, 1, 3), CLASSES, rng)
     assert StreamingEngine(small, 1, backend="auto").backend != "triton"
     refusal = r"capacity='period'\); use the torch backend \(backend='torch', --backend torch\)$"
