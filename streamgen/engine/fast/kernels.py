@@ -126,17 +126,17 @@ def wavenet_layer(src, p, spec, conv, conv_bias, proj, proj_bias, skip, dst, q, 
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def dense(x, w, bias, out, hidden):
+def dense(x, w, bias, out, relu):
     """``out = bias + relu(x[:, 0]) @ w`` for every stream: ``x`` (B, 1, n), ``w`` (n, m), so
-    each input adds a contiguous row of weights to every output; ``hidden`` (n) scratch."""
+    each input adds a contiguous row of weights to every output; ``relu`` (n) scratch."""
     for s in range(out.shape[0]):
-        for j in range(hidden.shape[0]):
-            hidden[j] = max(x[s, 0, j], np.float32(0.0))
+        for j in range(relu.shape[0]):
+            relu[j] = max(x[s, 0, j], np.float32(0.0))
         row_out = out[s]
         for o in range(row_out.shape[0]):
             row_out[o] = bias[o]
-        for j in range(hidden.shape[0]):
-            h = hidden[j]
+        for j in range(relu.shape[0]):
+            h = relu[j]
             row = w[j]
             for o in range(row_out.shape[0]):
                 row_out[o] += row[o] * h
