@@ -42,9 +42,8 @@ def test_micro_suite_reports_every_section(tmp_path: Path) -> None:
         assert [r["size"] for r in scale] == [2, 3]
         assert scale[0]["receptive_field"] < scale[1]["receptive_field"]
         assert scale[0]["macs_per_sample"] < scale[1]["macs_per_sample"]
-        # the numba kernel runs the Seq-U-Nets and WaveNets, not the TCN
-        numba = numba_available() and family != "TCN"
-        assert all(("numba_us_per_sample" in r) == numba for r in scale)
+        # the numba kernel runs every family
+        assert all(("numba_us_per_sample" in r) == numba_available() for r in scale)
     seq = results["scaling"][0]
     assert seq["torch_us_per_sample"] == pytest.approx(1e6 / seq["torch_samples_per_s"])
     assert seq["recompute_us_per_sample"] > 0

@@ -83,8 +83,6 @@ BACKENDS = ["torch"] + (["numba"] if numba_available() else [])
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("kind", KINDS)
 def test_period_capacity_is_exact(kind: str, backend: str, rng) -> None:
-    if backend == "numba" and kind == "tcn":
-        pytest.skip("the numba backend runs Seq-U-Nets and WaveNets")
     model = model_of(kind, rng)
     engine = StreamingEngine(model, 2, backend=backend, capacity="period")
     n = 2 * max(engine.program.graph_period, model.receptive_field) + 7

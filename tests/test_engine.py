@@ -96,9 +96,8 @@ BASELINE_GRID = [("wavenet", 2, 6, 1), ("wavenet", 3, 6, 3), ("wavenet", 4, CLAS
                  ("tcn", 3, CLASSES, 1)]
 
 
-# ... each on every backend that runs it (numba: WaveNets)
-BASELINE_RUNS = [(*row, backend) for row in BASELINE_GRID
-                 for backend in (BACKENDS if row[0] == "wavenet" else ["torch"])]
+# ... each on every CPU backend (numba runs both)
+BASELINE_RUNS = [(*row, backend) for row in BASELINE_GRID for backend in BACKENDS]
 
 
 @pytest.mark.parametrize("chunks", ["1", "7", "random"])
@@ -118,7 +117,7 @@ def test_baselines_engine_equals_offline(kind, kernel, width, batch, backend, ch
     assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
 
 
-KINDS = ["sequnet", "wavenet", "tcn"] + (["sequnet-numba", "wavenet-numba"]
+KINDS = ["sequnet", "wavenet", "tcn"] + (["sequnet-numba", "wavenet-numba", "tcn-numba"]
                                          if numba_available() else [])
 
 
@@ -182,14 +181,12 @@ def test_state_save_restore(backend: str, rng: torch.Generator) -> None:
 
 
 @pytest.mark.skipif(not numba_available(), reason="numba is not installed")
-@pytest.mark.parametrize("kind", ["sequnet", "wavenet"])
+@pytest.mark.parametrize("kind", ["sequnet", "wavenet", "tcn"])
 @pytest.mark.parametrize("direction", ["torch->numba", "numba->torch"])
 def test_state_moves_between_backends(direction: str, kind: str, rng: torch.Generator) -> None:
     """Both executors run the same plans over the same rings: a state saved by one continues
     in the other, and a state saved with its sampler continues the same free-running stream."""
-    model, batch = fresh_sequnet((5, 4, 2, 6, 2), rng)
-    if kind == "wavenet":
-        model = small_wavenet(rng, kernel=3)
+    model, batch = model_of_kind(kind, rng, (5, 4, 2, 6, 2))[0], 2
     first, second = direction.split("->")
     sampling = SamplingConfig(temperature=1.2, top_p=0.95)
     prompt = torch.randint(0, CLASSES, (batch, 50), generator=rng)
@@ -373,13 +370,11 @@ def test_recompute_baseline_equals_engine(kind: str, rng: torch.Generator) -> No
 
 
 @pytest.mark.skipif(not numba_available(), reason="numba is not installed")
-@pytest.mark.parametrize("kind", ["sequnet", "wavenet"])
+@pytest.mark.parametrize("kind", ["sequnet", "wavenet", "tcn"])
 @pytest.mark.parametrize("sampling", SAMPLINGS)
 def test_numba_generates_the_same_samples_as_torch(sampling, kind, rng) -> None:
     """Same seed, same samples: both backends consume the sampler's noise identically."""
-    model, _ = fresh_sequnet((5, 4, 2, 8, 1), rng)
-    if kind == "wavenet":
-        model = small_wavenet(rng, kernel=2, residual=8)
+    model = model_of_kind(kind, rng, (5, 4, 2, 8, 1))[0]
     runs = []
     for backend in ["torch", "numba"]:
         engine = StreamingEngine(model, 3, backend=backend)
@@ -445,9 +440,10 @@ def test_backend_selection() -> None:
     wavenet = WaveNet(WaveNetConfig(1, 2, 2, 4, 4, 4, classes=CLASSES))
     assert StreamingEngine(wavenet).backend == expected
     tcn = TCN(TCNConfig(channels=4, levels=2, kernel_size=2, classes=CLASSES))
-    assert StreamingEngine(tcn).backend == "torch"
-    with pytest.raises(ValueError, match="numba backend runs plans of gated layers"):
-        StreamingEngine(tcn, backend="numba")
+    assert StreamingEngine(tcn).backend == expected
+    assert StreamingEngine(tcn, inputs="frames").backend == "torch"
+    with pytest.raises(ValueError, match="numba backend runs plans fed class inputs, not frames"):
+        StreamingEngine(tcn, inputs="frames", backend="numba")
     with pytest.raises(ValueError, match="unknown backend"):
         StreamingEngine(sequnet, backend="cuda-graphs")
 

@@ -2,10 +2,11 @@
 executes on the CPU, and the weights the Triton kernel reads (it runs the same plans placed
 on fixed addresses, ``streamgen.engine.gpu.placed``).
 
-Both run the same subset of programs: plans whose layers are gated residual layers (plain,
-down or stride-2 up) over float rings, with a one-hot input convolution of dilation 1 and a
-ReLU + 1x1 head, i.e. the Seq-U-Net's. Each op of each plan becomes one row
-``(opcode, a, b, c, d, e)``:
+All run plans whose layers are gated residual layers (plain, down or stride-2 up) over float
+rings, with a one-hot input convolution of dilation 1 and a ReLU + 1x1 head, i.e. the
+Seq-U-Net's; the numba kernels also run a WaveNet's layers and head (as the numba-cuda ones
+do) and a TCN's (``unsupported_layers`` says which an executor runs). Each op of each plan
+becomes one row ``(opcode, a, b, c, d, e)`` (GATED: the ring's layer, whatever its kind):
 
 ==========  ====================  ====================  ========  ========  =====
 opcode      a                     b                     c         d         e
@@ -30,32 +31,47 @@ import torch
 
 from streamgen.engine.plan import HEAD, Advance, Copy, Head, Input, Layer, Op, Taps
 from streamgen.engine.program import INPUT_RING, StepProgram
-from streamgen.engine.steps import GatedStep, OneHotConv, OneHotDense, ReluDense, UpStep
+from streamgen.engine.steps import (Dense, GatedStep, OneHotConv, OneHotDense, Rectified,
+                                    ReluDense, TapConv, UpStep)
 
 OP_INPUT, OP_ADVANCE, OP_EMBED, OP_GATED, OP_COPY, OP_HEAD = 0, 1, 2, 3, 4, 5
 TAPS_ALL, TAPS_EVEN, TAPS_ODD = 0, 1, 2
 _TAPS = {Taps.ALL: TAPS_ALL, Taps.EVEN: TAPS_EVEN, Taps.ODD: TAPS_ODD}
 
 
-def unsupported_layers(program: StepProgram, wavenet: bool = False) -> str | None:
-    """Why ``program`` is not a plan of gated layers the interpreters run (None if it is);
-    ``wavenet``: an interpreter that also runs WaveNet layers and head asks."""
-    from streamgen.engine.programs.wavenet import WaveNetHead, WaveNetStep
+def _fits(name: str, kernel: object, wavenet: bool, tcn: bool) -> bool:
+    """Whether ring ``name``'s kernel is a layer the interpreter asking runs."""
+    from streamgen.engine.programs.tcn import BlockOutput
+    from streamgen.engine.programs.wavenet import WaveNetStep
+
+    if tcn and isinstance(kernel, Rectified) and kernel.slope == 0:  # a TCN block's first conv
+        kernel, layers = kernel.kernel, (TapConv,)
+    else:
+        layers = ((GatedStep, UpStep) + ((WaveNetStep,) if wavenet else ())
+                  + ((BlockOutput,) if tcn else ()))
+    if name == INPUT_RING:
+        inputs = (OneHotConv, OneHotDense) if wavenet else (OneHotConv,)
+        return isinstance(kernel, inputs) and getattr(kernel, "dilation", 1) == 1
+    return isinstance(kernel, layers)
+
+
+def unsupported_layers(program: StepProgram, wavenet: bool = False,
+                       tcn: bool = False) -> str | None:
+    """Why ``program`` is not a plan of layers the interpreters run (None if it is): gated
+    residual layers (Seq-U-Nets), and where the interpreter asking runs them WaveNet layers
+    and head (``wavenet``) or TCN blocks and head (``tcn``)."""
+    from streamgen.engine.programs.wavenet import WaveNetHead
 
     if program.inputs != "classes":
         return "plans fed class inputs, not frames"
-    layers = (GatedStep, UpStep, WaveNetStep) if wavenet else (GatedStep, UpStep)
-    inputs = (OneHotConv, OneHotDense) if wavenet else (OneHotConv,)
-    what = "gated layers (Seq-U-Nets, WaveNets)" if wavenet else "gated layers (Seq-U-Nets)"
+    kinds = ", ".join(["Seq-U-Nets"] + (["WaveNets"] if wavenet else []) + (["TCNs"] if tcn else []))
+    what = f"plans of {'the layers' if tcn else 'gated layers'} ({kinds})"
     for name, kernel in program.kernels.items():
-        fits = isinstance(kernel, inputs) and getattr(kernel, "dilation", 1) == 1 \
-            if name == INPUT_RING else isinstance(kernel, layers)
-        if not fits:
-            return (f"plans of {what}, not a {program.kind} "
-                    f"({type(kernel).__name__} at ring {name!r})")
-    heads = (ReluDense, WaveNetHead) if wavenet else (ReluDense,)
+        if not _fits(name, kernel, wavenet, tcn):
+            return f"{what}, not a {program.kind} ({type(kernel).__name__} at ring {name!r})"
+    heads = (ReluDense,) + ((WaveNetHead,) if wavenet else ()) + ((Dense,) if tcn else ())
     if not isinstance(program.head, heads):
-        return f"plans of gated layers with a ReLU + 1x1 head, not the {program.kind} head"
+        return f"{what} with their heads, not the {program.kind} head"
     return None
 
 
@@ -100,6 +116,25 @@ class WaveNetWeights:
 
 
 @dataclass
+class TCNWeights:
+    """One TCN convolution through a ReLU: a ``(out, taps * in)`` matrix over its dilated taps
+    (columns as ``WaveNetWeights.conv``'s) and its bias (out,). A block's second convolution
+    (``source`` not None) then adds the residual and applies the ReLU again: the newest frame
+    of ring ``source``, the block input (every block of a TCN over classes but the first has
+    as many input as output channels), or, where ``source`` is the index ring, ``project``'s
+    row of the newest class index ((classes + 1, out): the first block's 1x1 over one-hot
+    classes, or the one-hot vector itself) plus ``project_bias``."""
+
+    conv: torch.Tensor
+    conv_bias: torch.Tensor
+    taps: int
+    dilation: int
+    source: str | None = None
+    project: torch.Tensor | None = None
+    project_bias: torch.Tensor | None = None
+
+
+@dataclass
 class PlanTables:
     """The integer tables of a program's plans and the weights its ops read (detached
     tensors on the program's device)."""
@@ -108,12 +143,13 @@ class PlanTables:
     starts: np.ndarray  # (period + 1,) int64: phase p's rows are starts[p]:starts[p+1]
     windows: np.ndarray  # (rings,) int64 window lengths
     index_ring: int  # number of the ring of class indices
-    layers: list[GatedWeights | WaveNetWeights | None]  # per ring (None: the index ring)
+    layers: list[GatedWeights | WaveNetWeights | TCNWeights | None]  # per ring (None: the index ring)
     embed_table: torch.Tensor  # (k * (classes + 1), out): the input convolution's rows
     embed_bias: torch.Tensor
+    embed_relu: bool  # the input convolution goes through a ReLU (a TCN's)
     head_weight: torch.Tensor  # (classes, C)
     head_bias: torch.Tensor
-    width: int  # the widest gated layer's 2C
+    width: int  # the most outputs of a layer's convolution (a gated layer's 2C)
     hidden_weight: torch.Tensor | None = None  # (H, C): a WaveNet head's first 1x1
     hidden_bias: torch.Tensor | None = None
 
@@ -136,17 +172,41 @@ def _row(op: Op, index: dict[str, int]) -> tuple[int, ...]:
     raise TypeError(f"unknown op {op!r}")
 
 
+def _tap_matrix(conv: TapConv) -> torch.Tensor:
+    """A convolution's taps as one ``(out, taps * in)`` matrix: column ``q * in + i`` is tap
+    ``q`` (oldest first), input channel ``i``."""
+    taps = conv.taps if conv.dilation > 1 else list(conv.flat.split(conv.in_ch))
+    return torch.cat(taps, 0).t()
+
+
 def _wavenet_layer(step) -> WaveNetWeights:
     conv = step.conv
-    taps = conv.taps if conv.dilation > 1 else list(conv.flat.split(conv.in_ch))
     return WaveNetWeights(
-        conv=torch.cat(taps, 0).t(), conv_bias=conv.bias[0],
+        conv=_tap_matrix(conv), conv_bias=conv.bias[0],
         residual=step.residual.weight, residual_bias=step.residual.bias,
         skip=step.skip_out.weight, skip_bias=None if step.skip_bias is None else step.skip_bias[0],
         taps=conv.k, dilation=conv.dilation, last=step.last)
 
 
-def _layer(kernel: object) -> GatedWeights | WaveNetWeights | None:
+def _tcn_layer(kernel, ring_names: dict[int, str]) -> TCNWeights:
+    from streamgen.engine.programs.tcn import BlockOutput
+
+    if not isinstance(kernel, BlockOutput):  # a block's first convolution (Rectified)
+        conv = kernel.kernel
+        return TCNWeights(_tap_matrix(conv), conv.bias[0], conv.k, conv.dilation)
+    conv, project = kernel.conv2, kernel.project
+    weights = TCNWeights(_tap_matrix(conv), conv.bias[0], conv.k, conv.dilation,
+                         source=ring_names[id(kernel.source)])
+    if isinstance(project, OneHotDense):
+        weights.project, weights.project_bias = project.table, project.bias
+    elif project is not None:  # a 1x1 over frames: only a TCN fed frames has one
+        raise ValueError("the compiled backends run TCNs fed class inputs")
+    return weights
+
+
+def _layer(kernel: object,
+           ring_names: dict[int, str]) -> GatedWeights | WaveNetWeights | TCNWeights | None:
+    from streamgen.engine.programs.tcn import BlockOutput
     from streamgen.engine.programs.wavenet import WaveNetStep
 
     if isinstance(kernel, WaveNetStep):
@@ -155,36 +215,44 @@ def _layer(kernel: object) -> GatedWeights | WaveNetWeights | None:
         return GatedWeights(kernel.even.t(), kernel.odd.t(), kernel.bias[0])
     if isinstance(kernel, GatedStep):
         return GatedWeights(kernel.conv.flat.t(), None, kernel.conv.bias[0])
+    if isinstance(kernel, BlockOutput) or (isinstance(kernel, Rectified)
+                                           and isinstance(kernel.kernel, TapConv)):
+        return _tcn_layer(kernel, ring_names)
     return None
 
 
 def plan_tables(program: StepProgram) -> PlanTables:
-    """The tables of ``program`` (which must pass ``unsupported_layers(program, wavenet=True)``:
-    only the numba-cuda kernels run WaveNet layers)."""
+    """The tables of ``program``, which must pass ``unsupported_layers(program, wavenet=True,
+    tcn=True)`` (each executor asks first for what it runs)."""
     from streamgen.engine.programs.wavenet import WaveNetHead
 
-    reason = unsupported_layers(program, wavenet=True)
+    reason = unsupported_layers(program, wavenet=True, tcn=True)
     if reason:
         raise ValueError(f"the compiled backends run {reason}")
     names = list(program.rings)
     index = {n: i for i, n in enumerate(names)}
+    ring_names = {id(ring): name for name, ring in program.rings.items()}
     rows = [_row(op, index) for plan in program.plan for op in plan]
-    embed: OneHotConv | OneHotDense = program.kernels[INPUT_RING]
+    embed = program.kernels[INPUT_RING]
+    embed_relu = isinstance(embed, Rectified)
+    if embed_relu:
+        embed = embed.kernel
     head, hidden = program.head, {}
     if isinstance(head, WaveNetHead):  # relu, 1x1 (end1), then a relu + 1x1 head (end2)
         hidden = dict(hidden_weight=head.end1.weight.t(), hidden_bias=head.end1.bias)
         dense = head.end2
-    else:
-        dense = head.dense
+    else:  # a ReLU + 1x1, or a TCN's 1x1 over its last block's output (a ReLU's already)
+        dense = head if isinstance(head, Dense) else head.dense
+    layers = [_layer(program.kernels[n], ring_names) for n in names]
     return PlanTables(
         ops=np.array(rows, dtype=np.int64).reshape(-1, 6),
         starts=np.cumsum([0] + [len(plan) for plan in program.plan]).astype(np.int64),
         windows=np.array([r.window_size for r in program.rings.values()], dtype=np.int64),
         index_ring=index[INPUT_RING],
-        layers=[_layer(program.kernels[n]) for n in names],
-        embed_table=embed.table, embed_bias=embed.bias,
+        layers=layers,
+        embed_table=embed.table, embed_bias=embed.bias, embed_relu=embed_relu,
         head_weight=dense.weight.t(), head_bias=dense.bias,
-        width=max([2 * k.channels for k in program.kernels.values() if hasattr(k, "channels")]
-                  + [2 * k.d for k in program.kernels.values() if hasattr(k, "d")]),
+        width=max(layer.full.shape[0] if isinstance(layer, GatedWeights) else layer.conv.shape[0]
+                  for layer in layers if layer is not None),
         **hidden,
     )

@@ -1,11 +1,11 @@
-"""numba kernels: an interpreter of step plans of gated layers, a Seq-U-Net's or a WaveNet's
-(CPU, float32).
+"""numba kernels: an interpreter of step plans of a Seq-U-Net's gated layers, a WaveNet's or a
+TCN's (CPU, float32).
 
 They run a whole block of steps in one native call over the same ring storage and ring
 positions the torch executor uses (numpy views of its tensors), so capture, reset, prime and
 state save/restore are shared with it. The plans arrive as integer tables (``Compiled``);
 every float ring is one entry of a homogeneous tuple, its window length in ``wins`` and its
-newest index in ``pos``.
+newest index in ``pos``, its kind of layer in ``specs``.
 """
 
 from __future__ import annotations
@@ -57,20 +57,45 @@ def tanh(x):
     return p * x / q
 
 
+#: A ring's kind of layer, the first column of its row of ``Compiled.specs`` (kind, taps,
+#: dilation, and two more by kind; zeros on the index ring): a Seq-U-Net's gated residual
+#: layer; a WaveNet layer (first, last); a TCN convolution (source ring, residual mode).
+LAYER_GATED, LAYER_WAVENET, LAYER_TCN = 0, 1, 2
+#: A TCN convolution's residual: none (a block's first convolution), the source ring's newest
+#: frame, or the row of the newest class index (the first block's, over the index ring).
+RES_NONE, RES_FRAME, RES_LOOKUP = 0, 1, 2
+
+
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def gates(window, weight, bias, channels, acc):
-    """``acc[:C] = tanh(f) * sigmoid(g)``, ``(f, g) = weight @ window + bias`` (``weight``:
-    (2C, len(window))): each output one dot product, the gates one loop that vectorizes
-    (``sigmoid(g) = (1 + tanh(g / 2)) / 2``)."""
-    half = np.float32(0.5)
-    for o in range(2 * channels):
+def affine(window, weight, bias, rows, acc):
+    """``acc[:rows] = weight[:rows] @ window + bias[:rows]``, each output one dot product."""
+    for o in range(rows):
         row = weight[o]
         s = np.float32(0.0)
         for i in range(window.shape[0]):
             s += row[i] * window[i]
         acc[o] = s + bias[o]
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def gates(window, weight, bias, channels, acc):
+    """``acc[:C] = tanh(f) * sigmoid(g)``, ``(f, g) = weight @ window + bias`` (``weight``:
+    (2C, len(window))), the gates in one loop that vectorizes (``sigmoid(g) = (1 + tanh(g /
+    2)) / 2``)."""
+    half = np.float32(0.5)
+    affine(window, weight, bias, 2 * channels, acc)
     for o in range(channels):
         acc[o] = tanh(acc[o]) * (half + half * tanh(half * acc[channels + o]))
+
+
+@njit(cache=True, inline="always")
+def gather(frames, p, taps, dilation, window):
+    """``window`` = the ``taps`` frames ``p - (taps - 1 - t) * dilation`` of one stream's ring
+    ``frames`` (oldest first), one after another."""
+    r = frames.shape[1]
+    for t in range(taps):
+        for j in range(r):
+            window[t * r + j] = frames[p - (taps - 1 - t) * dilation, j]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -93,19 +118,16 @@ def wavenet_layer(src, p, spec, conv, conv_bias, proj, proj_bias, skip, dst, q, 
     the residual and skip 1x1s, or (D, S) on the last layer, plus ``proj_bias``. The residual
     ``newest + W_r h + b_r`` goes into ``dst``; ``W_s h`` adds to the skip sum ``skip`` (B, S),
     which the first layer starts from its bias (the summed skip biases), and which the last
-    layer writes into ``dst`` (the head's input) instead. ``spec``: taps, dilation, first,
-    last; ``work`` (2, n) scratch for the gathered taps and the 1x1s' sums."""
-    taps, dilation, first, last = spec[0], spec[1], spec[2] > 0, spec[3] > 0
+    layer writes into ``dst`` (the head's input) instead. ``spec``: kind, taps, dilation,
+    first, last; ``work`` (2, n) scratch for the gathered taps and the 1x1s' sums."""
+    taps, dilation, first, last = spec[1], spec[2], spec[3] > 0, spec[4] > 0
     r = src.shape[2]
     d = conv.shape[0] // 2
-    n = taps * r
     width = proj.shape[1]
     s_ch = skip.shape[1]
-    window, sums = work[0, :n], work[1]
+    window, sums = work[0, : taps * r], work[1]
     for b in range(src.shape[0]):
-        for t in range(taps):
-            for j in range(r):
-                window[t * r + j] = src[b, p - (taps - 1 - t) * dilation, j]
+        gather(src[b], p, taps, dilation, window)
         gates(window, conv, conv_bias, d, acc)
         for j in range(width):
             sums[j] = proj_bias[j]
@@ -123,6 +145,38 @@ def wavenet_layer(src, p, spec, conv, conv_bias, proj, proj_bias, skip, dst, q, 
         if not last:
             for j in range(r):
                 dst[b, q, col + j] = src[b, p, j] + sums[j]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def tcn_layer(src, p, spec, conv, bias, project, project_bias, source, source_p, index,
+              index_p, dst, q, col, acc, work):
+    """One TCN convolution for every stream: ``relu(conv @ taps + bias)`` over the dilated taps
+    of ``src`` (``conv``: (out, taps * in), oldest tap first). On a block's second convolution
+    (``spec``: kind, taps, dilation, source ring, residual mode) it adds the residual, then
+    applies the ReLU again: the newest frame ``source[:, source_p]`` of the block input, or
+    ``project``'s row of the newest class index ``index[:, index_p]`` plus ``project_bias``
+    (the first block's 1x1 over one-hot classes). ``work`` (2, n) scratch for the gathered
+    taps and the residual."""
+    taps, dilation, mode = spec[1], spec[2], spec[4]
+    zero = np.float32(0.0)
+    n_out = conv.shape[0]
+    window, res = work[0, : taps * src.shape[2]], work[1]
+    for b in range(src.shape[0]):
+        gather(src[b], p, taps, dilation, window)
+        affine(window, conv, bias, n_out, acc)
+        if mode == RES_NONE:
+            for o in range(n_out):
+                dst[b, q, col + o] = max(acc[o], zero)
+            continue
+        if mode == RES_FRAME:
+            for o in range(n_out):
+                res[o] = source[b, source_p, o]
+        else:
+            row = project[index[b, index_p, 0]]
+            for o in range(n_out):
+                res[o] = row[o] + project_bias[o]
+        for o in range(n_out):
+            dst[b, q, col + o] = max(max(acc[o], zero) + res[o], zero)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -144,13 +198,14 @@ def dense(x, w, bias, out, relu):
 
 #: A program as the kernels see it: the plan tables, the shared ring positions and windows,
 #: the float rings (one homogeneous tuple; the index ring's entry is a placeholder), the
-#: index ring, per-ring weights, the input table and the head; a WaveNet's layers (per ring:
-#: taps, dilation, first, last, with taps 0 on other rings), their 1x1s and biases, its skip
-#: sum, and its head's first 1x1 (``hid_w`` with no columns where the head has one layer).
+#: index ring, per-ring weights, the input table (through a ReLU: ``embed_relu``) and the
+#: head; each ring's kind of layer (``specs``, one row per ring: ``LAYER_GATED`` ...), a
+#: WaveNet layer's 1x1s or a TCN block's residual projection with their biases, a WaveNet's
+#: skip sum and its head's first 1x1 (``hid_w`` with no columns where the head has one layer).
 Compiled = namedtuple("Compiled", [
     "ops", "starts", "pos", "wins", "rings", "index", "index_ring", "weights", "odds", "biases",
-    "table", "table_bias", "head_w", "head_b", "head_in", "acc",
-    "wavenet", "projs", "proj_biases", "skip", "hid_w", "hid_b", "hidden", "work",
+    "table", "table_bias", "embed_relu", "head_w", "head_b", "head_in", "acc",
+    "specs", "projs", "proj_biases", "skip", "hid_w", "hid_b", "hidden", "work",
 ])
 
 
@@ -175,8 +230,8 @@ def run_step(x, phase, prog, logits):
     """One step for every stream: classes ``x`` (B,) in, ``logits`` (B, classes) out, by
     interpreting the plan of clock ``phase``. Allocates nothing (``NO_REFCOUNTS``)."""
     (ops, starts, pos, wins, rings, index, index_ring, weights, odds, biases, table, table_bias,
-     head_w, head_b, head_in, acc, wavenet, projs, proj_biases, skip, hid_w, hid_b, hidden,
-     work) = prog
+     embed_relu, head_w, head_b, head_in, acc, specs, projs, proj_biases, skip, hid_w, hid_b,
+     hidden, work) = prog
     batch = x.shape[0]
     for i in range(starts[phase], starts[phase + 1]):
         code, a, b, c, d, e = ops[i, 0], ops[i, 1], ops[i, 2], ops[i, 3], ops[i, 4], ops[i, 5]
@@ -189,9 +244,15 @@ def run_step(x, phase, prog, logits):
             pos[a] += 1
         elif code == OP_GATED:
             dst, q = _dst(rings, pos, wins, head_in, b)
-            if wavenet[a, 0] > 0:
-                wavenet_layer(rings[a], pos[a], wavenet[a], weights[a], biases[a], projs[a],
+            kind = specs[a, 0]
+            if kind == LAYER_WAVENET:
+                wavenet_layer(rings[a], pos[a], specs[a], weights[a], biases[a], projs[a],
                               proj_biases[a], skip, dst, q, c, acc, work)
+            elif kind == LAYER_TCN:
+                src = specs[a, 3]
+                tcn_layer(rings[a], pos[a], specs[a], weights[a], biases[a], projs[a],
+                          proj_biases[a], rings[src], pos[src], index, pos[index_ring], dst, q,
+                          c, acc, work)
             elif d == TAPS_ODD:
                 gated(rings[a], pos[a], wins[a] - 1, odds[a], biases[a], e, dst, q, c, acc)
             else:
@@ -216,7 +277,10 @@ def run_step(x, phase, prog, logits):
                     row = table[j * rows + index[s, p - k + 1 + j, 0]]
                     for o in range(e):
                         dst[s, q, c + o] += row[o]
-        elif code == OP_HEAD and hid_w.shape[1] == 0:  # relu, 1x1
+                if embed_relu:
+                    for o in range(e):
+                        dst[s, q, c + o] = max(dst[s, q, c + o], np.float32(0.0))
+        elif code == OP_HEAD and hid_w.shape[1] == 0:  # relu, 1x1 (a TCN's reads a relu's output)
             dense(head_in, head_w, head_b, logits, acc[: head_w.shape[0]])
         elif code == OP_HEAD:  # a WaveNet's: relu, 1x1, relu, 1x1
             dense(head_in, hid_w, hid_b, hidden[:, 0], acc[: hid_w.shape[0]])

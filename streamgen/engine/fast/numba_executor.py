@@ -1,10 +1,11 @@
 """The numba executor: a program's plans as integer tables, run by a compiled interpreter.
 
-It runs plans whose layers are all gated residual layers over float rings with a one-hot
-input convolution: a Seq-U-Net's, with its ReLU + 1x1 head, or a WaveNet's dilated ones with
-their residual and skip 1x1s and its two-layer head; on the CPU in float32, a whole block of
-steps per native call. The rings and their positions are the program's own (numpy views), so
-capture, reset, prime and state save/restore are shared with the torch executor.
+It runs plans fed class indices through a one-hot input convolution: a Seq-U-Net's gated
+residual layers with its ReLU + 1x1 head, a WaveNet's dilated gated layers with their residual
+and skip 1x1s and its two-layer head, or a TCN's residual blocks of two dilated convolutions
+with its 1x1 head; on the CPU in float32, a whole block of steps per native call. The rings
+and their positions are the program's own (numpy views), so capture, reset, prime and state
+save/restore are shared with the torch executor.
 Only the arithmetic differs, within float32 rounding: the summation order of the dot products,
 and the gates' tanh and the sampler's exp, computed by rational and polynomial approximations
 (within 4e-7) in loops that vectorize.
@@ -18,7 +19,7 @@ import torch
 from streamgen.engine.fast import kernels
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.sampling import Sampler
-from streamgen.engine.tables import (GatedWeights, WaveNetWeights, plan_tables,
+from streamgen.engine.tables import (GatedWeights, TCNWeights, WaveNetWeights, plan_tables,
                                      refuse_unless_runnable, unsupported_layers)
 
 
@@ -42,26 +43,47 @@ def _wavenet_projection(layer: WaveNetWeights) -> tuple[np.ndarray, np.ndarray]:
             _f32(torch.cat([layer.residual_bias.detach().cpu().float(), skip_bias])))
 
 
-#: A ring's entries in the kernels' per-ring tuples and its row of ``Compiled.wavenet``.
+#: A ring's entries in the kernels' per-ring tuples and its row of ``Compiled.specs``.
 RingEntries = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                    tuple[int, int, int, int]]
+                    tuple[int, int, int, int, int]]
 
 
-def _ring_entries(data: torch.Tensor, layer: GatedWeights | WaveNetWeights | None) -> RingEntries:
-    """(ring, weights, odd-tap weights, bias, 1x1s, 1x1 bias, WaveNet spec) of one ring: a
-    Seq-U-Net layer's, a WaveNet layer's (taps, dilation, first, last), or the index ring's
-    placeholders."""
+def _tcn_spec(layer: TCNWeights, own: int,
+              numbers: dict[str, int]) -> tuple[int, int, int, int, int]:
+    """A TCN convolution's row of ``Compiled.specs``: its source ring (``own``, the ring
+    itself, where the residual reads no frame) and residual mode."""
+    if layer.source is None:
+        source, mode = own, kernels.RES_NONE
+    elif layer.source == INPUT_RING:
+        source, mode = own, kernels.RES_LOOKUP
+    else:
+        source, mode = numbers[layer.source], kernels.RES_FRAME
+    return (kernels.LAYER_TCN, layer.taps, layer.dilation, source, mode)
+
+
+def _ring_entries(data: torch.Tensor, layer: GatedWeights | WaveNetWeights | TCNWeights | None,
+                  own: int, numbers: dict[str, int]) -> RingEntries:
+    """(ring, weights, odd-tap weights, bias, 1x1s, 1x1 bias, spec) of ring number ``own``: a
+    Seq-U-Net layer's, a WaveNet layer's, a TCN convolution's (the first block's 1x1 over
+    one-hot classes as its 1x1s), or the index ring's placeholders."""
     unused, unused_2d, unused_1d = _PLACEHOLDER, _PLACEHOLDER[0], _PLACEHOLDER[0, 0]
     if isinstance(layer, WaveNetWeights):
         proj, proj_bias = _wavenet_projection(layer)
-        spec = (layer.taps, layer.dilation, int(layer.skip_bias is not None), int(layer.last))
+        spec = (kernels.LAYER_WAVENET, layer.taps, layer.dilation,
+                int(layer.skip_bias is not None), int(layer.last))
         return (data.numpy(), _f32(layer.conv), unused_2d, _f32(layer.conv_bias), proj,
                 proj_bias, spec)
+    if isinstance(layer, TCNWeights):
+        spec = _tcn_spec(layer, own, numbers)
+        project = unused_2d if layer.project is None else _f32(layer.project)
+        project_bias = unused_1d if layer.project_bias is None else _f32(layer.project_bias)
+        return (data.numpy(), _f32(layer.conv), unused_2d, _f32(layer.conv_bias), project,
+                project_bias, spec)
     if layer is None:  # the index ring
-        return unused, unused_2d, unused_2d, unused_1d, unused_2d, unused_1d, (0, 0, 0, 0)
+        return unused, unused_2d, unused_2d, unused_1d, unused_2d, unused_1d, (0, 0, 0, 0, 0)
     odd = unused_2d if layer.odd is None else _f32(layer.odd)
     return (data.numpy(), _f32(layer.full), odd, _f32(layer.bias), unused_2d, unused_1d,
-            (0, 0, 0, 0))
+            (kernels.LAYER_GATED, 0, 0, 0, 0))
 
 
 class NumbaExecutor:
@@ -74,7 +96,7 @@ class NumbaExecutor:
         """Why this executor cannot run ``program`` (None if it can)."""
         if program.device.type != "cpu" or program.dtype != torch.float32:
             return "the numba backend runs on the CPU in float32"
-        reason = unsupported_layers(program, wavenet=True)
+        reason = unsupported_layers(program, wavenet=True, tcn=True)
         return f"the numba backend runs {reason}" if reason else None
 
     def __init__(self, program: StepProgram) -> None:
@@ -82,13 +104,15 @@ class NumbaExecutor:
         self.program = program
         tables = plan_tables(program)
         batch = program.batch
-        entries = [_ring_entries(ring.data, layer)
-                   for ring, layer in zip(program.rings.values(), tables.layers)]
+        numbers = {name: i for i, name in enumerate(program.rings)}
+        entries = [_ring_entries(ring.data, layer, i, numbers)
+                   for i, (ring, layer) in enumerate(zip(program.rings.values(), tables.layers))]
         rings, weights, odds, biases, projs, proj_biases, specs = zip(*entries)
         wavenets = [layer for layer in tables.layers if isinstance(layer, WaveNetWeights)]
         skip_width = max([layer.skip.shape[1] for layer in wavenets], default=1)
-        work_width = max([max(w.shape[1], p.shape[1])  # a WaveNet's taps, its 1x1s' outputs
-                          for w, p, spec in zip(weights, projs, specs) if spec[0]], default=1)
+        work_width = max([max(*w.shape, p.shape[1])  # the taps, the 1x1s' or residual's outputs
+                          for w, p, spec in zip(weights, projs, specs)
+                          if spec[0] != kernels.LAYER_GATED], default=1)
         head_w = _f32(tables.head_weight.t())  # (C, classes): rows added whole
         if tables.hidden_weight is None:  # one 1x1: no hidden layer
             hid_w, hid_b = np.zeros((head_w.shape[0], 0), np.float32), _PLACEHOLDER[0, 0]
@@ -100,10 +124,11 @@ class NumbaExecutor:
             index=program.rings[INPUT_RING].data.numpy(), index_ring=tables.index_ring,
             weights=weights, odds=odds, biases=biases,
             table=_f32(tables.embed_table), table_bias=_f32(tables.embed_bias),
+            embed_relu=tables.embed_relu,
             head_w=head_w, head_b=_f32(tables.head_bias),
             head_in=program.head_in.numpy().reshape(batch, 1, -1),
             acc=np.zeros(max(tables.width, *head_w.shape, *hid_w.shape), dtype=np.float32),
-            wavenet=np.array(specs, dtype=np.int64).reshape(-1, 4), projs=projs,
+            specs=np.array(specs, dtype=np.int64).reshape(-1, 5), projs=projs,
             proj_biases=proj_biases,
             skip=np.zeros((batch, skip_width), dtype=np.float32),
             hid_w=hid_w, hid_b=hid_b,

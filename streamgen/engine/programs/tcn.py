@@ -3,8 +3,6 @@ output), each of ``(k-1) * dilation + 1`` frames; every block runs every step.""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
 from streamgen.engine.plan import HEAD, Head, Input, Layer, Plan, PlanBuilder
@@ -15,14 +13,23 @@ from streamgen.nn.tcn import TCN
 
 
 class BlockOutput:
-    """``relu(relu(conv2) + residual)``: the residual is the block input's newest frame, its
-    1x1 projection, or (first block, over class indices) its one-hot vector or projection."""
+    """``relu(relu(conv2) + residual)``. The residual is the newest frame of the block input
+    ``source``: as it is (``project`` None), through its 1x1 projection (``Dense``), or, on a
+    first block over class indices, looked up by its newest index (``OneHotDense``)."""
 
-    def __init__(self, conv2: TapConv, residual: Callable[[torch.Tensor], object],
-                 residual_macs: int) -> None:
-        self.conv2, self.residual, self.residual_macs = conv2, residual, residual_macs
+    def __init__(self, conv2: TapConv, source: FrameRing,
+                 project: Dense | OneHotDense | None) -> None:
+        self.conv2, self.source, self.project = conv2, source, project
         bias = conv2.bias
         self.scratch = torch.empty(bias.shape, dtype=bias.dtype, device=bias.device)
+
+    def residual(self, out: torch.Tensor) -> None:
+        if self.project is None:
+            out.copy_(self.source.newest())
+        elif isinstance(self.project, OneHotDense):
+            self.project.compute(out)
+        else:
+            self.project.compute(self.source.newest(), out)
 
     def compute(self, out: torch.Tensor, taps=None) -> None:
         h = self.conv2.compute(self.scratch).relu_()
@@ -30,7 +37,9 @@ class BlockOutput:
         out.add_(h).relu_()
 
     def macs(self, taps=None) -> int:
-        return self.conv2.macs() + self.residual_macs
+        if self.project is None:
+            return self.conv2.macs()
+        return self.conv2.macs() + self.project.macs()
 
 
 class TCNProgram(StepProgram):
@@ -47,23 +56,17 @@ class TCNProgram(StepProgram):
                 in_name = self.ring(None, 0, block.window, 1)
                 in_ring = self.rings[in_name]
                 conv1 = OneHotConv(block.conv1, in_ring, cfg.classes, dtype)
-                lookup = OneHotDense(block.downsample, in_ring, cfg.classes, dtype)
-                residual, residual_macs = lookup.compute, lookup.macs()
+                project = OneHotDense(block.downsample, in_ring, cfg.classes, dtype)
             else:
                 width = block.conv1.in_channels
                 in_name = self.ring(block.conv1, 0, block.window, width)
                 in_ring = self.rings[in_name]
                 conv1 = TapConv(block.conv1.weight.detach(), block.conv1.bias, in_ring, block.dilation)
-                if block.downsample is None:
-                    residual, residual_macs = (lambda out, ring=in_ring: out.copy_(ring.newest())), 0
-                else:
-                    dense = Dense(block.downsample, in_ring.data)
-                    residual = lambda out, ring=in_ring, d=dense: d.compute(ring.newest(), out)  # noqa: E731
-                    residual_macs = dense.macs()
+                project = None if block.downsample is None else Dense(block.downsample, in_ring.data)
             mid = self.ring(block.conv2, 0, block.window, c)
             conv2 = TapConv(block.conv2.weight.detach(), block.conv2.bias, self.rings[mid], block.dilation)
             self.kernels[in_name] = Rectified(conv1)
-            self.kernels[mid] = BlockOutput(conv2, residual, residual_macs)
+            self.kernels[mid] = BlockOutput(conv2, in_ring, project)
             block_inputs.append(in_name)
             mids.append(mid)
         self.head_in = self.scratch(c)
