@@ -1,4 +1,4 @@
-"""Batch-1 generation speed of the shipped default, for A/B runs of two checkouts side by side.
+"""Generation speed of the shipped default, for A/B runs of two checkouts side by side.
 
     for i in 1 2 3; do
       PYTHONPATH=/path/to/old/checkout python benchmarks/ab_speed.py old
@@ -6,9 +6,10 @@
     done
 
 Prints ``LABEL SAMPLING SAMPLES_PER_S`` for plain sampling and the model's recommended one on
-the numba backend: one thread, a 4,096-sample warm-up, then the median of 7 blocks of 16,384
-samples. ``--cpu-time`` divides by the process's CPU time instead of wall time (steadier on a
-shared machine).
+the numba backend: one thread, a 4,096-step warm-up, then the median of 7 blocks of 16,384
+steps (``--batch`` streams each, all streams counted: 16,384 / batch steps a block).
+``--cpu-time`` divides by the process's CPU time instead of wall time (steadier on a shared
+machine).
 """
 
 from __future__ import annotations
@@ -27,20 +28,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("label")
     p.add_argument("--model", default="default")
+    p.add_argument("--batch", type=int, default=1)
     p.add_argument("--cpu-time", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     clock = time.process_time if args.cpu_time else time.perf_counter
     model, info = load_model(args.model)
     for sampling in (SamplingConfig(), info.sampling):
-        engine = StreamingEngine(model, 1, backend="numba")
+        engine = StreamingEngine(model, args.batch, backend="numba")
         sampler = engine.sampler(sampling, seed=0)
-        engine.generate(4096, sampler)
+        steps = max(1, 16384 // args.batch)
+        engine.generate(max(1, 4096 // args.batch), sampler)
         rates = []
         for _ in range(7):
             start = clock()
-            engine.generate(16384, sampler)
-            rates.append(16384 / (clock() - start))
+            engine.generate(steps, sampler)
+            rates.append(steps * args.batch / (clock() - start))
         print(args.label, sampling.describe(), round(statistics.median(rates)))
 
 
