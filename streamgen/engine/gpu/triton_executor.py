@@ -1,11 +1,11 @@
 """The Triton executor: a program's plans run by one persistent kernel launch per block.
 
-The latency regime (batch 1 to ``MAX_BATCH``): one Triton program per stream walks the placed
-plans of ``streamgen.engine.gpu.placed`` (every address resolved by the ring schedule) for a
-whole block of steps, sampling included, so a block of hundreds of samples costs one launch
-instead of about 60 small kernels per step. Like the numba executor it runs Seq-U-Net plans
-in float32, over the program's own rings (moved into one flat buffer; ``FrameRing.data`` and
-``head_in`` become views of it), so capture, reset, prime and state save/restore are shared
+The latency regime (batch 1 to ``flat.MAX_BATCH``): one Triton program per stream walks the
+placed plans of ``streamgen.engine.gpu.placed`` (every address resolved by the ring schedule)
+for a whole block of steps, sampling included, so a block of hundreds of samples costs one
+launch instead of about 60 small kernels per step. Like the numba executor it runs Seq-U-Net
+plans in float32, over the program's own rings (moved into one flat buffer; ``FrameRing.data``
+and ``head_in`` become views of it), so capture, reset, prime and state save/restore are shared
 with the torch executor. The rings must repeat with the clock (``capacity="period"``): a
 block starts by aligning them to the schedule and ends by setting their positions from it.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from streamgen.engine.gpu import interpreting, triton_available
-from streamgen.engine.gpu.flat import MAX_BATCH, Block, PlacedExecutor, refusal  # noqa: F401
+from streamgen.engine.gpu.flat import Block, PlacedExecutor, refusal
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.tables import refuse_unless_runnable
 
