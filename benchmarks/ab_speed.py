@@ -6,10 +6,10 @@
     done
 
 Prints ``LABEL SAMPLING SAMPLES_PER_S`` for plain sampling and the model's recommended one on
-the numba backend: one thread, a 4,096-step warm-up, then the median of 7 blocks of 16,384
-steps (``--batch`` streams each, all streams counted: 16,384 / batch steps a block).
+the numba backend: one thread (``--threads``), a 4,096-sample warm-up, then the median of 7
+blocks of 16,384 samples (``--batch`` streams, all counted: 16,384 / batch steps a block).
 ``--cpu-time`` divides by the process's CPU time instead of wall time (steadier on a shared
-machine).
+machine; not with more than one thread, whose CPU time adds up).
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ def main() -> None:
     p.add_argument("label")
     p.add_argument("--model", default="default")
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="the numba streams' threads")
     p.add_argument("--cpu-time", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     clock = time.process_time if args.cpu_time else time.perf_counter
     model, info = load_model(args.model)
     for sampling in (SamplingConfig(), info.sampling):
-        engine = StreamingEngine(model, args.batch, backend="numba")
+        engine = StreamingEngine(model, args.batch, backend="numba", threads=args.threads)
         sampler = engine.sampler(sampling, seed=0)
         steps = max(1, 16384 // args.batch)
         engine.generate(max(1, 4096 // args.batch), sampler)

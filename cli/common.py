@@ -69,7 +69,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         "(default: the model's recommendation, zeros unless its card says otherwise)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: %(default)s; a stream of single samples gains "
-                   "nothing from more, and loses much on a busy machine)")
+                   "nothing from more, and loses much on a busy machine). The numba backend runs "
+                   "the streams of a --batch on every core (NUMBA_NUM_THREADS=N to limit)")
 
 
 def set_threads(args: argparse.Namespace) -> None:

@@ -31,11 +31,14 @@ class AudioGenerator:
         backend: str = "auto",
         prime: np.ndarray | None = None,
         start: str = "zeros",
+        threads: int | None = None,
     ) -> None:
-        """``start``: the history before the first sample (``StreamingEngine``'s ``STARTS``)."""
+        """``start``: the history before the first sample (``StreamingEngine``'s ``STARTS``);
+        ``threads``: the numba backend's threads for the streams (``StreamingEngine``'s)."""
         device = resolve_device(device)
         self.model = model.to(device).eval()
-        self.engine = StreamingEngine(self.model, batch, device=device, backend=backend, start=start)
+        self.engine = StreamingEngine(self.model, batch, device=device, backend=backend, start=start,
+                                     threads=threads)
         self.sampler = self.engine.sampler(sampling, seed=seed)
         self.batch = batch
         self._out = torch.empty(0, dtype=torch.int64)

@@ -384,6 +384,68 @@ def test_numba_generates_the_same_samples_as_torch(sampling, kind, rng) -> None:
     assert torch.equal(runs[0], runs[1])
 
 
+def _grouped_run(model: torch.nn.Module, x: torch.Tensor, groups: int) -> tuple:
+    """Teacher-forced logits (a reset of stream 1 mid-way), sampled and greedy samples, the
+    samples after a saved state and again after restoring it, and the final state of a numba
+    engine whose streams run as ``groups`` groups on threads."""
+    batch, n = x.shape
+    engine = StreamingEngine(model, batch, backend="numba", threads=groups)
+    assert len(engine.executor.groups) == groups
+    logits = torch.empty(batch, n, CLASSES)
+    engine.feed(x[:, :61], logits[:, :61])
+    engine.reset([1])
+    engine.feed(x[:, 61:], logits[:, 61:])
+    sampler = engine.sampler(SamplingConfig(temperature=1.1, top_p=0.9), seed=5)
+    samples = torch.cat([engine.generate(k, sampler) for k in (1, 37, 700)], 1)
+    greedy = engine.generate(50, engine.sampler(SamplingConfig(greedy=True)))
+    saved = engine.state_dict(sampler)
+    after = engine.generate(300, sampler)
+    engine.load_state_dict(saved, sampler)  # the positions move back
+    again = engine.generate(300, sampler)
+    return logits, samples, greedy, after, again, engine.state_dict(sampler)
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+@pytest.mark.parametrize("kind", ["sequnet", "wavenet", "tcn"])
+@pytest.mark.parametrize("groups", [2, 3, 5])
+def test_numba_stream_groups_give_the_same_numbers(kind: str, groups: int, rng) -> None:
+    """Streams split into groups on threads: the same logits, samples and state as one
+    group, bit for bit (ring positions move alike in every group)."""
+    model = model_of_kind(kind, rng, (5, 3, 2, 6, 5))[0]
+    x = torch.randint(0, CLASSES, (5, 150), generator=rng)
+    (*single, state), (*grouped, grouped_state) = (_grouped_run(model, x, 1),
+                                                   _grouped_run(model, x, groups))
+    assert all(torch.equal(a, b) for a, b in zip(single, grouped))
+    assert torch.equal(grouped[3], grouped[4])  # restored, the same stream again
+    logits = single[0]
+    assert state["t"] == grouped_state["t"]
+    for name, (data, pos) in state["rings"].items():
+        assert torch.equal(data, grouped_state["rings"][name][0])
+        assert pos == grouped_state["rings"][name][1]
+    want = reference_logits(model, x)
+    want[1, 61:] = reference_logits(model, x, starts=[0, 61, 0, 0, 0])[1, 61:]
+    assert (logits.double() - want).abs().max().item() < TOL
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+@pytest.mark.parametrize("batch", [2, 7])
+def test_numba_runs_streams_on_threads(batch: int, rng) -> None:
+    """``threads`` streams' groups at most one per stream; by default numba's thread count."""
+    import numba
+
+    model, _ = fresh_sequnet((5, 3, 2, 6, 1), rng)
+    engine = StreamingEngine(model, batch, backend="numba", threads=3)
+    assert len(engine.executor.groups) == min(3, batch)
+    x = torch.randint(0, CLASSES, (batch, 90), generator=rng)
+    got = torch.empty(batch, 90, CLASSES)
+    engine.feed(x, got)
+    assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
+    default = StreamingEngine(model, batch, backend="numba").executor.groups
+    assert len(default) == min(numba.config.NUMBA_NUM_THREADS, batch)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        StreamingEngine(model, batch, backend="numba", threads=0)
+
+
 @pytest.mark.skipif(not numba_available(), reason="numba is not installed")
 def test_kernels_cached_tells_a_cold_numba_cache_from_a_warm_one(tmp_path, rng) -> None:
     """Warm once the kernels have run here (numba wrote its cache); cold in a process whose

@@ -65,9 +65,10 @@ def generation_rate(model: nn.Module, *, batch: int = 1, device: str = "cpu", ba
     timed calls of ``n`` steps. ``warmup_steps`` are generated once before the warm-up call (a
     replaying executor records its segments then). ``seconds``: time calls of about that long
     instead, ``n`` then being the most steps a call takes; a first call of ``multiple`` steps
-    (at least 64) measures the pace. Calls take multiples of ``multiple`` steps."""
+    (at least 64) measures the pace. Calls take multiples of ``multiple`` steps. The numba
+    backend runs the streams on as many threads as torch has."""
     engine = StreamingEngine(model, batch, device=device, backend=backend, capacity=capacity,
-                             dtype=dtype)
+                             dtype=dtype, threads=torch.get_num_threads())  # numba's as torch's
     sampler = engine.sampler(sampling, seed=0)
     if warmup_steps:
         engine.generate(warmup_steps, sampler)

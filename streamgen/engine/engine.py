@@ -85,7 +85,7 @@ def _latency_executor(program: StepProgram, backend: str) -> Executor:
     return _graphs_executor(program) if program.capacity == "period" else TorchExecutor(program)
 
 
-def build_executor(program: StepProgram, backend: str) -> Executor:
+def build_executor(program: StepProgram, backend: str, threads: int | None = None) -> Executor:
     """An executor of ``program``'s plans: ``auto`` picks the compiled interpreter of the plan
     tables where it runs the program and is faster (on the CPU numba up to 64 streams: 20x at
     batch 1; on a CUDA GPU a persistent kernel, numba-cuda or Triton, at batches up to 64
@@ -107,7 +107,7 @@ def build_executor(program: StepProgram, backend: str) -> Executor:
 
     if backend == "auto" and (NumbaExecutor.unsupported(program) or program.batch > NUMBA_MAX_BATCH):
         return TorchExecutor(program)
-    return NumbaExecutor(program)
+    return NumbaExecutor(program, threads)
 
 
 def available_backends(model: nn.Module, device: torch.device | str = "cpu",
@@ -160,13 +160,18 @@ class StreamingEngine:
         start: str = "zeros",
         inputs: str = "classes",
         capacity: str = "auto",
+        threads: int | None = None,
     ) -> None:
         """``start``: the history before a stream's first sample (``STARTS``). ``inputs``:
         ``classes`` (mu-law sample classes, (B, N) int64) or ``frames`` (float vectors of the
         model's ``classes`` channels, (B, N, classes), e.g. piano-roll frames: teacher-forced
-        only, zero frames before the start)."""
+        only, zero frames before the start). ``threads``: how many threads the numba backend
+        runs the streams on, at most one per stream (None: numba's ``NUMBA_NUM_THREADS``,
+        every core unless set); the samples are the same for any number."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         if start not in STARTS:
             raise ValueError(f"unknown start {start!r}; choose one of {STARTS}")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -180,7 +185,7 @@ class StreamingEngine:
         self.schedule: RingSchedule | None = (self.program.schedule
                                               if self.program.capacity == "period" else None)
         self.inputs = inputs
-        self.executor = build_executor(self.program, backend)
+        self.executor = build_executor(self.program, backend, threads)
         self.backend: str = self.executor.name
         self.classes, self.period = self.program.classes, self.program.period
         self.t = 0  # index of the next step on the shared clock

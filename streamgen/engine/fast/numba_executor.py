@@ -13,10 +13,12 @@ and the gates' tanh and the sampler's exp, computed by rational and polynomial a
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 
 from streamgen.engine.fast import kernels
+from streamgen.engine.fast.groups import StreamGroup, StreamGroups
 from streamgen.engine.program import INPUT_RING, StepProgram
 from streamgen.engine.sampling import Sampler
 from streamgen.engine.tables import (GatedWeights, TCNWeights, WaveNetWeights, plan_tables,
@@ -25,6 +27,8 @@ from streamgen.engine.tables import (GatedWeights, TCNWeights, WaveNetWeights, p
 
 #: What stands in a tuple entry a ring does not use (1, 1, 1).
 _PLACEHOLDER = np.zeros((1, 1, 1), dtype=np.float32)
+#: What stands for the logits' output of a block that keeps none.
+_NO_OUTPUT = np.zeros((1, 1, 1), dtype=np.float32)
 
 
 def _f32(t: torch.Tensor) -> np.ndarray:
@@ -87,7 +91,9 @@ def _ring_entries(data: torch.Tensor, layer: GatedWeights | WaveNetWeights | TCN
 
 
 class NumbaExecutor:
-    """CPU float32 only; ``feed_block`` / ``generate_block`` run whole blocks natively."""
+    """CPU float32 only; ``feed_block`` / ``generate_block`` run whole blocks natively, the
+    streams split over ``threads`` threads (``streamgen.engine.fast.groups``; None: numba's
+    ``NUMBA_NUM_THREADS``, every core unless set)."""
 
     name = "numba"
 
@@ -99,7 +105,7 @@ class NumbaExecutor:
         reason = unsupported_layers(program, wavenet=True, tcn=True)
         return f"the numba backend runs {reason}" if reason else None
 
-    def __init__(self, program: StepProgram) -> None:
+    def __init__(self, program: StepProgram, threads: int | None = None) -> None:
         refuse_unless_runnable(self.unsupported(program))
         self.program = program
         tables = plan_tables(program)
@@ -135,24 +141,41 @@ class NumbaExecutor:
             hidden=np.zeros((batch, 1, hid_w.shape[1]), dtype=np.float32),
             work=np.zeros((2, work_width), dtype=np.float32),
         )
+        self.groups = StreamGroups(self.compiled, batch, program.classes,
+                                   threads or numba.config.NUMBA_NUM_THREADS)
 
     def feed_block(self, xs: torch.Tensor, out: torch.Tensor | None, logits: torch.Tensor,
                    t0: int) -> None:
         write = out is not None
-        out_np = out.numpy() if write else np.zeros((1, 1, 1), dtype=np.float32)
-        kernels.feed(xs.numpy(), out_np, write, t0, self.program.period, logits.numpy(),
-                     self.compiled)
+        out_np = out.numpy() if write else None
+        xs_np, logits_np, period = xs.numpy(), logits.numpy(), self.program.period
+
+        def run(group: StreamGroup) -> None:
+            streams = group.streams
+            kernels.feed(xs_np[streams], out_np[streams] if write else _NO_OUTPUT, write, t0,
+                         period, logits_np[streams], group.compiled)
+
+        self.groups.run(run)
 
     def generate_block(self, n: int, sampler: Sampler, out: torch.Tensor, logits: torch.Tensor,
                        t0: int, x: torch.Tensor) -> None:
         cfg = sampler.config
-        classes = self.program.classes
-        args = (np.float32(cfg.temperature), cfg.top_k, np.float32(cfg.top_p), cfg.greedy,
-                np.zeros((4, classes), dtype=np.float32), np.zeros(classes, dtype=np.int32),
-                np.zeros(classes, dtype=np.int64))
+        sampling = (np.float32(cfg.temperature), cfg.top_k, np.float32(cfg.top_p), cfg.greedy)
+        out_np, logits_np, x_np = out.numpy(), logits.numpy(), x.numpy()
+        period, single = self.program.period, len(self.groups) == 1
         done = 0
         for noise, start, count in sampler.runs(n):
-            kernels.generate(count, out[:, done : done + count].numpy(), t0 + done,
-                             self.program.period, logits.numpy(), self.compiled, noise.numpy(),
-                             start, *args, x.numpy())
+            noise_np = noise.numpy()
+
+            def run(group: StreamGroup, done: int = done, start: int = start,
+                    count: int = count) -> None:
+                streams = group.streams
+                # a group's noise is a copy of its streams' rows (a view would be strided)
+                rows, at = ((noise_np, start) if single else
+                            (np.ascontiguousarray(noise_np[start : start + count, streams]), 0))
+                kernels.generate(count, out_np[streams, done : done + count], t0 + done,
+                                 period, logits_np[streams], group.compiled, rows, at,
+                                 *sampling, *group.sampler_scratch, x_np[streams])
+
+            self.groups.run(run)
             done += count

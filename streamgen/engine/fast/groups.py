@@ -1,0 +1,77 @@
+"""Streams split into groups that the numba kernels run on threads of their own.
+
+Every stream's step reads and writes only that stream's rows of the rings and buffers, so
+contiguous groups of streams run side by side (the kernels release the GIL) and give the same
+numbers as one group. Ring positions are the one thing the streams share: every group moves
+them alike during a block, so each keeps its own copy, and the first group's is the
+program's own (what capture, reset, prime and state save/restore read and write).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from streamgen.engine.fast.kernels import Compiled
+
+#: ``Compiled`` fields with a row per stream (``rings``: each ring that has one).
+PER_STREAM = ("index", "head_in", "skip", "hidden")
+#: ``Compiled`` fields each group needs its own of: positions and scratch.
+PER_GROUP = ("pos", "acc", "work")
+
+
+@dataclass
+class StreamGroup:
+    """Streams ``streams`` of a program: the kernels' view of it over their rows, and the
+    sampler's scratch (``kernels.sample_into``'s ``work``, ``bits``, ``at``)."""
+
+    streams: slice
+    compiled: Compiled
+    sampler_scratch: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+def _sampler_scratch(classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.zeros((4, classes), dtype=np.float32), np.zeros(classes, dtype=np.int32),
+            np.zeros(classes, dtype=np.int64))
+
+
+def _over(compiled: Compiled, streams: slice, batch: int, first: bool) -> Compiled:
+    """``compiled`` over rows ``streams``; the first group keeps the program's positions."""
+    rings = tuple(r[streams] if r.shape[0] == batch else r for r in compiled.rings)
+    rows = {name: getattr(compiled, name)[streams] for name in PER_STREAM}
+    own = {name: getattr(compiled, name).copy() for name in PER_GROUP
+           if not (first and name == "pos")}
+    return compiled._replace(rings=rings, **rows, **own)
+
+
+class StreamGroups:
+    """A program's ``batch`` streams as at most ``threads`` contiguous groups of nearly equal
+    size, run on a pool of threads (the calling thread runs the first group)."""
+
+    def __init__(self, compiled: Compiled, batch: int, classes: int, threads: int) -> None:
+        count = max(1, min(threads, batch))
+        bounds = np.linspace(0, batch, count + 1).round().astype(int)
+        streams = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self.groups = [StreamGroup(s, compiled if count == 1 else _over(compiled, s, batch, i == 0),
+                                   _sampler_scratch(classes))
+                       for i, s in enumerate(streams)]
+        self.pool = ThreadPoolExecutor(count - 1) if count > 1 else None
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def run(self, step: Callable[[StreamGroup], None]) -> None:
+        """``step(group)`` for every group at once; returns when all are done."""
+        first, rest = self.groups[0], self.groups[1:]
+        for group in rest:
+            group.compiled.pos[:] = first.compiled.pos
+        futures = [self.pool.submit(step, group) for group in rest]
+        try:
+            step(first)
+        finally:
+            wait(futures)
+        for future in futures:
+            future.result()
