@@ -427,6 +427,50 @@ def test_numba_stream_groups_give_the_same_numbers(kind: str, groups: int, rng) 
     assert (logits.double() - want).abs().max().item() < TOL
 
 
+def test_prefetched_noise_is_the_noise_drawn_later() -> None:
+    """``Sampler.prefetch`` draws the next block ahead: the noise taken, and a state saved
+    while a block waits drawn (restored into another sampler), are as without it."""
+    from streamgen.engine.sampling import NOISE_BLOCK, Sampler
+
+    plain, ahead = (Sampler(SamplingConfig(), 2, 5, seed=7) for _ in range(2))
+    for n in (1, NOISE_BLOCK - 1, 3, NOISE_BLOCK, 2 * NOISE_BLOCK + 5):
+        ahead.prefetch()
+        ahead.prefetch()  # a second call draws nothing more
+        got, want = torch.empty(n, 2, 5), torch.empty(n, 2, 5)
+        ahead.take_into(got)
+        plain.take_into(want)
+        assert torch.equal(got, want)
+    ahead.prefetch()
+    saved = ahead.state_dict()
+    assert torch.equal(saved["generator"], plain.state_dict()["generator"])
+    later = Sampler(SamplingConfig(), 2, 5, seed=99)
+    later.load_state_dict(saved)
+    got, want = torch.empty(600, 2, 5), torch.empty(600, 2, 5)
+    later.take_into(got)
+    plain.take_into(want)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+@pytest.mark.parametrize("kind", ["sequnet", "wavenet"])
+def test_numba_draws_noise_on_a_spare_thread(kind: str, rng) -> None:
+    """One stream on two threads: the stream runs on one while the other draws the next noise
+    block; the same samples, and states, as on one thread."""
+    model = model_of_kind(kind, rng, (5, 3, 2, 6, 1))[0]
+    runs = []
+    for threads in (1, 2):
+        engine = StreamingEngine(model, 1, backend="numba", threads=threads)
+        assert engine.executor.groups.spare == (threads == 2)
+        sampler = engine.sampler(SamplingConfig(temperature=1.1, top_p=0.9), seed=5)
+        samples = torch.cat([engine.generate(k, sampler) for k in (1, 600, 255, 1000)], 1)
+        saved = engine.state_dict(sampler)
+        after = engine.generate(700, sampler)
+        engine.load_state_dict(saved, sampler)
+        assert torch.equal(engine.generate(700, sampler), after)
+        runs.append((samples, after))
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
 @pytest.mark.skipif(not numba_available(), reason="numba is not installed")
 @pytest.mark.parametrize("batch", [2, 7])
 def test_numba_runs_streams_on_threads(batch: int, rng) -> None:

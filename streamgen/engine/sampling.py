@@ -40,14 +40,40 @@ class Sampler:
         f32 = dict(dtype=torch.float32, device=device)
         self.noise = torch.empty(NOISE_BLOCK, batch, classes, **f32)
         self.used = NOISE_BLOCK
+        #: The next block, when ``prefetch`` drew it ahead (None: not drawn), and the
+        #: generator's state before it (what ``state_dict`` saves meanwhile).
+        self._ahead: torch.Tensor | None = None
+        self._state_before_ahead: torch.Tensor | None = None
+        self._spare: torch.Tensor | None = None
         self.scores = torch.empty(batch, classes, **f32)
         self.mask = torch.empty(batch, classes, dtype=torch.bool, device=device)
+
+    def _draw(self, block: torch.Tensor) -> None:
+        """The next block of noise from the generator: Gumbel(0, 1) = -log(-log(U))."""
+        block.uniform_(1e-20, 1.0, generator=self.generator).log_().neg_().log_().neg_()
+
+    def prefetch(self) -> None:
+        """Draw the next noise block now, into a second buffer, while others read the current
+        one (the numba executor draws it while its threads run a block): samples and
+        ``state_dict`` stay what they would have been."""
+        if self._ahead is not None or not self.uses_noise:
+            return
+        spare = torch.empty_like(self.noise) if self._spare is None else self._spare
+        state = self.generator.get_state()
+        try:
+            self._draw(spare)
+        except BaseException:  # interrupted: as if never drawn
+            self.generator.set_state(state)
+            raise
+        self._state_before_ahead, self._ahead, self._spare = state, spare, None
 
     def take(self, n: int) -> tuple[torch.Tensor, int, int]:
         """Reserve up to ``n`` steps of Gumbel noise: (noise block, first row, row count)."""
         if self.used == NOISE_BLOCK:
-            # Gumbel(0, 1) = -log(-log(U))
-            self.noise.uniform_(1e-20, 1.0, generator=self.generator).log_().neg_().log_().neg_()
+            if self._ahead is None:
+                self._draw(self.noise)
+            else:  # the prefetched block becomes the current one, the old one the spare
+                self.noise, self._spare, self._ahead = self._ahead, self.noise, None
             self.used = 0
         start = self.used
         count = min(n, NOISE_BLOCK - start)
@@ -109,9 +135,13 @@ class Sampler:
         return torch.argmax(s, dim=-1, out=out)
 
     def state_dict(self) -> dict[str, torch.Tensor | int]:
-        return {"generator": self.generator.get_state(), "noise": self.noise.clone(), "used": self.used}
+        generator = (self.generator.get_state() if self._ahead is None
+                     else self._state_before_ahead)  # as if the next block were not drawn yet
+        return {"generator": generator, "noise": self.noise.clone(), "used": self.used}
 
     def load_state_dict(self, state: dict) -> None:
+        if self._ahead is not None:  # drawn from the state left behind
+            self._spare, self._ahead = self._ahead, None
         self.generator.set_state(state["generator"])
         self.noise.copy_(state["noise"])
         self.used = int(state["used"])

@@ -4,7 +4,10 @@ Every stream's step reads and writes only that stream's rows of the rings and bu
 contiguous groups of streams run side by side (the kernels release the GIL) and give the same
 numbers as one group. Ring positions are the one thing the streams share: every group moves
 them alike during a block, so each keeps its own copy, and the first group's is the
-program's own (what capture, reset, prime and state save/restore read and write).
+program's own (what capture, reset, prime and state save/restore read and write). With a
+thread to spare (fewer streams than threads: one stream on a multi-core machine), every
+group runs on the pool and the calling thread does other work meanwhile (the numba executor
+draws the next block of the sampler's noise, about a tenth of a stream's time).
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def _over(compiled: Compiled, streams: slice, batch: int, first: bool) -> Compil
 
 class StreamGroups:
     """A program's ``batch`` streams as at most ``threads`` contiguous groups of nearly equal
-    size, run on a pool of threads (the calling thread runs the first group)."""
+    size, run on a pool of threads (the calling thread runs the first group, or other work)."""
 
     def __init__(self, compiled: Compiled, batch: int, classes: int, threads: int) -> None:
         count = max(1, min(threads, batch))
@@ -58,19 +61,30 @@ class StreamGroups:
         self.groups = [StreamGroup(s, compiled if count == 1 else _over(compiled, s, batch, i == 0),
                                    _sampler_scratch(classes))
                        for i, s in enumerate(streams)]
-        self.pool = ThreadPoolExecutor(count - 1) if count > 1 else None
+        #: A thread to spare beside the groups' (fewer streams than threads): the groups all
+        #: run on the pool then, leaving the calling thread free for other work.
+        self.spare = threads > count
+        workers = count if self.spare else count - 1
+        self.pool = ThreadPoolExecutor(workers) if workers else None  # threads start on demand
 
     def __len__(self) -> int:
         return len(self.groups)
 
-    def run(self, step: Callable[[StreamGroup], None]) -> None:
-        """``step(group)`` for every group at once; returns when all are done."""
+    def run(self, step: Callable[[StreamGroup], None],
+            meanwhile: Callable[[], None] | None = None) -> None:
+        """``step(group)`` for every group at once, and ``meanwhile()`` on the calling thread
+        where a thread is to spare (else the calling thread runs the first group and nothing
+        else); returns when all are done."""
         first, rest = self.groups[0], self.groups[1:]
+        beside = meanwhile if self.spare else None
+        if self.pool is None or not (rest or beside):
+            step(first)
+            return
         for group in rest:
             group.compiled.pos[:] = first.compiled.pos
-        futures = [self.pool.submit(step, group) for group in rest]
+        futures = [self.pool.submit(step, group) for group in (self.groups if beside else rest)]
         try:
-            step(first)
+            beside() if beside else step(first)
         finally:
             wait(futures)
         for future in futures:

@@ -166,6 +166,9 @@ class NumbaExecutor:
         done = 0
         for noise, start, count in sampler.runs(n):
             noise_np = noise.numpy()
+            # a run that uses up its noise block, with more steps to go: the next block is
+            # drawn while the threads run this one
+            ahead = sampler.prefetch if start + count == len(noise) and done + count < n else None
 
             def run(group: StreamGroup, done: int = done, start: int = start,
                     count: int = count) -> None:
@@ -177,5 +180,5 @@ class NumbaExecutor:
                                  period, logits_np[streams], group.compiled, rows, at,
                                  *sampling, *group.sampler_scratch, x_np[streams])
 
-            self.groups.run(run)
+            self.groups.run(run, ahead)
             done += count
