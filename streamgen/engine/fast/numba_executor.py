@@ -25,10 +25,9 @@ from streamgen.engine.tables import (GatedWeights, TCNWeights, WaveNetWeights, p
                                      refuse_unless_runnable, unsupported_layers)
 
 
-#: What stands in a tuple entry a ring does not use (1, 1, 1).
+#: What stands in a tuple entry a ring does not use, or for the logits' output of a block
+#: that keeps none (1, 1, 1).
 _PLACEHOLDER = np.zeros((1, 1, 1), dtype=np.float32)
-#: What stands for the logits' output of a block that keeps none.
-_NO_OUTPUT = np.zeros((1, 1, 1), dtype=np.float32)
 
 
 def _f32(t: torch.Tensor) -> np.ndarray:
@@ -152,7 +151,7 @@ class NumbaExecutor:
 
         def run(group: StreamGroup) -> None:
             streams = group.streams
-            kernels.feed(xs_np[streams], out_np[streams] if write else _NO_OUTPUT, write, t0,
+            kernels.feed(xs_np[streams], out_np[streams] if write else _PLACEHOLDER, write, t0,
                          period, logits_np[streams], group.compiled)
 
         self.groups.run(run)
