@@ -8,6 +8,7 @@
 Prints ``LABEL SAMPLING SAMPLES_PER_S`` for plain sampling and the model's recommended one on
 the numba backend: one thread (``--threads``), a 4,096-sample warm-up, then the median of 7
 blocks of 16,384 samples (``--batch`` streams, all counted: 16,384 / batch steps a block).
+``--torch-threads`` sets torch's intra-op threads (a library user's default is every core).
 ``--cpu-time`` divides by the process's CPU time instead of wall time (steadier on a shared
 machine; not with more than one thread, whose CPU time adds up).
 """
@@ -30,9 +31,10 @@ def main() -> None:
     p.add_argument("--model", default="default")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="the numba streams' threads")
+    p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--cpu-time", action="store_true")
     args = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.torch_threads)
     clock = time.process_time if args.cpu_time else time.perf_counter
     model, info = load_model(args.model)
     for sampling in (SamplingConfig(), info.sampling):

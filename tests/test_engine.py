@@ -427,6 +427,30 @@ def test_numba_stream_groups_give_the_same_numbers(kind: str, groups: int, rng) 
     assert (logits.double() - want).abs().max().item() < TOL
 
 
+@pytest.mark.parametrize("batch, classes, torch_threads", [(1, 256, 1), (3, 5, 2), (2, 256, 2)])
+def test_sampler_noise_is_gumbel_of_the_generators_uniforms(batch: int, classes: int,
+                                                            torch_threads: int) -> None:
+    """The noise, block after block, is -log(-log(U)) (in float64 here) of the uniforms that
+    the seeded generator draws, within float32 rounding; on any count of torch threads."""
+    from streamgen.engine.sampling import NOISE_BLOCK, Sampler
+
+    seed = random.randrange(2**31)
+    before = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
+    try:
+        got = torch.empty(3 * NOISE_BLOCK, batch, classes)
+        Sampler(SamplingConfig(), batch, classes, seed=seed).take_into(got)
+    finally:
+        torch.set_num_threads(before)
+    generator = torch.Generator().manual_seed(seed)
+    u = torch.cat([torch.empty(NOISE_BLOCK, batch, classes).uniform_(1e-20, 1.0, generator=generator)
+                   for _ in range(3)]).double()
+    want = -torch.log(-torch.log(u))
+    eps = torch.finfo(torch.float32).eps
+    assert ((got.double() - want).abs() <= 4 * eps * want.abs().clamp(min=1)).all()
+    assert want.std() > 1  # Gumbel(0, 1): standard deviation 1.28
+
+
 def test_prefetched_noise_is_the_noise_drawn_later() -> None:
     """``Sampler.prefetch`` draws the next block ahead: the noise taken, and a state saved
     while a block waits drawn (restored into another sampler), are as without it."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from streamgen.sampling import SamplingConfig
@@ -49,8 +50,17 @@ class Sampler:
         self.mask = torch.empty(batch, classes, dtype=torch.bool, device=device)
 
     def _draw(self, block: torch.Tensor) -> None:
-        """The next block of noise from the generator: Gumbel(0, 1) = -log(-log(U))."""
-        block.uniform_(1e-20, 1.0, generator=self.generator).log_().neg_().log_().neg_()
+        """The next block of noise from the generator: Gumbel(0, 1) = -log(-log(U)). On the CPU
+        numpy takes the logs, on the calling thread (torch's logs run on its intra-op threads,
+        which then spin, taking the cores the numba executor's streams run on)."""
+        block.uniform_(1e-20, 1.0, generator=self.generator)
+        if block.device.type != "cpu":
+            block.log_().neg_().log_().neg_()
+            return
+        a = block.numpy()
+        np.log(a, out=a)
+        np.log(np.negative(a, out=a), out=a)
+        np.negative(a, out=a)
 
     def prefetch(self) -> None:
         """Draw the next noise block now, into a second buffer, while others read the current
