@@ -124,14 +124,14 @@ def check_output(path: str, force: bool, audio: bool = True) -> None:
 
 def announce_compile(backend: str, quiet: bool = False) -> None:
     """One line on stderr when the numba kernels are about to compile (first use only), so a
-    half-minute wait before the first sample does not look like a hang."""
+    wait of seconds before the first sample does not look like a hang."""
     if quiet or backend != "numba":
         return
     from streamgen.engine.fast.kernels import kernels_cached
 
     if not kernels_cached():
-        print("streamgen: compiling the CPU kernels for first use (cached afterwards; about 30 s)",
-              file=sys.stderr)
+        print("streamgen: compiling the CPU kernels for first use (once for every model, cached "
+              "afterwards; about 10 s)", file=sys.stderr)
 
 
 def fail(message: str, status: int = 2) -> int:

@@ -195,7 +195,7 @@ def test_ctrl_c_during_start_up_is_one_line(monkeypatch: pytest.MonkeyPatch, cap
 
 @pytest.mark.skipif(not numba_available(), reason="numba is not installed")
 def test_first_compile_is_announced_once(monkeypatch: pytest.MonkeyPatch, capsys, tmp_path: Path) -> None:
-    """A cold numba cache gets one line before the half-minute compile; a warm cache, the torch
+    """A cold numba cache gets one line before the compile; a warm cache, the torch
     backend and --quiet get none."""
     from streamgen.cli import main as cli_main
     from streamgen.engine.fast import kernels

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -425,6 +426,30 @@ def test_numba_stream_groups_give_the_same_numbers(kind: str, groups: int, rng) 
     want = reference_logits(model, x)
     want[1, 61:] = reference_logits(model, x, starts=[0, 61, 0, 0, 0])[1, 61:]
     assert (logits.double() - want).abs().max().item() < TOL
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+def test_numba_kernels_compile_once_for_every_model(rng: torch.Generator) -> None:
+    """Every model, whatever its count of rings, kind of layer or batch, runs the same one
+    compilation of each kernel (a new model compiles nothing)."""
+    from streamgen.engine.fast import kernels
+
+    models = [fresh_sequnet((3, 2, 1, 4, 1), rng)[0], fresh_sequnet((5, 5, 2, 8, 1), rng)[0],
+              small_wavenet(rng), small_tcn(rng)]
+    for model, batch in zip(models, (1, 3, 4, 2)):
+        engine = StreamingEngine(model, batch, backend="numba", threads=2)
+        engine.feed(torch.randint(0, CLASSES, (batch, 5), generator=rng))
+        engine.generate(300, engine.sampler(SamplingConfig(), seed=1))
+        out = torch.empty(batch, 20, 9, CLASSES).select(2, 4)  # a caller's strided buffers
+        engine.feed(torch.randint(0, CLASSES, (batch, 20), generator=rng), out)
+        sampler = engine.sampler(SamplingConfig(), seed=2)
+        saved = engine.state_dict(sampler)
+        strided = engine.generate(7, sampler, torch.empty(batch, 7, 2, dtype=torch.int64)[..., 0])
+        engine.load_state_dict(saved, sampler)
+        assert torch.equal(strided, engine.generate(7, sampler))
+    assert len(kernels.feed.signatures) == len(kernels.generate.signatures) == 1
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        kernels.view_entry(np.zeros((4, 3), dtype=np.float32)[:, 1:])
 
 
 @pytest.mark.parametrize("batch, classes, torch_threads", [(1, 256, 1), (3, 5, 2), (2, 256, 2)])

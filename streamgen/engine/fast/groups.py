@@ -18,9 +18,10 @@ from typing import Callable
 
 import numpy as np
 
+from streamgen.engine.fast import kernels
 from streamgen.engine.fast.kernels import Compiled
 
-#: ``Compiled`` fields with a row per stream (``rings``: each ring that has one).
+#: ``Compiled`` fields with a row per stream (and ``views``: each ring that has one).
 PER_STREAM = ("index", "head_in", "skip", "hidden")
 #: ``Compiled`` fields each group needs its own of: positions and scratch.
 PER_GROUP = ("pos", "acc", "work")
@@ -41,13 +42,24 @@ def _sampler_scratch(classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.zeros(classes, dtype=np.int64))
 
 
+def _ring_rows(views: np.ndarray, streams: slice, batch: int) -> np.ndarray:
+    """``views`` with each ring's frames narrowed to rows ``streams`` (C-contiguous: the
+    ring's frames from the first row's on)."""
+    views = views.copy()
+    frames = views[:, kernels.VIEW_FRAMES]  # (R, 4): address, streams, capacity, channels
+    has_rows = frames[:, 1] == batch
+    row_bytes = frames[:, 2] * frames[:, 3] * np.dtype(np.float32).itemsize
+    frames[has_rows, 0] += streams.start * row_bytes[has_rows]
+    frames[has_rows, 1] = streams.stop - streams.start
+    return views
+
+
 def _over(compiled: Compiled, streams: slice, batch: int, first: bool) -> Compiled:
     """``compiled`` over rows ``streams``; the first group keeps the program's positions."""
-    rings = tuple(r[streams] if r.shape[0] == batch else r for r in compiled.rings)
     rows = {name: getattr(compiled, name)[streams] for name in PER_STREAM}
     own = {name: getattr(compiled, name).copy() for name in PER_GROUP
            if not (first and name == "pos")}
-    return compiled._replace(rings=rings, **rows, **own)
+    return compiled._replace(views=_ring_rows(compiled.views, streams, batch), **rows, **own)
 
 
 class StreamGroups:

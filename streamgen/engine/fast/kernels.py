@@ -3,9 +3,10 @@ TCN's (CPU, float32).
 
 They run a whole block of steps in one native call over the same ring storage and ring
 positions the torch executor uses (numpy views of its tensors), so capture, reset, prime and
-state save/restore are shared with it. The plans arrive as integer tables (``Compiled``);
-every float ring is one entry of a homogeneous tuple, its window length in ``wins`` and its
-newest index in ``pos``, its kind of layer in ``specs``.
+state save/restore are shared with it. The plans arrive as integer tables (``Compiled``):
+every float ring, and its layer's weights, is a row of ``views`` (addresses and shapes, so
+one compiled kernel serves every model whatever its count of rings), its window length in
+``wins``, its newest index in ``pos``, its kind of layer in ``specs``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,72 @@ import os
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core import cgutils
 from numba.core.cpu import CPUTargetOptions
+from numba.extending import intrinsic
+from numba.np.arrayobj import populate_array
 
 from streamgen.engine.sampling import NUCLEUS_BOUND
 from streamgen.engine.tables import (OP_ADVANCE, OP_COPY, OP_EMBED, OP_GATED, OP_HEAD,
                                      OP_INPUT, TAPS_ODD)
 
 FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "reassoc"}
+
+
+#: A ring's row of ``Compiled.views``, one (address, shape...) entry each: its frames (B,
+#: capacity, channels), its layer's weights, odd-tap weights, bias, 1x1s and 1x1 bias (the
+#: index ring's: placeholders).
+VIEW_FRAMES, VIEW_WEIGHT, VIEW_ODD, VIEW_BIAS, VIEW_PROJ, VIEW_PROJ_BIAS = range(6)
+VIEWS_PER_RING = 6
+
+
+def view_entry(array: np.ndarray) -> list[int]:
+    """``array``'s entry in ``Compiled.views``: its address and shape (padded with ones to 3
+    dimensions). Whoever makes the entry keeps ``array`` alive as long as the entry is used."""
+    if array.dtype != np.float32 or not array.flags.c_contiguous or array.ndim > 3:
+        raise ValueError("a kernel view needs a C-contiguous float32 array of at most 3 dimensions")
+    return [array.ctypes.data, *array.shape, *[1] * (3 - array.ndim)]
+
+
+@intrinsic
+def _float32_array(typingctx, address, shape):
+    """The C-contiguous float32 array of ``shape`` at ``address``: a view that owns nothing."""
+    ndim = shape.count
+    array_type = types.Array(types.float32, ndim, "C")
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(array_type)(context, builder)
+        dims = cgutils.unpack_tuple(builder, args[1], ndim)
+        itemsize = context.get_constant(types.intp, 4)
+        strides, step = [], itemsize
+        for dim in reversed(dims):
+            strides.insert(0, step)
+            step = builder.mul(step, dim)
+        populate_array(array, data=builder.inttoptr(args[0], array.data.type), shape=dims,
+                       strides=strides, itemsize=itemsize, meminfo=None)
+        return array._getvalue()
+
+    return array_type(address, shape), codegen
+
+
+@njit(cache=True, inline="always")
+def frames(views, r):
+    """Ring ``r``'s frames (B, capacity, channels)."""
+    v = views[r, VIEW_FRAMES]
+    return _float32_array(v[0], (v[1], v[2], v[3]))
+
+
+@njit(cache=True, inline="always")
+def matrix(views, r, slot):
+    v = views[r, slot]
+    return _float32_array(v[0], (v[1], v[2]))
+
+
+@njit(cache=True, inline="always")
+def vector(views, r, slot):
+    v = views[r, slot]
+    return _float32_array(v[0], (v[1],))
 
 
 @njit(cache=True, inline="always")
@@ -197,30 +256,33 @@ def dense(x, w, bias, out, relu):
 
 
 #: A program as the kernels see it: the plan tables, the shared ring positions and windows,
-#: the float rings (one homogeneous tuple; the index ring's entry is a placeholder), the
-#: index ring, per-ring weights, the input table (through a ReLU: ``embed_relu``) and the
-#: head; each ring's kind of layer (``specs``, one row per ring: ``LAYER_GATED`` ...), a
-#: WaveNet layer's 1x1s or a TCN block's residual projection with their biases, a WaveNet's
-#: skip sum and its head's first 1x1 (``hid_w`` with no columns where the head has one layer).
+#: each float ring's frames and its layer's weights (``views``, (R, VIEWS_PER_RING, 4): a
+#: WaveNet layer's 1x1s or a TCN block's residual projection as its 1x1s), the index ring,
+#: the input table (through a ReLU: ``embed_relu``) and the head; each ring's kind of layer
+#: (``specs``, one row per ring: ``LAYER_GATED`` ...), a WaveNet's skip sum and its head's
+#: first 1x1 (``hid_w`` with no columns where the head has one layer). Every field's type is
+#: the same for every model, so the kernels compile once.
 Compiled = namedtuple("Compiled", [
-    "ops", "starts", "pos", "wins", "rings", "index", "index_ring", "weights", "odds", "biases",
+    "ops", "starts", "pos", "wins", "views", "index", "index_ring",
     "table", "table_bias", "embed_relu", "head_w", "head_b", "head_in", "acc",
-    "specs", "projs", "proj_biases", "skip", "hid_w", "hid_b", "hidden", "work",
+    "specs", "skip", "hid_w", "hid_b", "hidden", "work",
 ])
 
 
 @njit(cache=True, inline="always")
-def _dst(rings, pos, wins, head_in, r):
+def _dst(views, pos, wins, head_in, r):
     """The array and frame index that ring ``r``'s next frame goes to (-1: the head input)."""
     if r < 0:
         return head_in, 0
-    return rings[r], ring_slot(rings[r], pos, r, wins[r])
+    ring = frames(views, r)
+    return ring, ring_slot(ring, pos, r, wins[r])
 
 
 #: Compile the step interpreter, and what it calls, without the runtime's reference counts
 #: (numba's ``_nrt`` option, which callees inherit): every array comes from the caller and
 #: nothing is allocated, while the atomic increments and decrements on each array taken from
-#: the plan's tuples took 90% of a step of the default's shape at width 1 (15.3 of 16.5 us).
+#: the plan took 90% of a step of the default's shape at width 1 (15.3 of 16.5 us, when the
+#: plan held its arrays in tuples).
 #: A numba without the option compiles with them.
 NO_REFCOUNTS = {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
 
@@ -229,9 +291,8 @@ NO_REFCOUNTS = {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
 def run_step(x, phase, prog, logits):
     """One step for every stream: classes ``x`` (B,) in, ``logits`` (B, classes) out, by
     interpreting the plan of clock ``phase``. Allocates nothing (``NO_REFCOUNTS``)."""
-    (ops, starts, pos, wins, rings, index, index_ring, weights, odds, biases, table, table_bias,
-     embed_relu, head_w, head_b, head_in, acc, specs, projs, proj_biases, skip, hid_w, hid_b,
-     hidden, work) = prog
+    (ops, starts, pos, wins, views, index, index_ring, table, table_bias, embed_relu, head_w,
+     head_b, head_in, acc, specs, skip, hid_w, hid_b, hidden, work) = prog
     batch = x.shape[0]
     for i in range(starts[phase], starts[phase + 1]):
         code, a, b, c, d, e = ops[i, 0], ops[i, 1], ops[i, 2], ops[i, 3], ops[i, 4], ops[i, 5]
@@ -243,30 +304,35 @@ def run_step(x, phase, prog, logits):
         elif code == OP_ADVANCE:
             pos[a] += 1
         elif code == OP_GATED:
-            dst, q = _dst(rings, pos, wins, head_in, b)
+            dst, q = _dst(views, pos, wins, head_in, b)
             kind = specs[a, 0]
+            ring, bias = frames(views, a), vector(views, a, VIEW_BIAS)
             if kind == LAYER_WAVENET:
-                wavenet_layer(rings[a], pos[a], specs[a], weights[a], biases[a], projs[a],
-                              proj_biases[a], skip, dst, q, c, acc, work)
+                wavenet_layer(ring, pos[a], specs[a], matrix(views, a, VIEW_WEIGHT), bias,
+                              matrix(views, a, VIEW_PROJ), vector(views, a, VIEW_PROJ_BIAS),
+                              skip, dst, q, c, acc, work)
             elif kind == LAYER_TCN:
                 src = specs[a, 3]
-                tcn_layer(rings[a], pos[a], specs[a], weights[a], biases[a], projs[a],
-                          proj_biases[a], rings[src], pos[src], index, pos[index_ring], dst, q,
-                          c, acc, work)
+                tcn_layer(ring, pos[a], specs[a], matrix(views, a, VIEW_WEIGHT), bias,
+                          matrix(views, a, VIEW_PROJ), vector(views, a, VIEW_PROJ_BIAS),
+                          frames(views, src), pos[src], index, pos[index_ring], dst, q, c, acc,
+                          work)
             elif d == TAPS_ODD:
-                gated(rings[a], pos[a], wins[a] - 1, odds[a], biases[a], e, dst, q, c, acc)
+                gated(ring, pos[a], wins[a] - 1, matrix(views, a, VIEW_ODD), bias, e, dst, q, c,
+                      acc)
             else:
-                gated(rings[a], pos[a], wins[a], weights[a], biases[a], e, dst, q, c, acc)
+                gated(ring, pos[a], wins[a], matrix(views, a, VIEW_WEIGHT), bias, e, dst, q, c,
+                      acc)
         elif code == OP_COPY:
-            src = rings[a]
+            src = frames(views, a)
             p = pos[a]
-            dst, q = _dst(rings, pos, wins, head_in, b)
+            dst, q = _dst(views, pos, wins, head_in, b)
             for s in range(batch):
                 for j in range(e):
                     dst[s, q, d + j] = src[s, p, c + j]
         elif code == OP_EMBED:
             # one-hot convolution as table lookups (index `classes` is the zero vector)
-            dst, q = _dst(rings, pos, wins, head_in, b)
+            dst, q = _dst(views, pos, wins, head_in, b)
             k = wins[index_ring]
             p = pos[index_ring]
             rows = table.shape[0] // k
@@ -290,21 +356,24 @@ def run_step(x, phase, prog, logits):
 @njit(cache=True, nogil=True)
 def feed(xs, out, write, t0, period, logits, prog):
     """Teacher-forced block: ``xs`` (B, N); each step's logits into ``out`` if ``write``."""
+    x = np.empty(xs.shape[0], xs.dtype)  # a step's classes, contiguous as ``generate``'s
     for i in range(xs.shape[1]):
-        run_step(xs[:, i], (t0 + i) % period, prog, logits)
+        x[:] = xs[:, i]
+        run_step(x, (t0 + i) % period, prog, logits)
         if write:
             out[:, i, :] = logits
 
 
 @njit(cache=True, nogil=True)
-def generate(n, out, t0, period, logits, prog, noise, noise_at, temperature, top_k,
+def generate(n, out, out_at, t0, period, logits, prog, noise, noise_at, temperature, top_k,
              top_p, greedy, work, bits, at, x):
-    """Free-running block of ``n`` steps consuming ``noise[noise_at:]`` (one row per step;
-    greedy steps read none, so a greedy block may be longer than the noise block)."""
+    """Free-running block of ``n`` steps, samples into ``out[:, out_at:]``, consuming
+    ``noise[noise_at:]`` (one row per step; greedy steps read none, so a greedy block may be
+    longer than the noise block)."""
     for i in range(n):
         row = noise[0] if greedy else noise[noise_at + i]
         sample_into(logits, row, temperature, top_k, top_p, greedy, work, bits, at, x)
-        out[:, i] = x
+        out[:, out_at + i] = x
         run_step(x, (t0 + i) % period, prog, logits)
 
 
@@ -405,8 +474,9 @@ def sample_into(logits, noise, temperature, top_k, top_p, greedy, work, bits, at
 
 def kernels_cached() -> bool:
     """Whether numba's on-disk cache already holds the generation kernel. When it does not
-    (first use after an install), the first block compiles it: about half a minute on one
-    core. Reads numba's cache index path (internal API); if that cannot be read, says True."""
+    (first use after an install), the first block compiles it: about 10 s on one core, once
+    for every model. Reads numba's cache index path (internal API); if that cannot be read,
+    says True."""
     try:
         index = generate._cache._cache_file._index_path
     except AttributeError:

@@ -13,6 +13,9 @@ and the gates' tanh and the sampler's exp, computed by rational and polynomial a
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import numba
 import numpy as np
 import torch
@@ -25,7 +28,7 @@ from streamgen.engine.tables import (GatedWeights, TCNWeights, WaveNetWeights, p
                                      refuse_unless_runnable, unsupported_layers)
 
 
-#: What stands in a tuple entry a ring does not use, or for the logits' output of a block
+#: What stands in a view a ring does not use, or for the logits' output of a block
 #: that keeps none (1, 1, 1).
 _PLACEHOLDER = np.zeros((1, 1, 1), dtype=np.float32)
 
@@ -46,7 +49,22 @@ def _wavenet_projection(layer: WaveNetWeights) -> tuple[np.ndarray, np.ndarray]:
             _f32(torch.cat([layer.residual_bias.detach().cpu().float(), skip_bias])))
 
 
-#: A ring's entries in the kernels' per-ring tuples and its row of ``Compiled.specs``.
+@contextmanager
+def _contiguous(out: torch.Tensor) -> Iterator[torch.Tensor]:
+    """``out``, or a contiguous copy of it that goes back into it at the end (interrupted too):
+    the kernels take C-contiguous arrays only, so that each compiles once."""
+    if out.is_contiguous():
+        yield out
+        return
+    copy = out.contiguous()
+    try:
+        yield copy
+    finally:
+        out.copy_(copy)
+
+
+#: A ring's arrays (its row of ``Compiled.views``, in ``kernels.VIEW_*`` order) and its row of
+#: ``Compiled.specs``.
 RingEntries = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                     tuple[int, int, int, int, int]]
 
@@ -112,7 +130,11 @@ class NumbaExecutor:
         numbers = {name: i for i, name in enumerate(program.rings)}
         entries = [_ring_entries(ring.data, layer, i, numbers)
                    for i, (ring, layer) in enumerate(zip(program.rings.values(), tables.layers))]
-        rings, weights, odds, biases, projs, proj_biases, specs = zip(*entries)
+        #: What ``Compiled.views`` points into: kept alive with the executor.
+        self.arrays = [arrays for *arrays, _ in entries]
+        views = np.array([[kernels.view_entry(a) for a in arrays] for arrays in self.arrays],
+                         dtype=np.int64)
+        _, weights, _, _, projs, _, specs = zip(*entries)
         wavenets = [layer for layer in tables.layers if isinstance(layer, WaveNetWeights)]
         skip_width = max([layer.skip.shape[1] for layer in wavenets], default=1)
         work_width = max([max(*w.shape, p.shape[1])  # the taps, the 1x1s' or residual's outputs
@@ -125,16 +147,14 @@ class NumbaExecutor:
             hid_w, hid_b = _f32(tables.hidden_weight.t()), _f32(tables.hidden_bias)
         self.compiled = kernels.Compiled(
             ops=tables.ops, starts=tables.starts, pos=program.positions.array,
-            wins=tables.windows, rings=rings,
+            wins=tables.windows, views=views,
             index=program.rings[INPUT_RING].data.numpy(), index_ring=tables.index_ring,
-            weights=weights, odds=odds, biases=biases,
             table=_f32(tables.embed_table), table_bias=_f32(tables.embed_bias),
             embed_relu=tables.embed_relu,
             head_w=head_w, head_b=_f32(tables.head_bias),
             head_in=program.head_in.numpy().reshape(batch, 1, -1),
             acc=np.zeros(max(tables.width, *head_w.shape, *hid_w.shape), dtype=np.float32),
-            specs=np.array(specs, dtype=np.int64).reshape(-1, 5), projs=projs,
-            proj_biases=proj_biases,
+            specs=np.array(specs, dtype=np.int64).reshape(-1, 5),
             skip=np.zeros((batch, skip_width), dtype=np.float32),
             hid_w=hid_w, hid_b=hid_b,
             hidden=np.zeros((batch, 1, hid_w.shape[1]), dtype=np.float32),
@@ -145,22 +165,33 @@ class NumbaExecutor:
 
     def feed_block(self, xs: torch.Tensor, out: torch.Tensor | None, logits: torch.Tensor,
                    t0: int) -> None:
-        write = out is not None
-        out_np = out.numpy() if write else None
+        if out is None:
+            self._feed(xs, None, logits, t0)
+            return
+        with _contiguous(out) as written:
+            self._feed(xs, written.numpy(), logits, t0)
+
+    def _feed(self, xs: torch.Tensor, out: np.ndarray | None, logits: torch.Tensor,
+              t0: int) -> None:
         xs_np, logits_np, period = xs.numpy(), logits.numpy(), self.program.period
 
         def run(group: StreamGroup) -> None:
             streams = group.streams
-            kernels.feed(xs_np[streams], out_np[streams] if write else _PLACEHOLDER, write, t0,
-                         period, logits_np[streams], group.compiled)
+            kernels.feed(xs_np[streams], _PLACEHOLDER if out is None else out[streams],
+                         out is not None, t0, period, logits_np[streams], group.compiled)
 
         self.groups.run(run)
 
     def generate_block(self, n: int, sampler: Sampler, out: torch.Tensor, logits: torch.Tensor,
                        t0: int, x: torch.Tensor) -> None:
+        with _contiguous(out) as written:
+            self._generate(n, sampler, written.numpy(), logits, t0, x)
+
+    def _generate(self, n: int, sampler: Sampler, out_np: np.ndarray, logits: torch.Tensor,
+                  t0: int, x: torch.Tensor) -> None:
         cfg = sampler.config
         sampling = (np.float32(cfg.temperature), cfg.top_k, np.float32(cfg.top_p), cfg.greedy)
-        out_np, logits_np, x_np = out.numpy(), logits.numpy(), x.numpy()
+        logits_np, x_np = logits.numpy(), x.numpy()
         period, single = self.program.period, len(self.groups) == 1
         done = 0
         for noise, start, count in sampler.runs(n):
@@ -175,9 +206,9 @@ class NumbaExecutor:
                 # a group's noise is a copy of its streams' rows (a view would be strided)
                 rows, at = ((noise_np, start) if single else
                             (np.ascontiguousarray(noise_np[start : start + count, streams]), 0))
-                kernels.generate(count, out_np[streams, done : done + count], t0 + done,
-                                 period, logits_np[streams], group.compiled, rows, at,
-                                 *sampling, *group.sampler_scratch, x_np[streams])
+                kernels.generate(count, out_np[streams], done, t0 + done, period,
+                                 logits_np[streams], group.compiled, rows, at, *sampling,
+                                 *group.sampler_scratch, x_np[streams])
 
             self.groups.run(run, ahead)
             done += count
