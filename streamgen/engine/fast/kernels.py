@@ -32,7 +32,6 @@ FASTMATH = {"nnan", "ninf", "nsz", "arcp", "contract", "reassoc"}
 #: capacity, channels), its layer's weights, odd-tap weights, bias, 1x1s and 1x1 bias (the
 #: index ring's: placeholders).
 VIEW_FRAMES, VIEW_WEIGHT, VIEW_ODD, VIEW_BIAS, VIEW_PROJ, VIEW_PROJ_BIAS = range(6)
-VIEWS_PER_RING = 6
 
 
 def view_entry(array: np.ndarray) -> list[int]:
@@ -73,12 +72,14 @@ def frames(views, r):
 
 @njit(cache=True, inline="always")
 def matrix(views, r, slot):
+    """Ring ``r``'s two-dimensional array ``slot`` (``VIEW_WEIGHT``, ``VIEW_ODD``, ``VIEW_PROJ``)."""
     v = views[r, slot]
     return _float32_array(v[0], (v[1], v[2]))
 
 
 @njit(cache=True, inline="always")
 def vector(views, r, slot):
+    """Ring ``r``'s one-dimensional array ``slot`` (``VIEW_BIAS``, ``VIEW_PROJ_BIAS``)."""
     v = views[r, slot]
     return _float32_array(v[0], (v[1],))
 
@@ -256,7 +257,7 @@ def dense(x, w, bias, out, relu):
 
 
 #: A program as the kernels see it: the plan tables, the shared ring positions and windows,
-#: each float ring's frames and its layer's weights (``views``, (R, VIEWS_PER_RING, 4): a
+#: each float ring's frames and its layer's weights (``views``, (R, 6, 4): ``VIEW_*``; a
 #: WaveNet layer's 1x1s or a TCN block's residual projection as its 1x1s), the index ring,
 #: the input table (through a ReLU: ``embed_relu``) and the head; each ring's kind of layer
 #: (``specs``, one row per ring: ``LAYER_GATED`` ...), a WaveNet's skip sum and its head's
