@@ -590,8 +590,10 @@ def test_backend_selection() -> None:
     sequnet = SeqUNet(SeqUNetConfig(4, 2, 1, 3, classes=CLASSES))
     expected = "numba" if numba_available() else "torch"
     assert StreamingEngine(sequnet).backend == expected
-    assert StreamingEngine(sequnet, NUMBA_MAX_BATCH).backend == expected
-    assert StreamingEngine(sequnet, NUMBA_MAX_BATCH + 1).backend == "torch"  # batched matmuls win
+    assert StreamingEngine(sequnet, NUMBA_MAX_BATCH, threads=1).backend == expected
+    # on one thread batched matmuls win, on more numba's streams on threads
+    assert StreamingEngine(sequnet, NUMBA_MAX_BATCH + 1, threads=1).backend == "torch"
+    assert StreamingEngine(sequnet, NUMBA_MAX_BATCH + 1, threads=2).backend == expected
     wavenet = WaveNet(WaveNetConfig(1, 2, 2, 4, 4, 4, classes=CLASSES))
     assert StreamingEngine(wavenet).backend == expected
     tcn = TCN(TCNConfig(channels=4, levels=2, kernel_size=2, classes=CLASSES))

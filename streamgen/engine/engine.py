@@ -35,9 +35,11 @@ def numba_available() -> bool:
     return True
 
 
-#: Batches up to this size stream faster through the single-threaded numba kernel than
-#: through batched torch matrix products: the crossover lies between 64 streams (numba 1.2x
-#: ahead) and 256 (torch 1.3x ahead) in benchmarks/results/cpu-x86-64-full.md.
+#: On one thread, batches up to this size stream faster through the numba kernel than through
+#: batched torch matrix products: with plain sampling the crossover lies between 64 streams
+#: (numba 1.4x ahead) and 256 (torch 1.2x ahead) in benchmarks/results/cpu-x86-64-full.md.
+#: On more threads numba leads at every batch measured (this 2-core VM, the model's top-p:
+#: 230k vs 120k samples/s at 256 streams, 236k vs 159k at 1,024; torch on the same threads).
 NUMBA_MAX_BATCH = 64
 
 
@@ -87,8 +89,8 @@ def _latency_executor(program: StepProgram, backend: str) -> Executor:
 
 def build_executor(program: StepProgram, backend: str, threads: int | None = None) -> Executor:
     """An executor of ``program``'s plans: ``auto`` picks the compiled interpreter of the plan
-    tables where it runs the program and is faster (on the CPU numba up to 64 streams: 20x at
-    batch 1; on a CUDA GPU a persistent kernel, numba-cuda or Triton, at batches up to 64
+    tables where it runs the program and is faster (on the CPU numba: 25x torch at batch 1; up
+    to 64 streams where it has one thread, ``NUMBA_MAX_BATCH``; on a CUDA GPU a persistent kernel, numba-cuda or Triton, at batches up to 64
     (``_latency_executor``), else CUDA graphs of the torch steps where the rings run on a
     schedule), else torch."""
     if backend not in BACKENDS:
@@ -103,9 +105,10 @@ def build_executor(program: StepProgram, backend: str, threads: int | None = Non
         if backend == "numba":
             raise BackendError("the numba backend needs numba: pip install numba")
         return TorchExecutor(program)
-    from streamgen.engine.fast.numba_executor import NumbaExecutor
+    from streamgen.engine.fast.numba_executor import NumbaExecutor, resolve_threads
 
-    if backend == "auto" and (NumbaExecutor.unsupported(program) or program.batch > NUMBA_MAX_BATCH):
+    one_thread_large_batch = program.batch > NUMBA_MAX_BATCH and resolve_threads(threads) == 1
+    if backend == "auto" and (NumbaExecutor.unsupported(program) or one_thread_large_batch):
         return TorchExecutor(program)
     return NumbaExecutor(program, threads)
 

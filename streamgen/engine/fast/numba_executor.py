@@ -49,6 +49,12 @@ def _wavenet_projection(layer: WaveNetWeights) -> tuple[np.ndarray, np.ndarray]:
             _f32(torch.cat([layer.residual_bias.detach().cpu().float(), skip_bias])))
 
 
+def resolve_threads(threads: int | None) -> int:
+    """The threads a numba executor runs its streams on: ``threads``, or by default numba's
+    ``NUMBA_NUM_THREADS`` (every core unless set)."""
+    return threads or numba.config.NUMBA_NUM_THREADS
+
+
 @contextmanager
 def _contiguous(out: torch.Tensor) -> Iterator[torch.Tensor]:
     """``out``, or a contiguous copy of it that goes back into it at the end (interrupted too):
@@ -161,7 +167,7 @@ class NumbaExecutor:
             work=np.zeros((2, work_width), dtype=np.float32),
         )
         self.groups = StreamGroups(self.compiled, batch, program.classes,
-                                   threads or numba.config.NUMBA_NUM_THREADS)
+                                   resolve_threads(threads))
 
     def feed_block(self, xs: torch.Tensor, out: torch.Tensor | None, logits: torch.Tensor,
                    t0: int) -> None:
