@@ -90,9 +90,9 @@ def _latency_executor(program: StepProgram, backend: str) -> Executor:
 def build_executor(program: StepProgram, backend: str, threads: int | None = None) -> Executor:
     """An executor of ``program``'s plans: ``auto`` picks the compiled interpreter of the plan
     tables where it runs the program and is faster (on the CPU numba: 25x torch at batch 1; up
-    to 64 streams where it has one thread, ``NUMBA_MAX_BATCH``; on a CUDA GPU a persistent kernel, numba-cuda or Triton, at batches up to 64
-    (``_latency_executor``), else CUDA graphs of the torch steps where the rings run on a
-    schedule), else torch."""
+    to ``NUMBA_MAX_BATCH`` streams where it has one thread; on a CUDA GPU a persistent kernel,
+    numba-cuda or Triton, at batches up to 64 (``_latency_executor``), else CUDA graphs of the
+    torch steps where the rings run on a schedule), else torch."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if backend == "torch":
