@@ -1,6 +1,7 @@
 """Live soak: ``streamgen play`` with the default model on the paced JACK dummy device for N minutes.
 
-    python benchmarks/soak.py --minutes 30          # writes benchmarks/results/soak-<machine>.{json,md}
+    python benchmarks/soak.py --minutes 30   # writes benchmarks/results/soak-<machine>.{json,md}
+    python benchmarks/soak.py --minutes 10   # ... soak-<machine>-10min.{json,md}
 
 The device is the one the live tests use (``tests/live_audio.py``): a JACK server whose dummy
 driver consumes 16 kHz audio at wall-clock pace, fed through ALSA's jack plugin, with an ALSA
@@ -168,13 +169,16 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+DEFAULT_MINUTES = 30.0
+
+
 def machine_stem() -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", f"cpu-{platform.machine()}").strip("-").lower()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--minutes", type=float, default=DEFAULT_MINUTES)
     parser.add_argument("--model", default="default")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--every", type=float, default=10.0, help="seconds between memory samples")
@@ -183,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="streamgen-soak-") as tmp:
         result = soak(args.minutes, Path(tmp), model=args.model, seed=args.seed, every=args.every)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"soak-{machine_stem()}"
+    length = "" if args.minutes == DEFAULT_MINUTES else f"-{args.minutes:g}min"
+    stem = args.out / f"soak-{machine_stem()}{length}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
     stem.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
