@@ -72,14 +72,14 @@ def frames(views, r):
 
 @njit(cache=True, inline="always")
 def matrix(views, r, slot):
-    """Ring ``r``'s two-dimensional array ``slot`` (``VIEW_WEIGHT``, ``VIEW_ODD``, ``VIEW_PROJ``)."""
+    """Ring ``r``'s matrix ``slot`` (``VIEW_WEIGHT``, ``VIEW_ODD``, ``VIEW_PROJ``)."""
     v = views[r, slot]
     return _float32_array(v[0], (v[1], v[2]))
 
 
 @njit(cache=True, inline="always")
 def vector(views, r, slot):
-    """Ring ``r``'s one-dimensional array ``slot`` (``VIEW_BIAS``, ``VIEW_PROJ_BIAS``)."""
+    """Ring ``r``'s vector ``slot`` (``VIEW_BIAS``, ``VIEW_PROJ_BIAS``)."""
     v = views[r, slot]
     return _float32_array(v[0], (v[1],))
 

@@ -56,10 +56,10 @@ def resolve_threads(threads: int | None) -> int:
 
 
 @contextmanager
-def _contiguous(out: torch.Tensor) -> Iterator[torch.Tensor]:
-    """``out``, or a contiguous copy of it that goes back into it at the end (interrupted too):
-    the kernels take C-contiguous arrays only, so that each compiles once."""
-    if out.is_contiguous():
+def _contiguous(out: torch.Tensor | None) -> Iterator[torch.Tensor | None]:
+    """``out`` (or None), or a contiguous copy of it that goes back into it at the end
+    (interrupted too): the kernels take C-contiguous arrays only, so that each compiles once."""
+    if out is None or out.is_contiguous():
         yield out
         return
     copy = out.contiguous()
@@ -171,22 +171,16 @@ class NumbaExecutor:
 
     def feed_block(self, xs: torch.Tensor, out: torch.Tensor | None, logits: torch.Tensor,
                    t0: int) -> None:
-        if out is None:
-            self._feed(xs, None, logits, t0)
-            return
-        with _contiguous(out) as written:
-            self._feed(xs, written.numpy(), logits, t0)
-
-    def _feed(self, xs: torch.Tensor, out: np.ndarray | None, logits: torch.Tensor,
-              t0: int) -> None:
         xs_np, logits_np, period = xs.numpy(), logits.numpy(), self.program.period
+        with _contiguous(out) as written:
+            out_np = None if written is None else written.numpy()
 
-        def run(group: StreamGroup) -> None:
-            streams = group.streams
-            kernels.feed(xs_np[streams], _PLACEHOLDER if out is None else out[streams],
-                         out is not None, t0, period, logits_np[streams], group.compiled)
+            def run(group: StreamGroup) -> None:
+                streams = group.streams
+                kernels.feed(xs_np[streams], _PLACEHOLDER if out_np is None else out_np[streams],
+                             out_np is not None, t0, period, logits_np[streams], group.compiled)
 
-        self.groups.run(run)
+            self.groups.run(run)
 
     def generate_block(self, n: int, sampler: Sampler, out: torch.Tensor, logits: torch.Tensor,
                        t0: int, x: torch.Tensor) -> None:
