@@ -56,6 +56,21 @@ def test_cuda_generation_is_reproducible(rng: torch.Generator) -> None:
 
 # -- the Triton executor at real sizes ----------------------------------------------------
 needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed")
+
+
+@needs_triton
+def test_cuda_noise_is_the_cpus_noise() -> None:
+    """The sampler's noise drawn on the GPU by Triton's kernel: the CPU's numbers within
+    float32 rounding of the logs (the uniforms are the same bits), at a large batch."""
+    from streamgen.engine.noise import gumbel_into
+    from streamgen.engine.sampling import Sampler
+
+    sampler = Sampler(SamplingConfig(), 4096, 256, seed=2**40 + 7, device="cuda")
+    got = torch.empty(3, 4096, 256, device="cuda")
+    sampler.draw(2**32 - 1, got, stream=5)
+    want = gumbel_into(2**40 + 7, 2**32 - 1, 5, np.empty((3, 4096, 256), np.float32))
+    eps = np.finfo(np.float32).eps
+    assert (np.abs(got.cpu().numpy() - want) <= 8 * eps * np.maximum(np.abs(want), 1)).all()
 DEFAULT = (32, 10, 2, 5)  # the shipped default's shape
 PAPER = (180, 11, 2, 5)  # the paper-size Seq-U-Net
 

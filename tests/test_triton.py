@@ -102,15 +102,34 @@ def test_triton_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
 def test_triton_kernels_compile_for_hopper() -> None:
     """The interpreter runs the kernels as Python; this compiles them for an H100 (sm_90) down
     to cubins, in a fresh process (Triton's mode is fixed per process): the persistent
-    kernel's three variants and the fused gate in float32 and bfloat16, none spilling."""
+    kernel's three variants, the fused gate in float32 and bfloat16 and the sampler's noise
+    kernel, none spilling."""
     script = Path(__file__).with_name("triton_compile.py")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, str(script), "90"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("compiled")]
-    assert len(lines) == 5 and sum("fused_gate" in ln for ln in lines) == 2
+    assert len(lines) == 6 and sum("fused_gate" in ln for ln in lines) == 2
+    assert sum("gumbel_kernel" in ln for ln in lines) == 1
     assert all(" 0 bytes spill stores" in ln for ln in lines), done.stdout
+
+
+@pytest.mark.parametrize("shape, seed, step, stream", [
+    ((3, 2, 256), 5, 2**32 - 2, 3), ((2, 3, 7), -1, 10, 0), ((1, 1, 1), 2**63 + 5, 0, 9),
+    ((2, 2, 10), 2**31 + 3, 7, 1)])
+def test_triton_noise_kernel_draws_the_cpus_noise(shape, seed: int, step: int,
+                                                  stream: int) -> None:
+    """The GPU's noise kernel, through the interpreter, gives the CPU's numbers (the same
+    uniforms; numpy takes the logs in both here): seeds past 31 and 63 bits and negative,
+    steps across 2^32, class counts that fill no quad."""
+    import numpy as np
+
+    from streamgen.engine import noise
+    from streamgen.engine.gpu import noise_kernel
+
+    got = noise_kernel.gumbel_into(seed, step, stream, torch.empty(shape)).numpy()
+    assert np.array_equal(got, noise.gumbel_into(seed, step, stream, np.empty(shape, np.float32)))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")

@@ -21,7 +21,8 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.backends.nvidia.compiler import get_ptxas  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from streamgen.engine.gpu import fused_gate, triton_kernels  # noqa: E402
+from streamgen.engine.gpu import fused_gate, noise_kernel, triton_kernels  # noqa: E402
+from streamgen.engine.noise import UNIFORM_BITS  # noqa: E402
 
 FLOAT_PTRS = {"frames_ptr", "weights_ptr", "embed_ptr", "embed_bias_ptr", "head_w_ptr",
               "head_b_ptr", "logits_ptr", "noise_ptr"}
@@ -88,6 +89,25 @@ def compile_fused_gate(capability: int) -> None:
               f"{resources(kernel.asm['ptx'], capability)}")
 
 
+def compile_noise(capability: int) -> None:
+    """The sampler's noise kernel (``noise_kernel.gumbel_kernel``) for 256 classes, with a
+    seed past 63 bits and a step past 32 (the types the launcher passes them as)."""
+    fn = noise_kernel.gumbel_kernel
+    names = fn.arg_names
+    const = dict(SHIFT=32 - UNIFORM_BITS, SCALE=2.0 ** -UNIFORM_BITS, BLOCK_Q=64)
+    types = dict(out_ptr="*fp32", seed="u64", step="i64", stream="i32", streams="i32",
+                 classes="i32")
+    sig = {n: "constexpr" if n in const else types[n] for n in names}
+    src = ASTSource(fn, sig, constexprs={(names.index(n),): v for n, v in const.items()})
+    kernel = triton.compile(src, target=GPUTarget("cuda", capability, 32),
+                            options={"num_warps": 2})
+    assert kernel.asm["cubin"], "no cubin"
+    print(f"compiled gumbel_kernel for sm_{capability}: "
+          f"{resources(kernel.asm['ptx'], capability)}")
+
+
 if __name__ == "__main__":
-    compile_variants(int(sys.argv[1]) if len(sys.argv) > 1 else 90)
-    compile_fused_gate(int(sys.argv[1]) if len(sys.argv) > 1 else 90)
+    capability = int(sys.argv[1]) if len(sys.argv) > 1 else 90
+    compile_variants(capability)
+    compile_fused_gate(capability)
+    compile_noise(capability)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from streamgen.engine.fast import numba_available
 from streamgen.engine.capture import Capture
 from streamgen.engine.clock import silence_class, zero_index
 from streamgen.engine.program import CAPACITIES, Executor, StepProgram, TorchExecutor, build_program
@@ -25,14 +26,6 @@ from streamgen.sampling import STARTS
 BACKENDS = ("auto", "torch", "numba", "triton", "numba-cuda", "numba-cuda-grid", "graphs")
 #: The persistent GPU kernels (their rings run on the clock's schedule).
 KERNELS = ("triton", "numba-cuda", "numba-cuda-grid")
-
-
-def numba_available() -> bool:
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 #: On one thread, batches up to this size stream faster through the numba kernel than through

@@ -1,8 +1,10 @@
 """Choosing the next sample from logits: temperature, top-k, nucleus (top-p), greedy.
 
-Sampling is the Gumbel-max trick over preallocated uniform noise drawn from a seeded
-generator on the engine's device in fixed blocks, so a run is reproducible from its seed
-whatever the caller's chunk sizes.
+Sampling is the Gumbel-max trick over noise that is a pure function of (seed, step, stream,
+class) (``streamgen.engine.noise``), so a run is reproducible from its seed whatever the
+caller's chunk sizes, batch and backend; the sampler keeps a block of it on the engine's
+device, and executors that draw their own streams' noise (the numba executor's threads)
+claim steps from it instead.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from streamgen.engine import noise as gumbel
+from streamgen.engine.gpu import triton_available
 from streamgen.sampling import SamplingConfig
 
 NOISE_BLOCK = 256  # steps of noise drawn at once
@@ -22,7 +26,8 @@ NUCLEUS_BOUND = 0.999
 
 
 class Sampler:
-    """Draws one class per stream from ``(B, classes)`` logits into a caller's buffer."""
+    """Draws one class per stream from ``(B, classes)`` logits into a caller's buffer. Its
+    state is its seed and ``step``, the next step's noise counter."""
 
     def __init__(
         self,
@@ -35,59 +40,45 @@ class Sampler:
     ) -> None:
         if config.top_k > classes:
             raise ValueError(f"top_k {config.top_k} exceeds the {classes} classes")
-        self.config, self.seed = config, seed
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(seed)
+        self.config, self.seed, self.step = config, seed, 0
         f32 = dict(dtype=torch.float32, device=device)
         self.noise = torch.empty(NOISE_BLOCK, batch, classes, **f32)
-        self.used = NOISE_BLOCK
-        #: The next block, when ``prefetch`` drew it ahead (None: not drawn), and the
-        #: generator's state before it (what ``state_dict`` saves meanwhile).
-        self._ahead: torch.Tensor | None = None
-        self._state_before_ahead: torch.Tensor | None = None
-        self._spare: torch.Tensor | None = None
+        #: The step of ``noise``'s first row (None: nothing drawn yet).
+        self._noise_at: int | None = None
         self.scores = torch.empty(batch, classes, **f32)
         self.mask = torch.empty(batch, classes, dtype=torch.bool, device=device)
 
-    def _draw(self, block: torch.Tensor) -> None:
-        """The next block of noise from the generator: Gumbel(0, 1) = -log(-log(U)). On the CPU
-        numpy takes the logs, on the calling thread (torch's logs run on its intra-op threads,
-        which then spin, taking the cores the numba executor's streams run on)."""
-        block.uniform_(1e-20, 1.0, generator=self.generator)
-        if block.device.type != "cpu":
-            block.log_().neg_().log_().neg_()
-            return
-        a = block.numpy()
-        np.log(a, out=a)
-        np.log(np.negative(a, out=a), out=a)
-        np.negative(a, out=a)
+    def draw(self, step: int, out: torch.Tensor | np.ndarray, stream: int = 0) -> None:
+        """The noise of steps ``step...`` and streams ``stream...`` into ``out`` (steps,
+        streams, classes), a C-contiguous float32 tensor or array: on the CPU, or on a GPU by
+        Triton's kernel (where Triton is missing, drawn on the CPU and copied)."""
+        if isinstance(out, np.ndarray) or out.device.type == "cpu":
+            gumbel.gumbel_into(self.seed, step, stream, np.asarray(out))
+        elif triton_available():
+            from streamgen.engine.gpu import noise_kernel
 
-    def prefetch(self) -> None:
-        """Draw the next noise block now, into a second buffer, while others read the current
-        one (the numba executor draws it while its threads run a block): samples and
-        ``state_dict`` stay what they would have been."""
-        if self._ahead is not None or not self.uses_noise:
-            return
-        spare = torch.empty_like(self.noise) if self._spare is None else self._spare
-        state = self.generator.get_state()
-        try:
-            self._draw(spare)
-        except BaseException:  # interrupted: as if never drawn
-            self.generator.set_state(state)
-            raise
-        self._state_before_ahead, self._ahead, self._spare = state, spare, None
+            noise_kernel.gumbel_into(self.seed, step, stream, out)
+        else:
+            drawn = np.empty(tuple(out.shape), np.float32)
+            out.copy_(torch.from_numpy(gumbel.gumbel_into(self.seed, step, stream, drawn)))
+
+    def claim(self, n: int) -> int:
+        """Take the next ``n`` steps of noise for a caller that draws them itself: their first
+        step."""
+        step = self.step
+        self.step += n if self.uses_noise else 0
+        return step
 
     def take(self, n: int) -> tuple[torch.Tensor, int, int]:
         """Reserve up to ``n`` steps of Gumbel noise: (noise block, first row, row count)."""
-        if self.used == NOISE_BLOCK:
-            if self._ahead is None:
-                self._draw(self.noise)
-            else:  # the prefetched block becomes the current one, the old one the spare
-                self.noise, self._spare, self._ahead = self._ahead, self.noise, None
-            self.used = 0
-        start = self.used
+        at = self._noise_at
+        if at is None or not at <= self.step < at + NOISE_BLOCK:
+            self._noise_at = None  # interrupted: holds no block whole
+            self.draw(self.step, self.noise)
+            self._noise_at = at = self.step
+        start = self.step - at
         count = min(n, NOISE_BLOCK - start)
-        self.used += count
+        self.step += count
         return self.noise, start, count
 
     @property
@@ -144,14 +135,8 @@ class Sampler:
         s.add_(self._next_noise() if noise is None else noise)
         return torch.argmax(s, dim=-1, out=out)
 
-    def state_dict(self) -> dict[str, torch.Tensor | int]:
-        generator = (self.generator.get_state() if self._ahead is None
-                     else self._state_before_ahead)  # as if the next block were not drawn yet
-        return {"generator": generator, "noise": self.noise.clone(), "used": self.used}
+    def state_dict(self) -> dict[str, int]:
+        return {"seed": self.seed, "step": self.step}
 
     def load_state_dict(self, state: dict) -> None:
-        if self._ahead is not None:  # drawn from the state left behind
-            self._spare, self._ahead = self._ahead, None
-        self.generator.set_state(state["generator"])
-        self.noise.copy_(state["noise"])
-        self.used = int(state["used"])
+        self.seed, self.step, self._noise_at = int(state["seed"]), int(state["step"]), None

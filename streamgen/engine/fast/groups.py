@@ -7,7 +7,8 @@ them alike during a block, so each keeps its own copy, and the first group's is 
 program's own (what capture, reset, prime and state save/restore read and write). With a
 thread to spare (fewer streams than threads: one stream on a multi-core machine), every
 group runs on the pool and the calling thread does other work meanwhile (the numba executor
-draws the next block of the sampler's noise, about a tenth of a stream's time).
+draws the groups' next noise). Each group draws its own streams' noise otherwise, on its own
+thread.
 """
 
 from __future__ import annotations
@@ -20,26 +21,59 @@ import numpy as np
 
 from streamgen.engine.fast import kernels
 from streamgen.engine.fast.kernels import Compiled
+from streamgen.engine.sampling import NOISE_BLOCK, Sampler
 
 #: ``Compiled`` fields with a row per stream (and ``views``: each ring that has one).
 PER_STREAM = ("index", "head_in", "skip", "hidden")
 #: ``Compiled`` fields each group needs its own of: positions and scratch.
 PER_GROUP = ("pos", "acc", "work")
+#: The most noise a group holds in each of its two buffers, in numbers (1 MB: it stays in
+#: cache beside the weights); at most ``NOISE_BLOCK`` steps.
+NOISE_NUMBERS = 1 << 18
+
+
+def noise_steps(streams: int, classes: int) -> int:
+    """Steps of noise a group of ``streams`` holds at once."""
+    return max(1, min(NOISE_BLOCK, NOISE_NUMBERS // (streams * classes)))
 
 
 @dataclass
 class StreamGroup:
-    """Streams ``streams`` of a program: the kernels' view of it over their rows, and the
-    sampler's scratch (``kernels.sample_into``'s ``work``, ``bits``, ``at``)."""
+    """Streams ``streams`` of a program: the kernels' view of it over their rows, the
+    sampler's scratch (``kernels.sample_into``'s ``work``, ``bits``, ``at``), and two noise
+    buffers ``(noise_steps, streams, classes)`` with the (step, steps) each holds: runs of
+    steps take them in turn, so one is drawn while the other is read."""
 
     streams: slice
     compiled: Compiled
     sampler_scratch: tuple[np.ndarray, np.ndarray, np.ndarray]
+    noise: tuple[np.ndarray, np.ndarray]
+    noise_held: list[tuple[int, int] | None]
+
+    def noise_rows(self, sampler: Sampler, step: int, count: int, buffer: int) -> np.ndarray:
+        """This group's noise of steps ``step...step + count`` in buffer ``buffer``: drawn
+        there ahead (``draw``), or now."""
+        if self.noise_held[buffer] == (step, count):
+            return self.noise[buffer][:count]
+        return self.draw(sampler, step, count, buffer)
+
+    def draw(self, sampler: Sampler, step: int, count: int, buffer: int) -> np.ndarray:
+        """Draw this group's noise of steps ``step...step + count`` into buffer ``buffer``."""
+        rows = self.noise[buffer][:count]
+        self.noise_held[buffer] = None  # interrupted: holds nothing whole
+        sampler.draw(step, rows, self.streams.start)
+        self.noise_held[buffer] = (step, count)
+        return rows
 
 
 def _sampler_scratch(classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (np.zeros((4, classes), dtype=np.float32), np.zeros(classes, dtype=np.int32),
             np.zeros(classes, dtype=np.int64))
+
+
+def _noise_buffers(streams: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    shape = (noise_steps(streams, classes), streams, classes)
+    return np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
 
 
 def _ring_rows(views: np.ndarray, streams: slice, batch: int) -> np.ndarray:
@@ -71,8 +105,11 @@ class StreamGroups:
         bounds = np.linspace(0, batch, count + 1).round().astype(int)
         streams = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
         self.groups = [StreamGroup(s, compiled if count == 1 else _over(compiled, s, batch, i == 0),
-                                   _sampler_scratch(classes))
+                                   _sampler_scratch(classes),
+                                   _noise_buffers(s.stop - s.start, classes), [None, None])
                        for i, s in enumerate(streams)]
+        #: Steps of noise every group holds at once (the largest group's bound).
+        self.noise_steps = noise_steps(max(s.stop - s.start for s in streams), classes)
         #: A thread to spare beside the groups' (fewer streams than threads): the groups all
         #: run on the pool then, leaving the calling thread free for other work.
         self.spare = threads > count

@@ -189,26 +189,33 @@ class NumbaExecutor:
 
     def _generate(self, n: int, sampler: Sampler, out_np: np.ndarray, logits: torch.Tensor,
                   t0: int, x: torch.Tensor) -> None:
+        """Runs of up to ``noise_steps`` steps, each group drawing its streams' noise on its
+        own thread; where a thread is to spare, the calling thread draws the next run's
+        meanwhile, into the groups' other buffers."""
         cfg = sampler.config
         sampling = (np.float32(cfg.temperature), cfg.top_k, np.float32(cfg.top_p), cfg.greedy)
         logits_np, x_np = logits.numpy(), x.numpy()
-        period, single = self.program.period, len(self.groups) == 1
-        done = 0
-        for noise, start, count in sampler.runs(n):
-            noise_np = noise.numpy()
-            # a run that uses up its noise block, with more steps to go: the next block is
-            # drawn while the threads run this one
-            ahead = sampler.prefetch if start + count == len(noise) and done + count < n else None
+        period, groups = self.program.period, self.groups
+        run_steps = groups.noise_steps if sampler.uses_noise else max(n, 1)
+        done, buffer = 0, 0
+        while done < n:
+            count = min(run_steps, n - done)
+            step = sampler.claim(count)
+            after = min(run_steps, n - done - count) if sampler.uses_noise else 0
 
-            def run(group: StreamGroup, done: int = done, start: int = start,
-                    count: int = count) -> None:
+            def run(group: StreamGroup, done: int = done, step: int = step, count: int = count,
+                    buffer: int = buffer) -> None:
                 streams = group.streams
-                # a group's noise is a copy of its streams' rows (a view would be strided)
-                rows, at = ((noise_np, start) if single else
-                            (np.ascontiguousarray(noise_np[start : start + count, streams]), 0))
+                rows = (group.noise[buffer] if not sampler.uses_noise
+                        else group.noise_rows(sampler, step, count, buffer))
                 kernels.generate(count, out_np[streams], done, t0 + done, period,
-                                 logits_np[streams], group.compiled, rows, at, *sampling,
+                                 logits_np[streams], group.compiled, rows, 0, *sampling,
                                  *group.sampler_scratch, x_np[streams])
 
-            self.groups.run(run, ahead)
-            done += count
+            def ahead(step: int = step + count, count: int = after, buffer: int = 1 - buffer
+                      ) -> None:
+                for group in groups.groups:
+                    group.draw(sampler, step, count, buffer)
+
+            groups.run(run, ahead if after else None)
+            done, buffer = done + count, 1 - buffer
