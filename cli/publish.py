@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   streamgen publish card runs/mine models/mine --data data/bach16k --top-p 0.94 \\
       --baseline wavenet-baseline=runs/wavenet-baseline
   streamgen publish card runs/wide models/wide --data data/bach16k --weights-dtype float16
+  streamgen publish example models/default                       # after an engine change
 """
 
 
@@ -49,6 +50,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "model.safetensors takes at most 16 MB, and they load as float32 unless asked "
                    "otherwise)")
     c.set_defaults(run=run_card)
+    x = steps.add_parser("example", help="generate a zoo entry's example again and replace "
+                         "that section of its card (the rest of the card stays)")
+    x.add_argument("dest", type=Path, metavar="DEST", help="zoo folder (e.g. models/default)")
+    x.add_argument("--seconds", type=float, default=8.0, help="length of the example (default: %(default)s)")
+    x.add_argument("--seed", type=int, default=0, help="the example's seed (default: %(default)s)")
+    x.set_defaults(run=run_example)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -79,4 +86,14 @@ def run_card(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     print(dest)
+    return 0
+
+
+def run_example(args: argparse.Namespace) -> int:
+    from streamgen.publish import refresh_example
+
+    try:
+        print(refresh_example(args.dest, args.seconds, args.seed))
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
     return 0

@@ -2,13 +2,15 @@
 
     streamgen publish eval RUN --data DATA            # -> RUN/eval.json
     streamgen publish card RUN DEST --data DATA [--baseline NAME=OTHER_RUN ...]
+    streamgen publish example DEST                    # the example again, after an engine change
 
 ``eval`` scores a checkpoint on validation targets that do not depend on its receptive field
 (one block of 8192 samples in every ``every``, from sample 16384 of each held-out file), so two
 networks are compared on exactly the same samples. ``card`` copies the weights (or stores them
 in float16 or bfloat16: a zoo entry's ``model.safetensors`` takes at most ``ZOO_MAX_BYTES``)
 and config, generates an example with its spectrogram and tonality figures, and writes
-``README.md``.
+``README.md``; ``example`` generates a zoo entry's example again and replaces only that
+section of its card.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import shlex
 import shutil
 import time
@@ -179,13 +182,7 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
     (dest / CONFIG).write_text(json.dumps(shipped.to_json(), indent=2))
 
     model = load_checkpoint(dest)[0]  # as shipped: the example from the stored weights
-    gen = AudioGenerator(model, sampling=sampling, seed=seed, device="cpu", start=shipped.start)
-    start = time.perf_counter()
-    audio = gen(int(seconds * rate))[0]
-    speed = len(audio) / (time.perf_counter() - start) / rate
-    write_audio(dest / "example.wav", audio, rate)
-    save_spectrogram(audio, rate, dest / "example.png", title=f"{dest.name}: {seconds:g} s, seed {seed}")
-    tone = harmonicity(audio, rate)
+    example = write_example(dest, model, shipped, seconds, seed)
 
     data_dir = f"data/{data.name}"
     seen_note, pack_line, train_data, seen_h = _data_seen(training.get("data", {}), len(split.train), rate, data_dir)
@@ -208,11 +205,8 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
         train_files=len(split.train), train_h=hours[0], val_h=hours[1], rate_s=summary["median_target_samples_per_s"] or 0,
         wall=_duration(summary["target_samples_seen"] / (summary["median_target_samples_per_s"] or math.inf)),
         hardware=summary["hardware"], threads=f"{summary['threads']} thread(s), " if summary["threads"] else "",
-        seconds=seconds, seed=seed,
-        sampling=sampling, speed=speed, backend=gen.engine.backend, flat=tone.flatness, sal=tone.salience,
-        tonal="yes" if tone.is_tonal() else "no", data_dir=data_dir,
+        example=example, data_dir=data_dir,
         train=train_command(training.get("train_config", {}), train_data, f"runs/{dest.name}"),
-        python=platform.python_version(), torch=torch.__version__,
     )
     (dest / "README.md").write_text(card)
     return dest
@@ -263,7 +257,10 @@ model is favoured by its receptive field):
 |---|---|---:|---:|---:|---:|
 {rows}
 
-## Example
+{example}"""
+
+#: A card's example section: from its heading to the line naming Python and torch.
+EXAMPLE = """## Example
 
 `example.wav`: {seconds:g} s generated from scratch (start history: {start}) with seed {seed} and
 `{sampling}` (the sampling and start `streamgen generate` uses for this model unless told otherwise), at {speed:.2f}x real time on this machine's CPU ({backend} backend, including start-up).
@@ -275,3 +272,39 @@ Reproduce: `streamgen generate -o example.wav --model {name} --seconds {seconds:
 
 Python {python}, torch {torch}.
 """
+EXAMPLE_SECTION = re.compile(r"^## Example\n.*?^Python [^\n]*\n", re.DOTALL | re.MULTILINE)
+
+
+def write_example(dest: Path, model: StreamableNetwork, info: ModelInfo, seconds: float,
+                  seed: int) -> str:
+    """Generate ``dest``'s example clip and spectrogram with the sampling and start ``info``
+    recommends, on the CPU; returns the card's example section."""
+    rate = info.sample_rate
+    gen = AudioGenerator(model, sampling=info.sampling, seed=seed, device="cpu", start=info.start)
+    start = time.perf_counter()
+    audio = gen(int(seconds * rate))[0]
+    speed = len(audio) / (time.perf_counter() - start) / rate
+    write_audio(dest / "example.wav", audio, rate)
+    save_spectrogram(audio, rate, dest / "example.png", title=f"{dest.name}: {seconds:g} s, seed {seed}")
+    tone = harmonicity(audio, rate)
+    return EXAMPLE.format(
+        name=dest.name, seconds=seconds, seed=seed, start=info.start, sampling=info.sampling,
+        speed=speed, backend=gen.engine.backend, flat=tone.flatness, sal=tone.salience,
+        tonal="yes" if tone.is_tonal() else "no", python=platform.python_version(),
+        torch=torch.__version__)
+
+
+def refresh_example(dest: Path, seconds: float = 8.0, seed: int = 0) -> Path:
+    """Generate a zoo entry's example again from its stored weights (after a change to the
+    engine or sampler) and replace its card's example section, leaving the rest of the card
+    as it is. Raises ``ValueError`` (one line, before writing anything) where the card has
+    no example section."""
+    card = dest / "README.md"
+    text = card.read_text() if card.is_file() else ""
+    if not EXAMPLE_SECTION.search(text):
+        raise ValueError(f"{card}: no example section (from '## Example' to the 'Python ...' "
+                         "line) to replace; write the card with `streamgen publish card`")
+    model, info = load_checkpoint(dest)
+    section = write_example(dest, model, info, seconds, seed)
+    card.write_text(EXAMPLE_SECTION.sub(lambda _: section, text, count=1))
+    return dest

@@ -470,6 +470,23 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     assert "| wavenet-tiny | wavenet" in text and "one block of 64 samples in every 3, from sample 300" in text
     assert "MB of float32 (`model.safetensors`" in text and "scored with the run's" not in text
 
+    # `publish example`: the example again (another seed and length), the rest of the card kept
+    from streamgen.cli.main import main
+    from streamgen.generation import AudioGenerator
+
+    (dest / "README.md").write_text(text + "\n## Against training time\n\nwritten by hand\n")
+    assert main(["publish", "example", str(dest), "--seconds", "0.5", "--seed", "3"]) == 0
+    refreshed = (dest / "README.md").read_text()
+    head = text[: text.index("## Example")]
+    assert refreshed.startswith(head) and refreshed.endswith("\n## Against training time\n\nwritten by hand\n")
+    assert "`example.wav`: 0.5 s generated" in refreshed and "seed 0 and" not in refreshed
+    assert refreshed.count("## Example") == 1 and refreshed.count("Python ") == 1
+    audio, _ = sf.read(dest / "example.wav", dtype="float32")
+    want = AudioGenerator(shipped, sampling=card.sampling, seed=3, device="cpu", start=card.start)(8000)[0]
+    assert len(audio) == 8000 and np.abs(audio - want).max() < 1e-4  # 16-bit rounding
+    (dest / "README.md").write_text(head)
+    assert main(["publish", "example", str(dest)]) == 2
+
 
 def test_publish_stores_weights_in_float16_within_the_zoo_limit(
         audio_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
