@@ -37,7 +37,35 @@ def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0
     if index >= count:
         raise DeviceError(f"device cuda:{index} does not exist: {count} CUDA GPU(s) visible "
                           f"(cuda:0 to cuda:{count - 1}); choose one of those or use --device cpu")
+    capability, arches = torch.cuda.get_device_capability(index), torch.cuda.get_arch_list()
+    if arches and not runs_on(capability, arches):
+        major, minor = capability
+        raise DeviceError(
+            f"device cuda:{index} ({torch.cuda.get_device_name(index)}, compute capability "
+            f"{major}.{minor}) is not supported by this torch ({torch.__version__}, kernels for "
+            f"{' '.join(arches)}); install a torch build for this GPU (https://pytorch.org) or "
+            "use --device cpu")
     return torch.device("cuda", index)
+
+
+def runs_on(capability: tuple[int, int], arches: list[str]) -> bool:
+    """Whether a torch built for ``arches`` (``torch.cuda.get_arch_list()``: ``sm_XY`` cubins,
+    ``compute_XY`` PTX) has kernels for a GPU of ``capability``: a cubin of the same major
+    version and no newer minor one (``sm_90a``'s only on 9.0 itself), or PTX of no newer
+    version, which the driver compiles."""
+    for arch in arches:
+        kind, _, number = arch.partition("_")
+        specific = number.endswith("a")
+        number = number.rstrip("af")
+        if not number.isdigit() or len(number) < 2:
+            continue
+        built = int(number[:-1]), int(number[-1])
+        if kind == "sm" and (built == capability or (not specific and built[0] == capability[0]
+                                                     and built[1] <= capability[1])):
+            return True
+        if kind == "compute" and built <= capability:
+            return True
+    return False
 
 
 def _no_cuda(name: str) -> str:

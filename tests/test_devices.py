@@ -12,10 +12,14 @@ from streamgen.devices import DeviceError, resolve_device
 def gpus(monkeypatch: pytest.MonkeyPatch):
     """Pretend ``n`` CUDA GPUs are visible (a CUDA build of torch included)."""
 
-    def fake(n: int) -> None:
+    def fake(n: int, capability: tuple[int, int] = (9, 0),
+             arches: tuple[str, ...] = ("sm_80", "sm_90")) -> None:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: n > 0)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
         monkeypatch.setattr(torch.version, "cuda", "12.8")
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+        monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(arches))
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Fake GPU")
 
     return fake
 
@@ -53,6 +57,27 @@ def test_unusable_devices_are_one_line_errors(monkeypatch, gpus, gpu_count, cuda
     message = str(err.value)
     assert needle in message and "\n" not in message
     assert "--device" in message  # names the option that fixes it
+
+
+@pytest.mark.parametrize("capability, arches, runs", [
+    ((9, 0), ("sm_80", "sm_90"), True), ((8, 9), ("sm_80", "sm_86"), True),  # 8.6 cubins on 8.9
+    ((12, 0), ("sm_80", "sm_90"), False), ((12, 0), ("sm_90", "compute_90"), True),  # PTX JIT
+    ((6, 1), ("sm_70", "sm_80"), False), ((9, 0), ("sm_90a",), True), ((10, 0), ("sm_90a",), False),
+    ((8, 0), ("sm_86",), False), ((7, 5), ("compute_80",), False),
+])
+def test_a_gpu_this_torch_has_no_kernels_for_is_a_one_line_error(
+        gpus, capability: tuple, arches: tuple, runs: bool) -> None:
+    """A GPU newer or older than the architectures torch was built for fails at its first
+    kernel ('no kernel image is available'): named before any work, with the fix."""
+    gpus(1, capability, arches)
+    if runs:
+        assert resolve_device("cuda") == torch.device("cuda", 0)
+        return
+    with pytest.raises(DeviceError) as err:
+        resolve_device("auto")
+    message = str(err.value)
+    assert "\n" not in message and "Fake GPU, compute capability" in message
+    assert f"{capability[0]}.{capability[1]}" in message and "--device cpu" in message
 
 
 def test_training_gets_an_indexed_cuda_device(gpus, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -54,6 +54,16 @@ def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
+def gpu_without_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU newer than every architecture this CUDA build of torch has kernels for."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (12, 0))
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_80", "sm_90"])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "NVIDIA RTX PRO 6000")
+
+
 def no_kernels_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """A CPU machine as users have it: no Triton interpreter or numba simulator switched on
     (the tests switch both on without a GPU)."""
@@ -120,6 +130,8 @@ FAULTS = [
     ("no GPU (train)", [*TRAIN, "--device", "cuda"], "use --device cpu", no_gpu),
     ("no GPU (bench)", ["bench", "--quick", "--device", "cuda:0"], "use --device cpu", no_gpu),
     ("no GPU (play)", ["play", "--device", "cuda"], "use --device cpu", no_gpu),
+    ("GPU this torch has no kernels for", [*GEN, "--device", "cuda"],
+     "compute capability 12.0) is not supported by this torch", gpu_without_kernels),
     ("unknown --config field", [*TRAIN, "--config", '{"chanels": 8}'], "unknown SeqUNetConfig fields ['chanels']", None),
     ("--config not an object", [*TRAIN, "--config", "[8]"], "--config must be a JSON object", None),
     ("--config not JSON", [*TRAIN, "--config", "{channels: 8}"], "argument --config", None),
