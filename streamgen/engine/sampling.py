@@ -86,29 +86,18 @@ class Sampler:
         """Whether ``sample`` draws noise (greedy picks the argmax and draws none)."""
         return not self.config.greedy
 
-    def _draws(self, n: int) -> Iterator[tuple[torch.Tensor, int, int]]:
-        """``take`` until ``n`` steps of noise are reserved, one noise block at a time."""
-        done = 0
-        while done < n:
-            noise, start, count = self.take(n - done)
-            yield noise, start, count
-            done += count
-
     def runs(self, n: int) -> Iterator[tuple[torch.Tensor, int, int]]:
         """``n`` free-running steps as runs that each read one noise block: (noise block,
         first row, steps), taking the noise as ``sample`` would. Greedy sampling reads none:
         one run, nothing drawn (the block's contents are then meaningless)."""
-        if self.uses_noise:
-            yield from self._draws(n)
-        elif n:
-            yield self.noise, 0, n
-
-    def take_into(self, dst: torch.Tensor) -> None:
-        """Copy the next ``len(dst)`` steps of noise into ``dst`` (its rows may straddle two
-        noise blocks): what ``len(dst)`` calls of ``sample`` without ``noise`` would use."""
+        if not self.uses_noise:
+            if n:
+                yield self.noise, 0, n
+            return
         done = 0
-        for noise, start, count in self._draws(len(dst)):
-            dst[done : done + count].copy_(noise[start : start + count])
+        while done < n:
+            noise, start, count = self.take(n - done)
+            yield noise, start, count
             done += count
 
     def _next_noise(self) -> torch.Tensor:

@@ -9,7 +9,7 @@ period) is recorded once per mode and replayed with one call.
 
 A block of steps: the rings are aligned to the schedule (``align_rings``); the steps before
 the next segment boundary and after the last whole segment run eagerly through the torch
-executor; each whole segment copies its inputs (or Gumbel noise) into static buffers, replays
+executor; each whole segment copies its inputs (or draws its Gumbel noise) into static buffers, replays
 and copies its outputs out. The first use of a segment in a mode runs it eagerly on the
 capture stream: real steps (nothing to save or restore) that are also the warm-up capture
 needs; it is recorded then, and replayed from its second use on. Modes: ``feed`` with or
@@ -241,8 +241,8 @@ class GraphExecutor:
             self.torch.generate_block(hi - lo, sampler, out[:, lo:hi], logits, t0 + lo, x)
 
         def segment(at: int, phase: int) -> None:
-            if sampler.uses_noise:
-                sampler.take_into(self.noise)
+            if sampler.uses_noise:  # the segment's noise, drawn straight into its buffer
+                sampler.draw(sampler.claim(SEGMENT), self.noise)
             self._segment("generate", phase, lambda p: self._generate_steps(p, sampler))
             out[:, at : at + SEGMENT].copy_(self.samples)
 
