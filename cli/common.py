@@ -84,7 +84,9 @@ def set_threads(args: argparse.Namespace) -> None:
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling (unset options take the model's recommended values)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="random seed (default: %(default)s); stream i of a --batch uses SEED + i, "
+                   "so any one of them plays again alone with --seed SEED+i")
     g.add_argument("--temperature", type=float, help="softmax temperature (plain: 1)")
     g.add_argument("--top-k", type=int, help="keep the k most likely classes (0: off)")
     g.add_argument("--top-p", type=float, help="nucleus sampling mass (1: off)")

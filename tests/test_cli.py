@@ -105,6 +105,11 @@ def test_batch_and_prime(zoo: Path, tmp_path: Path) -> None:
     takes = [sf.read(str(tmp_path / f"take_{i}.wav"))[0] for i in range(3)]
     assert all(len(a) == 4000 for a in takes)
     assert not np.array_equal(takes[0], takes[1])  # independent streams
+    # take i of a batch seeded s plays again alone with --seed s + i (the default seed is 0)
+    result = streamgen(zoo, "generate", "-o", str(tmp_path / "again.wav"), "--seconds", "0.25",
+                       "--prime", str(prime), "--top-k", "20", "--seed", "2", "--quiet")
+    assert result.returncode == 0, result.stderr.decode()
+    assert np.array_equal(sf.read(str(tmp_path / "again.wav"))[0], takes[2])
 
 
 def test_spectrogram(zoo: Path, tmp_path: Path) -> None:

@@ -34,12 +34,14 @@ def test_philox_gives_random123s_known_answers(counter, key, want) -> None:
 
 def test_uniforms_follow_the_stated_layout() -> None:
     """Class c of step s and stream b is word c % 4 of Philox at counter (c // 4, s's low and
-    high words, b) under the seed's words, its top 23 bits centred: computed here by hand."""
-    seed, step, stream = 0x1234_5678_9ABC_DEF0, (7 << 32) + 11, 3
-    got = noise.uniforms_reference(seed, step, stream, (1, 1, 6))[0, 0]
-    for c in range(6):
-        word = noise.philox_reference(c // 4, 11, 7, 3, 0x9ABC_DEF0, 0x1234_5678)[c % 4]
-        assert got[c] == np.float32((int(word) >> 9) + 0.5) * np.float32(2.0**-23)
+    high words, 0) under the words of seed + b (modulo 2^64), its top 23 bits centred:
+    computed here by hand, for a seed that wraps."""
+    seed, step = 2**64 - 2, (7 << 32) + 11
+    got = noise.uniforms_reference(seed, step, 1, (1, 3, 6))[0]
+    for b, (k0, k1) in enumerate([(0xFFFFFFFF, 0xFFFFFFFF), (0, 0), (1, 0)]):
+        for c in range(6):
+            word = noise.philox_reference(c // 4, 11, 7, 0, k0, k1)[c % 4]
+            assert got[b, c] == np.float32((int(word) >> 9) + 0.5) * np.float32(2.0**-23)
 
 
 @needs_numba
@@ -52,7 +54,7 @@ def test_numba_draws_the_reference_uniforms(shape) -> None:
         stream = rnd.randrange(100)
         want = noise.uniforms_reference(seed, step, stream, shape)
         got = np.empty(shape, np.float32)
-        noise._fill_uniforms(*noise.split_seed(seed), step, stream, got)
+        noise._fill_uniforms(np.uint64(seed % 2**64), step, stream, got)
         assert np.array_equal(got, want)
         assert 0 < want.min() and want.max() < 1
 
@@ -118,19 +120,19 @@ BACKENDS = ["torch"] + (["numba"] if numba_available() else [])
 @pytest.mark.parametrize("kind", ["sequnet", "wavenet"])
 def test_a_streams_samples_do_not_depend_on_its_batch(backend: str, kind: str, rng,
                                                       monkeypatch) -> None:
-    """From the same seed and history, the first streams of a batch play what a smaller
-    batch plays; on numba with streams split over threads or not, and with runs of noise a
-    few steps long."""
+    """From the same history, stream b of a batch seeded s plays what one stream seeded
+    s + b plays, and the first streams of a batch what a smaller batch plays; on numba with
+    streams split over threads or not, and with runs of noise a few steps long."""
     monkeypatch.setattr(groups, "NOISE_NUMBERS", 3 * CLASSES * 5)  # 5 steps of 3 streams
     model = model_of_kind(kind, rng, (5, 3, 2, 6, 3))[0]
     history = torch.randint(0, CLASSES, (5, 40), generator=rng)
     sampling = SamplingConfig(temperature=1.1, top_p=0.9)
     options = [dict(threads=t) for t in (1, 3)] if backend == "numba" else [{}]
 
-    def run(rows: slice, **opts) -> torch.Tensor:
+    def run(rows: slice, seed: int = 11, **opts) -> torch.Tensor:
         engine = StreamingEngine(model, rows.stop - rows.start, backend=backend, **opts)
         engine.feed(history[rows])
-        sampler = engine.sampler(sampling, seed=11)
+        sampler = engine.sampler(sampling, seed=seed)
         return torch.cat([engine.generate(k, sampler) for k in (1, 13, 300)], 1)
 
     whole = run(slice(0, 5), **options[0])
@@ -138,4 +140,5 @@ def test_a_streams_samples_do_not_depend_on_its_batch(backend: str, kind: str, r
         assert torch.equal(run(slice(0, 5), **opts), whole)
     assert torch.equal(run(slice(0, 2)), whole[:2])
     assert torch.equal(run(slice(0, 1)), whole[:1])
+    assert torch.equal(run(slice(3, 4), seed=11 + 3), whole[3:4])
     assert not torch.equal(whole[0], whole[1])

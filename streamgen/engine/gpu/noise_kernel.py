@@ -16,16 +16,16 @@ from streamgen.engine.noise import UNIFORM_BITS
 def gumbel_kernel(out_ptr, seed, step, stream, streams, classes,
                   SHIFT: tl.constexpr, SCALE: tl.constexpr, BLOCK_Q: tl.constexpr):
     """Row ``pid`` of ``out`` (steps * streams, classes): step ``step + pid // streams``,
-    stream ``stream + pid % streams``; lane q draws classes 4q...4q + 3."""
+    stream ``stream + pid % streams`` (key ``seed`` + stream, modulo 2^64); lane q draws
+    classes 4q...4q + 3."""
     pid = tl.program_id(0).to(tl.int64)
     s = step + pid // streams
-    b = stream + pid % streams
+    key = seed.to(tl.uint64) + (stream + pid % streams).to(tl.uint64)
     q = tl.arange(0, BLOCK_Q)
     zero = q * 0
     c1 = (zero + (s & 0xFFFFFFFF)).to(tl.uint32)
     c2 = (zero + (s >> 32)).to(tl.uint32)
-    c3 = (zero + b).to(tl.uint32)
-    w0, w1, w2, w3 = tl.philox(seed, q.to(tl.uint32), c1, c2, c3)
+    w0, w1, w2, w3 = tl.philox(key, q.to(tl.uint32), c1, c2, zero.to(tl.uint32))
     at = 4 * q
     row = out_ptr + pid * classes
     _store_gumbel(row + at, w0, at < classes, SHIFT, SCALE)
