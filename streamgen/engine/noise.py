@@ -9,10 +9,10 @@ noise is the Gumbel(0, 1) variate ``-log(-log U)``.
 So any stretch of steps and streams is drawn by itself, on any thread or device, with the
 same bits, and a sampler's whole state is its seed and its step. Stream ``b`` of a batch
 seeded ``s`` draws what a single stream seeded ``s + b`` draws, whatever the chunks of steps:
-any stream of a batch can be made again alone. On the CPU numba draws the
-uniforms (about 0.3 ns a number, seven times torch's serial Mersenne twister) and numpy takes
-the logs; ``uniforms_reference`` is the same in plain numpy (the fallback without numba, and
-the tests' reference).
+any stream of a batch can be made again alone. On the CPU numba draws the uniforms (about
+0.3 ns a number, seven times torch's serial Mersenne twister) and numpy takes the logs;
+``uniforms_reference`` is the same in plain numpy (the fallback without numba, and the tests'
+reference).
 """
 
 from __future__ import annotations
