@@ -130,7 +130,8 @@ def test_the_cli_reports_a_bad_combination_in_one_line(tmp_path: Path, capsys: p
 
 # -- streamgen publish -------------------------------------------------------------------
 def test_publish_subcommand_help_and_its_missing_score_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    for argv in (["publish", "--help"], ["publish", "eval", "--help"], ["publish", "card", "--help"]):
+    for argv in (["publish", "--help"], ["publish", "eval", "--help"], ["publish", "card", "--help"],
+                 ["publish", "example", "--help"]):
         with pytest.raises(SystemExit) as done:
             main(argv)
         assert done.value.code == 0
@@ -140,3 +141,6 @@ def test_publish_subcommand_help_and_its_missing_score_error(tmp_path: Path, cap
     err = capsys.readouterr().err.strip()
     assert status == 2 and err.count("\n") == 0 and "streamgen publish eval" in err, err
     assert not (tmp_path / "zoo").exists()
+    status = main(["publish", "example", str(run)])  # a checkpoint with no card to refresh
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.count("\n") == 0 and "no example section" in err, err
