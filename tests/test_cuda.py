@@ -71,6 +71,8 @@ def test_cuda_noise_is_the_cpus_noise() -> None:
     want = gumbel_into(2**40 + 7, 2**32 - 1, 5, np.empty((3, 4096, 256), np.float32))
     eps = np.finfo(np.float32).eps
     assert (np.abs(got.cpu().numpy() - want) <= 8 * eps * np.maximum(np.abs(want), 1)).all()
+
+
 DEFAULT = (32, 10, 2, 5)  # the shipped default's shape
 PAPER = (180, 11, 2, 5)  # the paper-size Seq-U-Net
 

@@ -452,6 +452,71 @@ def test_numba_kernels_compile_once_for_every_model(rng: torch.Generator) -> Non
 
 
 @pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+@pytest.mark.parametrize("kind", ["sequnet", "wavenet"])
+def test_numba_draws_noise_on_a_spare_thread(kind: str, rng) -> None:
+    """One stream on two threads: the stream runs on one while the other draws the next run's
+    noise; the same samples, and states, as on one thread, and every run's noise drawn once
+    (the run finds what was drawn ahead)."""
+    model = model_of_kind(kind, rng, (5, 3, 2, 6, 1))[0]
+    runs, draws = [], []
+    for threads in (1, 2):
+        engine = StreamingEngine(model, 1, backend="numba", threads=threads)
+        assert engine.executor.groups.spare == (threads == 2)
+        sampler = engine.sampler(SamplingConfig(temperature=1.1, top_p=0.9), seed=5)
+        drawn, draw = [], sampler.draw
+        sampler.draw = lambda step, out, stream=0: (drawn.append((step, len(out))),
+                                                    draw(step, out, stream))
+        samples = torch.cat([engine.generate(k, sampler) for k in (1, 600, 255, 1000)], 1)
+        draws.append(sorted(drawn))
+        saved = engine.state_dict(sampler)
+        after = engine.generate(700, sampler)
+        engine.load_state_dict(saved, sampler)
+        assert torch.equal(engine.generate(700, sampler), after)
+        runs.append((samples, after))
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    assert draws[0] == draws[1] and len(set(draws[0])) == len(draws[0]) > 4
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+@pytest.mark.parametrize("batch", [2, 7])
+def test_numba_runs_streams_on_threads(batch: int, rng) -> None:
+    """``threads`` streams' groups at most one per stream; by default numba's thread count."""
+    import numba
+
+    model, _ = fresh_sequnet((5, 3, 2, 6, 1), rng)
+    engine = StreamingEngine(model, batch, backend="numba", threads=3)
+    assert len(engine.executor.groups) == min(3, batch)
+    x = torch.randint(0, CLASSES, (batch, 90), generator=rng)
+    got = torch.empty(batch, 90, CLASSES)
+    engine.feed(x, got)
+    assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
+    default = StreamingEngine(model, batch, backend="numba").executor.groups
+    assert len(default) == min(numba.config.NUMBA_NUM_THREADS, batch)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        StreamingEngine(model, batch, backend="numba", threads=0)
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+def test_kernels_cached_tells_a_cold_numba_cache_from_a_warm_one(tmp_path, rng) -> None:
+    """Warm once the kernels have run here (numba wrote its cache); cold in a process whose
+    cache folder is empty, where the first block would compile them."""
+    import subprocess
+    import sys
+
+    from streamgen.engine.fast.kernels import kernels_cached
+
+    model, _ = fresh_sequnet((5, 3, 1, 4, 1), rng)
+    engine = StreamingEngine(model, 1, backend="numba")
+    engine.feed(torch.randint(0, CLASSES, (1, 4)))
+    engine.generate(4, engine.sampler(SamplingConfig(), seed=0))
+    assert kernels_cached()
+    probe = "from streamgen.engine.fast.kernels import kernels_cached as k; print(k())"
+    cold = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          env={**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)})
+    assert cold.stdout.strip() == "False", cold.stderr
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
 @pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
 def test_numba_nucleus_equals_the_torch_rule(top_p: float, rng: torch.Generator) -> None:
     """The kernel's candidate-only nucleus keeps exactly the classes the torch sampler keeps,
