@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from streamgen.engine.fast import numba_available
 from streamgen.engine.capture import Capture
 from streamgen.engine.clock import silence_class, zero_index
+from streamgen.engine.fast import numba_available
 from streamgen.engine.program import CAPACITIES, Executor, StepProgram, TorchExecutor, build_program
 from streamgen.engine.sampling import Sampler, SamplingConfig
 from streamgen.engine.schedule import RingSchedule, align_rings

@@ -41,8 +41,8 @@ def noise_steps(streams: int, classes: int) -> int:
 class StreamGroup:
     """Streams ``streams`` of a program: the kernels' view of it over their rows, the
     sampler's scratch (``kernels.sample_into``'s ``work``, ``bits``, ``at``), and two noise
-    buffers ``(noise_steps, streams, classes)`` with the (step, steps) each holds: runs of
-    steps take them in turn, so one is drawn while the other is read."""
+    buffers ``(StreamGroups.noise_steps, streams, classes)`` with the (step, steps) each
+    holds: runs of steps take them in turn, so one is drawn while the other is read."""
 
     streams: slice
     compiled: Compiled
@@ -71,8 +71,8 @@ def _sampler_scratch(classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.zeros(classes, dtype=np.int64))
 
 
-def _noise_buffers(streams: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
-    shape = (noise_steps(streams, classes), streams, classes)
+def _noise_buffers(steps: int, streams: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    shape = (steps, streams, classes)
     return np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
 
 
@@ -104,12 +104,13 @@ class StreamGroups:
         count = max(1, min(threads, batch))
         bounds = np.linspace(0, batch, count + 1).round().astype(int)
         streams = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-        self.groups = [StreamGroup(s, compiled if count == 1 else _over(compiled, s, batch, i == 0),
-                                   _sampler_scratch(classes),
-                                   _noise_buffers(s.stop - s.start, classes), [None, None])
-                       for i, s in enumerate(streams)]
         #: Steps of noise every group holds at once (the largest group's bound).
         self.noise_steps = noise_steps(max(s.stop - s.start for s in streams), classes)
+        self.groups = [StreamGroup(s, compiled if count == 1 else _over(compiled, s, batch, i == 0),
+                                   _sampler_scratch(classes),
+                                   _noise_buffers(self.noise_steps, s.stop - s.start, classes),
+                                   [None, None])
+                       for i, s in enumerate(streams)]
         #: A thread to spare beside the groups' (fewer streams than threads): the groups all
         #: run on the pool then, leaving the calling thread free for other work.
         self.spare = threads > count

@@ -196,12 +196,12 @@ class NumbaExecutor:
         sampling = (np.float32(cfg.temperature), cfg.top_k, np.float32(cfg.top_p), cfg.greedy)
         logits_np, x_np = logits.numpy(), x.numpy()
         period, groups = self.program.period, self.groups
-        run_steps = groups.noise_steps if sampler.uses_noise else max(n, 1)
+        run_steps = groups.noise_steps if sampler.uses_noise else n  # greedy: one run
         done, buffer = 0, 0
         while done < n:
             count = min(run_steps, n - done)
             step = sampler.claim(count)
-            after = min(run_steps, n - done - count) if sampler.uses_noise else 0
+            after = min(run_steps, n - done - count)
 
             def run(group: StreamGroup, done: int = done, step: int = step, count: int = count,
                     buffer: int = buffer) -> None:

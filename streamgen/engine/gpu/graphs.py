@@ -10,11 +10,11 @@ period) is recorded once per mode and replayed with one call.
 A block of steps: the rings are aligned to the schedule (``align_rings``); the steps before
 the next segment boundary and after the last whole segment run eagerly through the torch
 executor; each whole segment copies its inputs (or draws its Gumbel noise) into static
-buffers, replays and copies its outputs out. The first use of a segment in a mode runs it eagerly on the
-capture stream: real steps (nothing to save or restore) that are also the warm-up capture
-needs; it is recorded then, and replayed from its second use on. Modes: ``feed`` with or
-without every step's logits out, and ``generate`` with one sampler (its identity and config:
-a new sampler gets new graphs, and the previous one's are dropped).
+buffers, replays and copies its outputs out. The first use of a segment in a mode runs it
+eagerly on the capture stream: real steps (nothing to save or restore) that are also the
+warm-up capture needs; it is recorded then, and replayed from its second use on. Modes:
+``feed`` with or without every step's logits out, and ``generate`` with one sampler (its
+identity and config: a new sampler gets new graphs, and the previous one's are dropped).
 
 Capture and replay sit behind ``GraphRecorder``: CUDA graphs on a CUDA device (one capture
 stream, one memory pool for all graphs: no tensor allocated during a capture outlives it, so
