@@ -22,6 +22,7 @@ from streamgen.engine.gpu.cuda_executor import CudaExecutor
 from streamgen.engine.gpu.graphs import GraphExecutor
 from streamgen.engine.gpu.grid_executor import GridExecutor
 from streamgen.engine.program import graph_period
+from streamgen.engine.sampling import Sampler
 from streamgen.engine.gpu.triton_executor import TritonExecutor
 from streamgen.nn import build_network
 from streamgen.zoo import load_model
@@ -44,6 +45,7 @@ class Row:
     prefetch: bool = True  # numba-cuda-grid: next layer's weights while it waits
     whole: bool = False  # numba-cuda-grid: every block computes the embedding and head whole
     fused: bool = False  # graphs: each gated layer's product and gating as one Triton kernel
+    fused_sampler: bool = True  # torch, graphs: sample with one Triton kernel (else torch's ops)
 
 
 BF16 = torch.bfloat16
@@ -135,6 +137,14 @@ ROWS = {
                                        fused=True),
     "graphs-paper-b4096-fused": Row("paper", 4096, "top_p", 128, "graphs", weights=BF16,
                                     fused=True),
+    # the fused sampler against torch's ops (a sort over every stream's classes each step)
+    "graphs-default-b4096-torchsampler": Row("default", 4096, "top_p", 256, "graphs",
+                                             weights=BF16, fused_sampler=False),
+    "graphs-default-b65536-torchsampler": Row("default", 65536, "top_p", 128, "graphs",
+                                              weights=BF16, fused_sampler=False),
+    "torch-default-b1": Row("default", 1, "top_p", 512, "torch"),
+    "torch-default-b1-torchsampler": Row("default", 1, "top_p", 512, "torch",
+                                         fused_sampler=False),
     "graphs-paper-b16384": Row("paper", 16384, "top_p", 128, "graphs", weights=BF16),
     "graphs-paper-b65536": Row("paper", 65536, "top_p", 128, "graphs", weights=BF16),
     "graphs-paper-b4096": Row("paper", 4096, "top_p", 128, "graphs", weights=BF16),
@@ -150,6 +160,7 @@ def configure(row: Row) -> None:
     GridExecutor.barrier, GridExecutor.prefetch = row.barrier, row.prefetch
     GridExecutor.whole_ends = row.whole
     GraphExecutor.fused_gate = row.fused
+    Sampler.fuse = row.fused_sampler
 
 
 def logit_error(model: torch.nn.Module, backend: str) -> float:

@@ -102,16 +102,17 @@ def test_triton_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
 def test_triton_kernels_compile_for_hopper() -> None:
     """The interpreter runs the kernels as Python; this compiles them for an H100 (sm_90) down
     to cubins, in a fresh process (Triton's mode is fixed per process): the persistent
-    kernel's three variants, the fused gate in float32 and bfloat16 and the sampler's noise
-    kernel, none spilling."""
+    kernel's three variants, the fused gate in float32 and bfloat16, the sampler's noise
+    kernel and the fused sampler's four variants, none spilling."""
     script = Path(__file__).with_name("triton_compile.py")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, str(script), "90"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("compiled")]
-    assert len(lines) == 6 and sum("fused_gate" in ln for ln in lines) == 2
+    assert len(lines) == 10 and sum("fused_gate" in ln for ln in lines) == 2
     assert sum("gumbel_kernel" in ln for ln in lines) == 1
+    assert sum("sample_kernel" in ln for ln in lines) == 4
     assert all(" 0 bytes spill stores" in ln for ln in lines), done.stdout
 
 

@@ -21,8 +21,8 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.backends.nvidia.compiler import get_ptxas  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from streamgen.engine.gpu import fused_gate, noise_kernel, triton_kernels  # noqa: E402
-from streamgen.engine.noise import UNIFORM_BITS  # noqa: E402
+from streamgen.engine.gpu import (  # noqa: E402
+    fused_gate, noise_kernel, sample_kernel, triton_kernels)
 
 FLOAT_PTRS = {"frames_ptr", "weights_ptr", "embed_ptr", "embed_bias_ptr", "head_w_ptr",
               "head_b_ptr", "logits_ptr", "noise_ptr"}
@@ -92,17 +92,35 @@ def compile_fused_gate(capability: int) -> None:
 def compile_noise(capability: int) -> None:
     """The sampler's noise kernel (``noise_kernel.gumbel_kernel``) for 256 classes, with a
     seed past 63 bits and a step past 32 (the types the launcher passes them as)."""
-    fn = noise_kernel.gumbel_kernel
-    names = fn.arg_names
-    const = dict(SHIFT=32 - UNIFORM_BITS, SCALE=2.0 ** -UNIFORM_BITS, BLOCK_Q=64)
     types = dict(out_ptr="*fp32", seed="u64", step="i64", stream="i32", streams="i32",
                  classes="i32")
+    compile_one(noise_kernel.gumbel_kernel, types, dict(BLOCK_C=256), 2, capability)
+
+
+#: The fused sampler's variants (GREEDY, TOP_K, TOP_P, the logits' type): plain, top-k with
+#: top-p on bfloat16 logits, top-p, greedy
+SAMPLERS = [(False, False, False, "fp32"), (False, True, True, "bf16"),
+            (False, False, True, "fp32"), (True, False, False, "fp32")]
+
+
+def compile_sampler(capability: int) -> None:
+    """The fused sampler (``sample_kernel.sample_kernel``) for 256 classes, each variant."""
+    for greedy, top_k, top_p, logits in SAMPLERS:
+        types = dict(logits_ptr=f"*{logits}", row_stride="i32", out_ptr="*i64",
+                     out_stride="i32", step_ptr="*i64", step="i64", seed="u64", classes="i32",
+                     temperature="fp32", top_k="i32", top_p="fp32")
+        const = dict(GREEDY=greedy, TOP_K=top_k, TOP_P=top_p, BLOCK_C=256)
+        compile_one(sample_kernel.sample_kernel, types, const, sample_kernel.WARPS, capability)
+
+
+def compile_one(fn, types: dict, const: dict, warps: int, capability: int) -> None:
+    names = fn.arg_names
     sig = {n: "constexpr" if n in const else types[n] for n in names}
     src = ASTSource(fn, sig, constexprs={(names.index(n),): v for n, v in const.items()})
     kernel = triton.compile(src, target=GPUTarget("cuda", capability, 32),
-                            options={"num_warps": 2})
+                            options={"num_warps": warps})
     assert kernel.asm["cubin"], "no cubin"
-    print(f"compiled gumbel_kernel for sm_{capability}: "
+    print(f"compiled {fn.__name__} {const} for sm_{capability}: "
           f"{resources(kernel.asm['ptx'], capability)}")
 
 
@@ -111,3 +129,4 @@ if __name__ == "__main__":
     compile_variants(capability)
     compile_fused_gate(capability)
     compile_noise(capability)
+    compile_sampler(capability)

@@ -2,9 +2,10 @@
 
 Sampling is the Gumbel-max trick over noise that is a pure function of (seed, step, stream,
 class) (``streamgen.engine.noise``), so a run is reproducible from its seed whatever the
-caller's chunk sizes, batch and backend; the sampler keeps a block of it on the engine's
-device, and executors that draw their own streams' noise (the numba executor's threads)
-claim steps from it instead.
+caller's chunk sizes, batch and backend. The sampler keeps a block of it on the engine's
+device for torch's ops and the persistent kernels; executors that draw their own streams'
+noise (the numba executor's threads) claim steps from it instead, and on a GPU one fused
+Triton kernel samples each step with the noise drawn in place (``gpu.sample_kernel``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import torch
 
 from streamgen.engine import noise as gumbel
-from streamgen.engine.gpu import triton_available
+from streamgen.engine.gpu import interpreting, triton_available
+from streamgen.engine.tables import BackendError
 from streamgen.sampling import SamplingConfig
 
 NOISE_BLOCK = 256  # steps of noise drawn at once
@@ -25,9 +27,22 @@ NOISE_BLOCK = 256  # steps of noise drawn at once
 NUCLEUS_BOUND = 0.999
 
 
+def fused_runs_on(device: torch.device) -> bool:
+    """Whether samplers on ``device`` take the fused kernel by default: on a CUDA device
+    where Triton is installed."""
+    return device.type == "cuda" and triton_available()
+
+
 class Sampler:
     """Draws one class per stream from ``(B, classes)`` logits into a caller's buffer. Its
-    state is its seed and ``step``, the next step's noise counter."""
+    state is its seed and ``step``, the next step's noise counter.
+
+    ``fused``: sample with one Triton kernel that draws its noise in place
+    (``gpu.sample_kernel``) instead of torch's ops over a noise block; by default on a CUDA
+    device where Triton is installed (on the CPU it needs Triton's interpreter: the tests')."""
+
+    #: Whether samplers take the fused kernel where it runs by default (a probe's A/B knob).
+    fuse: bool = True
 
     def __init__(
         self,
@@ -37,16 +52,33 @@ class Sampler:
         *,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        fused: bool | None = None,
     ) -> None:
         if config.top_k > classes:
             raise ValueError(f"top_k {config.top_k} exceeds the {classes} classes")
         self.config, self.seed, self.step = config, seed, 0
-        f32 = dict(dtype=torch.float32, device=device)
-        self.noise = torch.empty(NOISE_BLOCK, batch, classes, **f32)
+        self.device, self.shape = torch.device(device), (batch, classes)
+        self.fused = self.fuse and fused_runs_on(self.device) if fused is None else fused
+        if self.fused and not (triton_available()
+                               and (self.device.type == "cuda" or interpreting())):
+            raise BackendError("a fused sampler runs a Triton kernel: on a CUDA device with "
+                               "triton installed (or on the CPU with TRITON_INTERPRET=1)")
+        self._noise: torch.Tensor | None = None
         #: The step of ``noise``'s first row (None: nothing drawn yet).
         self._noise_at: int | None = None
+        f32 = dict(dtype=torch.float32, device=device)
         self.scores = torch.empty(batch, classes, **f32)
         self.mask = torch.empty(batch, classes, dtype=torch.bool, device=device)
+        self._step_zero: torch.Tensor | None = None  # the fused kernel's step base, eager
+
+    @property
+    def noise(self) -> torch.Tensor:
+        """The noise block (``NOISE_BLOCK``, B, classes), allocated at its first use: a fused
+        sampler never holds one."""
+        if self._noise is None:
+            self._noise = torch.empty(NOISE_BLOCK, *self.shape, dtype=torch.float32,
+                                      device=self.device)
+        return self._noise
 
     def draw(self, step: int, out: torch.Tensor | np.ndarray, stream: int = 0) -> None:
         """The noise of steps ``step...`` and streams ``stream...`` into ``out`` (steps,
@@ -107,10 +139,15 @@ class Sampler:
     def sample(self, logits: torch.Tensor, out: torch.Tensor,
                noise: torch.Tensor | None = None) -> torch.Tensor:
         """The next class of each stream into ``out`` (B,); ``noise`` (B, classes): this step's
-        Gumbel noise, by default the next row of the sampler's own stream."""
+        Gumbel noise, by default the next row of the sampler's own stream (a fused sampler
+        draws it in its kernel)."""
         cfg = self.config
         if cfg.greedy:
             return torch.argmax(logits, dim=-1, out=out)
+        if self.fused and noise is None:
+            if self._step_zero is None:
+                self._step_zero = torch.zeros(1, dtype=torch.int64, device=self.device)
+            return self.sample_at(logits, out, self._step_zero, self.claim(1))
         s = torch.div(logits, cfg.temperature, out=self.scores)
         if cfg.top_k:
             kth = torch.topk(s, cfg.top_k, dim=-1).values[:, -1:]
@@ -123,6 +160,15 @@ class Sampler:
             s.masked_fill_(self.mask.scatter_(-1, order, drop), float("-inf"))
         s.add_(self._next_noise() if noise is None else noise)
         return torch.argmax(s, dim=-1, out=out)
+
+    def sample_at(self, logits: torch.Tensor, out: torch.Tensor, step: torch.Tensor,
+                  offset: int = 0) -> torch.Tensor:
+        """``sample`` by the fused kernel with the noise of step ``step[0] + offset`` (a
+        one-element int64 tensor on the device, which a recorded CUDA graph reads at each
+        replay); the sampler's own step is the caller's to claim."""
+        from streamgen.engine.gpu.sample_kernel import sample_into
+
+        return sample_into(self.config, self.seed, logits, out, step, offset)
 
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "step": self.step}

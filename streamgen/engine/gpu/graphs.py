@@ -10,7 +10,8 @@ period) is recorded once per mode and replayed with one call.
 A block of steps: the rings are aligned to the schedule (``align_rings``); the steps before
 the next segment boundary and after the last whole segment run eagerly through the torch
 executor; each whole segment copies its inputs (or draws its Gumbel noise) into static
-buffers, replays and copies its outputs out. The first use of a segment in a mode runs it
+buffers, replays and copies its outputs out (a fused sampler draws the noise in its kernel, at
+the step a one-element device buffer holds). The first use of a segment in a mode runs it
 eagerly on the capture stream: real steps (nothing to save or restore) that are also the
 warm-up capture needs; it is recorded then, and replayed from its second use on. Modes:
 ``feed`` with or without every step's logits out, and ``generate`` with one sampler (its
@@ -154,7 +155,8 @@ class GraphExecutor:
         self.logits_out = torch.zeros(b, SEGMENT, c, dtype=program.dtype, device=dev)
         self.x = torch.zeros(b, dtype=torch.int64, device=dev)
         self.samples = torch.zeros(b, SEGMENT, dtype=torch.int64, device=dev)
-        self.noise = torch.zeros(SEGMENT, b, c, dtype=torch.float32, device=dev)
+        self.step = torch.zeros(1, dtype=torch.int64, device=dev)  # a fused sampler's
+        self._noise: torch.Tensor | None = None  # (SEGMENT, B, classes), for torch's sampler
         #: (mode, segment) -> its recording
         self.recorded: dict[tuple[str, int], Replay] = {}
         self._sampler: tuple[Sampler, object] | None = None  # whose generate graphs are kept
@@ -175,7 +177,10 @@ class GraphExecutor:
 
         def run() -> None:
             for i in range(SEGMENT):
-                sampler.sample(self.logits, self.x, noise=self.noise[i])
+                if sampler.fused:
+                    sampler.sample_at(self.logits, self.x, self.step, i)
+                else:
+                    sampler.sample(self.logits, self.x, noise=self.noise[i])
                 self.samples[:, i].copy_(self.x)
                 self.torch.step(self.x, self.logits, (phase + i) % period)
         return run
@@ -241,12 +246,24 @@ class GraphExecutor:
             self.torch.generate_block(hi - lo, sampler, out[:, lo:hi], logits, t0 + lo, x)
 
         def segment(at: int, phase: int) -> None:
-            if sampler.uses_noise:  # the segment's noise, drawn straight into its buffer
+            if sampler.fused:  # the kernels draw the noise of the segment's steps
+                self.step.fill_(sampler.claim(SEGMENT))
+            elif sampler.uses_noise:  # the segment's noise, drawn straight into its buffer
                 sampler.draw(sampler.claim(SEGMENT), self.noise)
             self._segment("generate", phase, lambda p: self._generate_steps(p, sampler))
             out[:, at : at + SEGMENT].copy_(self.samples)
 
         self._run(t0, n, logits, eager, segment)
+
+    @property
+    def noise(self) -> torch.Tensor:
+        """A segment's noise for torch's sampler (SEGMENT, B, classes), allocated at its first
+        use (4 GB at 65,536 streams: a fused sampler needs none)."""
+        if self._noise is None:
+            p = self.program
+            self._noise = torch.zeros(SEGMENT, p.batch, p.classes, dtype=torch.float32,
+                                      device=p.device)
+        return self._noise
 
     def _keep_graphs_of(self, sampler: Sampler) -> None:
         """Drop the generate graphs unless they were recorded with this sampler and config
