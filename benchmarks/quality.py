@@ -18,6 +18,7 @@ import argparse
 import json
 import time
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,10 @@ def held_out_clips(data: Path, count: int, seconds: float, rate: int) -> list[np
     return clips
 
 
-def summarise(source: str, how: str, clips: list[np.ndarray], rate: int) -> dict:
-    checks = [clip_quality(c, rate) for c in clips]
+def summarise(source: str, how: str, clips: list[np.ndarray], rate: int, map=map) -> dict:
+    """The clips' checks (through ``map``: a process pool's, to share them out) and their
+    summary."""
+    checks = list(map(partial(clip_quality, sample_rate=rate), clips))
     onsets = [q.onsets_per_s for q in checks]
     pitches = [q.distinct_pitches for q in checks]
     return {"source": source, "how": how, "clips": len(clips),
