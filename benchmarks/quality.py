@@ -64,6 +64,12 @@ def summarise(source: str, how: str, clips: list[np.ndarray], rate: int, map=map
             "per_clip": [asdict(q) for q in checks]}
 
 
+def spread_cells(row: dict) -> str:
+    """A summary's onsets per second and distinct pitches as table cells: median (range)."""
+    o, p = row["onsets_per_s"], row["distinct_pitches"]
+    return f"{o[0]:.2f} ({o[1]:.2f}-{o[2]:.2f}) | {p[0]:g} ({p[1]}-{p[2]})"
+
+
 def markdown(results: dict) -> str:
     lines = [f"# What a listener hears: {results['clips']} clips of {results['seconds']:g} s per source", "",
              f"Machine: {results['machine']['processor']}; `python benchmarks/quality.py`. Tonal: "
@@ -73,10 +79,8 @@ def markdown(results: dict) -> str:
              "| source | tonal | silent first second | median first sound (s) | onsets/s: median (range) "
              "| distinct pitches: median (range) |", "|---|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
-        o, p = r["onsets_per_s"], r["distinct_pitches"]
         lines.append(f"| {r['source']} | {r['tonal']} of {r['clips']} | {r['silent_first_second']} of {r['clips']} "
-                     f"| {r['median_first_sound_s']:.2f} | {o[0]:.2f} ({o[1]:.2f}-{o[2]:.2f}) "
-                     f"| {p[0]:g} ({p[1]}-{p[2]}) |")
+                     f"| {r['median_first_sound_s']:.2f} | {spread_cells(r)} |")
     lines += ["", "How each model sampled: " + "; ".join(f"{r['source']}: `{r['how']}`" for r in results["rows"][1:]) + "."]
     return "\n".join(lines) + "\n"
 

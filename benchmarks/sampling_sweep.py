@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from quality import summarise
+from quality import spread_cells, summarise
 from streamgen.bench.timing import machine_info
 from streamgen.generation import AudioGenerator
 from streamgen.zoo import load_model
@@ -86,11 +86,10 @@ def markdown(results: dict) -> str:
              "| temperature | top-p | tonal | silent first second | onsets/s: median (range) "
              "| distinct pitches: median (range) |", "|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
-        o, q = r["onsets_per_s"], r["distinct_pitches"]
         mark = " (recommended)" if r["recommended"] else ""
         lines.append(f"| {r['temperature']:g}{mark} | {r['top_p']:g} | {r['tonal']} of "
-                     f"{r['clips']} | {r['silent_first_second']} of {r['clips']} | {o[0]:.2f} "
-                     f"({o[1]:.2f}-{o[2]:.2f}) | {q[0]:g} ({q[1]}-{q[2]}) |")
+                     f"{r['clips']} | {r['silent_first_second']} of {r['clips']} | "
+                     f"{spread_cells(r)} |")
     return "\n".join(lines) + "\n"
 
 

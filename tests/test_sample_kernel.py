@@ -34,19 +34,19 @@ def pair(config: SamplingConfig, batch: int, classes: int, seed: int,
 
 @needs_interpreter
 @pytest.mark.parametrize("config", RULES, ids=lambda c: c.describe())
-@pytest.mark.parametrize("classes, seed, step", [(7, -3, 2**32 - 3), (16, 2**63 + 9, 5)])
+@pytest.mark.parametrize("classes, seed, step", [(7, -3, 2**32 - 2), (16, 2**63 + 9, 5)])
 def test_fused_sampler_draws_torchs_samples(config: SamplingConfig, classes: int, seed: int,
                                             step: int, rng: torch.Generator) -> None:
     """Random logits of a wide spread, three streams, steps across 2^32, a seed past 63 bits
     and a negative one, a class count that fills no quad of Philox words."""
     torch_s, fused = pair(config, 3, classes, seed, step)
     want, got = torch.empty(3, dtype=torch.int64), torch.empty(3, dtype=torch.int64)
-    for _ in range(6):
+    for _ in range(4):
         logits = torch.randn(3, classes, generator=rng) * 3
         torch_s.sample(logits, want)
         fused.sample(logits, got)
         assert torch.equal(got, want)
-    assert fused.step == torch_s.step == step + 6
+    assert fused.step == torch_s.step == step + 4
     assert fused._noise is None  # it drew no noise block
 
 

@@ -258,7 +258,7 @@ class GraphExecutor:
     @property
     def noise(self) -> torch.Tensor:
         """A segment's noise for torch's sampler (SEGMENT, B, classes), allocated at its first
-        use (4 GB at 65,536 streams: a fused sampler needs none)."""
+        use (4 GiB at 65,536 streams of 256 classes: a fused sampler needs none)."""
         if self._noise is None:
             p = self.program
             self._noise = torch.zeros(SEGMENT, p.batch, p.classes, dtype=torch.float32,

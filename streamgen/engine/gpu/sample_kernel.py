@@ -3,7 +3,7 @@
 its noise drawn in place (``noise_kernel.stream_gumbel``).
 
 Torch's rule costs about ten kernels a step, a sort over every stream's classes among them,
-and a noise block of ``steps x streams x classes`` floats in memory (17 GB for 256 steps of
+and a noise block of ``steps x streams x classes`` floats in memory (16 GiB for 256 steps of
 65,536 streams). Here the nucleus comes from one in-register sort: the classes ranked by
 score, their exclusive running mass, and the lowest score still inside the nucleus, so a
 class is kept when it scores at least that (torch's rule, with ties kept whole).
