@@ -10,13 +10,14 @@ Triton kernel samples each step with the noise drawn in place (``gpu.sample_kern
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Iterator
 
 import numpy as np
 import torch
 
 from streamgen.engine import noise as gumbel
-from streamgen.engine.gpu import interpreting, triton_available
+from streamgen.engine.gpu import triton_available, triton_runs
 from streamgen.engine.tables import BackendError
 from streamgen.sampling import SamplingConfig
 
@@ -59,26 +60,23 @@ class Sampler:
         self.config, self.seed, self.step = config, seed, 0
         self.device, self.shape = torch.device(device), (batch, classes)
         self.fused = self.fuse and fused_runs_on(self.device) if fused is None else fused
-        if self.fused and not (triton_available()
-                               and (self.device.type == "cuda" or interpreting())):
+        if self.fused and not triton_runs(self.device.type):
             raise BackendError("a fused sampler runs a Triton kernel: on a CUDA device with "
                                "triton installed (or on the CPU with TRITON_INTERPRET=1)")
-        self._noise: torch.Tensor | None = None
         #: The step of ``noise``'s first row (None: nothing drawn yet).
         self._noise_at: int | None = None
         f32 = dict(dtype=torch.float32, device=device)
         self.scores = torch.empty(batch, classes, **f32)
         self.mask = torch.empty(batch, classes, dtype=torch.bool, device=device)
-        self._step_zero: torch.Tensor | None = None  # the fused kernel's step base, eager
+        # the fused kernel's step base when called eagerly (the step itself is an argument)
+        self._step_zero = (torch.zeros(1, dtype=torch.int64, device=device) if self.fused
+                           else None)
 
-    @property
+    @cached_property
     def noise(self) -> torch.Tensor:
         """The noise block (``NOISE_BLOCK``, B, classes), allocated at its first use: a fused
         sampler never holds one."""
-        if self._noise is None:
-            self._noise = torch.empty(NOISE_BLOCK, *self.shape, dtype=torch.float32,
-                                      device=self.device)
-        return self._noise
+        return torch.empty(NOISE_BLOCK, *self.shape, dtype=torch.float32, device=self.device)
 
     def draw(self, step: int, out: torch.Tensor | np.ndarray, stream: int = 0) -> None:
         """The noise of steps ``step...`` and streams ``stream...`` into ``out`` (steps,
@@ -145,8 +143,6 @@ class Sampler:
         if cfg.greedy:
             return torch.argmax(logits, dim=-1, out=out)
         if self.fused and noise is None:
-            if self._step_zero is None:
-                self._step_zero = torch.zeros(1, dtype=torch.int64, device=self.device)
             return self.sample_at(logits, out, self._step_zero, self.claim(1))
         s = torch.div(logits, cfg.temperature, out=self.scores)
         if cfg.top_k:

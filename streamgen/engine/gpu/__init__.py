@@ -28,6 +28,12 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def triton_runs(device_type: str) -> bool:
+    """Whether Triton kernels run on a device of ``device_type`` in this process: a CUDA
+    device where triton is installed, or the CPU through its interpreter."""
+    return triton_available() and (device_type == "cuda" or interpreting())
+
+
 def numba_cuda_available() -> bool:
     """Whether ``numba.cuda`` can be imported (numba-cuda, or numba's own older copy)."""
     try:

@@ -27,6 +27,7 @@ graph does. Everything but the capture itself therefore runs in the CPU tests.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, contextmanager
+from functools import cached_property
 from typing import Callable, Iterator, Protocol
 
 import torch
@@ -111,11 +112,11 @@ class CallRecorder:
 def _fuse_gates(program: StepProgram) -> None:
     """Give ``program``'s gated step kernels the fused Triton kernel (a one-line error where
     Triton cannot run it: a CPU without its interpreter)."""
-    from streamgen.engine.gpu import interpreting, triton_available
+    from streamgen.engine.gpu import triton_runs
     from streamgen.engine.steps import GatedStep, UpStep
     from streamgen.engine.tables import BackendError
 
-    if not triton_available() or (program.device.type != "cuda" and not interpreting()):
+    if not triton_runs(program.device.type):
         raise BackendError("GraphExecutor.fused_gate runs Triton kernels: on a CUDA device "
                            "with triton installed (or on the CPU with TRITON_INTERPRET=1)")
     from streamgen.engine.gpu.fused_gate import fused_gated
@@ -156,7 +157,6 @@ class GraphExecutor:
         self.x = torch.zeros(b, dtype=torch.int64, device=dev)
         self.samples = torch.zeros(b, SEGMENT, dtype=torch.int64, device=dev)
         self.step = torch.zeros(1, dtype=torch.int64, device=dev)  # a fused sampler's
-        self._noise: torch.Tensor | None = None  # (SEGMENT, B, classes), for torch's sampler
         #: (mode, segment) -> its recording
         self.recorded: dict[tuple[str, int], Replay] = {}
         self._sampler: tuple[Sampler, object] | None = None  # whose generate graphs are kept
@@ -255,15 +255,12 @@ class GraphExecutor:
 
         self._run(t0, n, logits, eager, segment)
 
-    @property
+    @cached_property
     def noise(self) -> torch.Tensor:
         """A segment's noise for torch's sampler (SEGMENT, B, classes), allocated at its first
         use (4 GiB at 65,536 streams of 256 classes: a fused sampler needs none)."""
-        if self._noise is None:
-            p = self.program
-            self._noise = torch.zeros(SEGMENT, p.batch, p.classes, dtype=torch.float32,
-                                      device=p.device)
-        return self._noise
+        p = self.program
+        return torch.zeros(SEGMENT, p.batch, p.classes, dtype=torch.float32, device=p.device)
 
     def _keep_graphs_of(self, sampler: Sampler) -> None:
         """Drop the generate graphs unless they were recorded with this sampler and config
