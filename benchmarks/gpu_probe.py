@@ -183,6 +183,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-check", action="store_true", help="skip the logit error check")
     args = ap.parse_args()
+    names = args.rows.split(",")
+    unknown = [name for name in names if name not in ROWS]
+    if unknown:  # before any model is built: a typo costs no device time
+        ap.error(f"unknown rows {', '.join(unknown)}; the rows are the keys of ROWS in {__file__}")
     default, info = load_model("default")
     shape = {"levels": 10, "depth": 2, "kernel_size": 5}
     models = {"default": default.eval().cuda(),
@@ -194,7 +198,7 @@ def main() -> None:
     results = []
     args.out.mkdir(parents=True, exist_ok=True)
     print(torch.cuda.get_device_name(0), torch.__version__, flush=True)
-    for name in args.rows.split(","):
+    for name in names:
         spec = ROWS[name]
         configure(spec)
         model = models[spec.model]

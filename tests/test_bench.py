@@ -192,3 +192,22 @@ def test_timed_calls_take_about_the_seconds_asked(multiple: int) -> None:
     assert max(64, multiple) <= row["steps"] < 20_000 and row["steps"] % multiple == 0
     capped = generation_rate(model, backend="torch", n=96, repeats=1, seconds=10.0)
     assert capped["steps"] == 96
+
+
+def test_gpu_check_names_only_rows_the_probe_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lent GPU's one call runs ``benchmarks/gpu_check.sh``: every probe row it names exists,
+    once, and a name the probe does not know stops it before any device work."""
+    import subprocess
+
+    root = Path(__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("gpu_probe", root / "benchmarks" / "gpu_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, probe)  # its dataclasses look their module up
+    spec.loader.exec_module(probe)
+    listed = re.search(r'rows="\$\{ROWS:-([^}]*)\}"', (root / "benchmarks" / "gpu_check.sh").read_text())
+    names = listed.group(1).split(",")
+    assert len(names) == len(set(names)) and set(names) <= set(probe.ROWS), set(names) - set(probe.ROWS)
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_probe.py"), "--rows",
+                           f"{names[0]},no-such-row", "--out", "/nonexistent"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown rows no-such-row;" in done.stderr, done.stderr
