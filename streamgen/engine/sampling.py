@@ -65,12 +65,19 @@ class Sampler:
                                "triton installed (or on the CPU with TRITON_INTERPRET=1)")
         #: The step of ``noise``'s first row (None: nothing drawn yet).
         self._noise_at: int | None = None
-        f32 = dict(dtype=torch.float32, device=device)
-        self.scores = torch.empty(batch, classes, **f32)
-        self.mask = torch.empty(batch, classes, dtype=torch.bool, device=device)
         # the fused kernel's step base when called eagerly (the step itself is an argument)
         self._step_zero = (torch.zeros(1, dtype=torch.int64, device=device) if self.fused
                            else None)
+
+    @cached_property
+    def scores(self) -> torch.Tensor:
+        """torch's rule's scores (B, classes), allocated at first use like ``mask`` and
+        ``noise``: a fused sampler holds none of them."""
+        return torch.empty(self.shape, dtype=torch.float32, device=self.device)
+
+    @cached_property
+    def mask(self) -> torch.Tensor:
+        return torch.empty(self.shape, dtype=torch.bool, device=self.device)
 
     @cached_property
     def noise(self) -> torch.Tensor:

@@ -154,7 +154,6 @@ class GraphExecutor:
             self.inputs = torch.zeros(b, SEGMENT, dtype=torch.int64, device=dev)
         self.logits = torch.zeros(b, c, dtype=program.dtype, device=dev)
         self.logits_out = torch.zeros(b, SEGMENT, c, dtype=program.dtype, device=dev)
-        self.x = torch.zeros(b, dtype=torch.int64, device=dev)
         self.samples = torch.zeros(b, SEGMENT, dtype=torch.int64, device=dev)
         self.step = torch.zeros(1, dtype=torch.int64, device=dev)  # a fused sampler's
         #: (mode, segment) -> its recording
@@ -177,12 +176,12 @@ class GraphExecutor:
 
         def run() -> None:
             for i in range(SEGMENT):
+                x = self.samples[:, i]  # sampled in place and fed from there: no copy a step
                 if sampler.fused:
-                    sampler.sample_at(self.logits, self.x, self.step, i)
+                    sampler.sample_at(self.logits, x, self.step, i)
                 else:
-                    sampler.sample(self.logits, self.x, noise=self.noise[i])
-                self.samples[:, i].copy_(self.x)
-                self.torch.step(self.x, self.logits, (phase + i) % period)
+                    sampler.sample(self.logits, x, noise=self.noise[i])
+                self.torch.step(x, self.logits, (phase + i) % period)
         return run
 
     def _segment(self, mode: str, phase: int, steps: Callable[[int], Callable[[], None]]) -> None:
