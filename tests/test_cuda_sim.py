@@ -139,30 +139,90 @@ def test_numba_cuda_refuses_what_it_cannot_run(monkeypatch: pytest.MonkeyPatch,
                         capacity="period")
 
 
-def test_simulated_shuffles_reduce_and_scan_like_numpy() -> None:
-    """The kernel's warp reductions and scan over the simulator's shuffles, two warps."""
+@pytest.mark.parametrize("threads", [64, 40])
+def test_simulated_warp_collectives_reduce_and_scan_like_numpy(threads: int) -> None:
+    """The kernels' warp reductions and scan, two warps (the second whole or of 8 lanes): as
+    their shuffles compute them on the simulator (``cudasim.SHUFFLED``) and as the kernels run
+    there (one barrier each), bit for bit, and like numpy."""
     from streamgen.engine.gpu import cuda_kernels as ck
-    from streamgen.engine.gpu.cudasim import install
+    from streamgen.engine.gpu.cudasim import SHUFFLED, install
 
     install()
+    ways = {"replayed": (ck.warp_sum, ck.warp_max, ck.warp_argmax, ck.warp_scan),
+            "shuffled": tuple(SHUFFLED[name] for name in ("warp_sum", "warp_max",
+                                                          "warp_argmax", "warp_scan"))}
+    rng = np.random.default_rng(threads)
+    ties = rng.integers(-5, 5, threads).astype(np.float32)  # argmax keeps the lowest index
+    spread = (rng.standard_normal(threads) * 10 ** rng.uniform(-3, 3, threads)).astype(np.float32)
+    idx = np.arange(threads, dtype=np.int64)
+    for v in (ties, spread):
+        got = {}
+        for way, (wsum, wmax, wargmax, wscan) in ways.items():
 
-    @cuda.jit
-    def probe(v, idx, sums, maxes, best, scans):
-        t = cuda.threadIdx.x
-        sums[t] = ck.warp_sum(v[t])
-        maxes[t] = ck.warp_max(v[t])
-        best[t] = ck.warp_argmax(v[t], idx[t])[1]
-        scans[t] = ck.warp_scan(idx[t] % 3, t % 32)
+            @cuda.jit
+            def probe(v, idx, sums, maxes, best, scans):
+                t = cuda.threadIdx.x
+                sums[t] = wsum(v[t])
+                maxes[t] = wmax(v[t])
+                best[t] = wargmax(v[t], idx[t])[1]
+                scans[t] = wscan(idx[t] % 3 + v[t], t % 32)
 
-    rng = np.random.default_rng(0)
-    v = rng.integers(-5, 5, 64).astype(np.float32)  # ties: argmax keeps the lowest index
-    idx = np.arange(64, dtype=np.int64)
-    sums, maxes, scans = np.zeros(64, np.float32), np.zeros(64, np.float32), np.zeros(64, np.int64)
-    best = np.zeros(64, np.int64)
-    probe[1, 64](v, idx, sums, maxes, best, scans)
-    for w in range(2):
-        lanes = slice(32 * w, 32 * w + 32)
-        assert np.all(sums[lanes] == v[lanes].sum())
-        assert np.all(maxes[lanes] == v[lanes].max())
-        assert np.all(best[lanes] == 32 * w + np.argmax(v[lanes]))
-        assert np.array_equal(scans[lanes], np.cumsum(idx[lanes] % 3))
+            got[way] = outs = (np.zeros(threads, np.float32), np.zeros(threads, np.float32),
+                               np.zeros(threads, np.int64), np.zeros(threads, np.float32))
+            probe[1, threads](v, idx, *outs)
+        for replayed, shuffled in zip(got["replayed"], got["shuffled"]):
+            assert np.array_equal(replayed, shuffled)
+        sums, maxes, best, scans = got["replayed"]
+        for w in range(threads // 32):  # whole warps (a partial one's shuffles read their own)
+            lanes = slice(32 * w, 32 * w + 32)
+            assert np.allclose(sums[lanes], v[lanes].sum(dtype=np.float64), rtol=1e-5)
+            assert np.all(maxes[lanes] == v[lanes].max())
+            assert np.all(best[lanes] == 32 * w + np.argmax(v[lanes]))
+            assert np.allclose(scans[lanes], np.cumsum(idx[lanes] % 3 + v[lanes], dtype=np.float64),
+                               rtol=1e-5, atol=1e-3)
+
+
+def test_simulated_barrier_holds_every_round_and_breaks_on_abort() -> None:
+    """``cudasim.Barrier``: no thread leaves a round before every one has arrived, over many
+    rounds; an abort wakes the waiters with ``BrokenBarrierError``, and later waits raise it."""
+    import threading
+    import time
+
+    from streamgen.engine.gpu.cudasim import Barrier
+
+    parties, rounds = 13, 200
+    barrier, arrived, seen, counting = Barrier(parties), [0] * rounds, [], threading.Lock()
+
+    def run() -> None:
+        for r in range(rounds):
+            with counting:
+                arrived[r] += 1
+            barrier.wait()
+            seen.append(arrived[r])
+
+    threads = [threading.Thread(target=run, daemon=True) for _ in range(parties)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(seen) == parties * rounds and set(seen) == {parties}
+
+    barrier, errors = Barrier(3), []
+
+    def wait() -> None:
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError as e:
+            errors.append(e)
+
+    waiters = [threading.Thread(target=wait, daemon=True) for _ in range(2)]
+    for t in waiters:
+        t.start()
+    time.sleep(0.2)
+    barrier.abort()
+    barrier.abort()  # a second failing thread aborts again
+    for t in waiters:
+        t.join(10)
+    assert len(errors) == 2 and not any(t.is_alive() for t in waiters)
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.wait()

@@ -22,9 +22,11 @@ every block runs at once and ``cuda.cg.this_grid().sync()`` is a barrier over al
 threads: what the grid kernel (``streamgen.engine.gpu.grid_kernels``) needs to run on the
 CPU. Launched within ``cluster.compiled_in_clusters(n)``, its blocks also form clusters of
 ``n`` consecutive blocks, each with a barrier in two halves (``cluster_arrive``,
-``cluster_wait``) as Hopper's ``barrier.cluster`` instructions. Its block barriers are
-``threading.Barrier``s, where the simulator's block managers poll their threads in a busy
-loop: the one-block kernel's tests run in three quarters of the time through it.
+``cluster_wait``) as Hopper's ``barrier.cluster`` instructions. Its block and grid barriers
+are ``Barrier``s (a lock the waiters hand on), where the simulator's block managers poll
+their threads in a busy loop: the one-block kernel's tests run in three quarters of the time
+through it. A shuffle costs a block barrier, so the kernels' warp reductions and scan, five or
+ten shuffles each, run as one exchange each (``install``).
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ import numpy as np
 from streamgen.engine.gpu import cluster
 
 
-def _exchange(value, partner):
-    """``value`` posted by this thread; returns the value that thread ``partner(tid)`` posted
-    (this thread's own where that lane does not exist)."""
+def _post(value) -> tuple[int, dict]:
+    """``value`` posted by this thread on its block's board, after which the block meets at
+    one barrier: (this thread's id, the board: every thread's value by thread id)."""
     me = threading.current_thread()
     calls = getattr(me, "_shuffles", 0)
     me._shuffles = calls + 1
@@ -50,7 +52,14 @@ def _exchange(value, partner):
     board = boards[calls % 2]
     board[me.thread_id] = value
     me.syncthreads()
-    src = partner(me.thread_id)
+    return me.thread_id, board
+
+
+def _exchange(value, partner):
+    """``value`` posted by this thread; returns the value that thread ``partner(tid)`` posted
+    (this thread's own where that lane does not exist)."""
+    tid, board = _post(value)
+    src = partner(tid)
     return board.get(src, value) if src is not None else value
 
 
@@ -60,6 +69,57 @@ def shfl_xor_sync(self, mask, value, lane_mask):
 
 def shfl_up_sync(self, mask, value, delta):
     return _exchange(value, lambda tid: tid - delta if (tid & 31) >= delta else None)
+
+
+# Warp collectives at one barrier each. A shuffle costs the simulator a barrier of the whole
+# block (every thread a Python thread), so the kernels' reductions, five or ten shuffles each,
+# took most of its time. Here each thread posts its value once and replays the shuffles'
+# steps over its warp's posted values: the same operations on the same values in the same
+# order, so the results are the shuffles' to the bit (tests/test_cuda_sim.py compares them).
+
+def _warp(value) -> tuple[int, dict[int, object]]:
+    """(this thread's lane, its warp's posted values by lane)."""
+    tid, board = _post(value)
+    base = tid & ~31
+    return tid & 31, {lane: board[base | lane] for lane in range(32) if base | lane in board}
+
+
+def _butterfly(value, combine):
+    """``value = combine(value, shfl_xor(value, m))`` for m = 16, 8, 4, 2, 1, replayed."""
+    lane, values = _warp(value)
+    for m in (16, 8, 4, 2, 1):
+        values = {l: combine(v, values.get(l ^ m, v)) for l, v in values.items()}
+    return values[lane]
+
+
+def _warp_sum(v):
+    return _butterfly(v, lambda a, b: a + b)
+
+
+def _warp_max(v):
+    return _butterfly(v, max)
+
+
+def _warp_argmax_by(better):
+    """The warp argmax with ``better`` (the kernels' rule: higher, or as high at a lower
+    index) deciding each exchange of ``(value, index)``."""
+
+    def warp_argmax(v, i):
+        return _butterfly((v, i), lambda a, b: b if better(a[0], a[1], b[0], b[1]) else a)
+    return warp_argmax
+
+
+def _warp_scan(v, lane):
+    """``y = shfl_up(v, d); v += y if lane >= d`` for d = 1, 2, 4, 8, 16, replayed."""
+    me, values = _warp(v)
+    for d in (1, 2, 4, 8, 16):
+        values = {l: x + values[l - d] if l >= d else x for l, x in values.items()}
+    return values[me]
+
+
+#: The warp collectives of ``cuda_kernels`` as their shuffles compute them (device functions
+#: of the simulator), kept by ``install`` when it gives the kernels the replays above.
+SHUFFLED: dict[str, object] = {}
 
 
 _allocating = threading.Lock()
@@ -138,6 +198,46 @@ def _grid_sync(self) -> None:
         grid.wait()
 
 
+class Barrier:
+    """``threading.Barrier``'s ``wait`` and ``abort`` at a quarter of its cost with dozens of
+    threads: the waiters of a round block on one lock that the last arrival releases, and
+    each passes it on as it wakes (``threading.Barrier`` wakes them all through a condition,
+    whose lock they then queue for, one by one)."""
+
+    def __init__(self, parties: int) -> None:
+        self.parties, self.arrived, self.broken = parties, 0, False
+        self._mutex = threading.Lock()
+        self._gate = self._closed()
+
+    @staticmethod
+    def _closed() -> threading.Lock:
+        gate = threading.Lock()
+        gate.acquire()
+        return gate
+
+    def wait(self) -> None:
+        """Until every party has arrived in this round (``BrokenBarrierError`` once aborted)."""
+        with self._mutex:
+            if self.broken:
+                raise threading.BrokenBarrierError
+            gate = self._gate
+            self.arrived += 1
+            if self.arrived == self.parties:
+                self.arrived, self._gate = 0, self._closed()
+                gate.release()
+                return
+        gate.acquire()
+        gate.release()
+        if self.broken:
+            raise threading.BrokenBarrierError
+
+    def abort(self) -> None:
+        with self._mutex:
+            if not self.broken:  # the round's waiters wake, and raise
+                self.broken = True
+                self._gate.release()
+
+
 class SplitBarrier:
     """A barrier in two halves over ``parties`` threads: a thread's k-th ``wait`` returns once
     every party has called ``arrive`` k times (a thread arrives once before each wait)."""
@@ -195,9 +295,9 @@ def cluster_size() -> int:
 
 
 def install() -> None:
-    """Give the simulator's ``cuda`` module the shuffles and the grid sync, its shared arrays
-    a lock and a set per block, its module swaps a count, and its polls a yield
-    (idempotent)."""
+    """Give the simulator's ``cuda`` module the shuffles and the grid sync, the kernels' warp
+    collectives their one-barrier replays, its shared arrays a lock and a set per block, its
+    module swaps a count, and its polls a yield (idempotent)."""
     global _unlocked_shared_array, _plain_add
     from numba.cuda.simulator import kernel
     from numba.cuda.simulator.kernelapi import (FakeCUDAAtomic, FakeCUDAModule, FakeCUDAShared,
@@ -210,6 +310,17 @@ def install() -> None:
     GridGroup.sync = _grid_sync
     FakeCUDAModule.shfl_xor_sync = shfl_xor_sync
     FakeCUDAModule.shfl_up_sync = shfl_up_sync
+    if not SHUFFLED:
+        from numba import cuda
+
+        from streamgen.engine.gpu import cuda_kernels
+
+        replays = {"warp_sum": _warp_sum, "warp_max": _warp_max, "warp_scan": _warp_scan,
+                   "warp_argmax": _warp_argmax_by(cuda_kernels._better.fn)}
+        for name, replay in replays.items():
+            device_fn = getattr(cuda_kernels, name)
+            SHUFFLED[name] = cuda.jit(device=True)(device_fn.fn)
+            device_fn.fn = replay
     if FakeCUDAShared.array is not _shared_array:
         _unlocked_shared_array = FakeCUDAShared.array
         FakeCUDAShared.array = _shared_array
@@ -218,7 +329,7 @@ def install() -> None:
 @contextmanager
 def concurrent_blocks() -> Iterator[None]:
     """Launches of simulated kernels run all their blocks at once, each block's threads
-    meeting at a ``threading.Barrier`` (the simulator's block managers poll their threads in
+    meeting at a ``Barrier`` (the simulator's block managers poll their threads in
     a busy loop instead, which several blocks at once make slow) and the grid sync at one
     over all the grid's threads. The simulator hands its managers the blocks one by one;
     here each manager only collects its block until it has them all. An error in any thread
@@ -246,14 +357,14 @@ def concurrent_blocks() -> Iterator[None]:
             blocks, threads = int(np.prod(self._grid_dim)), int(np.prod(self._block_dim))
             if len(pending) < blocks:
                 return
-            grid = threading.Barrier(blocks * threads)
+            grid = Barrier(blocks * threads)
             size = cluster.launch_blocks() or 1
             if blocks % size:
                 raise ValueError(f"{blocks} blocks do not form clusters of {size}")
             clusters = [SplitBarrier(size * threads) for _ in range(blocks // size)]
             runners = []
             for manager, point, block_args in pending:
-                manager._grid, manager._barrier = grid, threading.Barrier(threads)
+                manager._grid, manager._barrier = grid, Barrier(threads)
                 manager._clusters, manager._cluster_blocks = clusters, size
                 manager._cluster_index = int(point[0]) // size  # grids along x
                 for thread_point in np.ndindex(*self._block_dim):
