@@ -8,11 +8,14 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from streamgen.checkpoint import ModelInfo, merge_sampling
-from streamgen.engine import SamplingConfig
-from streamgen.engine.engine import BACKENDS
-from streamgen.sampling import STARTS
+# torch-free: building the parser (and --help) imports nothing heavy
+from streamgen.engine.backends import BACKENDS
+from streamgen.sampling import STARTS, SamplingConfig
+
+if TYPE_CHECKING:
+    from streamgen.checkpoint import ModelInfo
 
 DEFAULT_MODEL = "default"
 
@@ -97,6 +100,8 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
 
 def sampling_config(args: argparse.Namespace, info: ModelInfo | None = None) -> SamplingConfig:
     """The model's recommended sampling (plain without a model), overridden by options."""
+    from streamgen.checkpoint import merge_sampling
+
     given = {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
              "greedy": args.greedy}
     try:

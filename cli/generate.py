@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from streamgen.zoo import load_model
 
 from .common import (CLIError, add_model_options, add_sampling_options, announce_compile, check_output, require,
                      sampling_config, seconds, set_threads)
@@ -61,6 +60,7 @@ def output_paths(output: str, batch: int) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from streamgen.audio.io import AudioWriter, load_audio
     from streamgen.generation import AudioGenerator
+    from streamgen.zoo import load_model
 
     if args.batch < 1 or args.block < 1:
         raise CLIError("--batch and --block must be positive")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
-from streamgen.checkpoint import ModelInfo
-from streamgen.zoo import load_model
+if TYPE_CHECKING:
+    from streamgen.checkpoint import ModelInfo
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -82,6 +83,7 @@ def _data(record: object) -> str:
 def run_info(args: argparse.Namespace) -> int:
     from streamgen.checkpoint import sha256_file
     from streamgen.engine.cost import macs_per_step
+    from streamgen.zoo import load_model
 
     model, info = load_model(args.model)
     folder, rate = info.folder, info.sample_rate

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamgen.zoo import load_model
 
 from .common import (add_model_options, add_sampling_options, announce_compile, check_output, sampling_config, seconds,
                      set_threads)
@@ -46,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from streamgen.audio.devices import list_devices, no_outputs, open_output_device
     from streamgen.audio.live import LivePlayer
     from streamgen.devices import resolve_device
+    from streamgen.zoo import load_model
 
     if args.list_devices:
         devices = list_devices()

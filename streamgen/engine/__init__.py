@@ -1,7 +1,26 @@
-"""The incremental inference engine: ring buffers, multi-rate schedule, streaming state, sampling."""
+"""The incremental inference engine: ring buffers, multi-rate schedule, streaming state, sampling.
 
-from streamgen.engine.clock import silence_class
-from streamgen.engine.engine import StreamingEngine
-from streamgen.engine.sampling import Sampler, SamplingConfig
+Its names load on first use (PEP 562), so a torch-free part such as ``backends`` imports
+without torch.
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 __all__ = ["StreamingEngine", "Sampler", "SamplingConfig", "silence_class"]
+_HOMES = {"StreamingEngine": "streamgen.engine.engine", "Sampler": "streamgen.engine.sampling",
+          "SamplingConfig": "streamgen.sampling", "silence_class": "streamgen.engine.clock"}
+
+if TYPE_CHECKING:
+    from streamgen.engine.clock import silence_class
+    from streamgen.engine.engine import StreamingEngine
+    from streamgen.engine.sampling import Sampler
+    from streamgen.sampling import SamplingConfig
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value

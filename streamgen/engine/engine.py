@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from streamgen.engine.backends import BACKENDS, KERNELS
 from streamgen.engine.capture import Capture
 from streamgen.engine.clock import silence_class, zero_index
 from streamgen.engine.fast import numba_available
@@ -23,9 +24,6 @@ from streamgen.engine.schedule import RingSchedule, align_rings
 from streamgen.engine.tables import BackendError, unsupported_layers
 from streamgen.sampling import STARTS
 
-BACKENDS = ("auto", "torch", "numba", "triton", "numba-cuda", "numba-cuda-grid", "graphs")
-#: The persistent GPU kernels (their rings run on the clock's schedule).
-KERNELS = ("triton", "numba-cuda", "numba-cuda-grid")
 
 
 #: On one thread, batches up to this size stream faster through the numba kernel than through
