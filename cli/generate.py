@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from .common import (CLIError, add_model_options, add_sampling_options, announce_compile, check_output, require,
                      sampling_config, seconds, set_threads)
 

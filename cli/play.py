@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 from .common import (add_model_options, add_sampling_options, announce_compile, check_output, sampling_config, seconds,
                      set_threads)
 
