@@ -7,9 +7,10 @@ without torch.
 from importlib import import_module
 from typing import TYPE_CHECKING
 
-__all__ = ["StreamingEngine", "Sampler", "SamplingConfig", "silence_class"]
+#: Each public name -> the module it comes from.
 _HOMES = {"StreamingEngine": "streamgen.engine.engine", "Sampler": "streamgen.engine.sampling",
           "SamplingConfig": "streamgen.sampling", "silence_class": "streamgen.engine.clock"}
+__all__ = list(_HOMES)
 
 if TYPE_CHECKING:
     from streamgen.engine.clock import silence_class
