@@ -10,8 +10,8 @@
 #    sampler and with torch's; many streams: graphs at 4,096 and 65,536 streams with either
 #    sampler, and the paper model at 16,384), then the grid kernel's variants (barriers,
 #    whole ends, threads, blocks per stream, prefetch; default, paper models, batch 4 and 8),
-#    graphs with fused gates and the persistent kernels' A/B at batch 1 (Triton; numba-cuda
-#    with each mapping), batch 64 and the wider models, in that order (rows past the stage's
+#    graphs with fused gates and the persistent kernels' A/B at batch 1 (Triton, with 32 and
+#    16 outputs a tile; numba-cuda with each mapping), batch 64 and the wider models, in that order (rows past the stage's
 #    limit are left out); ROWS=a,b,... to choose;
 # 2. tests/test_cuda.py (every GPU executor against the float64 pass and torch's samples),
 # 3. the quick GPU benchmark (benchmarks/gpu.py --quick, about 50 s on an H200),
@@ -34,7 +34,7 @@ def version(p):
 print(*(f"{p} {version(p)}" for p in ("torch", "triton", "numba", "numba-cuda")), sep=", ")' \
   2>&1 | tee -a "$out/gpu.txt"
 echo "== benchmarks/gpu_probe.py"
-rows="${ROWS:-grid-default-b1-cluster,nbc-default-b1,grid-paper-b1,torch-default-b1,torch-default-b1-torchsampler,graphs-default-b4096,graphs-default-b4096-torchsampler,graphs-default-b65536,graphs-default-b65536-torchsampler,graphs-paper-b16384,grid-default-b1,grid-default-b1-cluster-whole,grid-default-b1-whole,grid-default-b1-cluster-t128,grid-default-b1-cluster-g4,grid-paper-b1-cluster,grid-paper-b1-whole,grid-paperwavenet-b1,grid-paper-b1-coop,grid-paper-b1-bcast,grid-paper-b1-noprefetch,grid-paper-b1-t512,grid-paper-b1-g180,grid-paper-b4,grid-wide128-b1,grid-default-b8-cluster,nbc-paper-b1,graphs-default-b4096-fused,graphs-paper-b4096-fused,graphs-default-b65536-fused,nbc-default-b1-rows,default-b1-w16,nbc-default-b64,nbc-paperwavenet-b1,graphs-paper-b1,grid-wide64-b1-cluster}"
+rows="${ROWS:-grid-default-b1-cluster,nbc-default-b1,grid-paper-b1,torch-default-b1,torch-default-b1-torchsampler,graphs-default-b4096,graphs-default-b4096-torchsampler,graphs-default-b65536,graphs-default-b65536-torchsampler,graphs-paper-b16384,grid-default-b1,grid-default-b1-cluster-whole,grid-default-b1-whole,grid-default-b1-cluster-t128,grid-default-b1-cluster-g4,grid-paper-b1-cluster,grid-paper-b1-whole,grid-paperwavenet-b1,grid-paper-b1-coop,grid-paper-b1-bcast,grid-paper-b1-noprefetch,grid-paper-b1-t512,grid-paper-b1-g180,grid-paper-b4,grid-wide128-b1,grid-default-b8-cluster,nbc-paper-b1,graphs-default-b4096-fused,graphs-paper-b4096-fused,graphs-default-b65536-fused,nbc-default-b1-rows,default-b1-w16,default-b1-o16,default-b1-w16-greedy,default-b1-o16-greedy,nbc-default-b64,nbc-paperwavenet-b1,graphs-paper-b1,grid-wide64-b1-cluster}"
 timeout 200 python3 benchmarks/gpu_probe.py --repeats 3 --rows "$rows" --out "$out" 2>&1 | tee "$out/probe.txt"
 echo "== tests/test_cuda.py"
 # every test's name and outcome kept as it runs: a stage cut short by its limit loses nothing

@@ -36,6 +36,7 @@ class Row:
     steps: int
     backend: str = "triton"
     warps: int | None = None  # triton: warps per program (None: the executor's choice)
+    block_o: int | None = None  # triton: a gated layer's outputs per tile (None: the executor's)
     weights: torch.dtype = torch.float32  # triton: weight storage; graphs: the engine's dtype
     threads: int | None = None  # numba-cuda(-grid): threads per block (None: the executor's)
     unroll: int | None = None  # numba-cuda: window elements per lane in flight
@@ -85,6 +86,11 @@ ROWS = {
     "default-b1-w8": Row("default", 1, "top_p", 8192, warps=8),
     "default-b1-w16": Row("default", 1, "top_p", 8192, warps=16),
     "default-b1-w8-greedy": Row("default", 1, "greedy", 8192, warps=8),
+    # 16 outputs a tile: no spills with Triton 3.5-3.7 (32 spill in greedy steps)
+    "default-b1-o16": Row("default", 1, "top_p", 8192, warps=16, block_o=16),
+    "default-b1-w16-greedy": Row("default", 1, "greedy", 8192, warps=16),
+    "default-b1-o16-greedy": Row("default", 1, "greedy", 8192, warps=16, block_o=16),
+    "paper-b1-o16": Row("paper", 1, "top_p", 1024, warps=16, block_o=16),
     "default-b8": Row("default", 8, "top_p", 4096),
     "default-b64": Row("default", 64, "top_p", 4096),
     "paper-b1-w16": Row("paper", 1, "top_p", 1024, warps=16),
@@ -154,6 +160,7 @@ ROWS = {
 def configure(row: Row) -> None:
     """Set the executors' class-level knobs for ``row`` (reset by ``configure(Row(...))``)."""
     TritonExecutor.num_warps, TritonExecutor.weight_dtype = row.warps, row.weights
+    TritonExecutor.block_o = row.block_o
     CudaExecutor.threads, CudaExecutor.unroll = row.threads, row.unroll
     CudaExecutor.mapping = row.mapping
     GridExecutor.threads, GridExecutor.groups = row.threads, row.groups

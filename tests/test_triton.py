@@ -68,6 +68,19 @@ def test_triton_state_continues_after_prime_and_reset(rng: torch.Generator) -> N
     assert (out.double() - want).abs().max().item() < TOL
 
 
+def test_triton_layers_in_tiles_of_16_outputs(monkeypatch: pytest.MonkeyPatch,
+                                              rng: torch.Generator) -> None:
+    """Gated layers of 20 outputs in tiles of 16 (``TritonExecutor.block_o``, a probe's knob):
+    a whole tile and a ragged one per layer."""
+    monkeypatch.setattr("streamgen.engine.gpu.triton_executor.TritonExecutor.block_o", 16)
+    model = random_sequnet((20, 2, 1, 3), CLASSES, rng)
+    x = torch.randint(0, CLASSES, (2, model.period + 5), generator=rng)
+    engine = StreamingEngine(model, 2, backend="triton", capacity="period")
+    assert engine.executor.blocks["BLOCK_O"] == 16
+    out = feed_in_chunks(engine, x, 7)
+    assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
 SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
              SamplingConfig(top_p=0.8), SamplingConfig(greedy=True)]
 

@@ -3,6 +3,13 @@ ptxas, down to a cubin): catches what the interpreter cannot (types of loop-carr
 constexpr branches). Run as a script, in a process where TRITON_INTERPRET is unset:
 
     python tests/triton_compile.py [compute capability, default 90]
+
+The test suite runs it with the Triton installed; each torch release pins its own (torch 2.11,
+the GPU machine's: 3.6.0). To see what an older one makes of the kernels (ptxas's registers
+and spills differ between releases), put that release first on the path:
+
+    pip install --no-deps --target /tmp/triton36 triton==3.6.0
+    PYTHONPATH=/tmp/triton36:. python tests/triton_compile.py
 """
 
 from __future__ import annotations
@@ -60,7 +67,10 @@ def compile_variants(capability: int) -> None:
 
 def resources(ptx: str, capability: int) -> str:
     """ptxas's resource line for the kernel (registers, spills, stack)."""
-    ptxas = get_ptxas(capability)
+    try:
+        ptxas = get_ptxas(capability)
+    except TypeError:  # triton < 3.6
+        ptxas = get_ptxas()
     ptxas = getattr(ptxas, "path", ptxas)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp, "k.ptx")

@@ -32,8 +32,14 @@ class TritonExecutor(PlacedExecutor):
     """float32 Seq-U-Net plans on a CUDA device (or the Triton interpreter on the CPU)."""
 
     name = "triton"
-    #: Warps per program; None: by the widest layer tile (``_warps``).
+    #: Warps per program; None: 16 for layer tiles of 8k weights or more, else 4. On an H200
+    #: the default model streamed 18.4k samples/s at batch 1 with 16 against 17.2k with 8, the
+    #: paper-size one 1,278 against 1,169 (one run).
     num_warps: int | None = None
+    #: A gated layer's outputs per tile; None: half the layer width, 16 to 32. At 16 warps, 32
+    #: outputs spill with Triton 3.5-3.7 in teacher-forced and greedy steps (356 bytes a
+    #: thread with 3.6, ``tests/triton_compile.py``), 16 with none: a probe row to time.
+    block_o: int | None = None
 
     @staticmethod
     def unsupported(program: StepProgram) -> str | None:
@@ -57,9 +63,11 @@ class TritonExecutor(PlacedExecutor):
         tables = flat.tables
         self.embed, self.embed_bias = f32(tables.embed_table), f32(tables.embed_bias)
         self.head_w, self.head_b = f32(tables.head_weight), f32(tables.head_bias)
+        block_o, block_k = _pow2(tables.width // 2, 16, 32), _pow2(flat.widest, 32, 256)
+        self.warps = self.num_warps or (16 if block_o * block_k >= 8192 else 4)
         self.blocks = dict(
-            BLOCK_O=_pow2(tables.width // 2, 16, 32),
-            BLOCK_K=_pow2(flat.widest, 32, 256),
+            BLOCK_O=self.block_o or block_o,
+            BLOCK_K=block_k,
             BLOCK_C=_pow2(program.classes, 16, 1 << 16),
             BLOCK_H=_pow2(flat.head_width, 16, 32),
             BLOCK_W=_pow2(int(tables.windows[tables.index_ring]), 2, 1 << 10),
@@ -67,14 +75,6 @@ class TritonExecutor(PlacedExecutor):
         )
         self._dummy_f = torch.zeros(1, dtype=torch.float32, device=dev)
         self._dummy_i = torch.zeros(1, dtype=torch.int64, device=dev)
-
-    def _warps(self) -> int:
-        """16 warps for tiles of 8k weights or more: on an H200 the default model streamed
-        18.4k samples/s at batch 1 with 16 against 17.2k with 8, the paper-size one 1,278
-        against 1,169 (one run)."""
-        if self.num_warps is not None:
-            return self.num_warps
-        return 16 if self.blocks["BLOCK_O"] * self.blocks["BLOCK_K"] >= 8192 else 4
 
     def launch(self, block: Block) -> None:
         p, flat, cfg = self.program, self.flat, block.sampling
@@ -92,6 +92,6 @@ class TritonExecutor(PlacedExecutor):
             GENERATE=cfg is not None, WRITE_OUT=block.write_out,
             GREEDY=bool(cfg and cfg.greedy), TOP_K=bool(cfg and cfg.top_k),
             TOP_P=bool(cfg and cfg.top_p < 1.0),
-            num_warps=self._warps(),
+            num_warps=self.warps,
             **self.blocks,
         )

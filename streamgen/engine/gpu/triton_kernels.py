@@ -8,10 +8,18 @@ ring positions and keeps no counters: each operand is ``offset + stream * stride
 Every float frame (rings and the head's input) lives in one flat buffer, the class indices in
 another, the weights in a third. A gated layer is a multiply + reduce of its ``(2C, window)``
 matrix with the flattened window, in tiles of ``BLOCK_O`` outputs by ``BLOCK_K`` inputs (one
-tile for the default model's layers). The pending logits stay in registers from one step to
-the next; free-running steps sample from them inside the kernel with the ``Sampler``'s Gumbel
-noise block and rule (greedy; temperature; top-k; top-p), ranking the classes by comparing
-every pair.
+tile for the default model's layers). The head writes each step's logits to the stream's row
+of ``logits`` (the pending logits); free-running steps read them back and sample inside the
+kernel with the ``Sampler``'s Gumbel noise block and rule (greedy; temperature; top-k; top-p),
+ranking the classes by comparing every pair.
+
+The pending logits go through memory, not registers: carried from step to step, they took
+the head's reduction layout (128 of the 256 classes in every thread at 16 warps), and ptxas
+spilled inside the gated layers' loop. That, and reducing a tile's f rows before loading its
+g rows, cut the spill stores (bytes a thread, ``tests/triton_compile.py``) with the Triton
+releases torch 2.9 to 2.13 bring, 3.5/3.6/3.7: the default tiles (16 warps) with top-k and
+top-p from 148/280/140 to 32/32/0, greedy from 384/552/388 to 372/372/368; narrow models'
+tiles (4 warps) from 848/852/1,080 to none. 3.9 spills in none of them.
 
 Each op loads its row's fields where it uses them. Loading a whole row up front (int32 rows,
 the next op's row prefetched as loop-carried scalars) halved the batch-1 rate on an H200
@@ -61,6 +69,7 @@ def _outranking(s, top, scratch, classes, BLOCK_C: tl.constexpr, BLOCK_R: tl.con
     network costs far more barriers). ``scratch`` holds ``classes`` floats."""
     cc = tl.arange(0, BLOCK_C)
     rr = tl.arange(0, BLOCK_R)
+    tl.debug_barrier()  # every earlier read of the scratch done before it is written
     tl.store(scratch + cc, s, mask=cc < classes)
     tl.debug_barrier()
     acc = tl.zeros([BLOCK_C], dtype=tl.float32)
@@ -100,7 +109,7 @@ def run_block(
     pending ``logits``. Teacher-forced: classes from ``xs`` (B, n_steps), logits of every step
     into ``out`` (B, n_steps, classes) if ``WRITE_OUT``. Free-running (``GENERATE``): each step
     samples from the pending logits with noise rows ``noise_at...`` into ``out`` (B, n_steps)
-    and feeds the sample back. The pending logits are written back at the end."""
+    and feeds the sample back. Each step's logits end in the stream's row of ``logits``."""
     n_steps, t0, period = n_steps.to(tl.int64), t0.to(tl.int64), period.to(tl.int64)
     embed_cols, embed_rows = embed_cols.to(tl.int64), embed_rows.to(tl.int64)
     head_at, head_width = head_at.to(tl.int64), head_width.to(tl.int64)
@@ -114,11 +123,11 @@ def run_block(
     ww = tl.arange(0, BLOCK_W)
     cmask = cc < classes
     head_in = frames_ptr + head_at + pid * head_width
-    scratch = logits_ptr + pid * classes  # free until the pending logits go back at the end
-    lg = tl.load(scratch + cc, mask=cmask, other=-float("inf"))
+    scratch = logits_ptr + pid * classes  # the pending logits, between steps
     for i in range(n_steps):
         phase = (t0 + i) % period
         if GENERATE:
+            lg = tl.load(scratch + cc, mask=cmask, other=-float("inf"))
             if GREEDY:
                 x = tl.argmax(lg, axis=0)
             else:
@@ -163,7 +172,9 @@ def run_block(
                     w = tl.load(head_w_ptr + cc[:, None] * head_width + k[None, :],
                                 mask=cmask[:, None] & km[None, :], other=0.0)
                     acc += tl.sum(w * h[None, :], axis=1)
-                lg = tl.where(cmask, acc, -float("inf"))
+                tl.store(scratch + cc, acc, mask=cmask)
+                if WRITE_OUT:
+                    tl.store(out_ptr + (pid * n_steps + i) * classes + cc, acc, mask=cmask)
             else:
                 e = tl.load(row + 6)
                 if code == OP_EMBED:  # one-hot convolution as table lookups over the window
@@ -197,15 +208,12 @@ def run_block(
                             xin = tl.load(window + k, mask=km, other=0.0)[None, :]
                             wf = tl.load(w_ptr + o[:, None] * pitch + k[None, :], mask=m2,
                                          other=0.0).to(tl.float32)
+                            f += tl.sum(wf * xin, axis=1)
                             wg = tl.load(w_ptr + (o[:, None] + e) * pitch + k[None, :],
                                          mask=m2, other=0.0).to(tl.float32)
-                            f += tl.sum(wf * xin, axis=1)
                             g += tl.sum(wg * xin, axis=1)
                         y = tl.load(newest + o, mask=om, other=0.0) + _tanh(f) * tl.sigmoid(g)
                         tl.store(frames_ptr + dst + o, y, mask=om)
                         if dst2 >= 0:
                             tl.store(frames_ptr + dst2 + o, y, mask=om)
             tl.debug_barrier()
-        if WRITE_OUT:
-            tl.store(out_ptr + (pid * n_steps + i) * classes + cc, lg, mask=cmask)
-    tl.store(logits_ptr + pid * classes + cc, lg, mask=cmask)
