@@ -182,22 +182,32 @@ def test_simulated_warp_collectives_reduce_and_scan_like_numpy(threads: int) -> 
                                rtol=1e-5, atol=1e-3)
 
 
-def test_simulated_barrier_holds_every_round_and_breaks_on_abort() -> None:
-    """``cudasim.Barrier``: no thread leaves a round before every one has arrived, over many
-    rounds; an abort wakes the waiters with ``BrokenBarrierError``, and later waits raise it."""
+def _pass(barrier) -> None:
+    """One round of ``barrier``: a ``cudasim.SplitBarrier``'s two halves, or ``wait``."""
+    if hasattr(barrier, "arrive"):
+        barrier.arrive()
+    barrier.wait()
+
+
+@pytest.mark.parametrize("kind", ["Barrier", "SplitBarrier"])
+def test_simulated_barriers_hold_every_round_and_break_on_abort(kind: str) -> None:
+    """``cudasim.Barrier`` (grid and block barriers) and ``SplitBarrier`` (a cluster's arrive
+    and wait): no thread leaves a round before every one has arrived, over many rounds; an
+    abort wakes the waiters with ``BrokenBarrierError``, and later waits raise it."""
     import threading
     import time
 
-    from streamgen.engine.gpu.cudasim import Barrier
+    from streamgen.engine.gpu import cudasim
 
+    kind = getattr(cudasim, kind)
     parties, rounds = 13, 200
-    barrier, arrived, seen, counting = Barrier(parties), [0] * rounds, [], threading.Lock()
+    barrier, arrived, seen, counting = kind(parties), [0] * rounds, [], threading.Lock()
 
     def run() -> None:
         for r in range(rounds):
             with counting:
                 arrived[r] += 1
-            barrier.wait()
+            _pass(barrier)
             seen.append(arrived[r])
 
     threads = [threading.Thread(target=run, daemon=True) for _ in range(parties)]
@@ -206,12 +216,13 @@ def test_simulated_barrier_holds_every_round_and_breaks_on_abort() -> None:
     for t in threads:
         t.join(60)
     assert len(seen) == parties * rounds and set(seen) == {parties}
+    assert len(getattr(barrier, "_gates", ())) <= 2  # a split barrier keeps no old rounds
 
-    barrier, errors = Barrier(3), []
+    barrier, errors = kind(3), []
 
     def wait() -> None:
         try:
-            barrier.wait()
+            _pass(barrier)
         except threading.BrokenBarrierError as e:
             errors.append(e)
 
@@ -225,4 +236,4 @@ def test_simulated_barrier_holds_every_round_and_breaks_on_abort() -> None:
         t.join(10)
     assert len(errors) == 2 and not any(t.is_alive() for t in waiters)
     with pytest.raises(threading.BrokenBarrierError):
-        barrier.wait()
+        _pass(barrier)

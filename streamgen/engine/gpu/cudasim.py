@@ -240,35 +240,56 @@ class Barrier:
 
 class SplitBarrier:
     """A barrier in two halves over ``parties`` threads: a thread's k-th ``wait`` returns once
-    every party has called ``arrive`` k times (a thread arrives once before each wait)."""
+    every party has called ``arrive`` k times (a thread arrives once before each wait). Each
+    round has a gate like ``Barrier``'s, opened by its last arrival: the waiters pass it on
+    instead of all waking at every arrival."""
 
     def __init__(self, parties: int) -> None:
-        self.parties, self.arrivals, self.broken = parties, 0, False
-        self._changed = threading.Condition()
+        self.parties, self.broken = parties, False
+        self._mutex = threading.Lock()
+        self._arrived: dict[int, int] = {}  # round -> arrivals so far
+        self._gates: dict[int, threading.Lock] = {}  # round -> its gate, closed until complete
+
+    def _gate(self, k: int) -> threading.Lock:
+        """Round ``k``'s gate (under ``_mutex``)."""
+        if k not in self._gates:
+            self._gates[k] = Barrier._closed()
+        return self._gates[k]
 
     def arrive(self) -> None:
         me = threading.current_thread()
-        me._arrivals = getattr(me, "_arrivals", 0) + 1
-        with self._changed:
-            self.arrivals += 1
-            self._changed.notify_all()
+        k = me._arrivals = getattr(me, "_arrivals", 0) + 1
+        with self._mutex:
+            self._arrived[k] = self._arrived.get(k, 0) + 1
+            if self._arrived[k] == self.parties and not self.broken:
+                del self._arrived[k]
+                self._gate(k).release()
+                # every party arrived k times, so every one has passed wait k - 1
+                self._gates.pop(k - 1, None)
 
     def wait(self, timeout: float = 600.0) -> None:
         """Until every party has arrived as often as this thread (a broken barrier, or
         ``timeout`` seconds without that, raise ``BrokenBarrierError``)."""
-        target = threading.current_thread()._arrivals * self.parties
-        with self._changed:
-            if not self._changed.wait_for(lambda: self.arrivals >= target or self.broken,
-                                          timeout):
-                self.broken = True
-                self._changed.notify_all()
+        k = threading.current_thread()._arrivals
+        with self._mutex:
+            if self.broken:
+                raise threading.BrokenBarrierError
+            gate = self._gate(k)
+        if not gate.acquire(timeout=timeout):
+            self.abort()
+            raise threading.BrokenBarrierError
+        gate.release()
         if self.broken:
             raise threading.BrokenBarrierError
 
     def abort(self) -> None:
-        with self._changed:
-            self.broken = True
-            self._changed.notify_all()
+        """Break the barrier: every waiter wakes and raises."""
+        with self._mutex:
+            if not self.broken:
+                self.broken = True
+                for k in self._arrived:  # the rounds not complete: their gates still closed
+                    if k in self._gates:
+                        self._gates[k].release()
 
 
 def _cluster() -> SplitBarrier:
