@@ -17,6 +17,13 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
+from streamgen.engine.sampling import SamplingConfig  # noqa: E402  (after the modes are set)
+
+#: One of each rule the kernels' samplers compile separately: plain, temperature with top-k,
+#: top-p, greedy
+KERNEL_SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
+                    SamplingConfig(top_p=0.8), SamplingConfig(greedy=True)]
+
 
 @pytest.fixture
 def one_thread():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import feed_in_chunks, generated, random_sequnet, randomize_
+from conftest import KERNEL_SAMPLINGS, feed_in_chunks, generated, random_sequnet, randomize_
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.gpu import numba_cuda_available, simulating
@@ -81,11 +81,7 @@ def test_numba_cuda_in_one_warp_after_prime_and_reset(mapping: str,
     assert (out.double() - want).abs().max().item() < TOL
 
 
-SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
-             SamplingConfig(top_p=0.8), SamplingConfig(greedy=True)]
-
-
-@pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
+@pytest.mark.parametrize("sampling", KERNEL_SAMPLINGS, ids=lambda s: s.describe())
 def test_numba_cuda_generates_the_same_samples_as_torch(sampling: SamplingConfig, mapping: str,
                                                         rng: torch.Generator) -> None:
     """40 classes: the nucleus candidates come from both warps of a block."""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import feed_in_chunks, generated, random_sequnet, randomize_
+from conftest import KERNEL_SAMPLINGS, feed_in_chunks, generated, random_sequnet, randomize_
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.gpu import numba_cuda_available, simulating
@@ -74,11 +74,7 @@ def test_grid_engine_barriers_and_loads(barrier: str, prefetch: bool,
     assert (out.double() - want).abs().max().item() < TOL
 
 
-SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
-             SamplingConfig(top_p=0.8), SamplingConfig(greedy=True)]
-
-
-@pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
+@pytest.mark.parametrize("sampling", KERNEL_SAMPLINGS, ids=lambda s: s.describe())
 def test_grid_generates_the_same_samples_as_torch(sampling: SamplingConfig,
                                                   rng: torch.Generator) -> None:
     """40 classes over 32 threads and 3 blocks; every block samples the class by itself."""

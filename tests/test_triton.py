@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import feed_in_chunks, generated, random_sequnet
+from conftest import KERNEL_SAMPLINGS, feed_in_chunks, generated, random_sequnet
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.engine import numba_available
@@ -81,11 +81,7 @@ def test_triton_layers_in_tiles_of_16_outputs(monkeypatch: pytest.MonkeyPatch,
     assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
 
 
-SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
-             SamplingConfig(top_p=0.8), SamplingConfig(greedy=True)]
-
-
-@pytest.mark.parametrize("sampling", SAMPLINGS, ids=lambda s: s.describe())
+@pytest.mark.parametrize("sampling", KERNEL_SAMPLINGS, ids=lambda s: s.describe())
 def test_triton_generates_the_same_samples_as_torch(sampling: SamplingConfig,
                                                     rng: torch.Generator) -> None:
     model = random_sequnet((8, 3, 1, 3), CLASSES, rng)
