@@ -478,6 +478,34 @@ def test_numba_draws_noise_on_a_spare_thread(kind: str, rng) -> None:
 
 
 @pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+@pytest.mark.parametrize("spare", [True, False])
+def test_ctrl_c_waits_for_the_groups_on_the_pool(spare: bool, rng) -> None:
+    """Ctrl-C while the calling thread waits for the pool: the interrupt goes on only once
+    every group is done (their kernels write into arrays that the unwinding frees)."""
+    import signal
+    import threading
+    import time
+
+    model = fresh_sequnet((5, 3, 2, 6, 1), rng)[0]
+    engine = StreamingEngine(model, 1 if spare else 2, backend="numba", threads=2)
+    groups = engine.executor.groups
+    assert groups.spare == spare
+    done, main = [], threading.get_ident()
+
+    def step(group) -> None:
+        if group is groups.groups[-1]:
+            time.sleep(0.1)  # the caller is waiting by then
+            signal.pthread_kill(main, signal.SIGINT)
+            time.sleep(0.3)
+        done.append(group)
+
+    with pytest.raises(KeyboardInterrupt):
+        groups.run(step, lambda: None)
+        time.sleep(5)  # not reached: the interrupt comes first
+    assert len(done) == len(groups.groups)
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
 @pytest.mark.parametrize("batch", [2, 7])
 def test_numba_runs_streams_on_threads(batch: int, rng) -> None:
     """``threads`` streams' groups at most one per stream; by default numba's thread count."""

@@ -13,7 +13,7 @@ thread.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Callable
 
@@ -132,10 +132,27 @@ class StreamGroups:
             return
         for group in rest:
             group.compiled.pos[:] = first.compiled.pos
-        futures = [self.pool.submit(step, group) for group in (self.groups if beside else rest)]
+        futures: list[Future] = []
         try:
+            for group in self.groups if beside else rest:
+                futures.append(self.pool.submit(step, group))
             beside() if beside else step(first)
         finally:
-            wait(futures)
+            _wait_through_interrupts(futures)
         for future in futures:
             future.result()
+
+
+def _wait_through_interrupts(futures: list[Future]) -> None:
+    """Wait for ``futures`` even through Ctrl-C, then let the interrupt go on: their kernels
+    write into arrays that the frames an interrupt unwinds would free under them (a run is a
+    fraction of a second)."""
+    interrupted = False
+    while True:
+        try:
+            wait(futures)
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
+        raise KeyboardInterrupt
