@@ -137,6 +137,21 @@ def test_sigint_keeps_a_valid_file(zoo: Path, tmp_path: Path) -> None:
     assert f"kept {len(audio)} samples" in err.decode()
 
 
+def test_sigint_at_any_moment_of_start_up_is_one_line(zoo: Path, tmp_path: Path) -> None:
+    """Ctrl-C while Python, numpy and torch are importing, or the model loads: exit 130 with
+    one line (an import cut short left torch half-initialised: tracebacks, or a crash)."""
+    env = {**os.environ, "STREAMGEN_MODELS": str(zoo)}
+    for delay in (0.1, 0.3, 0.6, 1.0):
+        proc = subprocess.Popen(["streamgen", "generate", "-o", str(tmp_path / f"{delay}.wav"),
+                                 "--seconds", "60", "--quiet"], env=env, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        lines = err.decode().splitlines()
+        assert proc.returncode == 130 and len(lines) == 1, (delay, proc.returncode, err.decode())
+        assert lines[0].startswith("streamgen: interrupted"), lines
+
+
 def test_include_prime_starts_the_file_with_the_prompt(zoo: Path, tmp_path: Path) -> None:
     prime = tmp_path / "prompt.wav"
     prompt = np.random.default_rng().uniform(-0.5, 0.5, 3000)
