@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import announce_compile
+from .common import CLIError, announce_compile, count
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="the one-minute subset (the default: the full suite)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: 1)")
+    p.add_argument("--threads", type=count(), default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--model", default="default", help="model measured as the default (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("bench-results"),
                    help="folder the results are written to (default: ./%(default)s)")

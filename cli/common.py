@@ -60,6 +60,21 @@ def seconds(forever: bool = False):
     return parse
 
 
+def count(minimum: int = 1):
+    """argparse type for whole numbers of at least ``minimum`` (batches, blocks, threads, steps)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
+        return value
+
+    return parse
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
                    help="zoo model name or checkpoint folder (default: %(default)s)")
@@ -70,7 +85,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", choices=STARTS,
                    help="history before the first sample: zero vectors, or the silence class "
                         "(default: the model's recommendation, zeros unless its card says otherwise)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=count(), default=1,
                    help="torch CPU threads (default: %(default)s; a stream of single samples gains "
                    "nothing from more, and loses much on a busy machine). The numba backend runs "
                    "the streams of a --batch on every core (NUMBA_NUM_THREADS=N to limit)")
@@ -78,8 +93,6 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def set_threads(args: argparse.Namespace) -> None:
     """Apply --threads (before any torch work)."""
-    if args.threads < 1:
-        raise CLIError("--threads must be at least 1")
     import torch
 
     torch.set_num_threads(args.threads)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (CLIError, add_model_options, add_sampling_options, announce_compile, check_output, require,
-                     sampling_config, seconds, set_threads)
+from .common import (CLIError, add_model_options, add_sampling_options, announce_compile, check_output, count,
+                     require, sampling_config, seconds, set_threads)
 
 EXAMPLES = """examples:
   streamgen generate -o out.wav --seconds 10
@@ -32,12 +32,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(else _0, _1, ... are added)")
     p.add_argument("--seconds", type=seconds(), default=10.0,
                    help="duration generated (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=1, help="independent streams, one file each")
+    p.add_argument("--batch", type=count(), default=1,
+                   help="independent streams, one file each (default: %(default)s)")
     p.add_argument("--prime", metavar="FILE", help="continue this audio (any format and rate)")
     p.add_argument("--include-prime", action="store_true",
                    help="start the output with the --prime audio (mono, at the model's rate)")
     p.add_argument("--spectrogram", metavar="PNG", help="also save a spectrogram image")
-    p.add_argument("--block", type=int, default=4096, help="samples per written block")
+    p.add_argument("--block", type=count(), default=4096,
+                   help="samples per written block (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
@@ -61,8 +63,6 @@ def run(args: argparse.Namespace) -> int:
     from streamgen.generation import AudioGenerator
     from streamgen.zoo import load_model
 
-    if args.batch < 1 or args.block < 1:
-        raise CLIError("--batch and --block must be positive")
     if args.include_prime and not args.prime:
         raise CLIError("--include-prime needs --prime FILE")
     if args.output == "-" and sys.stdout.isatty():

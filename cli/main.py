@@ -111,6 +111,13 @@ def _run(argv: list[str] | None) -> int:
         return args.run(args)
     except known_errors() as exc:
         return fail(str(exc))
+    except (MemoryError, RuntimeError) as exc:  # torch's allocators raise RuntimeErrors
+        detail = (str(exc).strip().splitlines() or ["MemoryError"])[0]
+        if not isinstance(exc, MemoryError) and not any(
+                s in detail.lower() for s in ("out of memory", "can't allocate memory")):
+            raise
+        return fail(f"out of memory ({detail[:200]}); make the job smaller: fewer streams "
+                    "(--batch), or shorter training windows (--window)")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (add_model_options, add_sampling_options, announce_compile, check_output, sampling_config, seconds,
-                     set_threads)
+from .common import (add_model_options, add_sampling_options, announce_compile, check_output, count, sampling_config,
+                     seconds, set_threads)
 
 EXAMPLES = """examples:
   streamgen play --seconds 30
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="overwrite --save; play forever even when slower than real time")
     p.add_argument("--prebuffer", type=float, default=None, help="seconds to buffer (default: planned)")
-    p.add_argument("--block", type=int, default=256,
+    p.add_argument("--block", type=count(), default=256,
                    help="samples per produced block (default: %(default)s; the compiled kernel holds "
                    "Python's lock for a block, and the audio callback waits for it)")
     add_model_options(p)

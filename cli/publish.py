@@ -8,7 +8,7 @@ from pathlib import Path
 
 from streamgen.sampling import STARTS
 
-from .common import CLIError, add_sampling_options, sampling_config
+from .common import CLIError, add_sampling_options, count, require, sampling_config, seconds
 
 EXAMPLES = """examples:
   streamgen publish eval runs/mine --data data/bach16k          # -> runs/mine/eval.json
@@ -30,8 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e = steps.add_parser("eval", help="score RUN on the fixed validation targets (writes RUN/eval.json)")
     e.add_argument("run_dir", type=Path, metavar="RUN", help="checkpoint folder of a training run")
     e.add_argument("--data", type=Path, required=True, help="the folder the run was trained on")
-    e.add_argument("--every", type=int, default=4, help="score one block in every N (default: %(default)s)")
-    e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    e.add_argument("--every", type=count(), default=4, help="score one block in every N (default: %(default)s)")
+    e.add_argument("--threads", type=count(), default=1, help="torch CPU threads (default: %(default)s)")
     e.set_defaults(run=run_eval)
     c = steps.add_parser("card", help="copy an evaluated RUN to DEST with an example and a model card")
     c.add_argument("run_dir", type=Path, metavar="RUN", help="checkpoint folder scored by `publish eval`")
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--data", type=Path, required=True, help="the folder the run was trained on")
     c.add_argument("--baseline", action="append", default=[], metavar="NAME=RUN",
                    help="another evaluated run for the comparison table (repeatable)")
-    c.add_argument("--seconds", type=float, default=8.0, help="length of the example (default: %(default)s)")
+    c.add_argument("--seconds", type=seconds(), default=8.0, help="length of the example (default: %(default)s)")
     c.add_argument("--hardware", default="", help="training hardware as the card names it "
                    "(default: this machine's CPU)")
     add_sampling_options(c)  # the sampling the card recommends (stored in config.json) and the example's seed
@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     x = steps.add_parser("example", help="generate a zoo entry's example again and replace "
                          "that section of its card (the rest of the card stays)")
     x.add_argument("dest", type=Path, metavar="DEST", help="zoo folder (e.g. models/default)")
-    x.add_argument("--seconds", type=float, default=8.0, help="length of the example (default: %(default)s)")
+    x.add_argument("--seconds", type=seconds(), default=8.0, help="length of the example (default: %(default)s)")
     x.add_argument("--seed", type=int, default=0, help="the example's seed (default: %(default)s)")
     x.set_defaults(run=run_example)
 

@@ -7,6 +7,8 @@ import json
 import shlex
 import sys
 
+from .common import count
+
 EXAMPLES = """examples:
   streamgen train --build-corpus data/bach16k              # the default Bach-piano corpus
   streamgen train --data data/bach16k --out runs/mine --steps 20000
@@ -42,24 +44,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "--max-bytes, for copying to another machine, and exit; train with --data OUT")
     p.add_argument("--max-bytes", type=_size, default=None, metavar="SIZE",
                    help="largest packed part, e.g. 60M (default: 60M)")
-    p.add_argument("--subset", type=int, metavar="N", help="pack only the first N training files "
+    p.add_argument("--subset", type=count(), metavar="N", help="pack only the first N training files "
                    "(all validation files)")
     p.add_argument("--kind", choices=["sequnet", "wavenet", "tcn"], help="network (default: sequnet)")
     p.add_argument("--config", dest="model", type=json.loads, default=None, metavar="JSON",
                    help="network config fields, e.g. '{\"channels\": 32, \"levels\": 10}'")
-    p.add_argument("--window", dest="output_length", type=int, help="output samples per window")
-    p.add_argument("--batch", dest="batch_size", type=int, help="windows per step")
-    p.add_argument("--steps", type=int, help="optimizer steps in total")
+    p.add_argument("--window", dest="output_length", type=count(), help="output samples per window")
+    p.add_argument("--batch", dest="batch_size", type=count(), help="windows per step")
+    p.add_argument("--steps", type=count(), help="optimizer steps in total")
     p.add_argument("--lr", type=float, help="Adam learning rate")
     p.add_argument("--lr-final", type=float, help="decay the learning rate to this (cosine) by the last step")
-    p.add_argument("--decay-from", type=int, help="step where the decay starts (default 0)")
+    p.add_argument("--decay-from", type=count(0), help="step where the decay starts (default 0)")
     p.add_argument("--grad-clip", type=float, help="clip the gradient norm to this value")
     p.add_argument("--start-windows", type=float, metavar="FRACTION",
                    help="share of windows that start before a file, with silence before it, so "
                         "the model learns to begin from silence (generate --start silence)")
     p.add_argument("--val-fraction", type=float, help="fraction of files held out")
-    p.add_argument("--val-every", type=int, help="steps between validations")
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    p.add_argument("--val-every", type=count(), help="steps between validations")
+    p.add_argument("--checkpoint-every", type=count(), help="steps between checkpoints")
     p.add_argument("--time-budget", dest="time_budget_s", type=_seconds, metavar="TIME",
                    help="fit the step count so that the whole run takes about TIME (e.g. 540, "
                         "9m, 1.5h): the pace is measured over the first steps, --steps and "
@@ -70,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="no mixed precision on GPU")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto, cuda when available; "
                    "under torchrun cuda means each process's own GPU)")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=count(), help="torch CPU threads")
     p.add_argument("--cache-dir", help="where the mu-law encoded files are cached")
     p.set_defaults(run=run, parser_actions=p._actions)
 

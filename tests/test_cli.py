@@ -197,6 +197,33 @@ def test_progress_shows_one_speed_and_ctrl_c_comes_after_it(zoo, tmp_path, monke
     assert "/960k [" in last[-2]  # the bar's final state, on its own line before
 
 
+@pytest.mark.parametrize("error", [
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 128716800000 "
+                 "bytes. Error code 12 (Cannot allocate memory)"),
+    RuntimeError("CUDA out of memory. Tried to allocate 80.00 GiB\nmore lines"),
+    MemoryError()])
+def test_out_of_memory_is_one_line(error: BaseException, monkeypatch: pytest.MonkeyPatch,
+                                   capsys) -> None:
+    """An allocation that fails (too large a --batch) is one line naming the fix; any other
+    RuntimeError is a bug and keeps its traceback."""
+    from streamgen.cli import main as cli_main
+    from streamgen.cli import models
+
+    def raises(exc: BaseException):
+        def run(args):
+            raise exc
+        return run
+
+    monkeypatch.setattr(models, "run_models", raises(error))
+    assert cli_main.main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("streamgen: error: out of memory (")
+    assert "--batch" in err
+    monkeypatch.setattr(models, "run_models", raises(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli_main.main(["models"])
+
+
 def test_ctrl_c_during_start_up_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """Ctrl-C while torch is still importing (before any command runs) exits 130 quietly."""
     from streamgen.cli import main as cli_main

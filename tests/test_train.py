@@ -286,6 +286,27 @@ def test_refuses_to_overwrite_and_checks_kind(audio_dir: Path, tmp_path: Path) -
         train(replace(cfg, kind="tcn", resume=True, steps=2))
 
 
+def test_a_fresh_run_starts_its_own_log(audio_dir: Path, tmp_path: Path) -> None:
+    """A log left by a run that stopped before its first checkpoint (out of memory, say) is not
+    continued by the next run into that folder."""
+    cfg = config(tmp_path, audio_dir, steps=2, checkpoint_every=2)
+    Path(cfg.out_dir).mkdir(parents=True)
+    stale = '{"step": 900, "loss": 1.0}\n'
+    (Path(cfg.out_dir) / LOG_FILE).write_text(stale)
+    train(cfg)
+    log = [json.loads(line) for line in (Path(cfg.out_dir) / LOG_FILE).read_text().splitlines()]
+    assert log and all(r["step"] <= 2 for r in log)
+
+
+@pytest.mark.parametrize("field", ["output_length", "batch_size", "steps", "val_every",
+                                   "checkpoint_every", "threads"])
+def test_config_refuses_counts_below_one(field: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=f"{field} must be at least 1, got 0"):
+        TrainConfig(data="d", out_dir=str(tmp_path), **{field: 0})
+    with pytest.raises(ValueError, match="decay_from must be at least 0"):
+        TrainConfig(data="d", out_dir=str(tmp_path), decay_from=-1)
+
+
 def test_config_from_parsed_options() -> None:
     from argparse import Namespace
 

@@ -124,6 +124,13 @@ class TrainConfig:
     time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
+        for name in ("output_length", "batch_size", "steps", "val_every", "val_windows",
+                     "checkpoint_every", "log_every", "threads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.decay_from < 0:
+            raise ValueError(f"decay_from must be at least 0, got {self.decay_from}")
         if not 0.0 <= self.start_windows <= 1.0:
             raise ValueError(f"start_windows must be a share between 0 and 1, got {self.start_windows}")
         if self.time_budget_s is not None:
@@ -399,6 +406,8 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
         if d.main and (out / LOG_FILE).is_file():  # rows past the checkpoint are redone
             rows = (out / LOG_FILE).read_text().splitlines(keepends=True)
             (out / LOG_FILE).write_text("".join(r for r in rows if json.loads(r)["step"] <= step))
+    elif d.main:  # a fresh run: a log left by one that stopped before its first checkpoint goes
+        (out / LOG_FILE).unlink(missing_ok=True)
 
     net: torch.nn.Module = model
     if d.world > 1:
