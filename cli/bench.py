@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="the one-minute subset (the default: the full suite)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--threads", type=count(), default=1, help="torch CPU threads (default: 1)")
-    p.add_argument("--model", default="default", help="model measured as the default (default: %(default)s)")
+    p.add_argument("--model", help="model measured as the default (default: the zoo's default, "
+                   "or its architecture with random weights where the zoo has none)")
     p.add_argument("--out", type=Path, default=Path("bench-results"),
                    help="folder the results are written to (default: ./%(default)s)")
     p.set_defaults(run=run)
@@ -37,19 +38,23 @@ def run(args: argparse.Namespace) -> int:
     from streamgen.devices import resolve_device
     from streamgen.zoo import ModelNotFoundError, load_model
 
+    if args.out.exists() and not args.out.is_dir():
+        raise CLIError(f"--out {args.out} is a file; give a folder for the results")
     device = str(resolve_device(args.device))
     torch.set_num_threads(args.threads)
     if device.startswith("cuda"):
         from streamgen.bench.gpu import run_gpu_benchmark
 
-        paths = run_gpu_benchmark(quick=args.quick, device=device, model=args.model, out=args.out,
-                                  log=lambda s: print(s, flush=True))
+        paths = run_gpu_benchmark(quick=args.quick, device=device, model=args.model or "default",
+                                  out=args.out, log=lambda s: print(s, flush=True))
     else:
         announce_compile("numba")
         try:
-            model, info = load_model(args.model)
-            default, sampling = (args.model, model), info.sampling
+            model, info = load_model(args.model or "default")
+            default, sampling = (args.model or "default", model), info.sampling
         except ModelNotFoundError:
+            if args.model:  # named, so it must exist
+                raise
             default, sampling = None, None  # the default architecture with random weights
         results = run_suite(QUICK if args.quick else FULL, device=device, default_model=default,
                             sampling=sampling, log=lambda s: print(s, flush=True))

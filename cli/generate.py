@@ -59,7 +59,7 @@ def output_paths(output: str, batch: int) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from streamgen.audio.io import AudioWriter, load_audio
+    from streamgen.audio.io import load_audio
     from streamgen.generation import AudioGenerator
     from streamgen.zoo import load_model
 
@@ -80,11 +80,14 @@ def run(args: argparse.Namespace) -> int:
     model, info = load_model(args.model)
     sampling = sampling_config(args, info)
     rate = info.sample_rate
+    total = int(round(args.seconds * rate))
+    if total < 1:
+        raise CLIError(f"--seconds {args.seconds:g} is less than one sample at {rate} Hz; give "
+                       f"at least {1 / rate:g}")
     prime = load_audio(args.prime, rate) if args.prime else None
     gen = AudioGenerator(model, batch=args.batch, device=args.device, sampling=sampling,
                          seed=args.seed, backend=args.backend, prime=prime, start=args.start or info.start)
-    total = int(round(args.seconds * rate))
-    writers = [AudioWriter(p, rate) for p in paths]
+    writers = _open_writers(paths, rate)
     kept: list[np.ndarray] = []
     if args.include_prime:
         for writer in writers:
@@ -118,6 +121,37 @@ def run(args: argparse.Namespace) -> int:
         save_spectrogram(np.concatenate(kept), rate, args.spectrogram,
                          title=f"{Path(paths[0]).name}: {args.model}, seed {args.seed}")
     return 0
+
+
+def _open_writers(paths: list[str], rate: int) -> list:
+    """One writer per output, every one opened or none: ``--batch N`` keeps N files open at
+    once, which the process's limit may not allow (checked first; a file that fails to open
+    takes back the empty ones opened before it)."""
+    from streamgen.audio.io import AudioWriter
+
+    files = [p for p in paths if p != "-"]
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except ImportError:  # not on Windows
+        soft = resource = None
+    need = len(files) + 64  # beside the outputs, the interpreter's own (libraries, pipes)
+    if resource is not None and soft != resource.RLIM_INFINITY and need > soft:
+        raise CLIError(f"--batch {len(files)} writes {len(files)} files at once, more than this "
+                       f"process may keep open ({soft}, ulimit -n); raise the limit (ulimit -n "
+                       f"{need}) or use a smaller --batch")
+    writers: list[AudioWriter] = []
+    try:
+        for path in paths:
+            writers.append(AudioWriter(path, rate))
+    except BaseException:
+        for writer in writers:
+            writer.close()
+            if writer.path != "-":
+                Path(writer.path).unlink(missing_ok=True)
+        raise
+    return writers
 
 
 def _progress(total: int, quiet: bool):

@@ -71,6 +71,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_card(args: argparse.Namespace) -> int:
+    require("matplotlib", "publish card (its spectrogram)")
     from streamgen.checkpoint import read_info
     from streamgen.publish import write_card
 
@@ -90,6 +91,7 @@ def run_card(args: argparse.Namespace) -> int:
 
 
 def run_example(args: argparse.Namespace) -> int:
+    require("matplotlib", "publish example (its spectrogram)")
     from streamgen.publish import refresh_example
 
     try:

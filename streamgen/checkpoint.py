@@ -174,6 +174,10 @@ class ModelInfo:
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{where}: invalid recommended sampling ({exc}); "
                                   "fix its \"sampling\" entry") from exc
+        rate = data["sample_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
+            raise CheckpointError(f"{where}: sample_rate must be a positive whole number of Hz, "
+                                  f"not {rate!r}; fix it (the rate the model was trained at)")
         if data.get("start", "zeros") not in STARTS:
             raise CheckpointError(f"{where}: unknown start {data['start']!r}; use one of {STARTS} "
                                   "or leave \"start\" out")

@@ -118,6 +118,53 @@ def test_unreadable_file_is_one_clear_line(tmp_path: Path, content: bytes) -> No
     assert str(path) in message and "\n" not in message and "convert" in message
 
 
+@pytest.mark.parametrize("name", ["broken.wav", "broken.flac", "broken.mp3"])
+def test_a_corrupt_file_is_blamed_not_a_missing_decoder(tmp_path: Path, name: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without librosa, a corrupt file of a kind libsndfile reads is called unreadable (it
+    used to say "librosa is not installed", which installing would not fix); a kind only
+    librosa reads names it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "librosa", None)
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "librosa" else 1)
+    path = tmp_path / name
+    path.write_bytes(b"not audio at all" * 20)
+    with pytest.raises(AudioFileError, match=r"not a readable audio file \(LibsndfileError"):
+        load_audio(path, 16000)
+    other = tmp_path / "take.m4a"
+    other.write_bytes(b"not audio at all" * 20)
+    with pytest.raises(AudioFileError, match=r"librosa is not installed; pip install"):
+        load_audio(other, 16000)
+
+
+def test_nan_or_infinite_samples_are_refused(tmp_path: Path) -> None:
+    for bad in (np.nan, np.inf):
+        audio = np.zeros(800, np.float32)
+        audio[100] = bad
+        sf.write(tmp_path / "bad.wav", audio, 16000, subtype="FLOAT")
+        with pytest.raises(AudioFileError, match="NaN or infinite samples"):
+            load_audio(tmp_path / "bad.wav", 16000)
+
+
+def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "full.wav"
+    writer = AudioWriter(path, 16000)
+    writer.write(np.zeros(400))
+
+    def full(self, data):
+        raise sf.LibsndfileError(2, "System error.")  # what libsndfile says on ENOSPC
+
+    monkeypatch.setattr(sf.SoundFile, "write", full)
+    with pytest.raises(AudioFileError, match=r"full.wav: writing failed after 400 samples .*disk "
+                                             r"full\?.*what was written is kept"):
+        writer.write(np.zeros(400))
+    monkeypatch.undo()
+    writer.close()
+    assert sf.info(str(path)).frames == 400
+
+
 def test_missing_and_empty_files(tmp_path: Path) -> None:
     with pytest.raises(AudioFileError, match="no such audio file"):
         load_audio(tmp_path / "missing.wav", 16000)

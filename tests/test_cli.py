@@ -224,6 +224,23 @@ def test_out_of_memory_is_one_line(error: BaseException, monkeypatch: pytest.Mon
         cli_main.main(["models"])
 
 
+def test_bench_refuses_a_missing_model_and_a_file_for_its_folder(zoo: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys) -> None:
+    """Before any measuring: a model named but not in the zoo (it used to run random weights
+    under the name "default-architecture"), and an --out that is a file (the results were
+    lost after the whole run)."""
+    from streamgen.cli import main as cli_main
+
+    monkeypatch.setenv("STREAMGEN_MODELS", str(zoo))
+    assert cli_main.main(["bench", "--quick", "--model", "nope", "--out", str(tmp_path)]) == 2
+    assert "nope" in capsys.readouterr().err
+    taken = tmp_path / "afile"
+    taken.write_text("")
+    assert cli_main.main(["bench", "--quick", "--out", str(taken)]) == 2
+    assert capsys.readouterr().err == f"streamgen: error: --out {taken} is a file; give a folder for the results\n"
+
+
 def test_ctrl_c_during_start_up_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """Ctrl-C while torch is still importing (before any command runs) exits 130 quietly."""
     from streamgen.cli import main as cli_main

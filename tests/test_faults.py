@@ -96,6 +96,12 @@ def old_libsndfile(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sf, "available_formats", lambda: formats)
 
 
+def few_open_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (256, 4096))
+
+
 def terminal_stdout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
 
@@ -122,7 +128,20 @@ FAULTS = [
     ("--seconds zero", ["generate", "-o", "x.wav", "--seconds", "0"], "seconds > 0", None),
     ("play --seconds nan", ["play", "--seconds", "nan"], "'nan' is not a duration", None),
     ("bad sampling", [*GEN, "--temperature", "0"], "temperature", None),
-    ("bad --batch", [*GEN, "--batch", "0"], "--batch and --block must be positive", None),
+    ("bad --batch", [*GEN, "--batch", "0"], "argument --batch: '0' is not a whole number >= 1", None),
+    ("--batch past the open-file limit", [*GEN, "--batch", "300"], "(256, ulimit -n)", few_open_files),
+    ("--seconds under one sample", [*GEN[:3], "--seconds", "1e-9"], "is less than one sample at 16000 Hz",
+     None),
+    ("prime with NaN", [*GEN, "--prime", "nan.wav"], "nan.wav: holds NaN or infinite samples", None),
+    ("unreadable prime, no librosa", [*GEN, "--prime", "bad.wav"], "bad.wav: not a readable audio file",
+     missing("librosa")),
+    ("model with a bad sample rate", ["info", "badrate"], "sample_rate must be a positive whole number", None),
+    ("bench: unknown model", ["bench", "--quick", "--model", "nope"], "no model named 'nope'", None),
+    ("bench --out a file", ["bench", "--quick", "--out", "exists.wav"], "--out exists.wav is a file", None),
+    ("bad --threads", ["bench", "--threads", "0"], "argument --threads: '0' is not a whole number", None),
+    ("train --batch 0", [*TRAIN, "--batch", "0"], "argument --batch: '0' is not a whole number", None),
+    ("publish card without matplotlib", ["publish", "card", "finished", "zoo/new", "--data", "audio"],
+     'pip install "streamgen[plot]"', missing("matplotlib")),
     ("unknown backend", [*GEN, "--backend", "jax"], "invalid choice: 'jax'", None),
     ("backend not here", [*GEN, "--backend", "numba-cuda"], "use the torch backend", no_kernels_on_cpu),
     ("unknown device", [*GEN, "--device", "tpu"], "unknown device 'tpu'", None),
@@ -152,8 +171,9 @@ FAULTS = [
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A folder with a small model zoo (``default``, a corrupt ``broken``), a finished training
-    run, a valid WAV, a file that is not audio and a folder of audio; the current folder."""
+    """A folder with a small model zoo (``default``, a corrupt ``broken``, ``badrate`` with a
+    sample rate of 0), a finished training run, a valid WAV, one of NaNs, a file that is not
+    audio and a folder of audio; the current folder."""
     model = SeqUNet(SeqUNetConfig(4, 2, 1, 3))
     randomize_(model, torch.Generator().manual_seed(3))
     zoo = tmp_path / "zoo"
@@ -162,6 +182,10 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     save_checkpoint(tmp_path / "finished", model, sample_rate=RATE)
     weights = zoo / "broken" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100] + bytes(100))
+    save_checkpoint(zoo / "badrate", model, sample_rate=RATE)
+    config = json.loads((zoo / "badrate" / "config.json").read_text())
+    (zoo / "badrate" / "config.json").write_text(json.dumps({**config, "sample_rate": 0}))
+    sf.write(tmp_path / "nan.wav", np.full(800, np.nan, np.float32), RATE, subtype="FLOAT")
     sf.write(tmp_path / "exists.wav", np.random.default_rng().uniform(-0.5, 0.5, 800), RATE)
     (tmp_path / "bad.wav").write_bytes(b"RIFF, but not audio")
     (tmp_path / "audio").mkdir()

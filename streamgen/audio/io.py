@@ -11,6 +11,7 @@ does on ``KeyboardInterrupt``.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import warnings
 from pathlib import Path
@@ -81,13 +82,30 @@ def _read_librosa(path: Path) -> tuple[np.ndarray, int]:
     return np.atleast_2d(data).T, int(sr)
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError, AttributeError):  # None in sys.modules: import blocked
+        return False
+
+
+def _soundfile_reads(path: Path) -> bool:
+    """Whether libsndfile reads files of ``path``'s kind (by extension): when it fails on one,
+    the file is at fault, not a missing decoder."""
+    suffix = path.suffix.lower().lstrip(".")
+    return {"aif": "AIFF", "oga": "OGG", "opus": "OGG"}.get(suffix, suffix.upper()) in sf.available_formats()
+
+
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
     """Read ``path`` as float32 mono at ``sample_rate`` (channels averaged, then resampled)."""
     path = Path(path)
     if not path.is_file():
         raise AudioFileError(f"{path}: no such audio file; check the path")
     errors = []
-    for reader in (_read_soundfile, _read_librosa):
+    readers = [_read_soundfile]
+    if not _soundfile_reads(path) or _installed("librosa"):
+        readers.append(_read_librosa)  # more formats (and decoders of last resort)
+    for reader in readers:
         try:
             data, sr = reader(path)
             break
@@ -102,6 +120,9 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         )
     if data.shape[0] == 0:
         raise AudioFileError(f"{path}: the file holds no audio frames; remove it")
+    if not np.isfinite(data).all():
+        raise AudioFileError(f"{path}: holds NaN or infinite samples; export the audio again "
+                             "(or replace them) and retry")
     mono = data.mean(axis=1, dtype=np.float32)
     return np.ascontiguousarray(resample(mono, sr, sample_rate), dtype=np.float32)
 
@@ -163,8 +184,14 @@ class AudioWriter:
             self._stream.write(to_pcm16(frames).tobytes())
             self._stream.flush()
         elif self._file is not None:
-            self._file.write(to_pcm16(frames) if self._pcm16 else frames)
-            self._file.flush()
+            try:
+                self._file.write(to_pcm16(frames) if self._pcm16 else frames)
+                self._file.flush()
+            except (sf.LibsndfileError, OSError) as exc:  # a full disk: "System error."
+                raise AudioFileError(
+                    f"{self.path}: writing failed after {self.frames_written} samples ({exc}); "
+                    "is the disk full? Free space or write elsewhere (what was written is "
+                    "kept)") from exc
         else:
             raise ValueError(f"{self.path}: writer is closed")
         self.frames_written += len(frames)
@@ -174,8 +201,11 @@ class AudioWriter:
         back from the file: Ctrl-C can land after a block reached the file but before it was
         counted."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except (sf.LibsndfileError, OSError, RuntimeError):
+                pass  # a full disk: the header written last time stands
             try:
                 self.frames_written = sf.info(self.path).frames
             except (sf.LibsndfileError, RuntimeError, OSError):
