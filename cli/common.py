@@ -98,11 +98,13 @@ def set_threads(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
 
 
-def add_sampling_options(p: argparse.ArgumentParser) -> None:
+def add_sampling_options(p: argparse.ArgumentParser, streams: bool = False) -> None:
+    """The sampling options; ``streams``: the command has --batch (its seeds per stream)."""
     g = p.add_argument_group("sampling (unset options take the model's recommended values)")
     g.add_argument("--seed", type=int, default=0,
-                   help="random seed (default: %(default)s); stream i of a --batch uses SEED + i, "
-                   "so any one of them plays again alone with --seed SEED+i")
+                   help="random seed (default: %(default)s)" + (
+                       "; stream i of a --batch uses SEED + i, so any one of them plays again "
+                       "alone with --seed SEED+i" if streams else ""))
     g.add_argument("--temperature", type=float, help="softmax temperature (plain: 1)")
     g.add_argument("--top-k", type=int, help="keep the k most likely classes (0: off)")
     g.add_argument("--top-p", type=float, help="nucleus sampling mass (1: off)")

@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(p)
-    add_sampling_options(p)
+    add_sampling_options(p, streams=True)
     p.set_defaults(run=run)
 
 
