@@ -38,7 +38,7 @@ from streamgen.engine import SamplingConfig
 from streamgen.engine.cost import mean_macs
 from streamgen.generation import AudioGenerator
 from streamgen.nn import StreamableNetwork
-from streamgen.train.data import EncodedAudio, split_files
+from streamgen.train.data import open_training_data
 from streamgen.train.loop import evaluate
 
 FIRST_TARGET = 16384
@@ -61,7 +61,7 @@ def evaluate_run(run: Path, data: Path, every: int = 4, threads: int = 1, *,
     """Validation NLL of a checkpoint on the fixed, receptive-field-independent targets."""
     torch.set_num_threads(threads)
     model, info = load_checkpoint(run)
-    val = EncodedAudio(split_files(data).validation, info.sample_rate)
+    val = open_training_data(data, info.sample_rate).validation  # training's split, skips included
     in_len = model.input_length(block)
     positions = val.target_positions(first_target, in_len, block, every)
     if not len(positions):
@@ -163,8 +163,8 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
                          f"in {dtype}, over a zoo entry's {ZOO_MAX_BYTES / 1e6:g} MB; {fix}")
     rate = info.sample_rate
     ev = read_eval(run)
-    split = split_files(data)
-    hours = [EncodedAudio(files, rate).total_samples / rate / 3600 for files in (split.train, split.validation)]
+    sets = open_training_data(data, rate)  # unreadable files passed over, as training did
+    hours = [part.total_samples / rate / 3600 for part in (sets.train, sets.validation)]
     dest.mkdir(parents=True, exist_ok=True)
     if dtype == info.weights_dtype and not info.weight_shards:
         shutil.copy2(run / WEIGHTS, dest / WEIGHTS)
@@ -185,7 +185,7 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
     example = write_example(dest, model, shipped, seconds, seed)
 
     data_dir = f"data/{data.name}"
-    seen_note, pack_line, train_data, seen_h = _data_seen(training.get("data", {}), len(split.train), rate, data_dir)
+    seen_note, pack_line, train_data, seen_h = _data_seen(training.get("data", {}), len(sets.train.tracks), rate, data_dir)
     rows = [_comparison_row(f"{dest.name} (this model)", model, info, ev["val_bits_per_sample"])]
     for label, other in (baselines or {}).items():
         rows.append(_comparison_row(label, *load_checkpoint(other), read_eval(other)["val_bits_per_sample"]))
@@ -202,7 +202,7 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
         seen_h=summary["target_samples_seen"] / rate / 3600,
         epochs=summary["target_samples_seen"] / rate / 3600 / (seen_h or hours[0]), seen_note=seen_note,
         pack=pack_line, start=shipped.start,
-        train_files=len(split.train), train_h=hours[0], val_h=hours[1], rate_s=summary["median_target_samples_per_s"] or 0,
+        train_files=len(sets.train.tracks), train_h=hours[0], val_h=hours[1], rate_s=summary["median_target_samples_per_s"] or 0,
         wall=_duration(summary["target_samples_seen"] / (summary["median_target_samples_per_s"] or math.inf)),
         hardware=summary["hardware"], threads=f"{summary['threads']} thread(s), " if summary["threads"] else "",
         example=example, data_dir=data_dir,

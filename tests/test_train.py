@@ -403,6 +403,25 @@ def test_build_corpus_renders_normalised_mono_audio(tmp_path: Path) -> None:
     assert split_files(tmp_path / "bach").train == [tmp_path / "bach" / r for r in expected]
 
 
+def test_publish_eval_passes_over_unreadable_files_as_training_does(audio_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    """A junk file that training skipped neither stops ``publish eval`` nor changes its
+    score (the same split of what is readable)."""
+    from streamgen.checkpoint import save_checkpoint
+    from streamgen.nn import SeqUNet, SeqUNetConfig
+    from streamgen.publish import evaluate_run
+
+    save_checkpoint(tmp_path / "run", SeqUNet(SeqUNetConfig(**TINY_SEQUNET)), sample_rate=16000)
+    junk = tmp_path / "junk"
+    shutil.copytree(audio_dir, junk)
+    for i in range(30):  # some land in the validation split
+        (junk / f"broken{i}.wav").write_bytes(b"not audio" * 50)
+    scores = [evaluate_run(tmp_path / "run", folder, first_target=2000, block=1000)
+              for folder in (audio_dir, junk)]
+    assert scores[0]["val_bits_per_sample"] == scores[1]["val_bits_per_sample"]
+    assert scores[0]["targets"] == scores[1]["targets"] > 0
+
+
 def test_target_positions_give_the_same_targets_to_any_network(tmp_path) -> None:
     from streamgen.train.data import EncodedAudio
 
