@@ -91,6 +91,15 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    "the streams of a --batch on every core (NUMBA_NUM_THREADS=N to limit)")
 
 
+def audio_rate(info: ModelInfo, name: str) -> int:
+    """The sample rate of an audio model (a model of symbolic sequences stores 0)."""
+    if info.sample_rate < 1:
+        raise CLIError(f"{name} is not an audio model (sample_rate {info.sample_rate} in its "
+                       "config.json: a model of symbolic sequences); choose an audio model "
+                       "(streamgen models)")
+    return info.sample_rate
+
+
 def set_threads(args: argparse.Namespace) -> None:
     """Apply --threads (before any torch work)."""
     import torch

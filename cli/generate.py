@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import (CLIError, add_model_options, add_sampling_options, announce_compile, check_output, count,
-                     require, sampling_config, seconds, set_threads)
+from .common import (CLIError, add_model_options, add_sampling_options, announce_compile, audio_rate, check_output,
+                     count, require, sampling_config, seconds, set_threads)
 
 EXAMPLES = """examples:
   streamgen generate -o out.wav --seconds 10
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         check_output(args.spectrogram, args.force, audio=False)
     model, info = load_model(args.model)
     sampling = sampling_config(args, info)
-    rate = info.sample_rate
+    rate = audio_rate(info, args.model)
     total = int(round(args.seconds * rate))
     if total < 1:
         raise CLIError(f"--seconds {args.seconds:g} is less than one sample at {rate} Hz; give "

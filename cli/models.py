@@ -56,7 +56,7 @@ def run_models(args: argparse.Namespace) -> int:
             print(f"{r['name']:<20} unreadable: {r['error']}")
             continue
         rf = r["receptive_field"]
-        rf_text = f"{rf:,} ({rf / r['sample_rate']:.2f}s)" if rf else "-"
+        rf_text = (f"{rf:,} ({rf / r['sample_rate']:.2f}s)" if r["sample_rate"] else f"{rf:,}") if rf else "-"
         val = f"{r['val_bits_per_sample']:.3f}" if r["val_bits_per_sample"] is not None else "-"
         print(f"{r['name']:<20} {r['kind']:<8} {r['params'] or 0:>10,} {rf_text:>14} "
               f"{r['sample_rate']:>6} {val:>15}  {r['weights_sha256'][:16]}")
@@ -95,7 +95,7 @@ def run_info(args: argparse.Namespace) -> int:
         "config": info.config.to_dict(),
         "params": model.num_parameters(),
         "receptive_field": model.receptive_field,
-        "receptive_field_seconds": model.receptive_field / rate,
+        "receptive_field_seconds": model.receptive_field / rate if rate else None,
         "macs_per_sample": sum(per) / len(per),
         "macs_worst_step": max(per),
         "training": info.training,
@@ -107,8 +107,9 @@ def run_info(args: argparse.Namespace) -> int:
     train = info.training
     rows = [("kind", f"{info.kind}  {json.dumps(info.config.to_dict())}"),
             ("parameters", f"{details['params']:,}"),
-            ("receptive field", f"{details['receptive_field']:,} samples "
-                                f"({details['receptive_field_seconds']:.2f} s at {rate} Hz)"),
+            ("receptive field", f"{details['receptive_field']:,} samples" + (
+                f" ({details['receptive_field_seconds']:.2f} s at {rate} Hz)" if rate else
+                " (not audio: sample_rate 0)")),
             ("cost", f"{details['macs_per_sample']:,.0f} MACs/sample (worst step {details['macs_worst_step']:,})")]
     if info.sampling.changes():
         rows.append(("sampling", f"{json.dumps(info.sampling.changes())} (recommended; options override)"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import (add_model_options, add_sampling_options, announce_compile, check_output, count, sampling_config,
-                     seconds, set_threads)
+from .common import (add_model_options, add_sampling_options, announce_compile, audio_rate, check_output, count,
+                     sampling_config, seconds, set_threads)
 
 EXAMPLES = """examples:
   streamgen play --seconds 30
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_device(args.device)  # a torch device that cannot run fails before any work
     set_threads(args)
     model, info = load_model(args.model)
-    rate = info.sample_rate
+    rate = audio_rate(info, args.model)
     open_output_device(args.device_name, rate)  # no device, or none for this rate: say so now
     from streamgen.generation import AudioGenerator
 

@@ -175,9 +175,10 @@ class ModelInfo:
             raise CheckpointError(f"{where}: invalid recommended sampling ({exc}); "
                                   "fix its \"sampling\" entry") from exc
         rate = data["sample_rate"]
-        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
-            raise CheckpointError(f"{where}: sample_rate must be a positive whole number of Hz, "
-                                  f"not {rate!r}; fix it (the rate the model was trained at)")
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 0:
+            raise CheckpointError(f"{where}: sample_rate must be a whole number of Hz (0: not "
+                                  f"audio, e.g. a model of notes), not {rate!r}; fix it (the "
+                                  "rate the model was trained at)")
         if data.get("start", "zeros") not in STARTS:
             raise CheckpointError(f"{where}: unknown start {data['start']!r}; use one of {STARTS} "
                                   "or leave \"start\" out")

@@ -135,7 +135,8 @@ FAULTS = [
     ("prime with NaN", [*GEN, "--prime", "nan.wav"], "nan.wav: holds NaN or infinite samples", None),
     ("unreadable prime, no librosa", [*GEN, "--prime", "bad.wav"], "bad.wav: not a readable audio file",
      missing("librosa")),
-    ("model with a bad sample rate", ["info", "badrate"], "sample_rate must be a positive whole number", None),
+    ("model with a bad sample rate", ["info", "badrate"], "sample_rate must be a whole number of Hz", None),
+    ("generate from a model of notes", [*GEN, "--model", "notes"], "notes is not an audio model", None),
     ("bench: unknown model", ["bench", "--quick", "--model", "nope"], "no model named 'nope'", None),
     ("bench --out a file", ["bench", "--quick", "--out", "exists.wav"], "--out exists.wav is a file", None),
     ("bad --threads", ["bench", "--threads", "0"], "argument --threads: '0' is not a whole number", None),
@@ -172,8 +173,9 @@ FAULTS = [
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A folder with a small model zoo (``default``, a corrupt ``broken``, ``badrate`` with a
-    sample rate of 0), a finished training run, a valid WAV, one of NaNs, a file that is not
-    audio and a folder of audio; the current folder."""
+    sample rate of -1, ``notes`` with 0 as models of symbolic sequences have), a finished
+    training run, a valid WAV, one of NaNs, a file that is not audio and a folder of audio;
+    the current folder."""
     model = SeqUNet(SeqUNetConfig(4, 2, 1, 3))
     randomize_(model, torch.Generator().manual_seed(3))
     zoo = tmp_path / "zoo"
@@ -184,7 +186,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     weights.write_bytes(weights.read_bytes()[:-100] + bytes(100))
     save_checkpoint(zoo / "badrate", model, sample_rate=RATE)
     config = json.loads((zoo / "badrate" / "config.json").read_text())
-    (zoo / "badrate" / "config.json").write_text(json.dumps({**config, "sample_rate": 0}))
+    (zoo / "badrate" / "config.json").write_text(json.dumps({**config, "sample_rate": -1}))
+    save_checkpoint(zoo / "notes", model, sample_rate=0)  # as the symbolic tasks store theirs
     sf.write(tmp_path / "nan.wav", np.full(800, np.nan, np.float32), RATE, subtype="FLOAT")
     sf.write(tmp_path / "exists.wav", np.random.default_rng().uniform(-0.5, 0.5, 800), RATE)
     (tmp_path / "bad.wav").write_bytes(b"RIFF, but not audio")
