@@ -39,7 +39,7 @@ from streamgen.engine.cost import mean_macs
 from streamgen.generation import AudioGenerator
 from streamgen.nn import StreamableNetwork
 from streamgen.train.data import open_training_data
-from streamgen.train.loop import evaluate
+from streamgen.train.loop import evaluate, warn
 
 FIRST_TARGET = 16384
 BLOCK = 8192
@@ -61,7 +61,7 @@ def evaluate_run(run: Path, data: Path, every: int = 4, threads: int = 1, *,
     """Validation NLL of a checkpoint on the fixed, receptive-field-independent targets."""
     torch.set_num_threads(threads)
     model, info = load_checkpoint(run)
-    val = open_training_data(data, info.sample_rate).validation  # training's split, skips included
+    val = open_training_data(data, info.sample_rate, warn=warn).validation  # training's split
     in_len = model.input_length(block)
     positions = val.target_positions(first_target, in_len, block, every)
     if not len(positions):
@@ -163,7 +163,7 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
                          f"in {dtype}, over a zoo entry's {ZOO_MAX_BYTES / 1e6:g} MB; {fix}")
     rate = info.sample_rate
     ev = read_eval(run)
-    sets = open_training_data(data, rate)  # unreadable files passed over, as training did
+    sets = open_training_data(data, rate, warn=warn)  # unreadable files passed over, as in training
     hours = [part.total_samples / rate / 3600 for part in (sets.train, sets.validation)]
     dest.mkdir(parents=True, exist_ok=True)
     if dtype == info.weights_dtype and not info.weight_shards:

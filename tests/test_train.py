@@ -403,8 +403,8 @@ def test_build_corpus_renders_normalised_mono_audio(tmp_path: Path) -> None:
     assert split_files(tmp_path / "bach").train == [tmp_path / "bach" / r for r in expected]
 
 
-def test_publish_eval_passes_over_unreadable_files_as_training_does(audio_dir: Path,
-                                                                    tmp_path: Path) -> None:
+def test_publish_eval_passes_over_unreadable_files_as_training_does(audio_dir: Path, tmp_path: Path,
+                                                                    capsys) -> None:
     """A junk file that training skipped neither stops ``publish eval`` nor changes its
     score (the same split of what is readable)."""
     from streamgen.checkpoint import save_checkpoint
@@ -420,6 +420,8 @@ def test_publish_eval_passes_over_unreadable_files_as_training_does(audio_dir: P
               for folder in (audio_dir, junk)]
     assert scores[0]["val_bits_per_sample"] == scores[1]["val_bits_per_sample"]
     assert scores[0]["targets"] == scores[1]["targets"] > 0
+    warnings = capsys.readouterr().err.splitlines()  # each skipped file named, as in training
+    assert len(warnings) == 30 and all(w.startswith("streamgen: warning: skipping ") for w in warnings)
 
 
 def test_target_positions_give_the_same_targets_to_any_network(tmp_path) -> None:
