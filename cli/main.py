@@ -6,9 +6,6 @@ import argparse
 import os
 import signal
 import sys
-import threading
-from contextlib import contextmanager
-from typing import Iterator
 
 EPILOG = """examples:
   streamgen generate -o out.wav --seconds 10
@@ -79,31 +76,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-@contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Ctrl-C held until the block is done, then raised: an import cut short leaves its
-    module half-initialised (torch then fails in its own ways, or crashes the interpreter)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if held:
-        raise KeyboardInterrupt
-
-
 def _run(argv: list[str] | None) -> int:
+    from streamgen.signals import deferred_signals
+
     from .common import fail
 
-    with _interrupts_held():
+    # Ctrl-C held until the imports are whole: one cut short leaves its module half-initialised
+    # (torch then fails in its own ways, or crashes the interpreter)
+    with deferred_signals(signal.SIGINT) as interrupted:
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.command is not None:
-            import torch  # noqa: F401  (every command's; whole before Ctrl-C can cut in)
+            import torch  # noqa: F401  (every command's)
+    if interrupted():
+        raise KeyboardInterrupt
     if args.command is None:
         parser.print_help()
         return 0

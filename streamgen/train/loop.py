@@ -26,13 +26,11 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from argparse import Namespace
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -52,6 +50,7 @@ from streamgen.checkpoint import (
 from streamgen.devices import resolve_device
 from streamgen.nn import StreamableNetwork, build_network
 from streamgen.nn.layers import crop_front, one_hot_channels
+from streamgen.signals import deferred_signals
 from streamgen.train.data import open_training_data
 
 LOG_FILE = "train_log.jsonl"
@@ -318,24 +317,6 @@ def _prepare_model(config: TrainConfig, out: Path) -> tuple[StreamableNetwork, M
     return build_network(config.kind, config.model), None
 
 
-@contextmanager
-def _deferred_interrupts() -> Iterator[Callable[[], bool]]:
-    """While inside, SIGINT and SIGTERM set a flag (the yielded function reads it) instead of
-    stopping the process, so no step or checkpoint is cut short. Outside the main thread
-    signals cannot be caught: the flag stays unset."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield lambda: bool(received)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def warn(message: str) -> None:
     """One warning line on stderr."""
     print(f"streamgen: warning: {message}", file=sys.stderr, flush=True)
@@ -453,7 +434,8 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
     per_rank = config.batch_size // d.world
     saved = -1  # the step of the newest checkpoint
     started = time.perf_counter()
-    with _deferred_interrupts() as interrupted:
+    # SIGINT and SIGTERM only set a flag: no step or checkpoint is cut short
+    with deferred_signals(signal.SIGINT, signal.SIGTERM) as interrupted:
         val_seconds = 0.0
         if step == 0 and len(val_positions):
             last.update(validate())
