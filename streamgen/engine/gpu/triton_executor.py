@@ -36,9 +36,8 @@ class TritonExecutor(PlacedExecutor):
     #: the default model streamed 18.4k samples/s at batch 1 with 16 against 17.2k with 8, the
     #: paper-size one 1,278 against 1,169 (one run).
     num_warps: int | None = None
-    #: A gated layer's outputs per tile; None: half the layer width, 16 to 32. At 16 warps, 32
-    #: outputs spill with Triton 3.5-3.7 in teacher-forced and greedy steps (356 bytes a
-    #: thread with 3.6, ``tests/triton_compile.py``), 16 with none: a probe row to time.
+    #: A gated layer's outputs per tile; None: half the layer width, 16 to 32. Neither spills
+    #: (``tests/triton_compile.py``, Triton 3.5 to 3.9); 16 against 32 is a probe row to time.
     block_o: int | None = None
 
     @staticmethod

@@ -16,10 +16,11 @@ ranking the classes by comparing every pair.
 The pending logits go through memory, not registers: carried from step to step, they took
 the head's reduction layout (128 of the 256 classes in every thread at 16 warps), and ptxas
 spilled inside the gated layers' loop. That, and reducing a tile's f rows before loading its
-g rows, cut the spill stores (bytes a thread, ``tests/triton_compile.py``) with the Triton
-releases torch 2.9 to 2.13 bring, 3.5/3.6/3.7: the default tiles (16 warps) with top-k and
-top-p from 148/280/140 to 32/32/0, greedy from 384/552/388 to 372/372/368; narrow models'
-tiles (4 warps) from 848/852/1,080 to none. 3.9 spills in none of them.
+g rows, removed the spills (bytes a thread, ``tests/triton_compile.py``, pointers aligned as
+the JIT launches them) with the Triton releases torch 2.9 to 2.13 bring, 3.5/3.6/3.7: the
+default tiles (16 warps) with top-k and top-p from 184/192/172 to none; narrow models' tiles
+(4 warps) from 436/416/436 to 0/12/4. Teacher-forced and greedy steps in the default tiles
+spill in none; 3.9 in none of them.
 
 Each op loads its row's fields where it uses them. Loading a whole row up front (int32 rows,
 the next op's row prefetched as loop-carried scalars) halved the batch-1 rate on an H200
