@@ -506,6 +506,36 @@ def test_ctrl_c_waits_for_the_groups_on_the_pool(spare: bool, rng) -> None:
 
 
 @pytest.mark.skipif(not numba_available(), reason="numba is not installed")
+def test_ctrl_c_right_after_a_submit_still_waits_for_that_group(rng, monkeypatch) -> None:
+    """Ctrl-C in the instant after the pool takes a group, before the run has noted it: the
+    run still waits for that group before the interrupt goes on, and runs on after it."""
+    import signal
+    import time
+
+    model = fresh_sequnet((5, 3, 2, 6, 1), rng)[0]
+    groups = StreamingEngine(model, 2, backend="numba", threads=2).executor.groups
+    submit, submitted, done = groups.pool.submit, [], []
+
+    def interrupted_submit(step, group):
+        future = submit(step, group)
+        submitted.append(group)
+        signal.raise_signal(signal.SIGINT)  # handled before the run has the future
+        return future
+
+    def step(group) -> None:
+        if group is not groups.groups[0]:
+            time.sleep(0.3)
+        done.append(group)
+
+    monkeypatch.setattr(groups.pool, "submit", interrupted_submit)
+    with pytest.raises(KeyboardInterrupt):
+        groups.run(step)
+    assert [g.streams for g in done] == [g.streams for g in submitted] != []
+    groups.run(step)
+    assert len(done) == len(submitted) + len(groups.groups)
+
+
+@pytest.mark.skipif(not numba_available(), reason="numba is not installed")
 @pytest.mark.parametrize("batch", [2, 7])
 def test_numba_runs_streams_on_threads(batch: int, rng) -> None:
     """``threads`` streams' groups at most one per stream; by default numba's thread count."""

@@ -114,8 +114,9 @@ class StreamGroups:
         #: A thread to spare beside the groups' (fewer streams than threads): the groups all
         #: run on the pool then, leaving the calling thread free for other work.
         self.spare = threads > count
-        workers = count if self.spare else count - 1
-        self.pool = ThreadPoolExecutor(workers) if workers else None  # threads start on demand
+        self.workers = count if self.spare else count - 1
+        #: The threads beside the calling one (started on demand).
+        self.pool = ThreadPoolExecutor(self.workers) if self.workers else None
 
     def __len__(self) -> int:
         return len(self.groups)
@@ -136,21 +137,26 @@ class StreamGroups:
         try:
             for group in self.groups if beside else rest:
                 futures.append(self.pool.submit(step, group))
+        except KeyboardInterrupt:  # perhaps after a submit, before its append: wait for all
+            pool, self.pool = self.pool, ThreadPoolExecutor(self.workers)
+            _through_interrupts(pool.shutdown)
+            raise
+        try:
             beside() if beside else step(first)
         finally:
-            _wait_through_interrupts(futures)
+            _through_interrupts(lambda: wait(futures))
         for future in futures:
             future.result()
 
 
-def _wait_through_interrupts(futures: list[Future]) -> None:
-    """Wait for ``futures`` even through Ctrl-C, then let the interrupt go on: their kernels
-    write into arrays that the frames an interrupt unwinds would free under them (a run is a
-    fraction of a second)."""
+def _through_interrupts(waiting: Callable[[], object]) -> None:
+    """``waiting()`` (for work on the pool) even through Ctrl-C, then let the interrupt go on:
+    the pool's kernels write into arrays that the frames an interrupt unwinds would free under
+    them (a run is a fraction of a second)."""
     interrupted = False
     while True:
         try:
-            wait(futures)
+            waiting()
             break
         except KeyboardInterrupt:
             interrupted = True
