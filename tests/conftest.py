@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import zlib
 
@@ -23,6 +24,38 @@ from streamgen.engine.sampling import SamplingConfig  # noqa: E402  (after the m
 #: top-p, greedy
 KERNEL_SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
                     SamplingConfig(top_p=0.8), SamplingConfig(greedy=True)]
+
+
+@functools.cache
+def triton_interpreter_refusal() -> str | None:
+    """Why Triton's kernels cannot run through its interpreter in this session (None if they
+    can): triton missing, Triton compiling for a GPU, or an interpreter that fails on a loop
+    over an integer argument (Triton 3.6's with numpy 2.4, which refuses its ``int()`` of
+    one-element arrays)."""
+    from streamgen.engine.gpu import interpreting, triton_available
+
+    if not triton_available():
+        return "triton is not installed"
+    if not interpreting():
+        return "Triton compiles for the GPU in this session: test_cuda covers it"
+    import numpy as np
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def count_up(out_ptr, n):
+        for i in range(n):
+            tl.store(out_ptr + i, i)
+
+    out = torch.zeros(3, dtype=torch.int32)
+    try:
+        count_up[(1,)](out, 3)
+    except Exception as e:  # noqa: BLE001 - whatever the interpreter raises, name it
+        return (f"Triton {triton.__version__}'s interpreter fails on a loop over an integer "
+                f"argument with numpy {np.__version__} ({type(e).__name__}): Triton 3.7 or "
+                "later, or numpy before 2.4, runs these tests")
+    assert out.tolist() == [0, 1, 2]
+    return None
 
 
 @pytest.fixture

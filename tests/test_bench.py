@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import triton_interpreter_refusal
 from streamgen.bench.report import markdown, write_results
 from streamgen.bench.suite import Profile, run_suite
 from streamgen.engine import SamplingConfig
@@ -98,10 +99,8 @@ def test_gpu_benchmark_dry_run_reports_every_row(tmp_path: Path) -> None:
     """The GPU benchmark's code path on the CPU (Triton through its interpreter, the numba-cuda
     kernels through numba's simulator): every row measured or explained, the targets table filled
     (the Seq-U-Net / WaveNet ratios from rows of one executor), the report written."""
-    from streamgen.engine.gpu import interpreting, triton_available
-
-    if not (triton_available() and interpreting()):
-        pytest.skip("needs triton running through its interpreter (conftest sets it without a GPU)")
+    if triton_interpreter_refusal():
+        pytest.skip(triton_interpreter_refusal())
     from streamgen.bench.gpu import DRY_RUN, gpu_markdown, run_gpu_suite
     from streamgen.bench.report import write_json_md
 

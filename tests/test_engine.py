@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import randomize_
+from conftest import randomize_, triton_interpreter_refusal
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.engine import NUMBA_MAX_BATCH, numba_available
@@ -290,13 +290,12 @@ def test_free_running_is_reproducible(kind, sampling, rng) -> None:
 def test_greedy_draws_no_noise_on_any_backend(backend: str, rng: torch.Generator) -> None:
     """Greedy sampling reads no noise: a block longer than a noise block gives the torch
     backend's samples on the compiled backends, and leaves the sampler as torch leaves it."""
-    from streamgen.engine.gpu import interpreting, triton_available
     from streamgen.engine.sampling import NOISE_BLOCK
 
     if backend == "numba" and not numba_available():
         pytest.skip("numba is not installed")
-    if backend == "triton" and not (triton_available() and interpreting()):
-        pytest.skip("needs triton through its interpreter (test_cuda covers the GPU)")
+    if backend == "triton" and triton_interpreter_refusal():
+        pytest.skip(triton_interpreter_refusal())
     model = SeqUNet(SeqUNetConfig(6, 2, 1, 3, classes=CLASSES))
     randomize_(model, rng)
     runs, states = {}, {}

@@ -9,15 +9,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import randomize_
+from conftest import randomize_, triton_interpreter_refusal
 from engine_reference import reference_logits
 from streamgen.engine import StreamingEngine
-from streamgen.engine.gpu import interpreting, triton_available
 from streamgen.nn import SeqUNet, SeqUNetConfig
 
-pytestmark = pytest.mark.skipif(not (triton_available() and interpreting()),
-                                reason="needs triton through its interpreter (conftest sets it "
-                                       "without a GPU)")
+pytestmark = pytest.mark.skipif(triton_interpreter_refusal() is not None,
+                                reason=str(triton_interpreter_refusal()))
 
 
 # (streams, window elements, channels): one tile; streams and channels over several tiles,

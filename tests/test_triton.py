@@ -15,19 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import KERNEL_SAMPLINGS, feed_in_chunks, generated, random_sequnet
+from conftest import (KERNEL_SAMPLINGS, feed_in_chunks, generated, random_sequnet,
+                      triton_interpreter_refusal)
 from engine_reference import reference_logits
 from streamgen.engine import SamplingConfig, StreamingEngine
 from streamgen.engine.engine import numba_available
-from streamgen.engine.gpu import interpreting, triton_available
 from streamgen.nn import WaveNet, WaveNetConfig
 
 # conftest sets TRITON_INTERPRET=1 where no GPU is visible; Triton fixes its mode per process
-pytestmark = [
-    pytest.mark.skipif(not triton_available(), reason="triton is not installed"),
-    pytest.mark.skipif(triton_available() and not interpreting(),
-                       reason="Triton compiles for the GPU in this session: test_cuda covers it"),
-]
+pytestmark = pytest.mark.skipif(triton_interpreter_refusal() is not None,
+                                reason=str(triton_interpreter_refusal()))
 CLASSES = 32
 TOL = 1e-4
 
