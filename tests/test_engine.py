@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -352,6 +353,57 @@ def test_bad_inputs_are_rejected(rng: torch.Generator) -> None:
         engine.feed(torch.zeros(3, 3, dtype=torch.int64))
     with pytest.raises(ValueError, match="temperature"):
         SamplingConfig(temperature=0)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_wrong_arguments_are_refused_before_any_kernel_runs(backend: str, rng) -> None:
+    """What a kernel would trust is checked first: an ``out`` of another shape, type or
+    device (the numba kernels wrote past it: a segfault), audio instead of classes, counts
+    and stream numbers out of range, a sampler for other streams; the engine is left as it
+    was (the next good call gives the float64 pass's logits)."""
+    if backend == "numba" and not numba_available():
+        pytest.skip("numba is not installed")
+    model, _ = fresh_sequnet((3, 2, 1, 4, 1), rng)
+    engine = StreamingEngine(model, 2, backend=backend)
+    x = torch.randint(0, CLASSES, (2, 40), generator=rng)
+    for out in (torch.empty(2, 10, CLASSES), torch.empty(1, 40, CLASSES),
+                torch.empty(2, 40, CLASSES, dtype=torch.float64), x):
+        with pytest.raises(ValueError, match=r"^out must be torch.float32 \(2, 40, 32\) on cpu"):
+            engine.feed(x, out)
+    for out in (torch.empty(1, 3, dtype=torch.int64), torch.empty(2, 9)):
+        with pytest.raises(ValueError, match=r"^out must be torch.int64 \(2, 9\) on cpu"):
+            engine.generate(9, engine.sampler(), out)
+    for audio in (torch.rand(2, 40) - 0.5, torch.ones(2, 40, dtype=torch.bool)):
+        with pytest.raises(ValueError, match="expected integer classes .*mulaw_encode"):
+            engine.feed(audio)
+    for n in (-5, 2.5, True):
+        with pytest.raises(ValueError, match="n must be a whole number of samples >= 0"):
+            engine.generate(n, engine.sampler())
+    with pytest.raises(ValueError, match="sampler draws 3 streams of 32 classes"):
+        engine.generate(5, StreamingEngine(model, 3, backend="torch").sampler())
+    for streams in ([2], [-1]):
+        with pytest.raises(ValueError, match=r"streams must be in 0..1"):
+            engine.reset(streams)
+    assert engine.t == 0
+    got = torch.empty(2, 40, CLASSES)
+    engine.feed(x.to(torch.uint8), got)  # any integer type of classes
+    assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batch_size=2.5), "batch_size must be a whole number >= 1, got 2.5"),
+    (dict(batch_size="2"), "batch_size must be a whole number >= 1, got '2'"),
+    (dict(batch_size=0), "batch_size must be a whole number >= 1, got 0"),
+    (dict(threads=0), "threads must be a whole number >= 1, got 0"),
+    (dict(dtype=torch.int64), "dtype must be a floating torch.dtype"),
+    (dict(dtype="float16"), "dtype must be a floating torch.dtype"),
+    (dict(device="mps"), "device 'mps' is not supported"),
+    (dict(device="tpu"), "unknown device 'tpu'"),
+])
+def test_wrong_engine_settings_are_one_line_errors(kwargs: dict, message: str, rng) -> None:
+    model, _ = fresh_sequnet((3, 2, 1, 4, 1), rng)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        StreamingEngine(model, **kwargs)
 
 
 @pytest.mark.parametrize("kind", ["sequnet", "wavenet"])

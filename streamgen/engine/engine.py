@@ -9,6 +9,7 @@ or the silence class: ``STARTS``) before each stream's start.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from streamgen.engine.program import CAPACITIES, Executor, StepProgram, TorchExe
 from streamgen.engine.sampling import Sampler, SamplingConfig
 from streamgen.engine.schedule import RingSchedule, align_rings
 from streamgen.engine.tables import BackendError, unsupported_layers
+from streamgen.devices import resolve_device
 from streamgen.sampling import STARTS
 
 
@@ -130,6 +132,16 @@ def available_backends(model: nn.Module, device: torch.device | str = "cpu",
     return backends
 
 
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether ``a`` and ``b`` are one device (``cuda`` without an index: the current one)."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def _whole(value: object, least: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) of at least ``least``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
+
+
 class StreamingEngine:
     """Streams of a trained network (any kind with a step program: ``SeqUNet``, ``WaveNet``,
     ``TCN``, ``PlainSeqUNet``), one sample per step.
@@ -162,16 +174,16 @@ class StreamingEngine:
         only, zero frames before the start). ``threads``: how many threads the numba backend
         runs the streams on, at most one per stream (None: numba's ``NUMBA_NUM_THREADS``,
         every core unless set); the samples are the same for any number."""
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        if not _whole(batch_size, 1):
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        if threads is not None and not _whole(threads, 1):
+            raise ValueError(f"threads must be a whole number >= 1, got {threads!r}")
         if start not in STARTS:
             raise ValueError(f"unknown start {start!r}; choose one of {STARTS}")
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("no CUDA GPU is visible to torch (or this torch build has no CUDA); "
-                             "use device='cpu'")
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch.dtype (torch.float32, "
+                             f"torch.bfloat16, ...), got {dtype!r}")
+        self.device = resolve_device(device) if device is not None else next(model.parameters()).device
         self.model = model
         self.batch_size, self.dtype, self.start = batch_size, dtype, start
         self.program = build_program(model, batch_size, self.device, dtype, inputs=inputs,
@@ -235,6 +247,9 @@ class StreamingEngine:
             sel = None
         else:
             sel = torch.as_tensor(streams, dtype=torch.int64, device=self.device).view(-1)
+            if sel.numel() and (int(sel.min()) < 0 or int(sel.max()) >= self.batch_size):
+                raise ValueError(f"streams must be in 0..{self.batch_size - 1}, got "
+                                 f"{sel.tolist()}")
         self._place_rings(keep=sel is not None)
         start = self._start  # periodic: the captured step with the same clock phase as t - 1
         t = start.t_first + (self.t - 1 - start.t_first) % self.period
@@ -311,15 +326,28 @@ class StreamingEngine:
             return x.to(device=self.device, dtype=self.dtype)
         if x.dim() != 2 or x.shape[0] != self.batch_size:
             raise ValueError(f"expected (batch={self.batch_size}, N) classes, got {tuple(x.shape)}")
+        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+            raise ValueError(f"expected integer classes (mu-law indices), got {x.dtype}: encode "
+                             "audio with streamgen.audio.mulaw_encode first")
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.classes):
             raise ValueError(f"classes must be in 0..{self.classes - 1}")
         return x.to(device=self.device, dtype=torch.int64)
+
+    def _check_out(self, out: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype) -> None:
+        """``out`` must be exactly what the executors write into (their kernels trust it)."""
+        if (not isinstance(out, torch.Tensor) or not _same_device(out.device, self.device)
+                or tuple(out.shape) != shape or out.dtype != dtype):
+            got = (f"{out.dtype} {tuple(out.shape)} on {out.device}"
+                   if isinstance(out, torch.Tensor) else type(out).__name__)
+            raise ValueError(f"out must be {dtype} {shape} on {self.device}, got {got}")
 
     @torch.no_grad()
     def feed(self, samples: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor | None:
         """Teacher-forced: consume ``samples`` (B, N); write each step's logits into ``out``
         ``(B, N, classes)`` if given. ``self.logits`` then predicts the next sample."""
         samples = self._check_inputs(samples).contiguous()
+        if out is not None:
+            self._check_out(out, (self.batch_size, samples.shape[1], self.classes), self.dtype)
         self.executor.feed_block(samples, out, self.logits, self.t)
         self.t += samples.shape[1]
         return out
@@ -330,6 +358,17 @@ class StreamingEngine:
         if self.inputs != "classes":
             raise ValueError("free-running generation draws classes; an engine fed frames "
                              "runs teacher-forced (feed)")
+        if not _whole(n, 0):
+            raise ValueError(f"n must be a whole number of samples >= 0, got {n!r}")
+        n = int(n)
+        if sampler.shape != (self.batch_size, self.classes) or not _same_device(sampler.device,
+                                                                                self.device):
+            raise ValueError(f"this sampler draws {sampler.shape[0]} streams of "
+                             f"{sampler.shape[1]} classes on {sampler.device}, the engine "
+                             f"{self.batch_size} of {self.classes} on {self.device}: make it with "
+                             "engine.sampler()")
+        if out is not None:
+            self._check_out(out, (self.batch_size, n), torch.int64)
         if out is None:
             out = torch.empty(self.batch_size, n, dtype=torch.int64, device=self.device)
         self.executor.generate_block(n, sampler, out, self.logits, self.t, self._input)
