@@ -19,7 +19,7 @@ from streamgen.bench.suite import Profile, run_suite
 from streamgen.engine import SamplingConfig
 from streamgen.engine.cost import mean_macs
 from streamgen.engine.engine import numba_available
-from streamgen.nn import SeqUNet, SeqUNetConfig
+from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig
 
 MICRO = Profile("micro", gen_samples=64, repeats=1, recompute_steps=1, sequnet_levels=(2, 3),
                 wavenet_layers=(2, 3), tcn_levels=(2, 3), batches=(1, 2), profile_steps=16, paper=False)
@@ -65,6 +65,19 @@ def test_micro_suite_reports_every_section(tmp_path: Path) -> None:
     assert {p.name for p in paths} >= {"micro.json", "micro.md"}
     pytest.importorskip("matplotlib")
     assert (tmp_path / "micro_scaling.png").stat().st_size > 1000 and (tmp_path / "micro_batch.png").exists()
+
+
+@pytest.mark.parametrize("kind", ["wavenet", "tcn"])
+def test_suite_benchmarks_other_network_kinds(kind: str) -> None:
+    """``bench --model`` takes any zoo model: the per-sample budget narrows a WaveNet's or a
+    TCN's own widths for its skeleton (it built a Seq-U-Net from their configs and failed)."""
+    model = (WaveNet(WaveNetConfig(1, 3, 2, 8, 8, 16)) if kind == "wavenet"
+             else TCN(TCNConfig(8, 3, 3, 0.0)))
+    results = run_suite(MICRO, default_model=(kind, model), log=lambda s: None)
+    backends = ["torch", "numba"] if numba_available() else ["torch"]
+    assert [r["backend"] for r in results["overhead"]] == backends
+    assert all(r["us_per_sample"] > 0 and r["overhead_us"] > 0 for r in results["overhead"])
+    assert results["throughput"][0]["model"] == kind
 
 
 def test_paper_ratio_pairs_each_backend_with_itself() -> None:

@@ -8,6 +8,7 @@ step time. Weights are random: speed does not depend on them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -130,7 +131,11 @@ def training_step(kind: str, config: dict, out_len: int, *, device: str = "cpu",
     return json.loads(done.stdout)
 
 
-def overhead_breakdown(config: SeqUNetConfig, *, device: str = "cpu", n: int = 2048,
+#: Config fields that set a network's widths (Seq-U-Net and TCN, WaveNet)
+WIDTHS = ("channels", "residual_channels", "dilation_channels", "skip_channels")
+
+
+def overhead_breakdown(model: nn.Module, *, device: str = "cpu", n: int = 2048,
                        repeats: int = 5) -> list[dict[str, Any]]:
     """Per-sample time split into fixed overhead and arithmetic, per backend.
 
@@ -138,8 +143,10 @@ def overhead_breakdown(config: SeqUNetConfig, *, device: str = "cpu", n: int = 2
     sample is the schedule's Python/dispatch (torch) or loop (numba) overhead; the rest of the
     full model's time is arithmetic, reported with the rate it achieves.
     """
-    full = SeqUNet(config).eval()
-    skeleton = SeqUNet(SeqUNetConfig(1, config.levels, config.depth, config.kernel_size, classes=16)).eval()
+    config = model.config
+    full = type(model)(config).eval()
+    narrow = {f.name: 1 for f in dataclasses.fields(config) if f.name in WIDTHS}
+    skeleton = type(model)(dataclasses.replace(config, **narrow, classes=16)).eval()
     rows = []
     for backend in available_backends(full, device):
         t_full, t_skel = (1.0 / generation_rate(m, device=device, backend=backend, n=n,
@@ -239,7 +246,7 @@ def run_suite(profile: Profile, *, device: str = "cpu",
         for be in backends for b in profile.batches
     ]
     log("7. per-sample budget: overhead vs arithmetic")
-    results["overhead"] = overhead_breakdown(model.config, device=device, n=profile.gen_samples,
+    results["overhead"] = overhead_breakdown(model, device=device, n=profile.gen_samples,
                                              repeats=profile.repeats)
     log("6. worst-case vs mean step")
     results["step_profile"] = step_profile(model, device=device, steps=profile.profile_steps)
