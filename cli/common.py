@@ -44,16 +44,17 @@ def require(module: str, feature: str) -> None:
                        f'pip install "streamgen[{EXTRAS[module]}]"') from None
 
 
-def seconds(forever: bool = False):
-    """argparse type for durations: finite and positive (``forever``: 0 allowed, meaning endless)."""
+def seconds(zero: str | None = None):
+    """argparse type for durations: finite and positive (``zero``: 0 allowed too, meaning
+    that: ``"forever"``, ``"none"``)."""
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < 0 or (value == 0 and not forever):
-            bound = ">= 0 (0: forever)" if forever else "> 0"
+        if not math.isfinite(value) or value < 0 or (value == 0 and zero is None):
+            bound = f">= 0 (0: {zero})" if zero else "> 0"
             raise argparse.ArgumentTypeError(f"{text!r} is not a duration; give a number of seconds {bound}")
         return value
 

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "real-time factor is measured first and just enough audio is pre-buffered to "
                        "play the whole duration without glitches.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seconds", type=seconds(forever=True), default=10.0,
+    p.add_argument("--seconds", type=seconds(zero="forever"), default=10.0,
                    help="duration, 0 = forever (default: %(default)s)")
     p.add_argument("--device-name", default=None, help="output device: index, name or part of one")
     p.add_argument("--list-devices", action="store_true", help="list output devices and exit")
@@ -31,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also record exactly what was played (.wav: 16-bit PCM, like generate)")
     p.add_argument("--force", action="store_true",
                    help="overwrite --save; play forever even when slower than real time")
-    p.add_argument("--prebuffer", type=float, default=None, help="seconds to buffer (default: planned)")
+    p.add_argument("--prebuffer", type=seconds(zero="none"), default=None,
+                   help="seconds to buffer (default: planned)")
     p.add_argument("--block", type=count(), default=256,
                    help="samples per produced block (default: %(default)s; the compiled kernel holds "
                    "Python's lock for a block, and the audio callback waits for it)")

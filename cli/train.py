@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 
@@ -83,7 +84,7 @@ def _size(text: str) -> int:
     scale = units.get(text[-1:].lower(), 1)
     try:
         value = int(float(text[:-1] if scale > 1 else text) * scale)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, inf, nan
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 60M)") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"a size must be positive, got {text!r}")
@@ -95,9 +96,12 @@ def _seconds(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600}
     scale = units.get(text[-1:].lower())
     try:
-        return float(text[:-1] if scale else text) * (scale or 1)
+        value = float(text[:-1] if scale else text) * (scale or 1)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 540, 9m, 1.5h)") from None
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 540, 9m, 1.5h)")
+    return value
 
 
 def _flag(parser_actions: list[argparse.Action], field: str) -> str:

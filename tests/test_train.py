@@ -252,8 +252,15 @@ def test_fit_to_budget_spends_what_is_left_on_steps_and_validations() -> None:
     assert fit_to_budget(replace(cfg, lr_final=None, decay_from=0), 150, 10.0, 0.05, 2.0).decay_from == 0
     with pytest.raises(ValueError, match="decay_from to at least 150"):
         replace(cfg, decay_from=100)
-    with pytest.raises(ValueError, match="positive"):
-        replace(cfg, time_budget_s=0.0)
+    for budget in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="time_budget_s must be a finite number of seconds > 0"):
+            replace(cfg, time_budget_s=budget)
+    for field, value in (("lr", 0.0), ("lr", float("nan")), ("lr_final", -1e-4),
+                         ("lr_final", float("inf")), ("grad_clip", -1.0), ("grad_clip", 0.0),
+                         ("val_fraction", 1.0), ("val_fraction", -0.1)):
+        with pytest.raises(ValueError, match=f"^{field} must be"):
+            replace(cfg, **{field: value})
+    assert replace(cfg, lr_final=0.0).lr_final == 0.0  # decaying to nothing is allowed
 
 
 def test_time_budget_fits_the_run_and_stores_the_fitted_schedule(

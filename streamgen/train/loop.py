@@ -130,11 +130,21 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if self.decay_from < 0:
             raise ValueError(f"decay_from must be at least 0, got {self.decay_from}")
+        for name, strict in (("lr", True), ("lr_final", False), ("grad_clip", True)):
+            value = getattr(self, name)  # nan and inf fail too
+            if value is not None and not (math.isfinite(value) and
+                                          (value > 0 if strict else value >= 0)):
+                raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} 0, "
+                                 f"got {value}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be at least 0 and below 1, got "
+                             f"{self.val_fraction}")
         if not 0.0 <= self.start_windows <= 1.0:
             raise ValueError(f"start_windows must be a share between 0 and 1, got {self.start_windows}")
         if self.time_budget_s is not None:
-            if self.time_budget_s <= 0:
-                raise ValueError(f"time_budget_s must be positive, got {self.time_budget_s}")
+            if not (math.isfinite(self.time_budget_s) and self.time_budget_s > 0):
+                raise ValueError(f"time_budget_s must be a finite number of seconds > 0, got "
+                                 f"{self.time_budget_s}")
             if self.lr_final is not None and self.decay_from < BUDGET_PROBE_STEPS:
                 raise ValueError(f"a time budget fits the step count after {BUDGET_PROBE_STEPS} steps at "
                                  f"the starting learning rate: set decay_from to at least {BUDGET_PROBE_STEPS}")
