@@ -222,6 +222,21 @@ def test_resume_continues_exactly(audio_dir: Path, tmp_path: Path, kind: str, mo
         assert torch.equal(a, b)
 
 
+def test_resume_refuses_a_run_without_its_rng_states(audio_dir: Path, tmp_path: Path) -> None:
+    """Without extra.safetensors a resumed run would draw other dropout masks and windows than
+    the uninterrupted one: refused by name, the run left as it was."""
+    from streamgen.checkpoint import EXTRA_TENSORS, CheckpointError
+
+    half = config(tmp_path, audio_dir, steps=2, out_dir=str(tmp_path / "r"))
+    _, out = fit(half)
+    (Path(out) / EXTRA_TENSORS).unlink()
+    before = sorted(p.name for p in Path(out).iterdir())
+    with pytest.raises(CheckpointError, match=r"extra\.safetensors \(the random number"):
+        fit(replace(half, steps=4, resume=True))
+    assert sorted(p.name for p in Path(out).iterdir()) == before
+    assert load_checkpoint(out)[1].training["step"] == 2
+
+
 def test_cosine_decay_schedule_is_applied_and_resumes_exactly(audio_dir: Path, tmp_path: Path) -> None:
     cfg = config(tmp_path, audio_dir, steps=8, lr=4e-3, lr_final=1e-3, decay_from=4, log_every=1,
                  out_dir=str(tmp_path / "a"))

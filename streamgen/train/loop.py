@@ -40,6 +40,8 @@ from tqdm.auto import tqdm
 
 from streamgen.checkpoint import (
     CONFIG,
+    EXTRA_TENSORS,
+    CheckpointError,
     ModelInfo,
     load_checkpoint,
     load_extra,
@@ -51,7 +53,7 @@ from streamgen.devices import resolve_device
 from streamgen.nn import StreamableNetwork, build_network
 from streamgen.nn.layers import crop_front, one_hot_channels
 from streamgen.signals import deferred_signals
-from streamgen.train.data import open_training_data
+from streamgen.train.data import EncodedAudio, open_training_data
 
 LOG_FILE = "train_log.jsonl"
 CLASSES = 256
@@ -262,9 +264,15 @@ def _rng_tensors(d: Dist, device: torch.device) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _restore_rng(extra: Mapping[str, torch.Tensor], d: Dist, device: torch.device) -> None:
-    if f"torch_rng.{d.rank}" in extra:
-        torch.set_rng_state(extra[f"torch_rng.{d.rank}"])
+def _restore_rng(extra: Mapping[str, torch.Tensor], d: Dist, device: torch.device,
+                 out: Path) -> None:
+    """This rank's RNG states as the checkpoint saved them: what an exact resume needs (the
+    dropout masks, the start-of-stream windows' draws)."""
+    if f"torch_rng.{d.rank}" not in extra:
+        raise CheckpointError(f"{out}: {EXTRA_TENSORS} (the random number generators' states an "
+                              "exact resume needs) is missing or incomplete; bring it back from "
+                              "a copy of the run, or start a fresh run")
+    torch.set_rng_state(extra[f"torch_rng.{d.rank}"])
     if device.type == "cuda" and f"cuda_rng.{d.rank}" in extra:
         torch.cuda.set_rng_state(extra[f"cuda_rng.{d.rank}"], device)
 
@@ -393,7 +401,7 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
         rng.bit_generator.state = state["batch_rng"]
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
-        _restore_rng(load_extra(out), d, device)
+        _restore_rng(load_extra(out), d, device, out)
         if d.main and (out / LOG_FILE).is_file():  # rows past the checkpoint are redone
             rows = (out / LOG_FILE).read_text().splitlines(keepends=True)
             (out / LOG_FILE).write_text("".join(r for r in rows if json.loads(r)["step"] <= step))
