@@ -307,6 +307,7 @@ def save_checkpoint(
     leaves the previous checkpoint intact. Returns the directory.
     """
     directory = Path(directory)
+    recover_checkpoint(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
@@ -332,7 +333,7 @@ def save_checkpoint(
             for item in directory.iterdir():
                 if item.name != CONFIG and not _OURS.fullmatch(item.name):
                     os.replace(item, tmp / item.name)
-            old = directory.with_name(f".{directory.name}.old")
+            old = _previous(directory)
             shutil.rmtree(old, ignore_errors=True)
             os.replace(directory, old)
             os.replace(tmp, directory)
@@ -345,10 +346,28 @@ def save_checkpoint(
 
 
 # -- loading -------------------------------------------------------------------------------
+def _previous(directory: Path) -> Path:
+    """Where ``save_checkpoint`` moves the checkpoint it replaces, for an instant."""
+    return directory.with_name(f".{directory.name}.old")
+
+
+def recover_checkpoint(directory: str | Path) -> None:
+    """Put back the previous checkpoint if a save was cut short (a kill, a power cut) between
+    moving it aside and moving the new one in, which leaves ``directory`` missing."""
+    directory = Path(directory)
+    previous = _previous(directory)
+    if not directory.exists() and (previous / CONFIG).is_file():
+        try:
+            os.replace(previous, directory)
+        except OSError:  # a folder this process may not write: load what is there as it is
+            pass
+
+
 def _checkpoint_dir(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file() and path.name in (CONFIG, WEIGHTS):
         path = path.parent
+    recover_checkpoint(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint directory; pass a folder holding "
                               f"{CONFIG} and {WEIGHTS}")

@@ -129,6 +129,29 @@ def test_a_weights_dtype_the_file_does_not_hold_is_one_line(tmp_path: Path,
         read_info(tmp_path / "ck")
 
 
+def test_a_save_cut_short_between_its_renames_keeps_the_previous_checkpoint(
+        tmp_path: Path, rng: torch.Generator) -> None:
+    """Killed after moving the old checkpoint aside, before moving the new one in: loading,
+    reading its info and the next save all find the previous checkpoint back in place."""
+    first, second = small("sequnet", rng), small("sequnet", rng)
+    out = tmp_path / "run"
+
+    def same(model: torch.nn.Module, other: torch.nn.Module) -> bool:
+        return all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                     other.state_dict().values()))
+
+    for then in (load_checkpoint, read_info, lambda path: save_checkpoint(path, second)):
+        save_checkpoint(out, first, training={"step": 1})
+        out.rename(tmp_path / ".run.old")  # what the kill leaves
+        then(out)
+        assert out.is_dir() and not (tmp_path / ".run.old").exists()
+    assert same(load_checkpoint(out)[0], second)
+    save_checkpoint(out, first, training={"step": 1})
+    out.rename(tmp_path / ".run.old")
+    model, info = load_checkpoint(out)
+    assert info.training == {"step": 1} and same(model, first) and not same(model, second)
+
+
 def test_weight_norm_parametrizations_round_trip(tmp_path: Path, rng: torch.Generator) -> None:
     model = small("tcn", rng)
     keys = list(model.state_dict())

@@ -237,6 +237,25 @@ def test_resume_refuses_a_run_without_its_rng_states(audio_dir: Path, tmp_path: 
     assert load_checkpoint(out)[1].training["step"] == 2
 
 
+def test_resume_after_a_kill_mid_save_continues_from_the_previous_checkpoint(
+        audio_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kill between the checkpoint swap's two renames leaves only ``.OUT.old``: --resume
+    continues from it (it started a fresh run, and its first save deleted the old one)."""
+    run = config(tmp_path, audio_dir, steps=6, out_dir=str(tmp_path / "a"))
+    straight, _ = fit(run)
+    half = replace(run, out_dir=str(tmp_path / "r"), steps=3)
+    _, out = fit(half)
+    Path(out).rename(tmp_path / ".r.old")
+    steps = []
+    adam_step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step",
+                        lambda self, *a, **k: steps.append(1) or adam_step(self, *a, **k))
+    resumed, _ = fit(replace(half, steps=6, resume=True))
+    assert len(steps) == 3  # the last three steps only
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
+                                                 resumed.state_dict().values()))
+
+
 def test_cosine_decay_schedule_is_applied_and_resumes_exactly(audio_dir: Path, tmp_path: Path) -> None:
     cfg = config(tmp_path, audio_dir, steps=8, lr=4e-3, lr_final=1e-3, decay_from=4, log_every=1,
                  out_dir=str(tmp_path / "a"))

@@ -47,6 +47,7 @@ from streamgen.checkpoint import (
     load_extra,
     load_optimizer_state,
     read_info,
+    recover_checkpoint,
     save_checkpoint,
 )
 from streamgen.devices import resolve_device
@@ -198,6 +199,7 @@ def fit_to_budget(config: TrainConfig, step: int, elapsed_s: float, seconds_per_
 
 def stored_run(out_dir: str | Path) -> ModelInfo | None:
     """The checkpoint info of the run in ``out_dir``, or ``None`` when there is none yet."""
+    recover_checkpoint(out_dir)
     return read_info(out_dir) if (Path(out_dir) / CONFIG).is_file() else None
 
 
@@ -324,6 +326,7 @@ def evaluate(
 
 def _prepare_model(config: TrainConfig, out: Path) -> tuple[StreamableNetwork, ModelInfo | None]:
     """The network to train: resumed from ``out`` or freshly built from ``config``."""
+    recover_checkpoint(out)
     has_checkpoint = (out / CONFIG).is_file()
     if has_checkpoint and not config.resume:
         raise FileExistsError(f"{out} already holds a checkpoint; pass resume=True to continue "
