@@ -61,7 +61,16 @@ def evaluate_run(run: Path, data: Path, every: int = 4, threads: int = 1, *,
     """Validation NLL of a checkpoint on the fixed, receptive-field-independent targets."""
     torch.set_num_threads(threads)
     model, info = load_checkpoint(run)
-    val = open_training_data(data, info.sample_rate, warn=warn).validation  # training's split
+    trained = (info.training or {}).get("train_config")
+    if trained is None:  # no training record: the default split
+        val = open_training_data(data, info.sample_rate, warn=warn).validation
+    else:  # the run's own split, on the data it was trained on
+        opened = open_training_data(data, info.sample_rate, trained["val_fraction"],
+                                    trained.get("train_files"), trained.get("val_files"),
+                                    warn=warn)
+        opened.refuse_unless_trained_on(info.training, data, run,
+                                        f"pass the run's data ({trained['data']})")
+        val = opened.validation
     in_len = model.input_length(block)
     positions = val.target_positions(first_target, in_len, block, every)
     if not len(positions):

@@ -465,6 +465,24 @@ def test_publish_eval_passes_over_unreadable_files_as_training_does(audio_dir: P
     assert len(warnings) == 30 and all(w.startswith("streamgen: warning: skipping ") for w in warnings)
 
 
+def test_publish_eval_scores_the_runs_own_validation_split(audio_dir: Path, tmp_path: Path) -> None:
+    """A run held out half of its files: ``publish eval`` scores exactly those (it took the
+    default tenth, training files among them), and refuses other data."""
+    from streamgen.publish import evaluate_run
+    from streamgen.train.data import open_training_data
+
+    _, out = fit(config(tmp_path, audio_dir, steps=2, val_fraction=0.5))
+    held_out = load_checkpoint(out)[1].training["data"]["validation_files"]
+    default = len(open_training_data(audio_dir, 16000).validation.tracks)
+    assert held_out != default
+    assert evaluate_run(Path(out), audio_dir, first_target=300, block=64)["files"] == held_out
+    more = tmp_path / "more"
+    shutil.copytree(audio_dir, more)
+    write_tone(more / "extra.wav", 16000, 1.0, 330.0, seed=11)
+    with pytest.raises(ValueError, match="holds other data .* pass the run's data"):
+        evaluate_run(Path(out), more, first_target=300, block=64)
+
+
 def test_target_positions_give_the_same_targets_to_any_network(tmp_path) -> None:
     from streamgen.train.data import EncodedAudio
 
@@ -751,7 +769,7 @@ def test_resume_reuses_the_stored_options_and_refuses_conflicts(
     assert status == 0, err
     write_tone(next(moved.rglob("tone1.wav")), 22050, 1.0, 999.0, seed=1)  # same name and length
     status, err = run_cli(capsys, "--out", str(run), "--resume", "--steps", "9", "--data", str(moved))
-    assert status == 2 and "holds other data than the run" in err and len(err.strip().splitlines()) == 1
+    assert status == 2 and "holds other data (or another split) than the run" in err and len(err.strip().splitlines()) == 1
 
 
 # -- data: summary, unreadable files, identity, packs -------------------------------------------

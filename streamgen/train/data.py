@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -263,6 +263,16 @@ class TrainingData:
                 **{f"{k}_files": len(v.tracks) for k, v in self.sets().items()},
                 **{f"{k}_samples": v.total_samples for k, v in self.sets().items()},
                 "skipped": sorted(self.skipped)}
+
+    def refuse_unless_trained_on(self, training: Mapping[str, Any], root: str | Path,
+                                 run: str | Path, fix: str) -> None:
+        """ValueError unless this (from ``root``) is the data, split included, of the run in
+        ``run`` (``training``: its stored training record); ``fix`` ends the message."""
+        stored = (training.get("data") or {}).get("sha256")
+        if stored and stored != self.sha256():
+            raise ValueError(f"{root} holds other data (or another split) than the run in {run} "
+                             f"was trained on (sha256 {self.sha256()[:12]}..., the run's "
+                             f"{stored[:12]}...); {fix}")
 
     def summary(self) -> str:
         """One line: files, hours and split."""

@@ -379,13 +379,10 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
     data = open_training_data(config.data, config.sample_rate, config.val_fraction, config.train_files,
                               config.val_files, config.cache_dir, warn=warn if d.main else lambda m: None)
     data_identity = data.identity()
-    if resumed is not None and "data" in resumed.training:
-        stored_sha = resumed.training["data"]["sha256"]
-        if stored_sha != data_identity["sha256"]:
-            raise ValueError(f"{config.data} holds other data than the run in {out} was trained on "
-                             f"(sha256 {data_identity['sha256'][:12]}..., the run's {stored_sha[:12]}...); "
-                             f"pass the run's data ({resumed.training['train_config']['data']}) "
-                             "or start a new run in another out_dir")
+    if resumed is not None:
+        data.refuse_unless_trained_on(
+            resumed.training, config.data, out, f"pass the run's data "
+            f"({resumed.training['train_config']['data']}) or start a new run in another out_dir")
     if d.main and config.progress:
         print(data.summary(), file=sys.stderr, flush=True)
     train_data, val_data = data.train, data.validation
