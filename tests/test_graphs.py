@@ -50,8 +50,9 @@ def feed_in_chunks(engine: StreamingEngine, x: torch.Tensor, out: torch.Tensor, 
     """Feed ``x[:, at:]`` chunk by chunk, logits into ``out``; ``engine.logits`` after each
     chunk are its last step's."""
     for i in range(at, x.shape[1], chunk):
-        engine.feed(x[:, i : i + chunk], out[:, i : i + chunk])
-        assert torch.equal(engine.logits, out[:, min(i + chunk, x.shape[1]) - 1])
+        end = min(i + chunk, x.shape[1])
+        engine.feed(x[:, i:end], out[:, i:end])
+        assert torch.equal(engine.logits, out[:, end - 1])
 
 
 def fed_with_a_break(engine: StreamingEngine, between: Callable[[], None],
