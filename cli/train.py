@@ -7,6 +7,7 @@ import json
 import math
 import shlex
 import sys
+from pathlib import Path
 
 from .common import count
 
@@ -134,7 +135,16 @@ def run(args: argparse.Namespace) -> int:
         require("music21", "--build-corpus")
         from streamgen.train.corpus import build_corpus
 
-        manifest = build_corpus(args.build_corpus)
+        if Path(args.build_corpus).exists() and not Path(args.build_corpus).is_dir():
+            raise CLIError(f"--build-corpus {args.build_corpus} is a file; give a folder (a new "
+                           "one, or one to go on with)")
+        try:
+            manifest = build_corpus(args.build_corpus)
+        except (FileNotFoundError, PermissionError):  # fluidsynth or its soundfont missing
+            raise
+        except OSError as exc:
+            raise CLIError(f"--build-corpus {args.build_corpus}: cannot write there "
+                           f"({exc.strerror or exc})") from exc
         print(f"corpus written: {manifest}")
         return 0
     from streamgen.devices import resolve_device

@@ -148,6 +148,7 @@ FAULTS = [
     ("train --max-bytes inf", ["train", "--pack-corpus", "audio", "pack", "--max-bytes", "inf"],
      "not a size: 'inf'", None),
     ("play --prebuffer nan", ["play", "--prebuffer", "nan"], "'nan' is not a duration", None),
+    ("--build-corpus into a file", ["train", "--build-corpus", "exists.wav"], "exists.wav is a file", None),
     ("publish card without matplotlib", ["publish", "card", "finished", "zoo/new", "--data", "audio"],
      'pip install "streamgen[plot]"', missing("matplotlib")),
     ("unknown backend", [*GEN, "--backend", "jax"], "invalid choice: 'jax'", None),

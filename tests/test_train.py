@@ -237,6 +237,22 @@ def test_resume_refuses_a_run_without_its_rng_states(audio_dir: Path, tmp_path: 
     assert load_checkpoint(out)[1].training["step"] == 2
 
 
+@pytest.mark.parametrize("edit", [{"batch_rng": None}, {"step": "abc"}, {"step": -5}])
+def test_resume_refuses_an_edited_training_record(audio_dir: Path, tmp_path: Path,
+                                                  edit: dict) -> None:
+    from streamgen.checkpoint import CheckpointError
+
+    half = config(tmp_path, audio_dir, steps=2, out_dir=str(tmp_path / "r"))
+    _, out = fit(half)
+    path = Path(out) / "config.json"
+    stored = json.loads(path.read_text())
+    training = {k: v for k, v in stored["training"].items() if k not in edit or edit[k]}
+    training.update({k: v for k, v in edit.items() if v is not None})
+    path.write_text(json.dumps({**stored, "training": training}))
+    with pytest.raises(CheckpointError, match="training record is incomplete or was edited"):
+        fit(replace(half, steps=4, resume=True))
+
+
 def test_resume_after_a_kill_mid_save_continues_from_the_previous_checkpoint(
         audio_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A kill between the checkpoint swap's two renames leaves only ``.OUT.old``: --resume

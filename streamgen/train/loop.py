@@ -397,10 +397,17 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
     if resumed is not None:
         load_optimizer_state(out, optimizer)
         state = resumed.training
-        step = int(state["step"])
-        rng.bit_generator.state = state["batch_rng"]
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
+        try:
+            step = int(state["step"])
+            if step < 0:
+                raise ValueError(f"step {step}")
+            rng.bit_generator.state = state["batch_rng"]
+            if state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{out / CONFIG}: its training record is incomplete or was "
+                                  f"edited ({type(exc).__name__}: {exc}); bring the file back "
+                                  "from a copy of the run, or start a fresh run") from exc
         _restore_rng(load_extra(out), d, device, out)
         if d.main and (out / LOG_FILE).is_file():  # rows past the checkpoint are redone
             rows = (out / LOG_FILE).read_text().splitlines(keepends=True)
