@@ -22,8 +22,9 @@ import torch
 from streamgen.bench.gpu import run_gpu_benchmark
 from streamgen.bench.report import write_results
 from streamgen.bench.suite import FULL, QUICK, run_suite
+from streamgen.checkpoint import CheckpointError
 from streamgen.devices import DeviceError, resolve_device
-from streamgen.zoo import load_model
+from streamgen.zoo import ModelNotFoundError, load_model
 
 
 def default_stem(quick: bool) -> str:
@@ -39,17 +40,19 @@ def main() -> None:
     parser.add_argument("--model", default="default", help="zoo model measured as the default (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    if args.threads < 1:
+        parser.error(f"--threads must be a whole number >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     try:
         device = str(resolve_device(args.device))
-    except DeviceError as e:
+        model, info = load_model(args.model)  # a missing model fails before any work
+    except (DeviceError, ModelNotFoundError, CheckpointError) as e:
         sys.exit(f"error: {e}")
     if device.startswith("cuda"):  # the GPU benchmark (benchmarks/gpu.py)
         for path in run_gpu_benchmark(quick=args.quick, device=device, model=args.model,
                                       out=args.out):
             print(path)
         return
-    model, info = load_model(args.model)
     results = run_suite(QUICK if args.quick else FULL, device=device, default_model=(args.model, model),
                         sampling=info.sampling)
     for path in write_results(results, args.out, default_stem(args.quick)):
