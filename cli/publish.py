@@ -38,7 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("dest", type=Path, metavar="DEST", help="zoo folder to write (e.g. models/NAME)")
     c.add_argument("--data", type=Path, required=True, help="the folder the run was trained on")
     c.add_argument("--baseline", action="append", default=[], metavar="NAME=RUN",
-                   help="another evaluated run for the comparison table (repeatable)")
+                   help="another evaluated run for the comparison table (repeatable; RUN alone: "
+                   "named after its folder)")
+    c.add_argument("--force", action="store_true", help="replace the model DEST holds")
     c.add_argument("--seconds", type=seconds(), default=8.0, help="length of the example (default: %(default)s)")
     c.add_argument("--hardware", default="", help="training hardware as the card names it "
                    "(default: this machine's CPU)")
@@ -83,7 +85,7 @@ def run_card(args: argparse.Namespace) -> int:
     try:
         dest = write_card(args.run_dir, args.dest, args.data, baselines, args.seconds, args.seed,
                           sampling=sampling, hardware=args.hardware, start=args.start,
-                          weights_dtype=args.weights_dtype)
+                          weights_dtype=args.weights_dtype, force=args.force)
     except ValueError as exc:
         raise CLIError(str(exc)) from exc
     print(dest)

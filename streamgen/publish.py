@@ -38,7 +38,7 @@ from streamgen.engine import SamplingConfig
 from streamgen.engine.cost import mean_macs
 from streamgen.generation import AudioGenerator
 from streamgen.nn import StreamableNetwork
-from streamgen.train.data import open_training_data
+from streamgen.train.data import TrainingData, open_training_data
 from streamgen.train.loop import evaluate, warn
 
 FIRST_TARGET = 16384
@@ -61,16 +61,7 @@ def evaluate_run(run: Path, data: Path, every: int = 4, threads: int = 1, *,
     """Validation NLL of a checkpoint on the fixed, receptive-field-independent targets."""
     torch.set_num_threads(threads)
     model, info = load_checkpoint(run)
-    trained = (info.training or {}).get("train_config")
-    if trained is None:  # no training record: the default split
-        val = open_training_data(data, info.sample_rate, warn=warn).validation
-    else:  # the run's own split, on the data it was trained on
-        opened = open_training_data(data, info.sample_rate, trained["val_fraction"],
-                                    trained.get("train_files"), trained.get("val_files"),
-                                    warn=warn)
-        opened.refuse_unless_trained_on(info.training, data, run,
-                                        f"pass the run's data ({trained['data']})")
-        val = opened.validation
+    val = run_data(run, info, data).validation
     in_len = model.input_length(block)
     positions = val.target_positions(first_target, in_len, block, every)
     if not len(positions):
@@ -80,6 +71,21 @@ def evaluate_run(run: Path, data: Path, every: int = 4, threads: int = 1, *,
     return {"val_nats": nats, "val_bits_per_sample": nats * math.log2(math.e),
             "targets": int(len(positions) * block), "files": len(val.files),
             "first_target": first_target, "block": block, "every": every, "seconds": time.time() - start}
+
+
+def run_data(run: Path, info: ModelInfo, data: Path) -> TrainingData:
+    """``data`` split as the run in ``run`` split it (its stored share and file lists; the
+    default split for a checkpoint without a training record); ``ValueError`` where it is not
+    the data the run was trained on. Unreadable files are passed over with a warning, as in
+    training."""
+    trained = (info.training or {}).get("train_config")
+    if trained is None:
+        return open_training_data(data, info.sample_rate, warn=warn)
+    opened = open_training_data(data, info.sample_rate, trained["val_fraction"],
+                                trained.get("train_files"), trained.get("val_files"), warn=warn)
+    opened.refuse_unless_trained_on(info.training, data, run,
+                                    f"pass the run's data ({trained['data']})")
+    return opened
 
 
 def read_eval(run: Path) -> dict[str, Any]:
@@ -151,15 +157,20 @@ def _data_seen(identity: dict[str, Any], train_files: int, rate: int, data_dir: 
 
 def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | None = None, seconds: float = 8.0,
                seed: int = 0, sampling: SamplingConfig | None = None, hardware: str = "",
-               start: str | None = None, weights_dtype: str | None = None) -> Path:
+               start: str | None = None, weights_dtype: str | None = None,
+               force: bool = False) -> Path:
     """Copy ``run`` into ``dest`` with an example clip, spectrogram and model card.
 
     ``baselines`` maps a display name to another evaluated run, compared in the card's table;
     ``sampling`` and ``start`` are what the card recommends (and the example uses);
     ``weights_dtype`` how ``dest`` stores the weights (a ``WEIGHT_DTYPES`` name; None: as the
     run does). Raises ``ValueError`` (one line, before writing anything) where they would take
-    more than ``ZOO_MAX_BYTES``.
+    more than ``ZOO_MAX_BYTES``, where ``dest`` holds a model already (unless ``force``), or
+    where the data or a baseline is not what it should be.
     """
+    if (dest / CONFIG).is_file() and not force:
+        raise ValueError(f"{dest} holds a model already; pass --force to replace it, or choose "
+                         "another DEST")
     model, info = load_checkpoint(run)
     dtype = weights_dtype or info.weights_dtype
     if dtype not in WEIGHT_DTYPES:
@@ -172,7 +183,9 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
                          f"in {dtype}, over a zoo entry's {ZOO_MAX_BYTES / 1e6:g} MB; {fix}")
     rate = info.sample_rate
     ev = read_eval(run)
-    sets = open_training_data(data, rate, warn=warn)  # unreadable files passed over, as in training
+    sets = run_data(run, info, data)
+    others = [(label, *load_checkpoint(other), read_eval(other)["val_bits_per_sample"])
+              for label, other in (baselines or {}).items()]
     hours = [part.total_samples / rate / 3600 for part in (sets.train, sets.validation)]
     dest.mkdir(parents=True, exist_ok=True)
     if dtype == info.weights_dtype and not info.weight_shards:
@@ -196,8 +209,7 @@ def write_card(run: Path, dest: Path, data: Path, baselines: dict[str, Path] | N
     data_dir = f"data/{data.name}"
     seen_note, pack_line, train_data, seen_h = _data_seen(training.get("data", {}), len(sets.train.tracks), rate, data_dir)
     rows = [_comparison_row(f"{dest.name} (this model)", model, info, ev["val_bits_per_sample"])]
-    for label, other in (baselines or {}).items():
-        rows.append(_comparison_row(label, *load_checkpoint(other), read_eval(other)["val_bits_per_sample"]))
+    rows += [_comparison_row(*other) for other in others]
     card = CARD.format(
         name=dest.name, kind=info.kind, config=json.dumps(info.config.to_dict()),
         params=model.num_parameters(), weights_mb=(dest / WEIGHTS).stat().st_size / 1e6,

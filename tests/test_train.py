@@ -582,6 +582,19 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     assert "real time on this machine's CPU (numba backend" in text  # what ran the example
     other = write_card(runs["wavenet"], tmp_path / "zoo" / "wn", audio_dir, seconds=0.1)
     other_text = (other / "README.md").read_text()
+    # refused before DEST is touched: a zoo entry there already, a baseline never evaluated
+    before = {p.name: p.read_bytes() for p in other.iterdir()}
+    with pytest.raises(ValueError, match="holds a model already; pass --force"):
+        write_card(runs["sequnet"], other, audio_dir, seconds=0.1)
+    assert {p.name: p.read_bytes() for p in other.iterdir()} == before
+    unscored = tmp_path / "unscored"
+    shutil.copytree(runs["wavenet"], unscored)
+    (unscored / EVAL).unlink()
+    with pytest.raises(FileNotFoundError, match="eval.json is missing"):
+        write_card(runs["wavenet"], tmp_path / "zoo" / "new", audio_dir, {"x": unscored},
+                   seconds=0.1)
+    assert not (tmp_path / "zoo" / "new").exists()
+    assert write_card(runs["wavenet"], other, audio_dir, seconds=0.1, force=True) == other
     assert "real time on this machine's CPU (numba backend" in other_text  # WaveNets too
     assert "--seed 0 --backend numba`" in other_text  # the example reproduces on its backend
     assert "| wavenet-tiny | wavenet" in text and "one block of 64 samples in every 3, from sample 300" in text
