@@ -76,7 +76,8 @@ def count(minimum: int = 1):
     return parse
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(p: argparse.ArgumentParser, streams: bool = False) -> None:
+    """--model, --device, --backend, --start, --threads (``streams``: the command has --batch)."""
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH",
                    help="zoo model name or checkpoint folder (default: %(default)s)")
     p.add_argument("--device", default="auto",
@@ -88,8 +89,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                         "(default: the model's recommendation, zeros unless its card says otherwise)")
     p.add_argument("--threads", type=count(), default=1,
                    help="torch CPU threads (default: %(default)s; a stream of single samples gains "
-                   "nothing from more, and loses much on a busy machine). The numba backend runs "
-                   "the streams of a --batch on every core (NUMBA_NUM_THREADS=N to limit)")
+                   "nothing from more, and loses much on a busy machine)" + (
+                       ". The numba backend runs the streams of a --batch on every core "
+                       "(NUMBA_NUM_THREADS=N to limit)" if streams else ""))
 
 
 def audio_rate(info: ModelInfo, name: str) -> int:

@@ -42,7 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="samples per written block (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_model_options(p)
+    add_model_options(p, streams=True)
     add_sampling_options(p, streams=True)
     p.set_defaults(run=run)
 

@@ -12,7 +12,10 @@ if TYPE_CHECKING:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the model zoo",
-                       description="List models in $STREAMGEN_MODELS folders and the packaged zoo.")
+                       description="List models in $STREAMGEN_MODELS folders and the packaged zoo.",
+                       epilog="examples:\n  streamgen models\n"
+                       "  STREAMGEN_MODELS=./zoo streamgen models --json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(run=run_models)
     p = sub.add_parser("info", help="describe one model",

@@ -10,13 +10,18 @@ from streamgen.sampling import STARTS
 
 from .common import CLIError, add_sampling_options, count, require, sampling_config, seconds
 
-EXAMPLES = """examples:
-  streamgen publish eval runs/mine --data data/bach16k          # -> runs/mine/eval.json
-  streamgen publish card runs/mine models/mine --data data/bach16k --top-p 0.94 \\
-      --baseline wavenet-baseline=runs/wavenet-baseline
-  streamgen publish card runs/wide models/wide --data data/bach16k --weights-dtype float16
-  streamgen publish example models/default                       # after an engine change
-"""
+EXAMPLE_LINES = [
+    "streamgen publish eval runs/mine --data data/bach16k          # -> runs/mine/eval.json",
+    "streamgen publish card runs/mine models/mine --data data/bach16k --top-p 0.94 \\",
+    "    --baseline wavenet-baseline=runs/wavenet-baseline",
+    "streamgen publish card runs/wide models/wide --data data/bach16k --weights-dtype float16",
+    "streamgen publish example models/default                       # after an engine change",
+]
+
+
+def examples(*lines: str) -> str:
+    """An epilog of example command lines."""
+    return "examples:\n" + "".join(f"  {line}\n" for line in lines)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,15 +30,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "on its receptive field (the same samples for every network); card copies an "
                        "evaluated run into a zoo folder with an example clip, its spectrogram and a "
                        "model card (README.md).",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=examples(*EXAMPLE_LINES), formatter_class=argparse.RawDescriptionHelpFormatter)
     steps = p.add_subparsers(dest="step", metavar="STEP", required=True)
-    e = steps.add_parser("eval", help="score RUN on the fixed validation targets (writes RUN/eval.json)")
+    raw = argparse.RawDescriptionHelpFormatter
+    e = steps.add_parser("eval", help="score RUN on the fixed validation targets (writes RUN/eval.json)",
+                         epilog=examples(EXAMPLE_LINES[0]), formatter_class=raw)
     e.add_argument("run_dir", type=Path, metavar="RUN", help="checkpoint folder of a training run")
     e.add_argument("--data", type=Path, required=True, help="the folder the run was trained on")
     e.add_argument("--every", type=count(), default=4, help="score one block in every N (default: %(default)s)")
     e.add_argument("--threads", type=count(), default=1, help="torch CPU threads (default: %(default)s)")
     e.set_defaults(run=run_eval)
-    c = steps.add_parser("card", help="copy an evaluated RUN to DEST with an example and a model card")
+    c = steps.add_parser("card", help="copy an evaluated RUN to DEST with an example and a model card",
+                         epilog=examples(*EXAMPLE_LINES[1:4]), formatter_class=raw)
     c.add_argument("run_dir", type=Path, metavar="RUN", help="checkpoint folder scored by `publish eval`")
     c.add_argument("dest", type=Path, metavar="DEST", help="zoo folder to write (e.g. models/NAME)")
     c.add_argument("--data", type=Path, required=True, help="the folder the run was trained on")
@@ -53,7 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "otherwise)")
     c.set_defaults(run=run_card)
     x = steps.add_parser("example", help="generate a zoo entry's example again and replace "
-                         "that section of its card (the rest of the card stays)")
+                         "that section of its card (the rest of the card stays)",
+                         epilog=examples(EXAMPLE_LINES[4]), formatter_class=raw)
     x.add_argument("dest", type=Path, metavar="DEST", help="zoo folder (e.g. models/default)")
     x.add_argument("--seconds", type=seconds(), default=8.0, help="length of the example (default: %(default)s)")
     x.add_argument("--seed", type=int, default=0, help="the example's seed (default: %(default)s)")

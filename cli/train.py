@@ -182,6 +182,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"streamgen: interrupted at step {stop.step}; checkpoint saved in {stop.out_dir}; "
               f"resume with: streamgen train --out {shlex.quote(str(stop.out_dir))} --resume",
               file=sys.stderr)
-        return 130
+        return 128 + stop.signum  # 130 for Ctrl-C, 143 for SIGTERM, as the shell has them
     print(f"checkpoint: {path}")
     return 0

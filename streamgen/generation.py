@@ -44,13 +44,13 @@ class AudioGenerator:
         self._out = torch.empty(0, dtype=torch.int64)
         self._host = torch.empty(0, dtype=torch.uint8)
         if prime is not None and len(prime):
-            classes = mulaw_encode(torch.from_numpy(np.asarray(prime, dtype=np.float32)))
+            classes = mulaw_encode(torch.from_numpy(_mono_audio(prime)))
             self.engine.prime(classes.view(1, -1).expand(batch, -1).contiguous())
         self.generated = 0
 
     def __call__(self, n: int) -> np.ndarray:
         """The next ``n`` samples of every stream: float32 ``(batch, n)`` in [-1, 1]."""
-        if self._out.shape[-1] != n:
+        if self._out.shape != (self.batch, n):
             self._out = torch.empty(self.batch, n, dtype=torch.int64, device=self.engine.device)
         classes = self.engine.generate(n, self.sampler, self._out)
         self.generated += n
@@ -70,8 +70,27 @@ class AudioGenerator:
 
     def blocks(self, total: int, block: int = 4096) -> Iterator[np.ndarray]:
         """``total`` samples per stream in blocks of at most ``block``."""
+        if block < 1:
+            raise ValueError(f"block must be at least 1 sample, got {block}")
         done = 0
         while done < total:
             n = min(block, total - done)
             yield self(n)
             done += n
+
+
+def _mono_audio(prime: np.ndarray) -> np.ndarray:
+    """``prime`` as float32 mono samples, refusing what would be misread: several channels
+    (flattened, they interleave), integer PCM (clipped to +-1), NaN or infinite samples."""
+    prime = np.asarray(prime)
+    if prime.ndim != 1:
+        raise ValueError(f"prime must be mono audio of shape (N,), got {prime.shape}; mix the "
+                         "channels down first (e.g. audio.mean(axis=1))")
+    if not np.issubdtype(prime.dtype, np.floating):
+        raise ValueError(f"prime must be float audio in [-1, 1], got {prime.dtype} samples; "
+                         "scale integer PCM first (int16: / 32768) or read the file with "
+                         "streamgen.audio.io.load_audio")
+    prime = prime.astype(np.float32)
+    if not np.isfinite(prime).all():
+        raise ValueError("prime holds NaN or infinite samples")
+    return prime

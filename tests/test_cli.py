@@ -309,10 +309,14 @@ def test_models_and_info(zoo: Path) -> None:
 
 
 def test_help_everywhere(zoo: Path) -> None:
-    for sub in ["generate", "play", "models", "info", "train", "bench", "publish"]:
-        result = streamgen(zoo, sub, "--help")
+    """Every command's --help, with examples; options only where the command has them."""
+    for sub in ["generate", "play", "models", "info", "train", "bench", "publish",
+                "publish eval", "publish card", "publish example"]:
+        result = streamgen(zoo, *sub.split(), "--help")
         assert result.returncode == 0 and b"usage: streamgen " + sub.encode() in result.stdout
-    assert b"examples" in streamgen(zoo, "generate", "--help").stdout
+        assert b"\nexamples:\n  streamgen " + sub.encode() in result.stdout, sub
+        text = b" ".join(result.stdout.split())
+        assert (b"--batch" in text) == (sub in ("generate", "train")), sub
 
 
 HELP_IMPORTS = """

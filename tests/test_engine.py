@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -388,6 +389,36 @@ def test_wrong_arguments_are_refused_before_any_kernel_runs(backend: str, rng) -
     got = torch.empty(2, 40, CLASSES)
     engine.feed(x.to(torch.uint8), got)  # any integer type of classes
     assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+def test_audio_generator_refuses_audio_it_would_misread(rng: torch.Generator) -> None:
+    """Stereo frames (flattened they interleave: half speed), integer PCM (clipped to +-1) and
+    NaNs are refused; a mono float prime equals priming the engine with its classes."""
+    from streamgen.audio import mulaw_encode
+    from streamgen.generation import AudioGenerator
+
+    model = SeqUNet(SeqUNetConfig(4, 2, 1, 3))  # 256 classes: mu-law audio
+    randomize_(model, rng)
+    wave = (0.4 * np.sin(np.arange(300) * 0.2)).astype(np.float32)
+    for prime, message in ((np.stack([wave, wave], 1), r"mono audio of shape \(N,\), got \(300, 2\)"),
+                           ((wave * 32767).astype(np.int16), "float audio in \\[-1, 1\\], got int16"),
+                           (np.full(5, np.nan, np.float32), "NaN or infinite")):
+        with pytest.raises(ValueError, match=message):
+            AudioGenerator(model, prime=prime)
+    gen = AudioGenerator(model, batch=2, prime=wave / 8)
+    assert gen(0).shape == (2, 0) and gen(5).shape == (2, 5)
+    with pytest.raises(ValueError, match="block must be at least 1"):
+        next(gen.blocks(10, block=0))
+
+
+def test_the_readmes_python_example_runs() -> None:
+    """The README's "From Python" block, as written, on the shipped default model."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme[readme.index("From Python:\n\n```python\n"):].split("```")[1]
+    scope: dict = {}
+    exec(compile(block.removeprefix("python\n"), "README.md", "exec"), scope)
+    assert scope["classes"].shape == (2, 16000) and scope["audio"].abs().max() <= 1
+    assert torch.isfinite(scope["logits"]).all() and scope["state"]["t"] == 4000 + 16000 + 100
 
 
 @pytest.mark.parametrize("kwargs, message", [

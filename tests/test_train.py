@@ -722,6 +722,31 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(audio_dir: Path, tmp_pat
     assert [r["step"] for r in rows if "lr" in r] == [s for s in range(10, step + 4, 10)] + [step + 3]
 
 
+def test_sigterm_stops_training_with_its_own_exit_status(audio_dir: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys) -> None:
+    """SIGTERM (a scheduler's stop, ``timeout``) saves and exits 143, Ctrl-C 130: the shell's
+    statuses, so a job script can tell them apart."""
+    import signal
+
+    from streamgen.cli.main import main
+    from streamgen.train import loop
+
+    real_loss, calls = loop.nll_loss, []
+
+    def loss_then_sigterm(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "nll_loss", loss_then_sigterm)
+    run = tmp_path / "run"
+    assert main(["train", *cli_options(tmp_path, audio_dir, run, 50)]) == 143
+    assert "interrupted at step" in capsys.readouterr().err
+    assert load_checkpoint(run)[1].training["step"] < 50
+
+
 def test_a_second_signal_during_the_save_is_deferred(audio_dir: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import signal
@@ -749,6 +774,7 @@ def test_a_second_signal_during_the_save_is_deferred(audio_dir: Path, tmp_path: 
     with pytest.raises(TrainingInterrupted) as stopped:
         fit(cfg)
     assert stopped.value.step == 3 and calls["save"] == 3  # weights, optimizer, RNG states
+    assert stopped.value.signum == signal.SIGINT  # the first signal stopped it
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp folder

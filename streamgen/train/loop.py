@@ -79,10 +79,11 @@ class ResumeConflict(ValueError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped by SIGINT/SIGTERM after saving a checkpoint of ``step`` in ``out_dir``."""
+    """Training stopped by SIGINT/SIGTERM (``signum``) after saving a checkpoint of ``step`` in
+    ``out_dir``."""
 
-    def __init__(self, step: int, out_dir: Path) -> None:
-        self.step, self.out_dir = step, out_dir
+    def __init__(self, step: int, out_dir: Path, signum: int = signal.SIGINT) -> None:
+        self.step, self.out_dir, self.signum = step, out_dir, signum
         super().__init__(f"interrupted at step {step}; checkpoint saved in {out_dir}")
 
 
@@ -448,13 +449,14 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
         if d.world > 1:
             dist.barrier()
 
-    def stop_requested() -> bool:
-        """Whether a signal came, on any rank (so that all stop at the same step)."""
+    def stop_requested() -> int:
+        """The number of a signal that came, on any rank (so that all stop at the same step);
+        0 while none did."""
         if d.world == 1:
             return interrupted()
         flag = torch.tensor([float(interrupted())], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return int(flag.item())
 
     per_rank = config.batch_size // d.world
     saved = -1  # the step of the newest checkpoint
@@ -537,7 +539,7 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
             if step < config.steps:  # stopped by a signal
                 if saved != step:
                     checkpoint()
-                raise TrainingInterrupted(step, out)
+                raise TrainingInterrupted(step, out, stop_requested())
         finally:
             bar.close()
     return model, out
