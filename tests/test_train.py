@@ -332,6 +332,10 @@ def test_time_budget_fits_the_run_and_stores_the_fitted_schedule(
     lrs = [r for r in records if "lr" in r]
     assert [r["step"] for r in lrs] == list(range(1, steps + 1))
     assert [r["lr"] for r in lrs] == pytest.approx([run.learning_rate(r["step"] - 1) for r in lrs])
+    # the same command again with --resume goes on to the fitted step count, not the asked one
+    again = dict(data=cfg.data, out_dir=str(out), resume=True, steps=10, time_budget_s=1.5)
+    assert TrainConfig.from_options(again) == replace(run, resume=True)
+    assert TrainConfig.from_options({**again, "steps": steps + 7}).steps == steps + 7  # extended
 
 
 def test_refuses_to_overwrite_and_checks_kind(audio_dir: Path, tmp_path: Path) -> None:

@@ -176,6 +176,7 @@ class TrainConfig:
         values = {k: v for k, v in values.items() if k in names and v is not None}
         stored = stored_run(values["out_dir"]) if values.get("resume") and values.get("out_dir") else None
         if stored is not None:
+            values = _repeat_of_a_fitted_run(stored.training, values)
             check_resume(values["out_dir"], stored, values)
             values = {**stored.training["train_config"], **values,
                       "model": stored.training["train_config"]["model"]}
@@ -196,6 +197,20 @@ def fit_to_budget(config: TrainConfig, step: int, elapsed_s: float, seconds_per_
     steps = step + max(0, int(left / per_step))
     decay_from = max(step, round(config.decay_from * steps / config.steps)) if config.decay_from else 0
     return dataclasses.replace(config, steps=steps, decay_from=decay_from, time_budget_s=None)
+
+
+def _repeat_of_a_fitted_run(training: Mapping[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without the time budget, and without the step count asked for with it, when
+    they repeat the command of a run (``training``: its stored record) that fitted its
+    schedule to a budget already: that run goes on to its fitted step count (``steps`` of
+    another value still extends it)."""
+    fitted = training.get("time_budget")
+    if fitted is None or values.get("time_budget_s") is None:
+        return values
+    values = {k: v for k, v in values.items() if k != "time_budget_s"}
+    if values.get("steps") == fitted.get("steps_asked"):
+        del values["steps"]
+    return values
 
 
 def stored_run(out_dir: str | Path) -> ModelInfo | None:
@@ -500,7 +515,7 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
                     _synchronize(device)
                     now = time.perf_counter()
                     if step == BUDGET_PROBE_STEPS:
-                        budget = config.time_budget_s
+                        budget, asked = config.time_budget_s, config.steps
                         pace = (now - pace_from) / (step - pace_step)
                         config = fit_to_budget(config, step, now - started, pace, val_seconds)
                         if d.world > 1:  # every rank takes rank 0's schedule
@@ -508,7 +523,7 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
                             dist.broadcast(fitted, 0)
                             config = dataclasses.replace(config, steps=int(fitted[0]), decay_from=int(fitted[1]))
                         last["time_budget"] = {"seconds": budget, "fitted_at_step": step,
-                                               "seconds_per_step": pace}
+                                               "seconds_per_step": pace, "steps_asked": asked}
                         bar.total = config.steps
                         if d.main:
                             bar.write(f"time budget {budget:g} s: {pace * 1e3:.1f} ms per step, "
