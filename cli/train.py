@@ -158,6 +158,10 @@ def run(args: argparse.Namespace) -> int:
         if args.pack_corpus:
             return pack(args)
         config = TrainConfig.from_options(args)  # a resumed run's stored options as the base
+        if args.data is None and not Path(config.data).exists():
+            raise CLIError(f"the run in {args.out_dir} was trained on --data {config.data} (as "
+                           f"given where it started), which is not found from {Path.cwd()}; "
+                           "pass --data with where that folder is now")
         if not isinstance(config.model, dict):
             raise ValueError(f"--config must be a JSON object of network fields, not {config.model!r}")
         build_network(config.kind, config.model)  # unknown or bad fields fail before any work

@@ -272,6 +272,31 @@ def test_resume_after_a_kill_mid_save_continues_from_the_previous_checkpoint(
                                                  resumed.state_dict().values()))
 
 
+def test_resume_says_what_it_cannot_do(audio_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A finished run resumed with no more steps says so; a run started elsewhere with a
+    relative --data says which folder it needs; a broken manifest.json names itself."""
+    from streamgen.cli.main import main
+
+    monkeypatch.chdir(audio_dir.parent)
+    run = tmp_path / "run"
+    assert main(["train", *cli_options(tmp_path, Path(audio_dir.name), run, 2)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume"]) == 0
+    assert "is at step 2 already (steps: 2); nothing to do" in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--out", str(run), "--resume", "--steps", "3"]) == 2
+    err = capsys.readouterr().err
+    assert f"trained on --data {audio_dir.name} (as given where it started)" in err
+    broken = tmp_path / "broken"
+    shutil.copytree(audio_dir, broken)
+    for text, message in (("{bad", "is not valid JSON"),
+                          ('{"format": "%s", "train": "x", "validation": []}' % corpus.MANIFEST_FORMAT,
+                           "must be lists of file paths")):
+        (broken / "manifest.json").write_text(text)
+        with pytest.raises(ValueError, match=f"manifest.json.*{message}"):
+            split_files(broken)
+
+
 def test_cosine_decay_schedule_is_applied_and_resumes_exactly(audio_dir: Path, tmp_path: Path) -> None:
     cfg = config(tmp_path, audio_dir, steps=8, lr=4e-3, lr_final=1e-3, decay_from=4, log_every=1,
                  out_dir=str(tmp_path / "a"))

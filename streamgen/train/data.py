@@ -105,9 +105,17 @@ def split_files(
         return Split(train, val)
     manifest = root / MANIFEST
     if manifest.is_file():
-        data = json.loads(manifest.read_text())
-        if data.get("format") == MANIFEST_FORMAT:
-            return Split(resolve(data["train"]), resolve(data["validation"]), f"the folder's {MANIFEST}")
+        try:
+            data = json.loads(manifest.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{manifest} is not valid JSON ({exc}); fix it, or remove it to "
+                             "split the folder's files by path hash") from None
+        if isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT:
+            lists = [data.get(k) for k in ("train", "validation")]
+            if not all(isinstance(v, list) and all(isinstance(p, str) for p in v) for v in lists):
+                raise ValueError(f"{manifest}: 'train' and 'validation' must be lists of file "
+                                 "paths; fix it, or remove it to split by path hash")
+            return Split(resolve(lists[0]), resolve(lists[1]), f"the folder's {MANIFEST}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     files = find_audio_files(root) if files is None else sorted(files)

@@ -425,6 +425,9 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
                                   f"edited ({type(exc).__name__}: {exc}); bring the file back "
                                   "from a copy of the run, or start a fresh run") from exc
         _restore_rng(load_extra(out), d, device, out)
+        if step >= config.steps and d.main:
+            warn(f"the run in {out} is at step {step} already (steps: {config.steps}); nothing "
+                 "to do: give a larger step count (--steps) to go on")
         if d.main and (out / LOG_FILE).is_file():  # rows past the checkpoint are redone
             rows = (out / LOG_FILE).read_text().splitlines(keepends=True)
             (out / LOG_FILE).write_text("".join(r for r in rows if json.loads(r)["step"] <= step))
