@@ -632,7 +632,7 @@ def test_numba_runs_streams_on_threads(batch: int, rng) -> None:
     assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
     default = StreamingEngine(model, batch, backend="numba").executor.groups
     assert len(default) == min(numba.config.NUMBA_NUM_THREADS, batch)
-    with pytest.raises(ValueError, match="threads must be >= 1"):
+    with pytest.raises(ValueError, match="threads must be a whole number >= 1"):
         StreamingEngine(model, batch, backend="numba", threads=0)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import threading
+import time
 import types
 from pathlib import Path
 
@@ -27,7 +29,8 @@ RATE = 16000
 
 
 def fake_sounddevice(outputs: list[str]) -> types.ModuleType:
-    """A ``sounddevice`` whose PortAudio lists these output devices (16 kHz mono accepted)."""
+    """A ``sounddevice`` whose PortAudio lists these output devices (16 kHz mono accepted) and
+    whose streams take samples as fast as they come, as a null PCM does."""
     sd = types.ModuleType("sounddevice")
 
     class PortAudioError(Exception):
@@ -47,6 +50,37 @@ def fake_sounddevice(outputs: list[str]) -> types.ModuleType:
     sd.query_hostapis = lambda: [{"name": "ALSA"}]
     sd.check_output_settings = lambda **kw: None
     sd.CallbackStop = type("CallbackStop", (Exception,), {})
+
+    class OutputStream:
+        latency = 0.05
+
+        def __init__(self, callback, finished_callback, channels, **kwargs):
+            self.callback, self.finished, self.channels = callback, finished_callback, channels
+            self.stopped = threading.Event()
+            self.thread = threading.Thread(target=self.run, daemon=True)
+
+        def run(self) -> None:
+            status = types.SimpleNamespace(output_underflow=False)
+            out = np.zeros((256, self.channels), np.float32)
+            try:
+                while not self.stopped.is_set():
+                    self.callback(out, 256, None, status)
+                    time.sleep(1e-4)  # a null PCM: nothing paces it
+            except sd.CallbackStop:
+                pass
+            self.finished()
+
+        def start(self) -> None:
+            self.thread.start()
+
+        def abort(self) -> None:
+            self.stopped.set()
+            self.thread.join()
+
+        def close(self) -> None:
+            pass
+
+    sd.OutputStream = OutputStream
     return sd
 
 
@@ -174,6 +208,8 @@ FAULTS = [
     ("play on an unknown output", ["play", "--device-name", "hdmi"], "'hdmi' is not an output device",
      audio_outputs("speakers")),
     ("play forever, too slow", ["play", "--seconds", "0"], "pass --force", slow_producer),
+    ("play on an output that does not pace", ["play", "--seconds", "30"],
+     "does not play at the sample rate", audio_outputs("null")),
     ("play --save existing", ["play", "--save", "exists.wav"], "exists; pass --force", None),
 ]
 

@@ -141,5 +141,5 @@ def test_triton_noise_kernel_draws_the_cpus_noise(shape, seed: int, step: int,
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")
 def test_cuda_device_without_a_gpu_is_a_one_line_error(rng: torch.Generator) -> None:
-    with pytest.raises(ValueError, match=r"^no CUDA GPU is visible to torch .*use device='cpu'$"):
+    with pytest.raises(ValueError, match=r"^device 'cuda' asked for, but .*use --device cpu$"):
         StreamingEngine(random_sequnet((4, 2, 1, 3), CLASSES, rng), 1, device="cuda")

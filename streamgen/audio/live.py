@@ -31,6 +31,11 @@ RECORD_SECONDS = 10.0  # capacity of the save ring; the calling thread drains it
 CUSHION_SECONDS = 2.0  # room beyond the pre-buffer: a producer faster than real time fills it
 # while playing, so a stall of the producer (a busy machine) up to this long goes unheard
 POLL_S = 0.02
+# An output that takes samples faster than PACE_LIMIT x real time, beyond PACE_SLACK_S of them
+# (and its own buffer), does not play them (a null or file PCM): playing on would only stack
+# up silence, in a saved file too
+PACE_LIMIT = 4.0
+PACE_SLACK_S = 1.0
 
 
 class TooSlowError(RuntimeError):
@@ -138,8 +143,9 @@ class LivePlayer:
         """Play ``seconds`` of audio (0 = until stopped); optionally save what the device got.
 
         Ctrl-C stops cleanly and returns a report with ``interrupted=True``. Raises
-        AudioDeviceError (no device, rate unsupported) and TooSlowError (endless playback of a
-        producer slower than real time without ``force``).
+        AudioDeviceError (no device, rate unsupported, an output that takes samples far faster
+        than it could play them) and TooSlowError (endless playback of a producer slower than
+        real time without ``force``).
         """
         sd = sounddevice()
         device, channels = open_output_device(self.device, self.sample_rate)
@@ -202,6 +208,7 @@ class _Run:
         self.record = SampleRing(round(RECORD_SECONDS * rate)) if self.save else None
         self.record_lost = 0
         self.played = self.silence = self.underflows = self.device_underflows = 0
+        self.handed = 0  # samples the device took, silence included
         self.producer_done = total is not None and self.produced >= total
         self.error: BaseException | None = None
         self.finished = threading.Event()
@@ -227,6 +234,7 @@ class _Run:
     # -- PortAudio callback: copies only -----------------------------------------------------
     def _callback(self, outdata: np.ndarray, frames: int, _time: Any, status: Any) -> None:
         done = self.producer_done  # read before the ring: then an empty ring means the end
+        self.handed += frames
         out = outdata[:, 0]
         n = self.ring.read_into(out)
         self.played += n
@@ -273,6 +281,7 @@ class _Run:
             stream.start()
             while not self.finished.wait(POLL_S):
                 self._check()
+                self._check_pace(time.monotonic() - t0, latency, device_name)
                 self._drain(sink)
             wall = time.monotonic() - t0
         except KeyboardInterrupt:
@@ -293,7 +302,9 @@ class _Run:
         if self.error is not None:
             raise self.error
         if self.record_lost:
-            raise RuntimeError(f"{self.record_lost} samples were not saved (save ring overflowed)")
+            raise AudioDeviceError(f"{self.record_lost} samples the device took were not saved "
+                                   f"to {self.save} (saving fell behind the device); the file "
+                                   "holds the rest")
         return PlaybackReport(
             device=device_name,
             sample_rate=self.p.sample_rate,
@@ -313,6 +324,14 @@ class _Run:
     def _check(self) -> None:
         if self.error is not None or self.stop.is_set():
             raise _Stopped
+
+    def _check_pace(self, elapsed: float, latency: float, device_name: str) -> None:
+        rate = self.p.sample_rate
+        if self.handed > (PACE_LIMIT * elapsed + PACE_SLACK_S + latency) * rate:
+            raise AudioDeviceError(
+                f"the output {device_name!r} took {self.handed / rate:.1f} s of audio in "
+                f"{elapsed:.1f} s: it does not play at the sample rate (a null or file device?); "
+                "choose an output that plays (streamgen play --list-devices)")
 
     def _drain(self, sink: Any) -> None:
         if self.record is None or sink is None:
