@@ -20,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "examples:\n  streamgen bench --quick            # writes ./bench-results/bench-cpu-quick.*\n"
                        "  streamgen bench --device cuda --out results/",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="the one-minute subset (the default: the full suite)")
+    p.add_argument("--quick", action="store_true", help="the quick subset, about a minute (the default: the full suite)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--threads", type=count(), default=1, help="torch CPU threads (default: 1)")
     p.add_argument("--model", help="model measured as the default (default: the zoo's default, "
