@@ -1,7 +1,7 @@
 """Run the benchmark suite and write results under benchmarks/results/.
 
     python benchmarks/run.py                 # full suite on the CPU, one thread
-    python benchmarks/run.py --quick         # the one-minute subset
+    python benchmarks/run.py --quick         # the quick subset, about a minute
     python benchmarks/run.py --device cuda   # on a GPU: the GPU benchmark (benchmarks/gpu.py)
 
 Same code as ``streamgen bench``; this script only picks the output folder and file stem.
