@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                            "one, or one to go on with)")
         try:
             manifest = build_corpus(args.build_corpus)
-        except (FileNotFoundError, PermissionError):  # fluidsynth or its soundfont missing
+        except (FileNotFoundError, PermissionError):  # one line as they are (main's known errors)
             raise
         except OSError as exc:
             raise CLIError(f"--build-corpus {args.build_corpus}: cannot write there "

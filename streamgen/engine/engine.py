@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from streamgen.devices import resolve_device
 from streamgen.engine.backends import BACKENDS, KERNELS
 from streamgen.engine.capture import Capture
 from streamgen.engine.clock import silence_class, zero_index
@@ -23,7 +24,6 @@ from streamgen.engine.program import CAPACITIES, Executor, StepProgram, TorchExe
 from streamgen.engine.sampling import Sampler, SamplingConfig
 from streamgen.engine.schedule import RingSchedule, align_rings
 from streamgen.engine.tables import BackendError, unsupported_layers
-from streamgen.devices import resolve_device
 from streamgen.sampling import STARTS
 
 
@@ -367,10 +367,10 @@ class StreamingEngine:
                              f"{sampler.shape[1]} classes on {sampler.device}, the engine "
                              f"{self.batch_size} of {self.classes} on {self.device}: make it with "
                              "engine.sampler()")
-        if out is not None:
-            self._check_out(out, (self.batch_size, n), torch.int64)
         if out is None:
             out = torch.empty(self.batch_size, n, dtype=torch.int64, device=self.device)
+        else:
+            self._check_out(out, (self.batch_size, n), torch.int64)
         self.executor.generate_block(n, sampler, out, self.logits, self.t, self._input)
         self.t += n
         return out

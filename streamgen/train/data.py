@@ -251,18 +251,22 @@ class TrainingData:
     source: str  # "audio folder" or "packed corpus"
     split_rule: str
     skipped: dict[str, str] = field(default_factory=dict)  # file -> why it was skipped
+    _sha256: str | None = field(default=None, init=False, repr=False, compare=False)
 
     def sets(self) -> dict[str, EncodedAudio]:
         return dict(zip(SPLITS, (self.train, self.validation)))
 
     def sha256(self) -> str:
-        """A hash over every track's split, name and samples: which data, exactly."""
-        digest = hashlib.sha256()
-        for split, data in self.sets().items():
-            for name, track in zip(data.names, data.tracks):
-                digest.update(f"{split}\0{name}\0{len(track)}\0".encode())
-                digest.update(np.ascontiguousarray(track, dtype=np.uint8).tobytes())
-        return digest.hexdigest()
+        """A hash over every track's split, name and samples: which data, exactly (hashed once:
+        a resume both records and checks it)."""
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            for split, data in self.sets().items():
+                for name, track in zip(data.names, data.tracks):
+                    digest.update(f"{split}\0{name}\0{len(track)}\0".encode())
+                    digest.update(np.ascontiguousarray(track, dtype=np.uint8).tobytes())
+            self._sha256 = digest.hexdigest()
+        return self._sha256
 
     def identity(self) -> dict[str, Any]:
         """What a training record stores about its data (JSON)."""
