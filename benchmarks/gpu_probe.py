@@ -2,7 +2,9 @@
 kernel settings): sizes the optimisation work in one short device call (the committed figures
 come from benchmarks/gpu.py).
 
-    python benchmarks/gpu_probe.py [--out DIR] [--rows a,b,...]
+    python benchmarks/gpu_probe.py [--out DIR] [--name STEM] [--rows a,b,...]
+
+Each row is printed as it ends and the rows so far written to DIR/STEM.json.
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--out", type=Path, default=Path("."))
+    ap.add_argument("--name", default="probe", help="the results file's stem")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-check", action="store_true", help="skip the logit error check")
     args = ap.parse_args()
@@ -194,6 +197,8 @@ def main() -> None:
     unknown = [name for name in names if name not in ROWS]
     if unknown:  # before any model is built: a typo costs no device time
         ap.error(f"unknown rows {', '.join(unknown)}; the rows are the keys of ROWS in {__file__}")
+    if not torch.cuda.is_available():
+        ap.error("no CUDA GPU visible to torch; the probe times the GPU executors")
     default, info = load_model("default")
     shape = {"levels": 10, "depth": 2, "kernel_size": 5}
     models = {"default": default.eval().cuda(),
@@ -231,7 +236,7 @@ def main() -> None:
         print(f"{name:22s} {rate}  (wall {row['wall_s']:.1f} s)"
               + (f" logit err {err:.2e}" if err is not None else ""), flush=True)
         # after every row: a run cut short by its time limit keeps what it measured
-        (args.out / "probe.json").write_text(json.dumps(results, indent=1, default=str))
+        (args.out / f"{args.name}.json").write_text(json.dumps(results, indent=1, default=str))
     configure(Row("default", 1, "top_p", 0))
 
 

@@ -207,8 +207,8 @@ def test_timed_calls_take_about_the_seconds_asked(multiple: int) -> None:
 
 
 def test_gpu_check_names_only_rows_the_probe_has(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A lent GPU's one call runs ``benchmarks/gpu_check.sh``: every probe row it names exists,
-    once, and a name the probe does not know stops it before any device work."""
+    """A lent GPU runs ``benchmarks/gpu_check.sh``: every probe row its two parts name exists,
+    once in both, and a name the probe does not know stops it before any device work."""
     import subprocess
 
     root = Path(__file__).parents[1]
@@ -216,8 +216,9 @@ def test_gpu_check_names_only_rows_the_probe_has(monkeypatch: pytest.MonkeyPatch
     probe = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, probe)  # its dataclasses look their module up
     spec.loader.exec_module(probe)
-    listed = re.search(r'rows="\$\{ROWS:-([^}]*)\}"', (root / "benchmarks" / "gpu_check.sh").read_text())
-    names = listed.group(1).split(",")
+    script = (root / "benchmarks" / "gpu_check.sh").read_text()
+    names = [name for part in ("first", "second")
+             for name in re.search(fr'\n{part}_rows="([^"]*)"', script).group(1).split(",")]
     assert len(names) == len(set(names)) and set(names) <= set(probe.ROWS), set(names) - set(probe.ROWS)
     done = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_probe.py"), "--rows",
                            f"{names[0]},no-such-row", "--out", "/nonexistent"],
