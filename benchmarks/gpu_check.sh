@@ -11,7 +11,7 @@
 #
 # first (285 s at most):
 #   1. tests/test_cuda.py: every GPU executor against the float64 pass and torch's samples,
-#      each test's name and outcome kept as it runs;
+#      each test's name and outcome kept as it runs (in 8 processes with pytest-xdist);
 #   2. the probe's rows for the issue's targets (benchmarks/gpu_probe.py): batch 1, the grid
 #      kernel with a thread-block cluster per stream and the one-block kernel on the default,
 #      the grid kernel on the paper-size Seq-U-Net, the torch executor; many streams: graphs
@@ -57,7 +57,9 @@ def version(p):
 print(*(f"{p} {version(p)}" for p in ("torch", "triton", "numba", "numba-cuda")), sep=", ")' \
     2>&1 | tee -a "$out/gpu.txt"
   echo "== tests/test_cuda.py"
-  timeout 150 python3 -m pytest -v -p no:cacheprovider tests/test_cuda.py 2>&1 \
+  # in 8 processes where pytest-xdist is installed: compiling the kernels takes most of the time
+  parallel=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+  timeout 150 python3 -m pytest -v -p no:cacheprovider $parallel tests/test_cuda.py 2>&1 \
     | tee "$out/tests.txt" | grep -E "FAILED|ERROR|passed|failed" | tail -25
   probe first "$first_rows" 125
 fi
