@@ -45,17 +45,21 @@ def require(module: str, feature: str) -> None:
 
 
 def seconds(zero: str | None = None):
-    """argparse type for durations: finite and positive (``zero``: 0 allowed too, meaning
-    that: ``"forever"``, ``"none"``)."""
+    """argparse type for durations, in seconds or with a unit (``540``, ``540s``, ``9m``,
+    ``1.5h``): finite and positive (``zero``: 0 allowed too, meaning that: ``"forever"``,
+    ``"none"``)."""
+    units = {"s": 1, "m": 60, "h": 3600}
 
     def parse(text: str) -> float:
+        scale = units.get(text[-1:].lower())
         try:
-            value = float(text)
+            value = float(text[:-1] if scale else text) * (scale or 1)
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value < 0 or (value == 0 and zero is None):
             bound = f">= 0 (0: {zero})" if zero else "> 0"
-            raise argparse.ArgumentTypeError(f"{text!r} is not a duration; give a number of seconds {bound}")
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a duration; give seconds {bound}, or 9m, 1.5h")
         return value
 
     return parse

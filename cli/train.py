@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shlex
 import sys
 from pathlib import Path
 
-from .common import count
+from .common import count, seconds
 
 EXAMPLES = """examples:
   streamgen train --build-corpus data/bach16k              # the default Bach-piano corpus
@@ -64,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, help="fraction of files held out")
     p.add_argument("--val-every", type=count(), help="steps between validations")
     p.add_argument("--checkpoint-every", type=count(), help="steps between checkpoints")
-    p.add_argument("--time-budget", dest="time_budget_s", type=_seconds, metavar="TIME",
+    p.add_argument("--time-budget", dest="time_budget_s", type=seconds(), metavar="TIME",
                    help="fit the step count so that the whole run takes about TIME (e.g. 540, "
                         "9m, 1.5h): the pace is measured over the first steps, --steps and "
                         "--decay-from give the schedule's shape")
@@ -89,19 +88,6 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 60M)") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"a size must be positive, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """``540``, ``540s``, ``9m`` or ``1.5h`` -> seconds."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    scale = units.get(text[-1:].lower())
-    try:
-        value = float(text[:-1] if scale else text) * (scale or 1)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 540, 9m, 1.5h)")
     return value
 
 

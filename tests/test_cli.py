@@ -294,6 +294,21 @@ def test_errors_are_one_line(zoo: Path, tmp_path: Path) -> None:
     assert ok.returncode == 0 and sf.info(str(tmp_path / "exists.wav")).frames == 1600
 
 
+@pytest.mark.parametrize("args,dest,want", [
+    (["generate", "-o", "x.wav", "--seconds", "90"], "seconds", 90.0),
+    (["generate", "-o", "x.wav", "--seconds", "1.5m"], "seconds", 90.0),
+    (["play", "--seconds", "0"], "seconds", 0.0),
+    (["play", "--prebuffer", "250s"], "prebuffer", 250.0),
+    (["train", "--data", "a", "--out", "r", "--time-budget", "1.5H"], "time_budget_s", 5400.0),
+    (["publish", "example", "default", "--seconds", "0.25m"], "seconds", 15.0),
+])
+def test_durations_take_one_syntax_everywhere(args: list[str], dest: str, want: float) -> None:
+    """Every duration option reads plain seconds or a unit (s, m, h), by one parser."""
+    from streamgen.cli.main import build_parser
+
+    assert getattr(build_parser().parse_args(args), dest) == want
+
+
 def test_models_and_info(zoo: Path) -> None:
     listing = streamgen(zoo, "models")
     assert listing.returncode == 0

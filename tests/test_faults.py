@@ -178,7 +178,7 @@ FAULTS = [
     ("train --grad-clip negative", [*TRAIN, "--grad-clip", "-1"], "grad_clip must be a finite number > 0",
      None),
     ("train --lr-final nan", [*TRAIN, "--lr-final", "nan"], "lr_final must be a finite number >= 0", None),
-    ("train --time-budget inf", [*TRAIN, "--time-budget", "inf"], "not a duration: 'inf'", None),
+    ("train --time-budget inf", [*TRAIN, "--time-budget", "inf"], "'inf' is not a duration", None),
     ("train --max-bytes inf", ["train", "--pack-corpus", "audio", "pack", "--max-bytes", "inf"],
      "not a size: 'inf'", None),
     ("play --prebuffer nan", ["play", "--prebuffer", "nan"], "'nan' is not a duration", None),

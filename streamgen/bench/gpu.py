@@ -28,13 +28,12 @@ from torch import nn
 from streamgen.bench.suite import PAPER_SEQUNET, PAPER_WAVENET, SAMPLE_RATE, generation_rate
 from streamgen.bench.timing import machine_info
 from streamgen.engine import SamplingConfig
-from streamgen.engine.gpu.graphs import SEGMENT
+from streamgen.engine.backends import KERNELS  # the latency regime's, timed side by side
 from streamgen.engine.gpu.flat import MAX_BATCH
+from streamgen.engine.gpu.graphs import SEGMENT
 from streamgen.engine.program import graph_period
 from streamgen.nn import build_network
 
-#: The persistent kernels of the latency regime, timed side by side.
-KERNELS = ("triton", "numba-cuda", "numba-cuda-grid")
 
 #: The issue's targets on one H100, samples per second (aggregate for large batches).
 TARGETS = {

@@ -8,8 +8,6 @@ stride-1 unit writes the level's skip, which goes both up the stride-2 unit and 
 
 from __future__ import annotations
 
-import torch
-
 from streamgen.engine.clock import top_level
 from streamgen.engine.plan import HEAD, Advance, Copy, Head, Input, Layer, Plan, PlanBuilder, Taps
 from streamgen.engine.program import StepProgram

@@ -9,8 +9,6 @@ taps in between.
 
 from __future__ import annotations
 
-import torch
-
 from streamgen.engine.clock import top_level
 from streamgen.engine.plan import HEAD, Advance, Copy, Head, Input, Layer, Plan, PlanBuilder, Taps
 from streamgen.engine.program import INPUT_RING, StepProgram
