@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "pipe, not a terminal); with --batch N, '{i}' in the name numbers the files "
                    "(else _0, _1, ... are added)")
     p.add_argument("--seconds", type=seconds(), default=10.0,
-                   help="duration generated (default: %(default)s)")
+                   help="duration generated, in seconds or with a unit: 90, 1.5m (default: %(default)s)")
     p.add_argument("--batch", type=count(), default=1,
                    help="independent streams, one file each (default: %(default)s)")
     p.add_argument("--prime", metavar="FILE", help="continue this audio (any format and rate)")

@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "play the whole duration without glitches.",
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=seconds(zero="forever"), default=10.0,
-                   help="duration, 0 = forever (default: %(default)s)")
+                   help="duration, in seconds or with a unit (90, 1.5m); 0 = forever (default: %(default)s)")
     p.add_argument("--device-name", default=None, help="output device: index, name or part of one")
     p.add_argument("--list-devices", action="store_true", help="list output devices and exit")
     p.add_argument("--save", metavar="FILE",
