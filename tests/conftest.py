@@ -6,6 +6,7 @@ import functools
 import os
 import zlib
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,6 +77,12 @@ def rng(request: pytest.FixtureRequest) -> torch.Generator:
     """
     seed = zlib.crc32(request.node.nodeid.encode()) + int(os.environ.get("STREAMGEN_TEST_SEED", 0))
     return torch.Generator().manual_seed(seed % 2**31)
+
+
+@pytest.fixture
+def np_rng(rng: torch.Generator) -> np.random.Generator:
+    """numpy's generator, seeded like ``rng`` (from the test's id)."""
+    return np.random.default_rng(int(torch.randint(0, 2**31, (1,), generator=rng)))
 
 
 def randomize_(module: torch.nn.Module, generator: torch.Generator, scale: float = 0.5) -> None:

@@ -105,6 +105,18 @@ def test_paper_wavenet_rings_at_batch_4096_fit_in_80_gb() -> None:
     assert ring_gib("period") < 70
 
 
+def test_frame_ring_refuses_an_empty_window_or_a_capacity_below_it(np_rng) -> None:
+    from streamgen.engine.ring import FrameRing
+
+    window = int(np_rng.integers(2, 40))
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        FrameRing(1, 0, 3, dtype=torch.float32, device="cpu", capacity=3)
+    with pytest.raises(ValueError, match="cannot hold a window"):
+        FrameRing(1, window, 3, dtype=torch.float32, device="cpu", capacity=window - 1)
+    ring = FrameRing(1, window, 3, dtype=torch.float32, device="cpu", capacity=window)
+    assert ring.window().shape == (1, window, 3)  # the smallest capacity that holds it
+
+
 @pytest.mark.parametrize("window,capacity", [(7, 9), (7, 8), (13, 16), (5, 10), (1, 3)],
                          ids=["overlap-2", "overlap-1", "overlap-3", "apart", "window-1"])
 def test_a_rewind_keeps_the_newest_frames_without_a_temporary(

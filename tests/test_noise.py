@@ -4,6 +4,7 @@ do not depend on its batch, its chunks, its thread or its backend)."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import numpy as np
@@ -115,6 +116,94 @@ def test_sampler_noise_is_the_function_of_step_and_stream() -> None:
     assert (claimed.claim(10), claimed.claim(4), claimed.state_dict()["step"]) == (0, 10, 14)
     greedy = Sampler(SamplingConfig(greedy=True), 3, 5, seed=seed)
     assert (greedy.claim(10), greedy.claim(4)) == (0, 0)  # greedy draws none
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3, 5, 6, 7, 9, 10])
+def test_numba_fill_never_writes_past_its_output(classes: int, np_rng) -> None:
+    """The last, partial quad of a row writes only its own classes: ``out`` is a view whose
+    next elements are a sentinel (past the last row they would be another array's)."""
+    if noise._fill_uniforms is None:
+        pytest.skip("numba is not installed")
+    steps, streams = int(np_rng.integers(1, 4)), int(np_rng.integers(1, 4))
+    n = steps * streams * classes
+    buf = np.full(n + 4, -7.0, np.float32)
+    out = buf[:n].reshape(steps, streams, classes)
+    seed, step = int(np_rng.integers(0, 2**63)), int(np_rng.integers(0, 2**40))
+    stream = int(np_rng.integers(100))
+    noise._fill_uniforms(np.uint64(seed), step, stream, out)
+    assert np.array_equal(out, noise.uniforms_reference(seed, step, stream, out.shape))
+    assert np.all(buf[n:] == -7.0), "wrote past the end of out"
+
+
+def test_noise_wraps_negative_and_huge_seeds_as_the_reference_does(np_rng) -> None:
+    """Any Python int is a seed, taken modulo 2**64 (what every Sampler passes on)."""
+    shape = (2, 3, int(np_rng.integers(1, 20)))
+    step, stream = int(np_rng.integers(0, 2**40)), int(np_rng.integers(0, 50))
+    for seed in (-int(np_rng.integers(1, 2**62)), 2**63 + int(np_rng.integers(0, 2**62)),
+                 2**64 + int(np_rng.integers(0, 2**62)), 2**64 - 1 - stream):
+        got = noise.gumbel_into(seed, step, stream, np.empty(shape, np.float32))
+        u = noise.uniforms_reference(seed, step, stream, shape).astype(np.float64)
+        np.testing.assert_allclose(got, -np.log(-np.log(u)), rtol=1e-5, atol=1e-6)
+
+
+def test_sampler_refuses_top_k_beyond_the_classes_when_made(np_rng) -> None:
+    """At construction, not at the first sample (where only torch's path would notice);
+    top_k equal to the classes keeps them all."""
+    classes = int(np_rng.integers(2, 300))
+    with pytest.raises(ValueError, match="exceeds the"):
+        Sampler(SamplingConfig(top_k=classes + int(np_rng.integers(1, 5))), 2, classes, fused=False)
+    sampler = Sampler(SamplingConfig(top_k=classes), 2, classes, fused=False)
+    out = torch.empty(2, dtype=torch.int64)
+    sampler.sample(torch.randn(2, classes), out)
+    assert 0 <= int(out.min()) and int(out.max()) < classes
+
+
+def test_nucleus_boundary_is_inclusive_at_an_exact_mass(np_rng) -> None:
+    """A class is dropped once the classes ranked above it hold top_p of the mass: with equal
+    logits (probabilities exactly 1/classes) and top_p = keep/classes, exactly ``keep``
+    classes are ever drawn."""
+    classes = int(np_rng.choice([4, 8, 16]))
+    keep = int(np_rng.integers(1, classes))
+    sampler = Sampler(SamplingConfig(top_p=keep / classes), 1, classes,
+                      seed=int(np_rng.integers(1 << 30)), fused=False)
+    logits, out = torch.zeros(1, classes), torch.empty(1, dtype=torch.int64)
+    seen = set()
+    for _ in range(60 * classes):
+        sampler.sample(logits, out)
+        seen.add(int(out))
+    assert len(seen) == keep, (keep, sorted(seen))
+
+
+def test_sampler_runs_cover_exactly_n_steps_then_end(np_rng) -> None:
+    """``runs(n)`` (the GPU kernels' noise) yields runs within one block each, in order, the
+    noise of n single steps, and then stops."""
+    seed, classes = int(np_rng.integers(1 << 40)), int(np_rng.integers(2, 40))
+    a = Sampler(SamplingConfig(), 2, classes, seed=seed, fused=False)
+    b = Sampler(SamplingConfig(), 2, classes, seed=seed, fused=False)
+    a.step = b.step = int(np_rng.integers(0, 2 * NOISE_BLOCK))
+    first, n = a.step, int(np_rng.integers(1, 3 * NOISE_BLOCK))
+    runs, counts = a.runs(n), []
+    for block, start, count in itertools.islice(runs, n + 5):  # checked as yielded: reused
+        assert count > 0 and start + count <= NOISE_BLOCK
+        for i in range(count):
+            assert torch.equal(block[start + i], b._next_noise())
+        counts.append(count)
+    assert next(runs, None) is None, "runs() did not end"
+    assert sum(counts) == n and a.step == first + n
+
+
+def test_sampler_draws_one_noise_block_per_block_of_steps(monkeypatch, np_rng) -> None:
+    """torch's path draws a block of ``NOISE_BLOCK`` steps and reads it row by row."""
+    classes = int(np_rng.integers(2, 30))
+    sampler = Sampler(SamplingConfig(), 1, classes, seed=int(np_rng.integers(1 << 30)),
+                      fused=False)
+    draws, draw = [], Sampler.draw
+    monkeypatch.setattr(Sampler, "draw", lambda self, step, out, stream=0: (
+        draws.append(step), draw(self, step, out, stream))[1])
+    out = torch.empty(1, dtype=torch.int64)
+    for _ in range(2 * NOISE_BLOCK + 1):
+        sampler.sample(torch.randn(1, classes), out)
+    assert draws == [0, NOISE_BLOCK, 2 * NOISE_BLOCK]
 
 
 BACKENDS = ["torch"] + (["numba"] if numba_available() else [])

@@ -67,3 +67,14 @@ def test_ops_print_what_they_do() -> None:
     assert str(Layer("a", "b", 8, 8)) == "layer a -> b [8:16]"
     assert str(Copy("a", "b", 0, 4, 2)) == "copy a [0:2] -> b [4:6]"
     assert str(Advance("a")) == "advance a"
+
+
+def test_top_level_is_the_trailing_ones_capped_at_the_coarsest_level(np_rng) -> None:
+    """The level a step reaches: its clock's trailing one bits, at most the coarsest level
+    (the programs ask only within a period, where the cap never binds; a direct caller may
+    ask at any time)."""
+    for levels in range(1, 7):
+        for t in np_rng.integers(0, 1 << 20, size=200).tolist() + list(range(4 << levels)):
+            ones = len(bin(t)) - len(bin(t).rstrip("1"))
+            assert top_level(t, levels) == min(ones, levels - 1), (t, levels)
+    assert top_level(0b0111, 3) == 2 and top_level(0b1111, 2) == 1

@@ -24,6 +24,7 @@ def test_schedule_positions_are_the_rings_positions(kind: str, rng: torch.Genera
     schedule = ring_schedule(program)
     g = schedule.period
     assert g == program.graph_period
+    assert schedule.positions.shape == (g + 1, len(program.rings))  # every phase, and the next
     x = torch.randint(0, CLASSES, (2, 2 * g), generator=rng)
     for t in range(2 * g):
         assert np.array_equal(program.positions.array, schedule.positions[t % g]), t
@@ -34,11 +35,14 @@ def test_schedule_positions_are_the_rings_positions(kind: str, rng: torch.Genera
 @pytest.mark.parametrize("kind", KINDS)
 def test_placed_frames_are_the_rings_frames(kind: str, rng: torch.Generator) -> None:
     """Walking the schedule with the rings' own methods: each op reads the newest frame and
-    writes the slot that FrameRing says, and the rewinds happen where it rewinds."""
+    writes the slot that FrameRing says, and the rewinds happen where it rewinds, copying the
+    frames it copies (what the GPU kernels' op tables are compiled from)."""
     program = build_program(model_of(kind, rng), 1, capacity="period")
     schedule = ring_schedule(program)
     rings = program.rings
     names = list(rings)
+    for ring in rings.values():  # a distinct value in every frame: a wrong source shows
+        ring.data.copy_(torch.randint(0, 1 << 20, ring.data.shape, generator=rng))
     rewinds = 0
     for placed in (p for step in schedule.steps for p in step):
         op = placed.op
@@ -53,16 +57,34 @@ def test_placed_frames_are_the_rings_frames(kind: str, rng: torch.Generator) -> 
             continue
         ring = rings[dst]
         rewound = ring.pos + 1 == ring.capacity
+        before = ring.data.clone()
         assert ring.slot().data_ptr() == ring.data[:, placed.slot].data_ptr()
         assert (placed.rewind is not None) == (rewound and ring.window_size > 1)
         if placed.rewind is not None:
             rewinds += 1
-            assert names[placed.rewind.ring] == dst
-            assert placed.rewind.frames == ring.window_size - 1
+            rw = placed.rewind
+            assert names[rw.ring] == dst
+            assert rw.frames == ring.window_size - 1
+            assert torch.equal(ring.data[:, : rw.frames], before[:, rw.src : rw.src + rw.frames])
         if isinstance(op, Input):
             ring.advance()
     assert rewinds > 0
     assert np.array_equal(program.positions.array, schedule.positions[0])
+
+
+@pytest.mark.parametrize("kind", ["sequnet-L4", "wavenet"])
+def test_a_plan_that_leaves_a_slot_unadvanced_has_no_schedule(kind: str, rng: torch.Generator,
+                                                             np_rng) -> None:
+    """A step that writes a ring's slot and never advances it is refused for that reason
+    (``align_rings`` is exact only because no step leaves one pending)."""
+    program = build_program(model_of(kind, rng), 1, capacity="period")
+    phase = int(np_rng.integers(program.period))
+    plan = list(program.plan[phase])
+    advances = [i for i, op in enumerate(plan) if isinstance(op, Advance)]
+    del plan[advances[int(np_rng.integers(len(advances)))]]
+    program.plan = [plan if p == phase else ops for p, ops in enumerate(program.plan)]
+    with pytest.raises(ValueError, match="written but not advanced"):
+        ring_schedule(program)
 
 
 def test_double_capacity_has_no_schedule(rng: torch.Generator) -> None:

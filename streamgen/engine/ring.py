@@ -40,15 +40,15 @@ class FrameRing:
         *,
         dtype: torch.dtype,
         device: torch.device | str,
-        capacity: int | None = None,
+        capacity: int,
         positions: RingPositions | None = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
-        if capacity is not None and capacity < window:
+        if capacity < window:
             raise ValueError(f"capacity {capacity} cannot hold a window of {window} frames")
         self.window_size = window
-        self.capacity = capacity or 2 * window
+        self.capacity = capacity
         self.channels = channels
         self.data = torch.zeros(batch, self.capacity, channels, dtype=dtype, device=device)
         self._positions = positions if positions is not None else RingPositions()
