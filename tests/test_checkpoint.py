@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -152,6 +154,47 @@ def test_a_save_cut_short_between_its_renames_keeps_the_previous_checkpoint(
     assert info.training == {"step": 1} and same(model, first) and not same(model, second)
 
 
+def test_a_save_after_one_killed_before_its_cleanup_succeeds(tmp_path: Path,
+                                                             rng: torch.Generator) -> None:
+    """A stale ``.NAME.old`` beside a whole checkpoint (killed after the last rename, before
+    the cleanup) does not stop the next save (a folder cannot replace a non-empty one)."""
+    out, model = tmp_path / "ck", small("tcn", rng)
+    save_checkpoint(out, small("tcn", rng))
+    (tmp_path / ".ck.old").mkdir()
+    (tmp_path / ".ck.old" / "config.json").write_text("{}")
+    save_checkpoint(out, model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+    assert torch.equal(load_checkpoint(out)[0].head.weight, model.head.weight)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077, 0o002])
+def test_a_save_has_the_umasks_permissions_and_leaves_the_umask_as_it_was(
+        umask: int, tmp_path: Path, rng: torch.Generator) -> None:
+    """Not mkdtemp's private 0700, whether the folder is new or replaced; and the process's
+    umask (read by setting it) is put back."""
+    old = os.umask(umask)
+    try:
+        folder = save_checkpoint(tmp_path / "ck", small("tcn", rng))
+        for _ in range(2):  # new, then replaced
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
+            files = [p for p in folder.iterdir() if p.is_file()]
+            assert files and all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask for p in files)
+            save_checkpoint(folder, small("tcn", rng))
+        after = os.umask(old)
+    finally:
+        os.umask(old)
+    assert after == umask
+
+
+def test_weights_of_a_dtype_the_format_cannot_hold_are_one_line() -> None:
+    if not hasattr(torch, "float8_e4m3fn"):
+        pytest.skip("this torch has no float8")
+    with pytest.raises(ValueError, match="cannot be stored; use one of"):
+        checkpoint.dtype_name({"w": torch.zeros(3, dtype=torch.float8_e4m3fn)})
+    assert checkpoint.dtype_name({"i": torch.zeros(3, dtype=torch.int64)}) == "float32"
+    assert checkpoint.dtype_name({"h": torch.zeros(3, dtype=torch.float16)}) == "float16"
+
+
 def test_weight_norm_parametrizations_round_trip(tmp_path: Path, rng: torch.Generator) -> None:
     model = small("tcn", rng)
     keys = list(model.state_dict())
@@ -257,8 +300,20 @@ def test_truncated_weights(saved: Path) -> None:
 
 def test_missing_files(saved: Path, tmp_path: Path) -> None:
     expect_error(tmp_path / "nowhere", "no such checkpoint directory")
+    assert read_info(saved / "config.json").folder == saved  # its files name it too
+    (saved / "README.md").write_text("card")  # any other file does not
+    expect_error(saved / "README.md", "no such checkpoint directory")
     (saved / "model.safetensors").unlink()
     expect_error(saved, "model.safetensors is missing")
+
+
+@pytest.mark.parametrize("shards", [["model.1.safetensors"], {"../model.1.safetensors": "00"},
+                                    {"model.1.safetensors": 5}, {"notes.txt": "00"}],
+                         ids=["list", "outside", "hash-not-text", "not-weights"])
+def test_bad_weights_shards_are_one_line(saved: Path, shards) -> None:
+    raw = json.loads((saved / "config.json").read_text())
+    (saved / "config.json").write_text(json.dumps(raw | {"weights_shards": shards}))
+    expect_error(saved, '"weights_shards" must map model.N.safetensors')
 
 
 def test_unknown_kind_bad_json_and_version(saved: Path) -> None:
@@ -301,3 +356,9 @@ def test_optimizer_state_errors(saved: Path, rng: torch.Generator) -> None:
     save_checkpoint(saved, model, optimizer=opt)
     with pytest.raises(CheckpointError, match="does not fit this model"):
         load_optimizer_state(saved, torch.optim.Adam(other.parameters()))
+    for lost in ("optimizer.json", "optimizer.safetensors"):  # either half alone is none
+        kept = (saved / lost).read_bytes()
+        (saved / lost).unlink()
+        with pytest.raises(CheckpointError, match="no optimizer state"):
+            load_optimizer_state(saved, torch.optim.Adam(model.parameters()))
+        (saved / lost).write_bytes(kept)

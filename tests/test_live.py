@@ -168,6 +168,18 @@ def test_sample_ring_wraps_and_bounds() -> None:
     assert ring.read_into(out) == 1 and out[0] == 13 and ring.available == 0
 
 
+def test_sample_ring_refuses_no_capacity_and_works_with_one_sample(np_rng) -> None:
+    for capacity in (0, -int(np_rng.integers(1, 100))):
+        with pytest.raises(ValueError, match="ring capacity must be >= 1"):
+            SampleRing(capacity)
+    ring, out = SampleRing(1), np.zeros(3, np.float32)
+    x = np_rng.standard_normal(3).astype(np.float32)
+    for i in range(3):
+        assert ring.write(x[i:]) == 1 and ring.free == 0 and ring.write(x) == 0
+        assert ring.read_into(out[i:]) == 1 and ring.available == 0
+    np.testing.assert_array_equal(out, x)
+
+
 def test_device_selection_by_index_name_or_part_of_a_name() -> None:
     outputs = [
         OutputDevice(0, "hw:0,0", "ALSA", 2, 48000.0, False),

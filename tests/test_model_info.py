@@ -102,6 +102,7 @@ def test_merge_keeps_the_models_values_unless_the_user_gives_one(rng: torch.Gene
             assert getattr(merged, name) == want, (recommended, user, merged)
         assert merged.greedy is False
     assert merge_sampling(SamplingConfig(top_p=0.9), {"greedy": True}) == SamplingConfig(top_p=0.9, greedy=True)
+    assert merge_sampling(SamplingConfig(), {"top_k": 64}, classes=64).top_k == 64  # all of them
     info = read_info(packaged_zoo() / "default")
     assert info.sampling_with({"temperature": 0.9, "top_p": None}) == SamplingConfig(temperature=0.9, top_p=0.94)
 
@@ -111,6 +112,9 @@ def test_merge_keeps_the_models_values_unless_the_user_gives_one(rng: torch.Gene
     ({"top_k": 300}, "top_k 300 exceeds the model's 256 classes"),
     ({"temperature": 0.0}, "temperature must be > 0"),
     ({"top_p": 1.5}, "top_p must be in (0, 1]"),
+    ({"top_p": 0.0}, "top_p must be in (0, 1]"),  # 0 would keep one class: greedy, unasked
+    ({"top_p": -0.5}, "top_p must be in (0, 1]"),
+    ({"top_k": -1}, "top_k must be >= 0"),
     ({"beam": 4}, "unknown sampling options ['beam']"),
 ])
 def test_invalid_overrides_are_one_line_errors(user: dict, needle: str) -> None:
