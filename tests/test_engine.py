@@ -267,6 +267,45 @@ def test_prime_equals_feed(n_prompt: int, backend: str, rng: torch.Generator) ->
         assert (a.double() - reference_logits(model, x)[:, n_prompt:]).abs().max().item() < TOL
 
 
+def test_priming_a_model_left_in_training_mode_is_the_eval_result(rng: torch.Generator,
+                                                                  np_rng) -> None:
+    """An engine on a model straight from a training loop (dropout on) primes and steps as in
+    eval mode (the offline capture switches dropout off), and leaves the model's mode as it was."""
+    model = TCN(TCNConfig(channels=8, levels=3, kernel_size=3, dropout=0.5, classes=CLASSES))
+    randomize_(model, rng)
+    prompt = torch.randint(0, CLASSES, (2, int(np_rng.integers(5, 60))), generator=rng)
+    x = torch.randint(0, CLASSES, (2, 5), generator=rng)
+    engines = {}
+    for training in (False, True):
+        model.train(training)
+        engines[training] = StreamingEngine(model, 2, backend="torch")
+        engines[training].prime(prompt)
+        assert model.training == training
+    model.eval()
+    assert torch.equal(engines[True].logits, engines[False].logits)
+    for engine in engines.values():
+        engine.feed(x)
+    assert torch.equal(engines[True].logits, engines[False].logits)
+
+
+def test_capture_refuses_times_outside_its_range(rng: torch.Generator, np_rng) -> None:
+    """A capture answers for ``[t_first, t_end - period]`` only: outside it a window would
+    be frames of another time."""
+    from streamgen.engine.capture import Capture
+    from streamgen.engine.program import build_program
+
+    model, _ = fresh_sequnet((5, 3, 1, 3, 1), rng)
+    program = build_program(model, 1)
+    n, span = int(np_rng.integers(1, 40)), int(np_rng.integers(1, 5))
+    capture = Capture(program, torch.randint(0, CLASSES, (1, n), generator=rng), n - 1, span)
+    for name in program.rings:
+        for t in range(capture.t_first, capture.t_end - program.period + 1):
+            assert capture.window(name, t).shape[1] == program.rings[name].window_size
+        for t in (capture.t_first - 1, capture.t_end - program.period + 1, capture.t_end + 5):
+            with pytest.raises(ValueError, match="outside the captured range"):
+                capture.window(name, t)
+
+
 SAMPLINGS = [SamplingConfig(), SamplingConfig(temperature=0.7, top_k=5),
              SamplingConfig(top_p=0.8), SamplingConfig(temperature=1.3, top_k=9, top_p=0.9),
              SamplingConfig(greedy=True)]

@@ -78,6 +78,7 @@ def test_find_and_split_are_deterministic_and_disjoint(audio_dir: Path) -> None:
     assert len(split.validation) == 2 and sorted(split.train + split.validation) == files
     assert len(split_files(audio_dir, val_fraction=0.01).validation) == 1
     assert split_files(audio_dir, val_fraction=0.0).validation == []
+    assert len(split_files(audio_dir, val_fraction=0.99).train) == 1  # one is always left
     explicit = split_files(audio_dir, val_files=["set0/tone0.flac"])
     assert explicit.validation == [audio_dir / "set0/tone0.flac"] and len(explicit.train) == 5
     with pytest.raises(FileNotFoundError, match="not found"):
@@ -151,9 +152,11 @@ def test_start_windows_begin_before_tracks_with_silence() -> None:
     audio = EncodedAudio.from_tracks(["a", "b", "c"], tracks)
     n_in, n_out = 12, 4
     lead = n_in + 1 - n_out
-    plain = audio.draw_positions(np.random.default_rng(5), 500, n_in + 1)
-    same = audio.draw_positions(np.random.default_rng(5), 500, n_in + 1, lead=lead)
-    assert np.array_equal(plain, same) and (plain[:, 1] >= 0).all()
+    rngs = np.random.default_rng(5), np.random.default_rng(5)
+    for _ in range(2):  # and the next draws too
+        plain = audio.draw_positions(rngs[0], 500, n_in + 1)
+        same = audio.draw_positions(rngs[1], 500, n_in + 1, lead=lead)
+        assert np.array_equal(plain, same) and (plain[:, 1] >= 0).all()
     mixed = audio.draw_positions(np.random.default_rng(5), 2000, n_in + 1, lead=lead,
                                  lead_fraction=0.25)
     early = mixed[:, 1] < 0
@@ -545,6 +548,12 @@ def test_target_positions_give_the_same_targets_to_any_network(tmp_path) -> None
     assert len(targets[0]) == 11 + 2 + 0  # blocks at 8192, 10240, ... that end inside each track
     with pytest.raises(ValueError, match="too little context"):
         data.target_positions(1000, 5000, 1024)
+    with pytest.raises(ValueError, match="too little context"):  # a window at sample -1
+        data.target_positions(5000 - 1024, 5000, 1024)
+    assert data.target_positions(5000 - 1024 + 1, 5000, 1024)[:, 1].min() == 0
+    short = EncodedAudio.from_tracks(["a", "b"], [rng.integers(0, 256, n) for n in (0, 99)])
+    empty = short.validation_positions(8, 99, 16)  # no track holds a window of 100
+    assert empty.shape == (0, 2) and empty.dtype == np.int64
 
 
 # -- publishing: fair evaluation and the model card ----------------------------------------
