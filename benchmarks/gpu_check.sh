@@ -7,16 +7,16 @@
 # A lent machine gives a session 15 minutes in all, its starts included, so the checks come in
 # two parts of under 5 minutes each, most telling first: `first`, then `second` at once on the
 # still warm machine; or, if `first` shows a fault, give the machine back, mend it here and run
-# `first` again on a fresh one. `all` runs both parts in one call of about 580 s.
+# `first` again on a fresh one. `all` runs both parts in one call of at most 570 s.
 #
-# first (285 s at most):
+# first (280 s at most):
 #   1. tests/test_cuda.py: every GPU executor against the float64 pass and torch's samples,
 #      each test's name and outcome kept as it runs (in 8 processes with pytest-xdist);
 #   2. the probe's rows for the targets (benchmarks/gpu_probe.py): batch 1, the grid
 #      kernel with a thread-block cluster per stream and the one-block kernel on the default,
 #      the grid kernel on the paper-size Seq-U-Net, the torch executor; many streams: graphs
 #      at 4,096 and 65,536 streams and the paper model at 16,384.
-# second (285 s at most):
+# second (280 s at most):
 #   3. the quick GPU benchmark (benchmarks/gpu.py --quick, about 50 s on an H200), whose
 #      files are the ones to commit;
 #   4. the probe's other rows: the grid kernel's variants (barriers, whole ends, threads,
