@@ -256,3 +256,43 @@ def test_flac_is_finalised_on_keyboard_interrupt(tmp_path: Path) -> None:
     info = sf.info(str(path))
     assert info.frames >= reported and info.frames % 1600 == 0
     assert np.allclose(sf.read(path)[0], 0.25, atol=1e-4)
+
+
+def test_writer_rejects_blocks_of_the_wrong_shape_on_raw_pcm() -> None:
+    stream = io.BytesIO()
+    with AudioWriter("-", 16000, channels=1, stream=stream) as writer:
+        with pytest.raises(ValueError, match="1 channel"):
+            writer.write(np.zeros((4, 2), dtype=np.float32))
+        with pytest.raises(ValueError, match="1 channel"):
+            writer.write(np.zeros((4, 1, 1), dtype=np.float32))
+        assert writer.frames_written == 0
+    assert stream.getvalue() == b""
+
+
+@pytest.mark.parametrize("target", ["file", "-"])
+def test_writer_refuses_writes_after_close(tmp_path: Path, target: str) -> None:
+    path = tmp_path / "out.wav" if target == "file" else "-"
+    writer = AudioWriter(path, 16000, stream=io.BytesIO())
+    writer.write(np.zeros(10, dtype=np.float32))
+    writer.close()
+    with pytest.raises(ValueError, match="closed"):
+        writer.write(np.zeros(5, dtype=np.float32))
+    assert writer.frames_written == 10
+
+
+def test_close_reads_frames_written_back_after_an_interrupted_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "out.wav"
+    with pytest.raises(KeyboardInterrupt):
+        with AudioWriter(path, 16000) as writer:
+            writer.write(np.full(100, 0.25, dtype=np.float32))
+
+            flush = sf.SoundFile.flush
+
+            def interrupted(self: sf.SoundFile) -> None:  # Ctrl-C lands after the data is written
+                monkeypatch.setattr(sf.SoundFile, "flush", flush)  # once: close() flushes too
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(sf.SoundFile, "flush", interrupted)
+            writer.write(np.full(50, 0.25, dtype=np.float32))
+    assert writer.frames_written == sf.info(str(path)).frames == 150

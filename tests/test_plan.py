@@ -6,10 +6,14 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
+from conftest import randomize_
 from streamgen.engine.clock import top_level
-from streamgen.engine.plan import HEAD, Advance, Copy, Head, Input, Layer
+from streamgen.engine.plan import HEAD, Advance, Copy, Head, Input, Layer, Taps
 from streamgen.engine.program import build_program
+from streamgen.engine.ring import FrameRing
+from streamgen.engine.steps import Dense, OneHotConv, Rectified, TapConv
 from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig
 from streamgen.nn.symbolic import PlainSeqUNet, PlainSeqUNetConfig
 
@@ -78,3 +82,48 @@ def test_top_level_is_the_trailing_ones_capped_at_the_coarsest_level(np_rng) -> 
             ones = len(bin(t)) - len(bin(t).rstrip("1"))
             assert top_level(t, levels) == min(ones, levels - 1), (t, levels)
     assert top_level(0b0111, 3) == 2 and top_level(0b1111, 2) == 1
+
+
+def _ring(window: int, channels: int, batch: int = 2) -> FrameRing:
+    return FrameRing(batch, window, channels, dtype=torch.float64, device="cpu", capacity=window + 4)
+
+
+def test_kernels_without_up_taps_refuse_even_and_odd_costs() -> None:
+    conv = TapConv(torch.ones(3, 2, 2), None, _ring(2, 2))
+    onehot = OneHotConv(torch.nn.Conv1d(5, 3, 2), _ring(2, 1), classes=5, dtype=torch.float64)
+    for kernel in (conv, onehot):
+        for taps in (Taps.EVEN, Taps.ODD):
+            with pytest.raises(ValueError, match="stride-2 up layer"):
+                kernel.macs(taps)
+    assert conv.macs() == 2 * 2 * 3 and onehot.macs() == 2 * 3
+
+
+def test_kernels_refuse_rings_that_do_not_match_their_convolution() -> None:
+    weight = torch.ones(3, 2, 3)  # (out, in, k)
+    with pytest.raises(ValueError, match="span"):
+        TapConv(weight, None, _ring(3, 4))  # span right, channels wrong
+    with pytest.raises(ValueError, match="span"):
+        TapConv(weight, None, _ring(2, 2))  # channels right, span wrong
+    onehot = torch.nn.Conv1d(5, 3, 2)
+    with pytest.raises(ValueError, match="span"):
+        OneHotConv(onehot, _ring(2, 3), classes=5, dtype=torch.float64)
+    with pytest.raises(ValueError, match="span"):
+        OneHotConv(onehot, _ring(3, 1), classes=5, dtype=torch.float64)
+
+
+def test_rectified_applies_its_leaky_slope(rng: torch.Generator) -> None:
+    conv = torch.nn.Conv1d(4, 6, 1).double()
+    randomize_(conv, rng)
+    x = torch.randn(3, 4, generator=rng, dtype=torch.float64)
+    dense = Dense(conv, x)
+
+    class Kernel:  # Dense over a fixed input, as a kernel with compute(out, taps)
+        def compute(self, out: torch.Tensor, taps: Taps = Taps.ALL) -> None:
+            dense.compute(x, out)
+
+    expected = x @ conv.weight.detach()[:, :, 0].T + conv.bias.detach()
+    assert (expected < 0).any()
+    for slope in (0.0, 0.2):
+        out = torch.empty(3, 6, dtype=torch.float64)
+        Rectified(Kernel(), slope).compute(out)
+        torch.testing.assert_close(out, torch.where(expected > 0, expected, slope * expected))
