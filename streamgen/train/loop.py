@@ -492,8 +492,9 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
         window_losses: list[torch.Tensor] = []
         since = time.perf_counter()  # wall time of the steps since the last log line
         pace_from, pace_step = since, step
+        signum = 0  # the signal that stops the run early, as every rank saw it
         try:
-            while step < config.steps and not stop_requested():
+            while step < config.steps and not (signum := stop_requested()):
                 positions = train_data.draw_positions(rng, config.batch_size, in_len + 1,
                                                       lead=in_len + 1 - out_len,
                                                       lead_fraction=config.start_windows)
@@ -557,7 +558,7 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
             if step < config.steps:  # stopped by a signal
                 if saved != step:
                     checkpoint()
-                raise TrainingInterrupted(step, out, stop_requested())
+                raise TrainingInterrupted(step, out, signum)
         finally:
             bar.close()
     return model, out
