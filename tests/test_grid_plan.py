@@ -73,6 +73,9 @@ def test_a_barrier_clears_what_is_pending() -> None:
 def test_phases_must_end_with_the_head_and_rows_not_read_their_output() -> None:
     with pytest.raises(ValueError, match="phase 0's rows do not end with the head"):
         barriers(np.array([row(GATED, n=8, dst=100, e=8)]), np.array([0, 1]), HEAD)
+    twice = np.array([row(GATED, n=8, dst=100, e=8), row(placed.OP_HEAD), row(placed.OP_HEAD)])
+    with pytest.raises(ValueError, match="phase 0's rows do not end with the head, and only"):
+        barriers(twice, np.array([0, 3]), HEAD)
     with pytest.raises(ValueError, match="row 0 reads what it writes"):
         plan(row(GATED, src=0, n=8, dst=4, e=8))
     with pytest.raises(ValueError, match="runs no op 9"):
@@ -119,9 +122,45 @@ def test_wavenet_layers_wait_for_everything_before_them() -> None:
 
 
 def test_next_layer_names_the_rows_to_load_ahead() -> None:
+    """Positions count from each phase's first row; no layer ahead in a phase is -1."""
     rows = np.array([row(INPUT), row(EMBED), row(GATED), row(COPY), row(placed.OP_WAVENET),
-                     row(placed.OP_HEAD), row(GATED), row(placed.OP_HEAD)])
-    assert next_layer(rows, np.array([0, 6, 8])).tolist() == [2, 2, 4, 4, -1, -1, -1, -1]
+                     row(placed.OP_HEAD), row(GATED), row(placed.OP_HEAD),
+                     row(INPUT), row(COPY), row(GATED), row(placed.OP_HEAD)])
+    assert next_layer(rows, np.array([0, 6, 8, 12])).tolist() == [
+        2, 2, 4, 4, -1, -1, -1, -1, 2, 2, -1, -1]
+
+
+def test_accesses_of_each_op_by_hand() -> None:
+    """What each op reads and writes, element ranges written out: the programs' tests below
+    state the rule through ``accesses`` itself, so it is checked here on its own."""
+    def spans(*args: tuple) -> list[Span]:
+        return [Span(*a) for a in args]
+
+    def of(r: list[int]) -> tuple[list[Span], list[Span]]:
+        return accesses(np.array(r, dtype=np.int64), HEAD)
+
+    assert of(row(INPUT, src=9, dst=6, n=3, e=5)) == ([], spans(("index", 6, 7)))
+    assert of(row(EMBED, src=3, n=4, dst=100, e=8, dst2=0)) == (
+        spans(("index", 3, 7)), spans(("frames", 100, 108), ("frames", 0, 8)))
+    assert of(row(GATED, src=10, n=40, dst=100, e=6, newest=46)) == (
+        spans(("frames", 10, 50), ("frames", 46, 52)), spans(("frames", 100, 106)))
+    assert of(row(GATED, src=10, n=40, dst=100, e=6, newest=46, dst2=300))[1] == spans(
+        ("frames", 100, 106), ("frames", 300, 306))
+    assert of(row(COPY, src=500, dst=36, n=4, e=2)) == (spans(("frames", 500, 504)),
+                                                       spans(("frames", 36, 40)))
+    assert of(row(placed.OP_ICOPY, src=12, dst=0, n=5)) == (spans(("index", 12, 17)),
+                                                           spans(("index", 0, 5)))
+    assert of(row(placed.OP_HEAD, src=1, dst=2, n=3, e=4)) == ([HEAD], [])
+    every = Span("frames", 0, 1 << 62)
+    assert of(row(placed.OP_WAVENET, src=0, n=2, dst=100, e=3)) == ([every], [every])
+
+
+def test_spans_overlap_only_where_they_share_an_element() -> None:
+    a = Span("frames", 10, 14)
+    assert a.overlaps(Span("frames", 13, 20)) and Span("frames", 13, 20).overlaps(a)
+    assert a.overlaps(Span("frames", 0, 11)) and a.overlaps(Span("frames", 11, 12))
+    assert not a.overlaps(Span("frames", 14, 20)) and not Span("frames", 14, 20).overlaps(a)
+    assert not a.overlaps(Span("frames", 0, 10)) and not a.overlaps(Span("index", 10, 14))
 
 
 def _conflict(a: np.ndarray, b: np.ndarray, head: Span,
