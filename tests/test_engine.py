@@ -740,6 +740,36 @@ def test_backend_selection() -> None:
         StreamingEngine(sequnet, backend="cuda-graphs")
 
 
+def test_unsupported_layers_names_the_first_layer_an_interpreter_cannot_run() -> None:
+    """The compiled executors' common refusal (``tables.unsupported_layers``): Seq-U-Nets run
+    everywhere, WaveNets and TCNs only where the executor asks for them, frames nowhere, and a
+    program's head must be its layers' kind too."""
+    from streamgen.engine.program import build_program
+    from streamgen.engine.tables import unsupported_layers
+
+    sequnet = build_program(SeqUNet(SeqUNetConfig(4, 2, 1, 3, classes=CLASSES)), 1)
+    wavenet = build_program(WaveNet(WaveNetConfig(1, 2, 2, 4, 4, 4, classes=CLASSES)), 1)
+    tcn_net = TCN(TCNConfig(channels=4, levels=2, kernel_size=2, classes=CLASSES))
+    tcn = build_program(tcn_net, 1)
+    for wavenet_too in (False, True):
+        for tcn_too in (False, True):
+            assert unsupported_layers(sequnet, wavenet_too, tcn_too) is None
+    assert unsupported_layers(wavenet, wavenet=True) is None
+    assert unsupported_layers(tcn, tcn=True) is None
+    assert unsupported_layers(wavenet) == (
+        "plans of gated layers (Seq-U-Nets), not a wavenet (OneHotDense at ring 'input')")
+    assert unsupported_layers(wavenet, tcn=True) == ("plans of the layers (Seq-U-Nets, TCNs), "
+                                                     "not a wavenet (OneHotDense at ring 'input')")
+    assert unsupported_layers(tcn, wavenet=True) == (
+        "plans of gated layers (Seq-U-Nets, WaveNets), not a tcn (Rectified at ring 'input')")
+    frames = build_program(tcn_net, 1, inputs="frames")
+    assert unsupported_layers(frames, True, True) == "plans fed class inputs, not frames"
+    sequnet.head = tcn.head  # a TCN's head on Seq-U-Net layers
+    assert unsupported_layers(sequnet) == (
+        "plans of gated layers (Seq-U-Nets) with their heads, not the sequnet head")
+    assert unsupported_layers(sequnet, tcn=True) is None
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_silence_start_equals_offline_with_silence_history(kind: str, rng: torch.Generator) -> None:
     """``start="silence"``: before its start (and after a reset) a stream has received the
