@@ -72,6 +72,31 @@ def test_placed_frames_are_the_rings_frames(kind: str, rng: torch.Generator) -> 
     assert np.array_equal(program.positions.array, schedule.positions[0])
 
 
+@pytest.mark.parametrize("kind", ["sequnet-L4", "sequnet-L3-k7"])
+def test_copies_of_what_a_layer_just_wrote_become_its_second_destination(
+        kind: str, rng: torch.Generator) -> None:
+    """``placed.placed_rows`` fuses a copy of exactly the columns the layer row before it
+    wrote into that row (``dst2``: one op less per step): some do fuse, no such copy is left
+    as a row of its own."""
+    from streamgen.engine.gpu import placed
+    from streamgen.engine.gpu.flat import flatten
+
+    program = build_program(model_of(kind, rng), 2, capacity="period")
+    flat = flatten(program)
+    rows, starts = flat.rows.numpy(), flat.starts.numpy()
+    col = {name: i for i, name in enumerate(placed.COLUMNS)}
+    layers = np.isin(rows[:, 0], (placed.OP_EMBED, placed.OP_GATED))
+    assert (rows[layers, col["dst2"]] >= 0).sum() >= program.model.config.levels
+    assert (rows[~layers, col["dst2"]] == -1).all()
+    for p in range(len(starts) - 1):
+        for j in range(starts[p] + 1, starts[p + 1]):
+            last, row = rows[j - 1], rows[j]
+            if row[0] == placed.OP_COPY and last[0] in (placed.OP_EMBED, placed.OP_GATED):
+                same = (last[col["dst"]], last[col["dst_stride"]], last[col["width"]]) == (
+                    row[col["src"]], row[col["stride"]], row[col["n"]])
+                assert not same, (p, j)
+
+
 @pytest.mark.parametrize("kind", ["sequnet-L4", "wavenet"])
 def test_a_plan_that_leaves_a_slot_unadvanced_has_no_schedule(kind: str, rng: torch.Generator,
                                                              np_rng) -> None:
