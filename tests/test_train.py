@@ -265,6 +265,9 @@ def test_resume_after_a_kill_mid_save_continues_from_the_previous_checkpoint(
     half = replace(run, out_dir=str(tmp_path / "r"), steps=3)
     _, out = fit(half)
     Path(out).rename(tmp_path / ".r.old")
+    # `train --out r --resume` alone reads the run's options from the recovered checkpoint
+    assert TrainConfig.from_options({"out_dir": str(out), "resume": True}) == replace(half,
+                                                                                 resume=True)
     steps = []
     adam_step = torch.optim.Adam.step
     monkeypatch.setattr(torch.optim.Adam, "step",
@@ -375,6 +378,23 @@ def test_refuses_to_overwrite_and_checks_kind(audio_dir: Path, tmp_path: Path) -
         train(replace(cfg, kind="tcn", resume=True, steps=2))
 
 
+def test_resume_refuses_a_model_without_a_training_run(audio_dir: Path, tmp_path: Path) -> None:
+    """A published model (the zoo's) holds no training run to go on with: --resume into it is
+    one ValueError naming the fix."""
+    zoo = tmp_path / "default"
+    shutil.copytree(ROOT / "models" / "default", zoo)
+    for source in ({"out_dir": str(zoo), "resume": True, "data": str(audio_dir)},
+                   replace(config(tmp_path, audio_dir), out_dir=str(zoo), resume=True)):
+        with pytest.raises(ValueError, match="holds a model but no training run to resume; "
+                                             "start a new run in another out_dir"):
+            fit(source) if isinstance(source, TrainConfig) else TrainConfig.from_options(source)
+
+
+def test_refuses_a_network_without_mu_laws_classes(audio_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mu-law audio has 256 classes, the model has 16"):
+        train(config(tmp_path, audio_dir, model={**TINY_SEQUNET, "classes": 16}))
+
+
 def test_a_fresh_run_starts_its_own_log(audio_dir: Path, tmp_path: Path) -> None:
     """A log left by a run that stopped before its first checkpoint (out of memory, say) is not
     continued by the next run into that folder."""
@@ -448,6 +468,10 @@ def test_torchrun_two_processes_match_one(audio_dir: Path, tmp_path: Path) -> No
     single, _ = fit(replace(cfg, out_dir=str(tmp_path / "single")))
     for name, value in single.state_dict().items():
         torch.testing.assert_close(rank0[name], value, rtol=0, atol=1e-4)
+    # and validated on all the windows, each rank scoring its share
+    alone = [json.loads(line) for line in (tmp_path / "single" / LOG_FILE).read_text().splitlines()]
+    assert vals == pytest.approx([r["val_nll_nats"] for r in alone if "val_nll_nats" in r],
+                                 rel=1e-5)
 
 
 def test_torchrun_ranks_share_the_schedule_fitted_to_a_time_budget(
