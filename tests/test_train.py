@@ -367,6 +367,9 @@ def test_time_budget_fits_the_run_and_stores_the_fitted_schedule(
     again = dict(data=cfg.data, out_dir=str(out), resume=True, steps=10, time_budget_s=1.5)
     assert TrainConfig.from_options(again) == replace(run, resume=True)
     assert TrainConfig.from_options({**again, "steps": steps + 7}).steps == steps + 7  # extended
+    # without the budget it is another command: the steps asked are the steps run
+    del again["time_budget_s"]
+    assert TrainConfig.from_options(again) == replace(run, steps=10, resume=True)
 
 
 def test_refuses_to_overwrite_and_checks_kind(audio_dir: Path, tmp_path: Path) -> None:
@@ -376,6 +379,9 @@ def test_refuses_to_overwrite_and_checks_kind(audio_dir: Path, tmp_path: Path) -
         train(cfg)
     with pytest.raises(ResumeConflict, match=r"kind='tcn' conflicts with the run .* \(kind='sequnet'\)"):
         train(replace(cfg, kind="tcn", resume=True, steps=2))
+    # a run that had no time budget may be given one to go on with
+    again = TrainConfig.from_options({"out_dir": cfg.out_dir, "resume": True, "time_budget_s": 60})
+    assert again == replace(cfg, resume=True, time_budget_s=60)
 
 
 def test_resume_refuses_a_model_without_a_training_run(audio_dir: Path, tmp_path: Path) -> None:

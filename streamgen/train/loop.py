@@ -476,7 +476,6 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())
 
-    per_rank = config.batch_size // d.world
     saved = -1  # the step of the newest checkpoint
     started = time.perf_counter()
     # SIGINT and SIGTERM only set a flag: no step or checkpoint is cut short
@@ -537,7 +536,7 @@ def _fit(config: TrainConfig, d: Dist, device: torch.device) -> tuple[Streamable
                     pace_from, pace_step = now, step
                 if step % config.log_every == 0 or step == config.steps:
                     mean = float(torch.stack(window_losses).float().mean())  # waits for the GPU
-                    rate = len(window_losses) * per_rank * d.world * out_len / max(time.perf_counter() - since, 1e-9)
+                    rate = len(window_losses) * config.batch_size * out_len / max(time.perf_counter() - since, 1e-9)
                     last.update(train_loss_nats=mean, samples_per_second=rate)
                     bar.set_postfix(loss=f"{mean:.3f}", sps=f"{rate:,.0f}")
                     log({"step": step, "train_loss_nats": mean, "samples_per_second": rate,
