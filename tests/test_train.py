@@ -401,6 +401,16 @@ def test_refuses_a_network_without_mu_laws_classes(audio_dir: Path, tmp_path: Pa
         train(config(tmp_path, audio_dir, model={**TINY_SEQUNET, "classes": 16}))
 
 
+def test_a_resumed_run_whose_log_was_deleted_starts_a_new_one(audio_dir: Path,
+                                                              tmp_path: Path) -> None:
+    cfg = config(tmp_path, audio_dir, steps=2, log_every=1, val_every=50, checkpoint_every=2)
+    train(cfg)
+    (Path(cfg.out_dir) / LOG_FILE).unlink()
+    train(replace(cfg, steps=3, resume=True))
+    log = [json.loads(line) for line in (Path(cfg.out_dir) / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in log if "train_loss_nats" in r] == [3]
+
+
 def test_a_fresh_run_starts_its_own_log(audio_dir: Path, tmp_path: Path) -> None:
     """A log left by a run that stopped before its first checkpoint (out of memory, say) is not
     continued by the next run into that folder."""
