@@ -408,7 +408,32 @@ def test_a_resumed_run_whose_log_was_deleted_starts_a_new_one(audio_dir: Path,
     (Path(cfg.out_dir) / LOG_FILE).unlink()
     train(replace(cfg, steps=3, resume=True))
     log = [json.loads(line) for line in (Path(cfg.out_dir) / LOG_FILE).read_text().splitlines()]
-    assert [r["step"] for r in log if "train_loss_nats" in r] == [3]
+    assert [r["step"] for r in log] == [3, 3] and "val_nll_nats" in log[1]  # no step-2 rerun
+
+
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_gradients_are_clipped_to_grad_clip(clip: float | None, audio_dir: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every step clips the gradients' global norm to ``grad_clip`` before Adam's step (and
+    none without it)."""
+    clip_norm = torch.nn.utils.clip_grad_norm_
+    norms = []
+
+    def clipped(parameters, max_norm, *args, **kwargs):
+        parameters = list(parameters)
+        before = clip_norm(parameters, max_norm, *args, **kwargs)
+        after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in parameters]))
+        norms.append((max_norm, float(before), float(after)))
+        return before
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clipped)
+    train(config(tmp_path, audio_dir, steps=3, grad_clip=clip))
+    if clip is None:
+        assert norms == []
+        return
+    assert [n[0] for n in norms] == [clip] * 3
+    assert all(before > clip and after == pytest.approx(clip, rel=1e-4)
+               for _, before, after in norms)
 
 
 def test_a_fresh_run_starts_its_own_log(audio_dir: Path, tmp_path: Path) -> None:
