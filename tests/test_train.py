@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -351,7 +352,15 @@ def test_time_budget_fits_the_run_and_stores_the_fitted_schedule(
     monkeypatch.setattr(loop, "BUDGET_PACE_STEPS", 2)
     cfg = config(tmp_path, audio_dir, steps=10, lr_final=1e-3, decay_from=5, log_every=1, val_every=50,
                  checkpoint_every=50, time_budget_s=1.5)
+    fit_to_budget, timings = loop.fit_to_budget, []
+    monkeypatch.setattr(loop, "fit_to_budget", lambda *args: timings.append(args[2:]) or
+                        fit_to_budget(*args))
+    started = time.perf_counter()
     _, out = fit(cfg)
+    wall = time.perf_counter() - started
+    # what it fitted with was timed in this run: the steps so far, a step, the first validation
+    (elapsed, per_step, val_seconds), = timings
+    assert 0 < val_seconds < elapsed < wall and 0 < per_step < elapsed
     records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
     fitted = [r for r in records if "fitted_steps" in r]
     assert len(fitted) == 1 and fitted[0]["step"] == 4
