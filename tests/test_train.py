@@ -241,7 +241,7 @@ def test_resume_refuses_a_run_without_its_rng_states(audio_dir: Path, tmp_path: 
     assert load_checkpoint(out)[1].training["step"] == 2
 
 
-@pytest.mark.parametrize("edit", [{"batch_rng": None}, {"step": "abc"}, {"step": -5}])
+@pytest.mark.parametrize("edit", [{"batch_rng": None}, {"step": "abc"}, {"step": -1}])
 def test_resume_refuses_an_edited_training_record(audio_dir: Path, tmp_path: Path,
                                                   edit: dict) -> None:
     from streamgen.checkpoint import CheckpointError
@@ -418,6 +418,27 @@ def test_a_resumed_run_whose_log_was_deleted_starts_a_new_one(audio_dir: Path,
     train(replace(cfg, steps=3, resume=True))
     log = [json.loads(line) for line in (Path(cfg.out_dir) / LOG_FILE).read_text().splitlines()]
     assert [r["step"] for r in log] == [3, 3] and "val_nll_nats" in log[1]  # no step-2 rerun
+
+
+def test_each_log_line_averages_the_losses_of_its_own_steps(audio_dir: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    nll_loss, losses = loop.nll_loss, []
+
+    def recorded(model, inputs, targets, reduction="mean"):
+        loss = nll_loss(model, inputs, targets, reduction)
+        if reduction == "mean":  # a training step's (validation sums)
+            losses.append(float(loss.detach()))
+        return loss
+
+    monkeypatch.setattr(loop, "nll_loss", recorded)
+    cfg = config(tmp_path, audio_dir, steps=5, log_every=2, val_every=50, checkpoint_every=50)
+    train(cfg)
+    log = [json.loads(line) for line in (Path(cfg.out_dir) / LOG_FILE).read_text().splitlines()]
+    logged = [(r["step"], r["train_loss_nats"]) for r in log if "train_loss_nats" in r]
+    assert len(losses) == 5 and len(set(losses)) == 5
+    want = [(2, np.mean(losses[0:2])), (4, np.mean(losses[2:4])), (5, losses[4])]
+    assert [s for s, _ in logged] == [s for s, _ in want]
+    assert [v for _, v in logged] == pytest.approx([v for _, v in want], rel=1e-6)
 
 
 @pytest.mark.parametrize("clip", [None, 0.05])
