@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -504,24 +505,47 @@ DDP_SCRIPT = textwrap.dedent("""
     from streamgen.train import loop
     from streamgen.train.loop import TrainConfig, fit
     loop.BUDGET_PROBE_STEPS, loop.BUDGET_PACE_STEPS = 4, 2  # used by runs with a time budget
-    model, out = fit(TrainConfig(**json.loads(sys.argv[1])))
     rank = int(os.environ["RANK"])
-    save_file({{k: v.contiguous() for k, v in model.state_dict().items()}},
-              os.path.join(sys.argv[2], f"rank{{rank}}.safetensors"))
+    if len(sys.argv) > 3 and rank == 1:  # SIGTERM to rank 1 alone, during step argv[3]
+        import signal
+        nll_loss, steps = loop.nll_loss, []
+
+        def signalled(model, inputs, targets, reduction="mean"):
+            if reduction == "mean":
+                steps.append(1)
+                if len(steps) == int(sys.argv[3]):
+                    os.kill(os.getpid(), signal.SIGTERM)
+            return nll_loss(model, inputs, targets, reduction)
+
+        loop.nll_loss = signalled
+    try:
+        model, out = fit(TrainConfig(**json.loads(sys.argv[1])))
+    except loop.TrainingInterrupted as stopped:
+        model = None
+        with open(os.path.join(sys.argv[2], f"stopped{{rank}}.json"), "w") as f:
+            json.dump([stopped.step, stopped.signum], f)
+    if model is not None:
+        save_file({{k: v.contiguous() for k, v in model.state_dict().items()}},
+                  os.path.join(sys.argv[2], f"rank{{rank}}.safetensors"))
 """)
 
 
-def torchrun(cfg: TrainConfig, tmp_path: Path) -> tuple[dict, dict]:
-    """Train ``cfg`` in two processes; both ranks' final weights."""
+def run_torchrun(cfg: TrainConfig, tmp_path: Path, *extra: str, timeout: float = 240) -> None:
+    """Train ``cfg`` in two processes (``extra``: DDP_SCRIPT's further arguments)."""
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT.format(root=str(ROOT)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         str(script), json.dumps(cfg.to_dict()), str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=240,
+         str(script), json.dumps(cfg.to_dict()), str(tmp_path), *extra],
+        capture_output=True, text=True, env=env, timeout=timeout,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def torchrun(cfg: TrainConfig, tmp_path: Path) -> tuple[dict, dict]:
+    """Train ``cfg`` in two processes; both ranks' final weights."""
+    run_torchrun(cfg, tmp_path)
     rank0, rank1 = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1))
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
@@ -543,6 +567,18 @@ def test_torchrun_two_processes_match_one(audio_dir: Path, tmp_path: Path) -> No
     alone = [json.loads(line) for line in (tmp_path / "single" / LOG_FILE).read_text().splitlines()]
     assert vals == pytest.approx([r["val_nll_nats"] for r in alone if "val_nll_nats" in r],
                                  rel=1e-5)
+
+
+def test_torchrun_ranks_stop_together_when_one_is_signalled(audio_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """SIGTERM to one rank stops every rank after the same step, with one checkpoint of it
+    (a rank stopping alone would leave the other waiting in its next all-reduce)."""
+    cfg = config(tmp_path, audio_dir, steps=8, val_every=50, checkpoint_every=50,
+                 out_dir=str(tmp_path / "ddp"))
+    run_torchrun(cfg, tmp_path, "3", timeout=120)  # a rank left waiting hangs
+    stopped = [json.loads((tmp_path / f"stopped{r}.json").read_text()) for r in (0, 1)]
+    assert stopped == [[3, signal.SIGTERM]] * 2
+    assert load_checkpoint(tmp_path / "ddp")[1].training["step"] == 3
 
 
 def test_torchrun_ranks_share_the_schedule_fitted_to_a_time_budget(
