@@ -361,7 +361,8 @@ def test_time_budget_fits_the_run_and_stores_the_fitted_schedule(
     wall = time.perf_counter() - started
     # what it fitted with was timed in this run: the steps so far, a step, the first validation
     (elapsed, per_step, val_seconds), = timings
-    assert 0 < val_seconds < elapsed < wall and 0 < per_step < elapsed
+    assert 0 < val_seconds < elapsed < wall
+    assert 0 < per_step * loop.BUDGET_PACE_STEPS < elapsed - val_seconds  # its last 2 steps
     records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
     fitted = [r for r in records if "fitted_steps" in r]
     assert len(fitted) == 1 and fitted[0]["step"] == 4
@@ -593,6 +594,8 @@ def test_torchrun_ranks_share_the_schedule_fitted_to_a_time_budget(
               if "fitted_steps" in line]
     stored = load_checkpoint(tmp_path / "ddp")[1].training
     assert len(fitted) == 1 and stored["step"] == stored["train_config"]["steps"] == fitted[0]["fitted_steps"]
+    steps, decay_from = fitted[0]["fitted_steps"], fitted[0]["decay_from"]
+    assert 4 <= decay_from < steps or decay_from == steps == 4  # (4: no time was left)
 
 
 # -- corpus ----------------------------------------------------------------------------------
