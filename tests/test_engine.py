@@ -745,7 +745,7 @@ def test_unsupported_layers_names_the_first_layer_an_interpreter_cannot_run() ->
     everywhere, WaveNets and TCNs only where the executor asks for them, frames nowhere, and a
     program's head must be its layers' kind too."""
     from streamgen.engine.program import build_program
-    from streamgen.engine.tables import unsupported_layers
+    from streamgen.engine.tables import plan_tables, unsupported_layers
 
     sequnet = build_program(SeqUNet(SeqUNetConfig(4, 2, 1, 3, classes=CLASSES)), 1)
     wavenet = build_program(WaveNet(WaveNetConfig(1, 2, 2, 4, 4, 4, classes=CLASSES)), 1)
@@ -764,6 +764,8 @@ def test_unsupported_layers_names_the_first_layer_an_interpreter_cannot_run() ->
         "plans of gated layers (Seq-U-Nets, WaveNets), not a tcn (Rectified at ring 'input')")
     frames = build_program(tcn_net, 1, inputs="frames")
     assert unsupported_layers(frames, True, True) == "plans fed class inputs, not frames"
+    with pytest.raises(ValueError, match="^the compiled backends run plans fed class inputs"):
+        plan_tables(frames)  # which every executor asks for, after its own check
     sequnet.head = tcn.head  # a TCN's head on Seq-U-Net layers
     assert unsupported_layers(sequnet) == (
         "plans of gated layers (Seq-U-Nets) with their heads, not the sequnet head")
