@@ -433,7 +433,6 @@ def test_wrong_arguments_are_refused_before_any_kernel_runs(backend: str, rng) -
 def test_audio_generator_refuses_audio_it_would_misread(rng: torch.Generator) -> None:
     """Stereo frames (flattened they interleave: half speed), integer PCM (clipped to +-1) and
     NaNs are refused; a mono float prime equals priming the engine with its classes."""
-    from streamgen.audio import mulaw_encode
     from streamgen.generation import AudioGenerator
 
     model = SeqUNet(SeqUNetConfig(4, 2, 1, 3))  # 256 classes: mu-law audio
