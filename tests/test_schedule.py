@@ -72,6 +72,35 @@ def test_placed_frames_are_the_rings_frames(kind: str, rng: torch.Generator) -> 
     assert np.array_equal(program.positions.array, schedule.positions[0])
 
 
+@pytest.mark.parametrize("kind", KINDS[:3])
+def test_placed_layers_read_their_window_in_their_ring(kind: str, rng: torch.Generator) -> None:
+    """Each placed layer row (``placed.placed_rows``) reads its ring's window: the frames from
+    ``window`` (odd taps: ``window - 1``) before its newest to the newest, inside the ring's
+    buffer, and writes outside it (the kernels' simulators check this slowly, the WaveNet
+    rows in minutes)."""
+    from streamgen.engine.gpu import placed
+    from streamgen.engine.gpu.flat import flatten
+
+    program = build_program(model_of(kind, rng), 2, capacity="period")
+    flat = flatten(program)
+    layout, rows = flat.layout, flat.rows.numpy()
+    col = {name: i for i, name in enumerate(placed.COLUMNS)}
+    spans = {name: (layout.at[name], layout.at[name] + ring.capacity * ring.channels)
+             for name, ring in program.rings.items() if name != program.input_ring}
+    wavenet = program.kind == "wavenet"
+    checked = 0
+    for row in rows[np.isin(rows[:, 0], (placed.OP_GATED, placed.OP_WAVENET))]:
+        src, newest, dst = row[col["src"]], row[col["newest"]], row[col["dst"]]
+        (name, (lo, hi)), = [(n, s) for n, s in spans.items() if s[0] <= src < s[1]]
+        ch, window = layout.channels[name], program.rings[name].window_size
+        frames = window if row[0] == placed.OP_WAVENET else row[col["n"]] // ch
+        assert frames in ((window,) if wavenet else (window, window - 1)), name
+        assert newest - src == (frames - 1) * ch and lo <= src and newest + ch <= hi, name
+        assert not lo <= dst < hi, name
+        checked += 1
+    assert checked >= len(spans)
+
+
 @pytest.mark.parametrize("kind", ["sequnet-L4", "sequnet-L3-k7"])
 def test_copies_of_what_a_layer_just_wrote_become_its_second_destination(
         kind: str, rng: torch.Generator) -> None:

@@ -64,6 +64,7 @@ class FlatPlans:
     head_width: int
     widest: int  # the most elements a gated layer reads
     wavenet: torch.Tensor  # (WaveNet layers, len(WAVENET_COLUMNS)) int64: a WAVENET row's rest
+    layout: placed.FlatLayout  # where each ring's frames are in ``frames``
 
     @property
     def max_rows(self) -> int:
@@ -135,7 +136,7 @@ def flatten(program: StepProgram, weight_dtype: torch.dtype = torch.float32, *,
 
     return FlatPlans(frames, torch.cat(parts), i64(rows), i64(starts), tables, offset,
                      head_width, widest, i64(np.array(wavenet_rows, dtype=np.int64)
-                                         .reshape(-1, len(WAVENET_COLUMNS))))
+                                         .reshape(-1, len(WAVENET_COLUMNS))), layout)
 
 
 @dataclass(frozen=True)
