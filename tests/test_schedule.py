@@ -9,10 +9,14 @@ import torch
 
 from engine_reference import reference_logits
 from streamgen.engine import StreamingEngine
+from streamgen.engine.gpu import placed
+from streamgen.engine.gpu.flat import flatten
 from streamgen.engine.plan import HEAD, Advance, Copy, Input, Layer
 from streamgen.engine.program import StepProgram, build_program
 from streamgen.engine.schedule import align_rings, ring_schedule
 from test_capacity import CLASSES, KINDS, model_of
+
+COL = {name: i for i, name in enumerate(placed.COLUMNS)}  # a placed row's columns by name
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -44,25 +48,25 @@ def test_placed_frames_are_the_rings_frames(kind: str, rng: torch.Generator) -> 
     for ring in rings.values():  # a distinct value in every frame: a wrong source shows
         ring.data.copy_(torch.randint(0, 1 << 20, ring.data.shape, generator=rng))
     rewinds = 0
-    for placed in (p for step in schedule.steps for p in step):
-        op = placed.op
+    for p in (q for step in schedule.steps for q in step):  # each op where the schedule puts it
+        op = p.op
         if isinstance(op, Advance):
             rings[op.ring].advance()
             continue
         if isinstance(op, (Layer, Copy)):
-            assert placed.newest == rings[op.ring if isinstance(op, Layer) else op.src].pos
+            assert p.newest == rings[op.ring if isinstance(op, Layer) else op.src].pos
         dst = program.input_ring if isinstance(op, Input) else getattr(op, "dst", HEAD)
         if dst == HEAD:
-            assert placed.slot is None and placed.rewind is None
+            assert p.slot is None and p.rewind is None
             continue
         ring = rings[dst]
         rewound = ring.pos + 1 == ring.capacity
         before = ring.data.clone()
-        assert ring.slot().data_ptr() == ring.data[:, placed.slot].data_ptr()
-        assert (placed.rewind is not None) == (rewound and ring.window_size > 1)
-        if placed.rewind is not None:
+        assert ring.slot().data_ptr() == ring.data[:, p.slot].data_ptr()
+        assert (p.rewind is not None) == (rewound and ring.window_size > 1)
+        if p.rewind is not None:
             rewinds += 1
-            rw = placed.rewind
+            rw = p.rewind
             assert names[rw.ring] == dst
             assert rw.frames == ring.window_size - 1
             assert torch.equal(ring.data[:, : rw.frames], before[:, rw.src : rw.src + rw.frames])
@@ -74,26 +78,22 @@ def test_placed_frames_are_the_rings_frames(kind: str, rng: torch.Generator) -> 
 
 @pytest.mark.parametrize("kind", KINDS[:3])
 def test_placed_layers_read_their_window_in_their_ring(kind: str, rng: torch.Generator) -> None:
-    """Each placed layer row (``placed.placed_rows``) reads its ring's window: the frames from
-    ``window`` (odd taps: ``window - 1``) before its newest to the newest, inside the ring's
-    buffer, and writes outside it (the kernels' simulators check this slowly, the WaveNet
-    rows in minutes)."""
-    from streamgen.engine.gpu import placed
-    from streamgen.engine.gpu.flat import flatten
-
+    """Each placed layer row (``placed.placed_rows``) reads its ring's window: the last
+    ``window`` frames (odd taps: ``window - 1``) up to its newest, inside the ring's buffer,
+    and writes outside it (the kernels' simulators check this slowly, the WaveNet rows in
+    minutes)."""
     program = build_program(model_of(kind, rng), 2, capacity="period")
     flat = flatten(program)
     layout, rows = flat.layout, flat.rows.numpy()
-    col = {name: i for i, name in enumerate(placed.COLUMNS)}
-    spans = {name: (layout.at[name], layout.at[name] + ring.capacity * ring.channels)
-             for name, ring in program.rings.items() if name != program.input_ring}
+    spans = {name: (layout.at[name], layout.at[name] + layout.stride[name])  # stream 0's
+             for name in program.rings if name != program.input_ring}
     wavenet = program.kind == "wavenet"
     checked = 0
     for row in rows[np.isin(rows[:, 0], (placed.OP_GATED, placed.OP_WAVENET))]:
-        src, newest, dst = row[col["src"]], row[col["newest"]], row[col["dst"]]
+        src, newest, dst = row[COL["src"]], row[COL["newest"]], row[COL["dst"]]
         (name, (lo, hi)), = [(n, s) for n, s in spans.items() if s[0] <= src < s[1]]
         ch, window = layout.channels[name], program.rings[name].window_size
-        frames = window if row[0] == placed.OP_WAVENET else row[col["n"]] // ch
+        frames = window if row[0] == placed.OP_WAVENET else row[COL["n"]] // ch
         assert frames in ((window,) if wavenet else (window, window - 1)), name
         assert newest - src == (frames - 1) * ch and lo <= src and newest + ch <= hi, name
         assert not lo <= dst < hi, name
@@ -107,22 +107,18 @@ def test_copies_of_what_a_layer_just_wrote_become_its_second_destination(
     """``placed.placed_rows`` fuses a copy of exactly the columns the layer row before it
     wrote into that row (``dst2``: one op less per step): some do fuse, no such copy is left
     as a row of its own."""
-    from streamgen.engine.gpu import placed
-    from streamgen.engine.gpu.flat import flatten
-
     program = build_program(model_of(kind, rng), 2, capacity="period")
     flat = flatten(program)
     rows, starts = flat.rows.numpy(), flat.starts.numpy()
-    col = {name: i for i, name in enumerate(placed.COLUMNS)}
     layers = np.isin(rows[:, 0], (placed.OP_EMBED, placed.OP_GATED))
-    assert (rows[layers, col["dst2"]] >= 0).sum() >= program.model.config.levels
-    assert (rows[~layers, col["dst2"]] == -1).all()
+    assert (rows[layers, COL["dst2"]] >= 0).sum() >= program.model.config.levels
+    assert (rows[~layers, COL["dst2"]] == -1).all()
     for p in range(len(starts) - 1):
         for j in range(starts[p] + 1, starts[p + 1]):
             last, row = rows[j - 1], rows[j]
             if row[0] == placed.OP_COPY and last[0] in (placed.OP_EMBED, placed.OP_GATED):
-                same = (last[col["dst"]], last[col["dst_stride"]], last[col["width"]]) == (
-                    row[col["src"]], row[col["stride"]], row[col["n"]])
+                same = (last[COL["dst"]], last[COL["dst_stride"]], last[COL["width"]]) == (
+                    row[COL["src"]], row[COL["stride"]], row[COL["n"]])
                 assert not same, (p, j)
 
 

@@ -62,6 +62,11 @@ def audio_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def read_log(out_dir: str | Path) -> list[dict]:
+    """The records of a run's training log."""
+    return [json.loads(line) for line in (Path(out_dir) / LOG_FILE).read_text().splitlines()]
+
+
 def config(tmp_path: Path, audio_dir: Path, **changes) -> TrainConfig:
     base = TrainConfig(
         data=str(audio_dir), out_dir=str(tmp_path / "run"), kind="sequnet", model=TINY_SEQUNET,
@@ -193,7 +198,7 @@ def test_training_passes_start_windows_to_the_window_draw(audio_dir: Path, tmp_p
 def test_training_lowers_validation_nll_and_saves_a_checkpoint(audio_dir: Path, tmp_path: Path) -> None:
     cfg = config(tmp_path, audio_dir, steps=40, val_every=40, checkpoint_every=100, output_length=50)
     out = train(cfg)
-    log = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    log = read_log(out)
     vals = [r for r in log if "val_nll_nats" in r]
     assert [r["step"] for r in vals] == [0, 40]
     assert vals[0]["val_nll_nats"] > np.log(256) - 0.5  # untrained: near uniform
@@ -313,7 +318,7 @@ def test_cosine_decay_schedule_is_applied_and_resumes_exactly(audio_dir: Path, t
     assert cfg.learning_rate(8) == pytest.approx(1e-3)
     assert cfg.learning_rate(5) == pytest.approx(1e-3 + 1.5e-3 * (1 + np.cos(np.pi / 4)))
     model_a, out = fit(cfg)
-    log = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines() if '"lr"' in line]
+    log = [r for r in read_log(out) if "lr" in r]
     assert [r["lr"] for r in log] == pytest.approx([cfg.learning_rate(r["step"] - 1) for r in log])
     assert len(log) == 8
     # steps 0-4 take the full rate under either step count, so 5 steps then a resume to 8
@@ -363,7 +368,7 @@ def test_time_budget_fits_the_run_and_stores_the_fitted_schedule(
     (elapsed, per_step, val_seconds), = timings
     assert 0 < val_seconds < elapsed < wall
     assert 0 < per_step * loop.BUDGET_PACE_STEPS < elapsed - val_seconds  # its last 2 steps
-    records = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    records = read_log(out)
     fitted = [r for r in records if "fitted_steps" in r]
     assert len(fitted) == 1 and fitted[0]["step"] == 4
     steps = fitted[0]["fitted_steps"]
@@ -418,7 +423,7 @@ def test_a_resumed_run_whose_log_was_deleted_starts_a_new_one(audio_dir: Path,
     train(cfg)
     (Path(cfg.out_dir) / LOG_FILE).unlink()
     train(replace(cfg, steps=3, resume=True))
-    log = [json.loads(line) for line in (Path(cfg.out_dir) / LOG_FILE).read_text().splitlines()]
+    log = read_log(cfg.out_dir)
     assert [r["step"] for r in log] == [3, 3] and "val_nll_nats" in log[1]  # no step-2 rerun
 
 
@@ -435,7 +440,7 @@ def test_each_log_line_averages_the_losses_of_its_own_steps(audio_dir: Path, tmp
     monkeypatch.setattr(loop, "nll_loss", recorded)
     cfg = config(tmp_path, audio_dir, steps=5, log_every=2, val_every=50, checkpoint_every=50)
     train(cfg)
-    log = [json.loads(line) for line in (Path(cfg.out_dir) / LOG_FILE).read_text().splitlines()]
+    log = read_log(cfg.out_dir)
     logged = [(r["step"], r["train_loss_nats"]) for r in log if "train_loss_nats" in r]
     assert len(losses) == 5 and len(set(losses)) == 5
     want = [(2, np.mean(losses[0:2])), (4, np.mean(losses[2:4])), (5, losses[4])]
@@ -476,7 +481,7 @@ def test_a_fresh_run_starts_its_own_log(audio_dir: Path, tmp_path: Path) -> None
     stale = '{"step": 900, "loss": 1.0}\n'
     (Path(cfg.out_dir) / LOG_FILE).write_text(stale)
     train(cfg)
-    log = [json.loads(line) for line in (Path(cfg.out_dir) / LOG_FILE).read_text().splitlines()]
+    log = read_log(cfg.out_dir)
     assert log and all(r["step"] <= 2 for r in log)
 
 
@@ -556,7 +561,7 @@ def torchrun(cfg: TrainConfig, tmp_path: Path) -> tuple[dict, dict]:
 def test_torchrun_two_processes_match_one(audio_dir: Path, tmp_path: Path) -> None:
     cfg = config(tmp_path, audio_dir, steps=8, val_every=8, checkpoint_every=4, out_dir=str(tmp_path / "ddp"))
     rank0, _ = torchrun(cfg, tmp_path)
-    log = [json.loads(line) for line in (tmp_path / "ddp" / LOG_FILE).read_text().splitlines()]
+    log = read_log(tmp_path / "ddp")
     vals = [r["val_nll_nats"] for r in log if "val_nll_nats" in r]
     assert vals[-1] < vals[0]
     assert load_checkpoint(tmp_path / "ddp")[1].training["world_size"] == 2
@@ -565,7 +570,7 @@ def test_torchrun_two_processes_match_one(audio_dir: Path, tmp_path: Path) -> No
     for name, value in single.state_dict().items():
         torch.testing.assert_close(rank0[name], value, rtol=0, atol=1e-4)
     # and validated on all the windows, each rank scoring its share
-    alone = [json.loads(line) for line in (tmp_path / "single" / LOG_FILE).read_text().splitlines()]
+    alone = read_log(tmp_path / "single")
     assert vals == pytest.approx([r["val_nll_nats"] for r in alone if "val_nll_nats" in r],
                                  rel=1e-5)
 
@@ -590,8 +595,7 @@ def test_torchrun_ranks_share_the_schedule_fitted_to_a_time_budget(
     cfg = config(tmp_path, audio_dir, steps=10, lr_final=1e-3, decay_from=5, val_every=50, checkpoint_every=50,
                  time_budget_s=3.0, out_dir=str(tmp_path / "ddp"))
     torchrun(cfg, tmp_path)  # the ranks stay in step (else they hang) and end alike
-    fitted = [json.loads(line) for line in (tmp_path / "ddp" / LOG_FILE).read_text().splitlines()
-              if "fitted_steps" in line]
+    fitted = [r for r in read_log(tmp_path / "ddp") if "fitted_steps" in r]
     stored = load_checkpoint(tmp_path / "ddp")[1].training
     assert len(fitted) == 1 and stored["step"] == stored["train_config"]["steps"] == fitted[0]["fitted_steps"]
     steps, decay_from = fitted[0]["fitted_steps"], fitted[0]["decay_from"]

@@ -60,11 +60,19 @@ class FlatPlans:
     rows: torch.Tensor  # (rows, len(placed.COLUMNS)) int64
     starts: torch.Tensor  # (period + 1,) int64: phase p's rows are rows[starts[p]:starts[p+1]]
     tables: PlanTables
-    head_at: int
-    head_width: int
+    layout: placed.FlatLayout  # where each ring's frames, and the head input, are in ``frames``
     widest: int  # the most elements a gated layer reads
     wavenet: torch.Tensor  # (WaveNet layers, len(WAVENET_COLUMNS)) int64: a WAVENET row's rest
-    layout: placed.FlatLayout  # where each ring's frames are in ``frames``
+
+    @property
+    def head_at(self) -> int:
+        """Where stream 0's head input starts in ``frames``."""
+        return self.layout.head_at
+
+    @property
+    def head_width(self) -> int:
+        """The head input's elements per stream."""
+        return self.layout.head_width
 
     @property
     def max_rows(self) -> int:
@@ -134,9 +142,8 @@ def flatten(program: StepProgram, weight_dtype: torch.dtype = torch.float32, *,
     def i64(values: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(values, dtype=np.int64), device=dev)
 
-    return FlatPlans(frames, torch.cat(parts), i64(rows), i64(starts), tables, offset,
-                     head_width, widest, i64(np.array(wavenet_rows, dtype=np.int64)
-                                         .reshape(-1, len(WAVENET_COLUMNS))), layout)
+    return FlatPlans(frames, torch.cat(parts), i64(rows), i64(starts), tables, layout, widest,
+                     i64(np.array(wavenet_rows, dtype=np.int64).reshape(-1, len(WAVENET_COLUMNS))))
 
 
 @dataclass(frozen=True)
