@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from streamgen.audio.io import AudioFileError, AudioWriter, load_audio
+from streamgen.audio.io import AudioFileError, AudioWriter, load_audio, output_format, write_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,6 +168,8 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path: Path,
 def test_missing_and_empty_files(tmp_path: Path) -> None:
     with pytest.raises(AudioFileError, match="no such audio file"):
         load_audio(tmp_path / "missing.wav", 16000)
+    with pytest.raises(AudioFileError, match="no such audio file"):
+        load_audio(str(tmp_path / "missing.wav"), 16000)  # a path given as text
     sf.write(tmp_path / "empty.wav", np.zeros(0), 16000)
     with pytest.raises(AudioFileError, match="no audio frames"):
         load_audio(tmp_path / "empty.wav", 16000)
@@ -180,8 +182,8 @@ def test_writer_round_trips_blocks(tmp_path: Path, ext: str, subtype: str | None
     blocks = [rng.uniform(-0.9, 0.9, size=n).astype(np.float32) for n in (100, 1, 513, 64)]
     path = tmp_path / f"out.{ext}"
     with AudioWriter(path, 16000, subtype=subtype) as writer:
-        for block in blocks:
-            writer.write(block)
+        for i, block in enumerate(blocks):
+            writer.write(block if i % 2 else block.tolist())  # arrays or any array-like
     data, sr = sf.read(path, dtype="float32")
     assert sr == 16000 and writer.frames_written == len(data) == 678
     assert np.max(np.abs(data - np.concatenate(blocks))) <= tol + 1e-7
@@ -196,6 +198,41 @@ def test_writer_raw_pcm_is_s16le(tmp_path: Path) -> None:
     expected = b"".join(min(int(round(v * 32768)), 32767).to_bytes(2, "little", signed=True)
                         for v in np.clip(block, -1, 1))
     assert stream.getvalue() == expected
+
+
+@pytest.mark.parametrize("shape", [(300,), (300, 1), (300, 2)])
+def test_write_audio_takes_its_channels_from_the_array(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    audio = np.random.default_rng(4).uniform(-0.9, 0.9, size=shape)
+    write_audio(str(tmp_path / "whole.wav"), audio.tolist(), 8000, subtype="FLOAT")  # any array-like
+    data, sr = sf.read(tmp_path / "whole.wav", dtype="float32", always_2d=True)
+    assert sr == 8000 and data.shape == (300, 1 if len(shape) == 1 else shape[1])
+    np.testing.assert_allclose(data, audio.reshape(300, -1), atol=1e-7)
+
+
+def test_raw_pcm_reaches_the_reader_block_by_block() -> None:
+    """``generate -o - | aplay``: each block is flushed as it is written, not at the end."""
+    class Pipe(io.BytesIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.delivered: list[int] = []
+
+        def flush(self) -> None:
+            self.delivered.append(len(self.getvalue()))
+
+    pipe = Pipe()
+    with AudioWriter("-", 16000, stream=pipe) as writer:
+        for n in (10, 1, 7):
+            writer.write(np.zeros(n, dtype=np.float32))
+            assert pipe.delivered[-1] == 2 * writer.frames_written
+
+
+def test_mp3_on_an_old_libsndfile_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    formats = {k: v for k, v in sf.available_formats().items() if k != "MP3"}
+    monkeypatch.setattr(sf, "available_formats", lambda: formats)
+    assert output_format(tmp_path / "x.wav") == ("WAV", "PCM_16")
+    with pytest.raises(AudioFileError, match=r"x\.mp3: this libsndfile .* cannot write MP3 \(1\.1 or newer"):
+        AudioWriter(tmp_path / "x.mp3", 16000)
+    assert not (tmp_path / "x.mp3").exists()
 
 
 def test_writer_rejects_bad_input(tmp_path: Path) -> None:
