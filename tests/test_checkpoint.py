@@ -240,6 +240,42 @@ def test_optimizer_state_resumes_identically(tmp_path: Path, rng: torch.Generato
     for a, b in zip(model.parameters(), loaded.parameters()):
         assert torch.equal(a, b)
     assert torch.equal(load_extra(tmp_path / "ck")["rng"], torch.arange(5))
+    if shard_bytes:  # one of several files lost
+        (tmp_path / "ck" / files[0]).unlink()
+        with pytest.raises(CheckpointError, match=rf"{files[0]}: missing; copy the whole"):
+            load_optimizer_state(tmp_path / "ck", opt2)
+
+
+def test_optimizer_state_that_is_not_tensors_round_trips(tmp_path: Path, rng: torch.Generator) -> None:
+    """Numbers in an optimizer's per-parameter state (an older torch's ``step``, a
+    custom optimizer's counters) are kept beside its tensors."""
+    model = small("tcn", rng)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(random_onehot(1, model.input_length(4), 256, rng).float()).sum().backward()
+    opt.step()
+    params = list(model.parameters())
+    opt.state[params[0]].update(step=7, visits=3)
+    opt.state[params[-1]]["step"] = 2.5
+    save_checkpoint(tmp_path / "ck", model, optimizer=opt)
+    fresh = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    load_optimizer_state(tmp_path / "ck", fresh)
+    want, got = opt.state_dict()["state"], fresh.state_dict()["state"]
+    assert sorted(got) == sorted(want)
+    for index, entries in want.items():
+        assert sorted(got[index]) == sorted(entries)
+        for name, value in entries.items():
+            assert (torch.equal(got[index][name], value) if isinstance(value, torch.Tensor)
+                    else got[index][name] == value), (index, name)
+
+
+def test_paths_given_as_text(tmp_path: Path, rng: torch.Generator) -> None:
+    model, out = small("tcn", rng), str(tmp_path / "ck")
+    save_checkpoint(out, model)
+    save_checkpoint(out, model, training={"step": 2})  # onto the one there
+    assert read_info(out).training == {"step": 2}
+    Path(out).rename(tmp_path / ".ck.old")  # a save cut short between its renames
+    checkpoint.recover_checkpoint(out)
+    assert torch.equal(load_checkpoint(out)[0].head.weight, model.head.weight)
 
 
 def test_resave_keeps_foreign_files_and_replaces_weights(tmp_path: Path, rng: torch.Generator) -> None:

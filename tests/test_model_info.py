@@ -81,12 +81,29 @@ def test_recorded_problems_are_one_line_checkpoint_errors(tmp_path: Path) -> Non
     for change, needle in [({"sampling": {"top_p": 1.5}}, "invalid recommended sampling"),
                            ({"sampling": {"top_k": 257}}, "exceeds the model's 256 classes"),
                            ({"sampling": {"beam": 4}}, "unknown sampling options ['beam']"),
-                           ({"sample_rate": None}, "missing fields ['sample_rate']")]:
-        data = {k: v for k, v in (raw | change).items() if v is not None}
+                           ({"sample_rate": None}, "missing fields ['sample_rate']"),
+                           *[({"sample_rate": rate}, "sample_rate must be a whole number of Hz")
+                             for rate in (-1, 16000.5, "16000", True)],
+                           ({"weights_dtype": "int8"}, "unknown weights dtype 'int8'; use one of"),
+                           ({"start": "noise"}, "unknown start 'noise'; use one of"),
+                           ({"format": "other-checkpoint"}, "not a streamgen-checkpoint config"),
+                           ([], "not a streamgen-checkpoint config")]:
+        data = change if isinstance(change, list) else {
+            k: v for k, v in (raw | change).items() if v is not None}
         (folder / "config.json").write_text(json.dumps(data))
         with pytest.raises(CheckpointError) as err:
             read_info(folder)
         assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_record_built_in_code_is_checked_as_one_read_from_a_file(tmp_path: Path) -> None:
+    """``publish`` builds records with ``dataclasses.replace``: the same rules hold there."""
+    info = read_info(save_checkpoint(tmp_path / "ck", build_network("tcn", CONFIGS["tcn"])))
+    assert dataclasses.replace(info, start="silence").start == "silence"
+    with pytest.raises(ValueError, match="unknown start 'noise'"):
+        dataclasses.replace(info, start="noise")
+    with pytest.raises(ValueError, match="unknown weights dtype 'int8'"):
+        dataclasses.replace(info, weights_dtype="int8")
 
 
 # -- the merge ---------------------------------------------------------------------------
