@@ -116,6 +116,17 @@ def test_weights_beyond_a_file_go_on_into_more_files(tmp_path: Path, rng: torch.
     assert "weights_shards" not in json.loads((tmp_path / "ck" / "config.json").read_text())
 
 
+def test_shards_are_filled_in_order_up_to_the_limit() -> None:
+    """Each file takes tensors in order while they fit (each counted with 256 bytes of header,
+    4096 kept free per file); a tensor larger than the limit has a file to itself."""
+    tensors = {f"t{i}": torch.zeros(250) for i in range(10)}  # 1,256 bytes each
+    groups = [list(shard) for shard in checkpoint._shards(tensors, 4096 + 4 * 1256)]
+    assert groups == [[f"t{i}" for i in range(j, min(j + 4, 10))] for j in (0, 4, 8)]
+    for names, want in [("a huge b", [["a"], ["huge"], ["b"]]), ("huge a b", [["huge"], ["a", "b"]])]:
+        big = {name: torch.zeros(5000 if name == "huge" else 10) for name in names.split()}
+        assert [list(shard) for shard in checkpoint._shards(big, 8192)] == want
+
+
 def test_a_weights_dtype_the_file_does_not_hold_is_one_line(tmp_path: Path,
                                                              rng: torch.Generator) -> None:
     save_checkpoint(tmp_path / "ck", small("sequnet", rng))
