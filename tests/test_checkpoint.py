@@ -80,6 +80,10 @@ def test_weights_stored_in_half_precision_load_in_the_dtype_asked_for(
     sha = checkpoint.write_weights(loaded.state_dict(), tmp_path / "w.safetensors", stored)
     assert sha == checkpoint.sha256_file(tmp_path / "w.safetensors")
     assert checkpoint.dtype_name(checkpoint.load_file(str(tmp_path / "w.safetensors"))) == stored
+    counts = torch.arange(3)  # integer tensors (counters, indices) keep their dtype
+    checkpoint.write_weights({"w": torch.ones(2), "n": counts}, tmp_path / "mixed.safetensors", stored)
+    mixed = checkpoint.load_file(str(tmp_path / "mixed.safetensors"))
+    assert mixed["w"].dtype == half and torch.equal(mixed["n"], counts) and mixed["n"].dtype == torch.int64
 
 
 def test_weights_beyond_a_file_go_on_into_more_files(tmp_path: Path, rng: torch.Generator,

@@ -94,6 +94,8 @@ def test_recorded_problems_are_one_line_checkpoint_errors(tmp_path: Path) -> Non
         with pytest.raises(CheckpointError) as err:
             read_info(folder)
         assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)
+    (folder / "config.json").write_text(json.dumps(raw | {"sample_rate": 0}))
+    assert read_info(folder).sample_rate == 0  # a model of notes, not audio
 
 
 def test_a_record_built_in_code_is_checked_as_one_read_from_a_file(tmp_path: Path) -> None:
