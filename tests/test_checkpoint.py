@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -389,7 +390,9 @@ def test_recommended_start_round_trips_and_is_checked(saved: Path, tmp_path: Pat
 
 def test_config_that_does_not_match_the_weights(saved: Path) -> None:
     edit_config(saved, config={"channels": 16})
-    expect_error(saved, "do not match the config", "shape")
+    message = expect_error(saved, "do not match the config", "shape")
+    found, implied = re.search(r"has shape (\(.*?\)), config implies (\(.*?\))", message).groups()
+    assert found != implied and "8" in found and "16" in implied, message  # names a mismatch
     edit_config(saved, config={"channels": 8, "levels": 4})
     expect_error(saved, "do not match the config", "missing")
     edit_config(saved, config={"levels": 3, "depth": 0})
