@@ -146,6 +146,65 @@ def test_noise_wraps_negative_and_huge_seeds_as_the_reference_does(np_rng) -> No
         np.testing.assert_allclose(got, -np.log(-np.log(u)), rtol=1e-5, atol=1e-6)
 
 
+def reference_choices(logits: np.ndarray, config: SamplingConfig, gumbel: np.ndarray,
+                      margin: float = 1e-4) -> np.ndarray:
+    """The sampling rule written out in float64 from its definition: scores are logits over
+    the temperature; top-k keeps the k highest; the nucleus drops a class once the classes
+    ranked above it hold top_p of the (top-k) mass; the sample is the argmax of the kept
+    scores plus the Gumbel noise. -1 where a row lies within ``margin`` of a decision (a
+    float32 rounding could go either way)."""
+    if config.greedy:
+        return logits.argmax(-1)
+    scores = logits.astype(np.float64) / config.temperature
+    keep = np.ones(scores.shape, bool)
+    close = np.zeros(len(scores), bool)
+    ranked = -np.sort(-scores, axis=-1)
+    if config.top_k:
+        keep &= scores >= ranked[:, config.top_k - 1 : config.top_k]
+    if config.top_p < 1.0:
+        kept = np.where(keep, scores, -np.inf)
+        order = np.argsort(-kept, axis=-1, kind="stable")
+        probs = np.exp(np.take_along_axis(kept, order, -1) - kept.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        above = np.cumsum(probs, -1) - probs
+        close |= (np.abs(above - config.top_p) < margin).any(-1)
+        np.put_along_axis(keep, order, np.take_along_axis(keep, order, -1) & (above < config.top_p), -1)
+    total = np.where(keep, scores + gumbel, -np.inf)
+    best = -np.sort(-total, axis=-1)
+    close |= best[:, 0] - best[:, 1] < margin if total.shape[1] > 1 else close
+    return np.where(close, -1, total.argmax(-1))
+
+
+@pytest.mark.parametrize("config", [
+    SamplingConfig(), SamplingConfig(temperature=0.6), SamplingConfig(temperature=1.4, top_k=1),
+    SamplingConfig(top_k=3), SamplingConfig(top_k=9), SamplingConfig(top_p=0.5),
+    SamplingConfig(temperature=0.8, top_p=0.9), SamplingConfig(top_k=4, top_p=0.7),
+    SamplingConfig(greedy=True)], ids=lambda c: c.describe())
+def test_torchs_sampler_follows_the_rule_written_out(config: SamplingConfig, np_rng) -> None:
+    """torch's sampler (the rule every kernel is compared with) against ``reference_choices``
+    over the noise the sampler's seed addresses: logits from nearly flat to peaked, 9 classes
+    (top_k 9 keeps all), many steps and streams, where the rule changes some samples."""
+    batch, classes, steps = 16, 9, 40
+    seed = int(np_rng.integers(1 << 40))
+    sampler = Sampler(config, batch, classes, seed=seed, fused=False)
+    gumbel = noise.gumbel_into(seed, 0, 0, np.empty((steps, batch, classes), np.float32))
+    plain = SamplingConfig(temperature=config.temperature)
+    out, decided, changed = torch.empty(batch, dtype=torch.int64), 0, 0
+    for step in range(steps):
+        spread = np.logspace(-1, 0.7, batch)[:, None]
+        logits = (np_rng.standard_normal((batch, classes)) * spread).astype(np.float32)
+        sampler.sample(torch.from_numpy(logits), out)
+        want = reference_choices(logits, config, gumbel[step])
+        sure = want >= 0
+        assert np.array_equal(out.numpy()[sure], want[sure]), (step, out, want)
+        decided += int(sure.sum())
+        changed += int((want != reference_choices(logits, plain, gumbel[step])).sum())
+    assert decided >= 0.95 * steps * batch
+    rule = config.greedy or config.top_p < 1 or 0 < config.top_k < classes
+    assert (changed > 0) == rule, changed  # the filters were exercised
+    assert sampler.step == (0 if config.greedy else steps)
+
+
 def test_sampler_refuses_top_k_beyond_the_classes_when_made(np_rng) -> None:
     """At construction, not at the first sample (where only torch's path would notice);
     top_k equal to the classes keeps them all."""
