@@ -249,6 +249,10 @@ def test_sampler_runs_cover_exactly_n_steps_then_end(np_rng) -> None:
         counts.append(count)
     assert next(runs, None) is None, "runs() did not end"
     assert sum(counts) == n and a.step == first + n
+    greedy = Sampler(SamplingConfig(greedy=True), 2, classes, seed=seed, fused=False)
+    greedy.step = first  # reads no noise: one run of n, nothing drawn, its step unmoved
+    assert [(start, count) for _, start, count in greedy.runs(n)] == [(0, n)]
+    assert greedy.step == first and greedy._noise_at is None
 
 
 def test_sampler_draws_one_noise_block_per_block_of_steps(monkeypatch, np_rng) -> None:
