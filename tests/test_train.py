@@ -90,6 +90,14 @@ def test_find_and_split_are_deterministic_and_disjoint(audio_dir: Path) -> None:
     assert explicit.validation == [audio_dir / "set0/tone0.flac"] and len(explicit.train) == 5
     with pytest.raises(FileNotFoundError, match="not found"):
         split_files(audio_dir, val_files=["nope.wav"])
+    both = split_files(str(audio_dir), train_files=[str(files[3]), "set1/tone1.wav"],
+                       val_files=[files[5]])  # relative or absolute, in the order given
+    assert both.train == [files[3], audio_dir / "set1/tone1.wav"] and both.validation == [files[5]]
+    assert split_files(str(audio_dir), val_fraction=0.34) == split  # a root given as text
+    assert find_audio_files(str(audio_dir)) == files
+    for fraction in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+            split_files(audio_dir, val_fraction=fraction)
 
 
 def test_manifest_split_wins(tmp_path: Path) -> None:
@@ -115,6 +123,8 @@ def test_encoding_is_cached_and_invalidated(tmp_path: Path, monkeypatch: pytest.
 
     monkeypatch.setattr(data, "load_audio", no_decoding)
     assert np.array_equal(load_encoded(path, 16000, tmp_path / "cache"), first)
+    monkeypatch.chdir(tmp_path)  # the same file by a relative path is the same entry
+    assert np.array_equal(load_encoded("tone.wav", 16000, tmp_path / "cache"), first)
     with pytest.raises(AssertionError, match="decoded"):
         load_encoded(path, 8000, tmp_path / "cache")  # another sample rate is another entry
     write_tone(path, 22050, 0.6, 330.0, seed=2)  # file changed: size and mtime differ
