@@ -1081,6 +1081,12 @@ def test_packed_corpus_round_trips_in_small_parts_and_trains_alike(audio_dir: Pa
             assert got.dtype == np.uint8 and np.array_equal(got, want)
     packed = open_training_data(tmp_path / "pack")
     assert packed.sha256() == source.sha256() == manifest["data_sha256"]
+    with pytest.raises(ValueError, match="packed at 16000 Hz, not 8000; pack the audio again"):
+        open_training_data(tmp_path / "pack", 8000)
+    with pytest.raises(ValueError, match="a packed corpus with its own split; drop the file lists"):
+        open_training_data(tmp_path / "pack", val_files=[packed.validation.names[0]])
+    with pytest.raises(ValueError, match="a subset needs at least one training file, got 0"):
+        packed.subset(0)
     a, _ = fit(config(tmp_path, audio_dir, out_dir=str(tmp_path / "a"), steps=3))
     b, out = fit(config(tmp_path, tmp_path / "pack", out_dir=str(tmp_path / "b"), steps=3))
     assert_same_weights(a, b)
