@@ -101,6 +101,8 @@ def test_find_and_split_are_deterministic_and_disjoint(audio_dir: Path) -> None:
 
 
 def test_manifest_split_wins(tmp_path: Path) -> None:
+    """The corpus builder's manifest (only its own format: any other JSON there is not ours)
+    gives the split; a manifest whose lists are not lists of paths is one error."""
     for name in ["a", "b", "c"]:
         write_tone(tmp_path / "wav" / f"{name}.wav", 16000, 0.1, 300.0, seed=0)
     manifest = {"format": corpus.MANIFEST_FORMAT, "train": ["wav/a.wav", "wav/c.wav"], "validation": ["wav/b.wav"]}
@@ -108,6 +110,25 @@ def test_manifest_split_wins(tmp_path: Path) -> None:
     split = split_files(tmp_path, val_fraction=0.5)
     assert split.train == [tmp_path / "wav/a.wav", tmp_path / "wav/c.wav"]
     assert split.validation == [tmp_path / "wav/b.wav"]
+    for other in ([manifest], manifest | {"format": "someone-elses"}):
+        (tmp_path / corpus.MANIFEST).write_text(json.dumps(other))
+        assert split_files(tmp_path, val_fraction=0.5).hashed
+    for lists in ({"train": "wav/a.wav"}, {"validation": [["wav/b.wav"]]}):
+        (tmp_path / corpus.MANIFEST).write_text(json.dumps(manifest | lists))
+        with pytest.raises(ValueError, match="'train' and 'validation' must be lists of file paths"):
+            split_files(tmp_path)
+
+
+def test_the_encoding_cache_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """$STREAMGEN_CACHE, else $XDG_CACHE_HOME/streamgen, else ~/.cache/streamgen."""
+    for name in ("STREAMGEN_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.default_cache_dir() == tmp_path / "home" / ".cache" / "streamgen"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.default_cache_dir() == tmp_path / "xdg" / "streamgen"
+    monkeypatch.setenv("STREAMGEN_CACHE", str(tmp_path / "mine"))
+    assert data.default_cache_dir() == tmp_path / "mine"
 
 
 def test_encoding_is_cached_and_invalidated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,6 +204,11 @@ def test_start_windows_begin_before_tracks_with_silence() -> None:
         assert (xi[: -s] == data.SILENCE).all() and data.SILENCE == 128
         assert np.array_equal(xi[-s:], tracks[t][: n_in + s])
         assert np.array_equal(yi, tracks[t][n_in + 1 - n_out + s : n_in + 1 + s])  # real samples
+    uneven = EncodedAudio.from_tracks(["a", "long", "short"], [tracks[0], np.zeros(400, np.uint8),
+                                                               tracks[1][: n_in]])
+    starts = uneven.draw_positions(np.random.default_rng(6), 4000, n_in + 1, lead=lead, lead_fraction=1)
+    share = np.bincount(starts[:, 0], minlength=3) / len(starts)
+    assert abs(share[0] - 0.5) < 0.04 and share[2] == 0  # uniform over the tracks a window fits
     with pytest.raises(ValueError, match="start_windows"):
         TrainConfig(data="d", out_dir="o", start_windows=1.5)
 
