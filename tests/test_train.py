@@ -1113,6 +1113,7 @@ def test_packed_corpus_round_trips_in_small_parts_and_trains_alike(audio_dir: Pa
         open_training_data(tmp_path / "pack", val_files=[packed.validation.names[0]])
     with pytest.raises(ValueError, match="a subset needs at least one training file, got 0"):
         packed.subset(0)
+    assert packed.subset(1).train.names == packed.train.names[:1]
     a, _ = fit(config(tmp_path, audio_dir, out_dir=str(tmp_path / "a"), steps=3))
     b, out = fit(config(tmp_path, tmp_path / "pack", out_dir=str(tmp_path / "b"), steps=3))
     assert_same_weights(a, b)
