@@ -26,7 +26,7 @@ from streamgen.audio.io import load_audio
 from streamgen.audio.mulaw import mulaw_encode
 from streamgen.checkpoint import load_checkpoint
 from streamgen.train import corpus, data
-from streamgen.train.data import EncodedAudio, find_audio_files, load_encoded, split_files
+from streamgen.train.data import EncodedAudio, TrainingData, find_audio_files, load_encoded, split_files
 from streamgen.train import loop
 from streamgen.train.loop import (
     LOG_FILE, ResumeConflict, TrainConfig, TrainingInterrupted, fit, fit_to_budget, train,
@@ -181,6 +181,40 @@ def test_positions_are_uniform_over_all_windows(tmp_path: Path) -> None:
         dataset.draw_positions(np.random.default_rng(1), 1, 400)
 
 
+def test_window_positions_listed_by_hand() -> None:
+    """Tracks small enough to list their windows: the draw covers every window start (a track
+    exactly one window long included, one too short never), the target blocks tile each track
+    to its last sample, and validation windows are spread over every whole window."""
+    audio = EncodedAudio.from_tracks(["a", "b", "c"], [np.arange(n, dtype=np.uint8) for n in (3, 7, 2)])
+    pairs, counts = np.unique(audio.draw_positions(np.random.default_rng(2), 3000, 3), axis=0,
+                              return_counts=True)
+    assert pairs.tolist() == [[0, 0], [1, 0], [1, 1], [1, 2], [1, 3], [1, 4]]
+    assert counts.min() > 0.8 * 3000 / 6
+    ten = EncodedAudio.from_tracks(["t"], [np.arange(10, dtype=np.uint8)])
+    for first, every, targets in ((4, 1, [4, 6, 8]), (4, 2, [4, 8]), (5, 1, [5, 7])):  # 4 inputs
+        positions = ten.target_positions(first, 4, 2, every)  # blocks of 2 from sample first
+        assert positions.tolist() == [[0, t - 3] for t in targets]
+        _, y = ten.windows(positions, 4, 2)
+        assert y.tolist() == [[t, t + 1] for t in targets]  # none past sample 9
+    # windows of 3 (2 inputs) every 2 samples: (a, 0), (b, 0), (b, 2), (b, 4)
+    for count, want in ((8, [[0, 0], [1, 0], [1, 2], [1, 4]]), (3, [[0, 0], [1, 2], [1, 4]]),
+                        (2, [[0, 0], [1, 4]])):
+        assert audio.validation_positions(count, 2, 2).tolist() == want
+
+
+def test_the_data_hash_covers_names_and_split() -> None:
+    tracks = [np.arange(n, dtype=np.uint8) for n in (5, 6, 7)]
+
+    def data(train: list[str], val: list[str], names: str = "xyz") -> TrainingData:
+        pick = {name: track for name, track in zip(names, tracks)}
+        return TrainingData(EncodedAudio.from_tracks(train, [pick[n] for n in train]),
+                            EncodedAudio.from_tracks(val, [pick[n] for n in val]), 16000, "audio folder", "s")
+
+    hashes = [data(["x", "y"], ["z"]).sha256(), data(["x"], ["y", "z"]).sha256(),
+              data(["x", "w"], ["z"], "xwz").sha256(), data(["x", "y"], ["z"]).sha256()]
+    assert len(set(hashes[:3])) == 3 and hashes[3] == hashes[0]
+
+
 # -- the loop --------------------------------------------------------------------------------
 def test_start_windows_begin_before_tracks_with_silence() -> None:
     """A share of windows starts 1..lead samples before a track: silence class there, the
@@ -209,6 +243,7 @@ def test_start_windows_begin_before_tracks_with_silence() -> None:
     starts = uneven.draw_positions(np.random.default_rng(6), 4000, n_in + 1, lead=lead, lead_fraction=1)
     share = np.bincount(starts[:, 0], minlength=3) / len(starts)
     assert abs(share[0] - 0.5) < 0.04 and share[2] == 0  # uniform over the tracks a window fits
+    assert set(-starts[:, 1]) == set(range(1, lead + 1))  # all of them before their track
     with pytest.raises(ValueError, match="start_windows"):
         TrainConfig(data="d", out_dir="o", start_windows=1.5)
 
