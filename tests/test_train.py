@@ -1163,6 +1163,37 @@ def test_packed_corpus_round_trips_in_small_parts_and_trains_alike(audio_dir: Pa
         read_pack(tmp_path / "pack")
 
 
+def test_pack_parts_are_filled_in_track_order_up_to_the_limit(tmp_path: Path) -> None:
+    """Incompressible tracks of known sizes: no part over the limit, no two neighbouring
+    parts that would have fitted in one, one part when the limit allows; a track that cannot
+    fit a part alone is one error; a manifest not of this format and version is refused."""
+    from streamgen.train.pack import PACK_MANIFEST, read_pack, write_pack
+
+    rng = np.random.default_rng(3)
+    sizes = (3000, 1000, 2500, 4000, 500, 1200, 2000)
+    tracks = [rng.integers(0, 256, n).astype(np.uint8) for n in sizes]
+    names = [f"t{i}.wav" for i in range(len(sizes))]
+    data = TrainingData(EncodedAudio.from_tracks(names[:5], tracks[:5]),
+                        EncodedAudio.from_tracks(names[5:], tracks[5:]), 16000, "audio folder", "s")
+    limit = 6000
+    manifest = json.loads(write_pack(data, tmp_path / "p", max_bytes=limit).read_text())
+    written = [part["bytes"] for part in manifest["parts"]]
+    assert len(written) > 2 and max(written) <= limit
+    assert all(a + b - 22 > limit for a, b in zip(written, written[1:])), written
+    assert [t["name"] for part in manifest["parts"] for t in part["tracks"]] == names
+    _, got = read_pack(str(tmp_path / "p"))
+    assert all(np.array_equal(got["train" if i < 5 else "validation"][name], track)
+               for i, (name, track) in enumerate(zip(names, tracks)))
+    assert len(json.loads(write_pack(data, tmp_path / "one").read_text())["parts"]) == 1
+    with pytest.raises(ValueError, match=r"t3.wav alone needs [\d,]+ bytes packed, over the 4,000 "
+                                         r"per part; raise --max-bytes"):
+        write_pack(data, tmp_path / "small", max_bytes=4000)
+    for change in ({"format": "other-corpus"}, {"version": 2}):
+        (tmp_path / "p" / PACK_MANIFEST).write_text(json.dumps(manifest | change))
+        with pytest.raises(ValueError, match="not a version-1 streamgen-packed-corpus; pack the data again"):
+            read_pack(tmp_path / "p")
+
+
 def test_cli_packs_a_subset(audio_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "packed"
     status, err = run_cli(capsys, "--pack-corpus", str(audio_dir), str(out), "--subset", "2",
