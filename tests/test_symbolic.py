@@ -229,6 +229,16 @@ def test_frame_nll_by_hand() -> None:
     assert evaluate(CopyPrevious(a), rolls) == pytest.approx(expected, rel=1e-6)
 
 
+def test_evaluation_is_in_eval_mode_and_leaves_the_mode_as_it_was(rng: torch.Generator) -> None:
+    """Dropout off while scoring (a TCN's dropout would make the NLL random), the training
+    mode put back after."""
+    model = PlainSeqUNet(PlainSeqUNetConfig(channels=4, levels=2, kernel_size=3, dropout=0.5))
+    rolls = [(torch.rand(88, 9, generator=rng) < 0.2).float() for _ in range(2)]
+    want = evaluate(model.eval(), rolls)
+    model.train()
+    assert evaluate(model, rolls) == want == evaluate(model, rolls) and model.training
+
+
 def test_learning_rate_halves_on_the_reference_plateau_rule() -> None:
     progress = _Progress(lr=1.0)
     vals = [5.0, 4.0, 3.0, 2.9, 4.5, 5.1, 3.0]
@@ -275,3 +285,29 @@ def test_tiny_training_run_end_to_end(tmp_path, one_thread) -> None:
     budget = SymbolicTrainConfig(**{**config.to_dict(), "out_dir": str(tmp_path / "cut"), "time_budget_s": 1e-6})
     assert train_symbolic(budget)["stopped"] == "time_budget"
     assert len((tmp_path / "cut" / "log.jsonl").read_text().splitlines()) == 1
+
+    # the same config again, into the same folder: the same run (seeded), a log of its own
+    again = train_symbolic(config)
+    same = ("test_nll", "valid_nll", "best_epoch", "epochs_run")
+    assert {k: again[k] for k in same} == {k: result[k] for k in same}
+    assert len((out / "log.jsonl").read_text().splitlines()) == 5
+
+
+def test_max_pieces_and_threads_reach_the_run(tmp_path, monkeypatch) -> None:
+    """``max_pieces`` cuts every split (training, validation and the final test), ``threads``
+    sets torch's threads."""
+    rng = np.random.default_rng(5)
+    write_mat(tmp_path / "JSB_Chorales.mat", {k: random_rolls(rng, 4)
+                                              for k in ("traindata", "validdata", "testdata")})
+    threads = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    config = SymbolicTrainConfig(task="jsb", kind="plain_sequnet", out_dir=str(tmp_path / "run"),
+                                 data=str(tmp_path), model=dict(channels=4, levels=2, kernel_size=3,
+                                                                dropout=0.0), epochs=1, seed=4, threads=1,
+                                 max_pieces=2)
+    result = train_symbolic(config)
+    assert threads == [1]
+    model, _ = load_checkpoint(tmp_path / "run" / "best")  # epoch 1's weights: the best of one
+    data = load_poly_music("jsb", tmp_path)
+    assert result["valid_nll"] == pytest.approx(evaluate(model, data["valid"][:2]), rel=1e-6)
+    assert result["test_nll"] == pytest.approx(evaluate(model, data["test"][:2]), rel=1e-6)
