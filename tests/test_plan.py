@@ -127,3 +127,15 @@ def test_rectified_applies_its_leaky_slope(rng: torch.Generator) -> None:
         out = torch.empty(3, 6, dtype=torch.float64)
         Rectified(Kernel(), slope).compute(out)
         torch.testing.assert_close(out, torch.where(expected > 0, expected, slope * expected))
+
+
+def test_a_model_or_input_kind_without_a_program_is_one_error() -> None:
+    with pytest.raises(TypeError, match="no streaming program for Conv1d; known kinds: .*'sequnet'"):
+        build_program(torch.nn.Conv1d(2, 2, 3), 1)
+    sequnet = SeqUNet(SeqUNetConfig(4, 2, 1, 3))
+    with pytest.raises(ValueError, match=r"a sequnet streams inputs of kind \('classes',\), not 'frames'"):
+        build_program(sequnet, 1, inputs="frames")
+    plain = PlainSeqUNet(PlainSeqUNetConfig(channels=4, levels=2, kernel_size=3))
+    with pytest.raises(ValueError, match=r"streams inputs of kind \('frames',\), not 'classes'"):
+        build_program(plain, 1)
+    assert build_program(plain, 1, inputs="frames").inputs == "frames"
