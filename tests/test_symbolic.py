@@ -273,6 +273,9 @@ def test_tiny_training_run_end_to_end(tmp_path, one_thread) -> None:
     result = train_symbolic(config)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5] and result["epochs_run"] == 5
+    # the time so far (what a budget is checked against) adds up each epoch's
+    assert log[-1]["elapsed_s"] == pytest.approx(sum(r["epoch_s"] for r in log), abs=0.1)  # rounding
+    assert result["train_seconds"] == log[-1]["elapsed_s"]
     assert min(r["valid_nll"] for r in log) < log[0]["valid_nll"] and result["stopped"] == "epochs"
     best = min(log, key=lambda r: r["valid_nll"])
     assert result["best_epoch"] == best["epoch"] and result["valid_nll"] == pytest.approx(best["valid_nll"])
