@@ -3,6 +3,7 @@ parameter counts of the paper's models, the data loader, the frame NLL and a tin
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -230,6 +231,37 @@ def test_frame_nll_by_hand() -> None:
     # the split's NLL averages over all predicted frames, not over pieces
     expected = ((3 * 88 - 2) * keep + 2 * flip + 87 * keep + flip) / 4
     assert evaluate(CopyPrevious(a), rolls) == pytest.approx(expected, rel=1e-6)
+
+
+def test_patience_stops_a_run_and_a_halved_rate_reaches_the_optimizer(tmp_path, monkeypatch) -> None:
+    """With a learning rate of 0 nothing improves after epoch 1: patience 2 stops the run after
+    epoch 3. With the plateau rule forced to halve every epoch, the optimizer's steps run at
+    the rate, then half, then a quarter."""
+    rng = np.random.default_rng(6)
+    write_mat(tmp_path / "JSB_Chorales.mat", {k: random_rolls(rng, 2)
+                                              for k in ("traindata", "validdata", "testdata")})
+    config = SymbolicTrainConfig(task="jsb", kind="plain_sequnet", out_dir=str(tmp_path / "still"),
+                                 data=str(tmp_path), model=dict(channels=4, levels=2, kernel_size=3,
+                                                                dropout=0.0), lr=0.0, epochs=6, patience=2)
+    result = train_symbolic(config)
+    assert (result["stopped"], result["epochs_run"], result["best_epoch"]) == ("early_stop", 3, 1)
+
+    rates = []
+
+    class Recording(torch.optim.Adam):
+        def step(self, closure=None):
+            rates.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    def halve(progress: _Progress, val: float, plateau: int) -> bool:
+        progress.val_history.append(val)
+        progress.lr /= 2
+        return True
+
+    monkeypatch.setattr(torch.optim, "Adam", Recording)
+    monkeypatch.setattr(_Progress, "update_lr", halve)
+    train_symbolic(dataclasses.replace(config, out_dir=str(tmp_path / "halved"), lr=0.01, epochs=3))
+    assert rates == [0.01] * 2 + [0.005] * 2 + [0.0025] * 2  # two pieces an epoch
 
 
 def test_evaluation_is_in_eval_mode_and_leaves_the_mode_as_it_was(rng: torch.Generator) -> None:
