@@ -233,6 +233,43 @@ def test_frame_nll_by_hand() -> None:
     assert evaluate(CopyPrevious(a), rolls) == pytest.approx(expected, rel=1e-6)
 
 
+def test_an_epoch_is_the_reference_loop_written_out(tmp_path, one_thread) -> None:
+    """Epoch 1 against the reference's loop by hand: the seed's weights, pieces in the seed's
+    shuffled order, one Adam step per piece on its mean frame NLL, gradients cleared and
+    clipped each step: the same weights and validation NLL. Clipped at every step, and with a
+    bound twice the largest gradient norm, which a summed (not averaged) NLL would exceed."""
+    rng = np.random.default_rng(8)
+    write_mat(tmp_path / "JSB_Chorales.mat", {k: random_rolls(rng, 3)
+                                              for k in ("traindata", "validdata", "testdata")})
+    data = load_poly_music("jsb", tmp_path)
+    model_config = dict(channels=4, levels=2, kernel_size=3, dropout=0.0)
+
+    def reference(clip: float | None) -> tuple[torch.nn.Module, list[float]]:
+        torch.manual_seed(9)
+        model = PlainSeqUNet(PlainSeqUNetConfig(**model_config))
+        optimizer, norms = torch.optim.Adam(model.parameters(), lr=0.01), []
+        for i in np.random.default_rng(9).permutation(3):
+            optimizer.zero_grad()
+            logits = model.forward_from_start(data["train"][i][None, :, :-1])  # checked above
+            target = data["train"][i][None, :, 1:]
+            F.binary_cross_entropy_with_logits(logits, target, reduction="mean").mul(88).backward()
+            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip or math.inf)))
+            optimizer.step()
+        return model, norms
+
+    for clip in (0.05, 2 * max(reference(None)[1])):
+        out = tmp_path / f"clip{clip}"
+        result = train_symbolic(SymbolicTrainConfig(
+            task="jsb", kind="plain_sequnet", out_dir=str(out), data=str(tmp_path), model=model_config,
+            lr=0.01, grad_clip=clip, epochs=1, seed=9))
+        model, norms = reference(clip)
+        assert all(n > clip for n in norms) if clip == 0.05 else all(n < clip for n in norms)
+        trained, _ = load_checkpoint(out / "best")
+        for name, value in model.state_dict().items():
+            torch.testing.assert_close(trained.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+        assert result["valid_nll"] == pytest.approx(evaluate(model, data["valid"]), rel=1e-5)
+
+
 def test_patience_stops_a_run_and_a_halved_rate_reaches_the_optimizer(tmp_path, monkeypatch) -> None:
     """With a learning rate of 0 nothing improves after epoch 1: patience 2 stops the run after
     epoch 3. With the plateau rule forced to halve every epoch, the optimizer's steps run at
@@ -281,6 +318,10 @@ def test_learning_rate_halves_on_the_reference_plateau_rule() -> None:
     # from the fourth epoch on, halve when above the highest of the previous three
     assert halved == [False, False, False, False, True, True, False]
     assert progress.lr == 0.25
+    for vals, want in (([1.0, 2.0, 3.0], [False, False, True]),  # as soon as there are `plateau`
+                       ([1.0, 2.0, 2.0], [False, False, False])):  # equal to the highest is not above
+        progress = _Progress(lr=1.0)
+        assert [progress.update_lr(v, plateau=2) for v in vals] == want
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -345,7 +386,7 @@ def test_max_pieces_threads_and_the_budget_reach_the_run(tmp_path, monkeypatch) 
     result = train_symbolic(config)
     assert threads == [1]
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert [(r["epoch_s"], r["elapsed_s"]) for r in log] == [(2, 2), (2, 4)]
+    assert [(r["train_s"], r["epoch_s"], r["elapsed_s"]) for r in log] == [(1, 2, 2), (1, 2, 4)]
     assert (result["stopped"], result["train_seconds"]) == ("time_budget", 4)
     model, _ = load_checkpoint(tmp_path / "run" / "best")
     data = load_poly_music("jsb", tmp_path)
