@@ -150,7 +150,8 @@ def random_rolls(rng: np.random.Generator, count: int, lengths=(5, 12)) -> list[
 
 def test_loader_reads_pieces_as_key_by_time(tmp_path, monkeypatch) -> None:
     rng = np.random.default_rng(0)
-    splits = {"traindata": random_rolls(rng, 3), "validdata": random_rolls(rng, 2), "testdata": random_rolls(rng, 1)}
+    splits = {"traindata": random_rolls(rng, 3), "validdata": random_rolls(rng, 2),
+              "testdata": random_rolls(rng, 1) + random_rolls(rng, 1, lengths=(2, 3))}  # 2 frames
     write_mat(tmp_path / "JSB_Chorales.mat", splits)
     data = load_poly_music("jsb", tmp_path)
     for split, key in (("train", "traindata"), ("valid", "validdata"), ("test", "testdata")):
@@ -163,7 +164,8 @@ def test_loader_reads_pieces_as_key_by_time(tmp_path, monkeypatch) -> None:
     assert len(load_poly_music("jsb")["train"]) == 3
 
 
-@pytest.mark.parametrize("case", ["no folder", "no file", "not a mat file", "missing split", "bad shape", "task"])
+@pytest.mark.parametrize("case", ["no folder", "no file", "not a mat file", "missing split", "bad shape",
+                                  "one frame", "task"])
 def test_loader_errors_are_one_line(tmp_path, case: str) -> None:
     rng = np.random.default_rng(1)
     good = {"traindata": random_rolls(rng, 2), "validdata": random_rolls(rng, 2), "testdata": random_rolls(rng, 2)}
@@ -176,6 +178,8 @@ def test_loader_errors_are_one_line(tmp_path, case: str) -> None:
         write_mat(tmp_path / "JSB_Chorales.mat", {k: v for k, v in good.items() if k != "testdata"})
     elif case == "bad shape":
         write_mat(tmp_path / "JSB_Chorales.mat", {**good, "validdata": [np.zeros((4, 87), np.uint8)]})
+    elif case == "one frame":  # nothing to predict
+        write_mat(tmp_path / "JSB_Chorales.mat", {**good, "traindata": [np.zeros((1, 88), np.uint8)]})
     elif case == "task":
         task = "bach"
     with pytest.raises(PolyMusicError) as err:
@@ -183,7 +187,8 @@ def test_loader_errors_are_one_line(tmp_path, case: str) -> None:
     message = str(err.value)
     assert "\n" not in message
     expected = {"no folder": "not found", "no file": "no such file", "not a mat file": "not a readable",
-                "missing split": "'testdata'", "bad shape": "(4, 87)", "task": "unknown task"}[case]
+                "missing split": "'testdata'", "bad shape": "(4, 87)", "one frame": "(1, 88)",
+                "task": "unknown task"}[case]
     assert expected in message
 
 
@@ -244,26 +249,31 @@ def test_an_epoch_is_the_reference_loop_written_out(tmp_path, one_thread) -> Non
     data = load_poly_music("jsb", tmp_path)
     model_config = dict(channels=4, levels=2, kernel_size=3, dropout=0.0)
 
-    def reference(clip: float | None) -> tuple[torch.nn.Module, list[float]]:
+    def reference(clip: float | None) -> tuple[torch.nn.Module, list[float], float]:
+        """The model after one epoch, each step's gradient norm, the epoch's training NLL."""
         torch.manual_seed(9)
         model = PlainSeqUNet(PlainSeqUNetConfig(**model_config))
-        optimizer, norms = torch.optim.Adam(model.parameters(), lr=0.01), []
+        optimizer, norms, nats, frames = torch.optim.Adam(model.parameters(), lr=0.01), [], 0.0, 0
         for i in np.random.default_rng(9).permutation(3):
             optimizer.zero_grad()
             logits = model.forward_from_start(data["train"][i][None, :, :-1])  # checked above
             target = data["train"][i][None, :, 1:]
-            F.binary_cross_entropy_with_logits(logits, target, reduction="mean").mul(88).backward()
+            loss = F.binary_cross_entropy_with_logits(logits, target, reduction="mean").mul(88)
+            nats, frames = nats + loss.item() * target.shape[-1], frames + target.shape[-1]
+            loss.backward()
             norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip or math.inf)))
             optimizer.step()
-        return model, norms
+        return model, norms, nats / frames
 
     for clip in (0.05, 2 * max(reference(None)[1])):
         out = tmp_path / f"clip{clip}"
         result = train_symbolic(SymbolicTrainConfig(
             task="jsb", kind="plain_sequnet", out_dir=str(out), data=str(tmp_path), model=model_config,
             lr=0.01, grad_clip=clip, epochs=1, seed=9))
-        model, norms = reference(clip)
+        model, norms, train_nll = reference(clip)
         assert all(n > clip for n in norms) if clip == 0.05 else all(n < clip for n in norms)
+        log = json.loads((out / "log.jsonl").read_text())
+        assert log["train_nll"] == pytest.approx(train_nll, rel=1e-5)  # before each step
         trained, _ = load_checkpoint(out / "best")
         for name, value in model.state_dict().items():
             torch.testing.assert_close(trained.state_dict()[name], value, rtol=1e-5, atol=1e-6)
@@ -355,7 +365,7 @@ def test_tiny_training_run_end_to_end(tmp_path, one_thread) -> None:
     model, info = load_checkpoint(out / "best")
     data = load_poly_music("jsb", tmp_path)
     assert result["test_nll"] == pytest.approx(evaluate(model, data["test"]), rel=1e-6)
-    assert result["params"] == model.num_parameters()
+    assert result["params"] == model.num_parameters() and info.sample_rate == 0  # not audio
     assert json.loads((out / "result.json").read_text())["test_nll"] == result["test_nll"]
 
     budget = SymbolicTrainConfig(**{**config.to_dict(), "out_dir": str(tmp_path / "cut"), "time_budget_s": 1e-6})
@@ -371,8 +381,8 @@ def test_tiny_training_run_end_to_end(tmp_path, one_thread) -> None:
 
 def test_max_pieces_threads_and_the_budget_reach_the_run(tmp_path, monkeypatch) -> None:
     """``max_pieces`` cuts every split (training, validation and the final test), ``threads``
-    sets torch's threads, and on a clock where each epoch takes 2 s a budget of 5 s stops
-    after the second epoch (a third would overrun it)."""
+    sets torch's threads, and on a clock where each epoch takes 2 s a budget of 4 s runs two
+    epochs (the second fits exactly) and stops (a third would overrun it)."""
     rng = np.random.default_rng(5)
     write_mat(tmp_path / "JSB_Chorales.mat", {k: random_rolls(rng, 4)
                                               for k in ("traindata", "validdata", "testdata")})
@@ -382,7 +392,7 @@ def test_max_pieces_threads_and_the_budget_reach_the_run(tmp_path, monkeypatch) 
     config = SymbolicTrainConfig(task="jsb", kind="plain_sequnet", out_dir=str(tmp_path / "run"),
                                  data=str(tmp_path), model=dict(channels=4, levels=2, kernel_size=3,
                                                                 dropout=0.0), epochs=3, seed=4, threads=1,
-                                 max_pieces=2, time_budget_s=5)
+                                 max_pieces=2, time_budget_s=4)
     result = train_symbolic(config)
     assert threads == [1]
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
