@@ -398,6 +398,7 @@ def test_max_pieces_threads_and_the_budget_reach_the_run(tmp_path, monkeypatch) 
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [(r["train_s"], r["epoch_s"], r["elapsed_s"]) for r in log] == [(1, 2, 2), (1, 2, 4)]
     assert (result["stopped"], result["train_seconds"]) == ("time_budget", 4)
+    assert symbolic.evaluate_best(tmp_path / "run")["train_seconds"] == 4  # what an interrupted run reports
     model, _ = load_checkpoint(tmp_path / "run" / "best")
     data = load_poly_music("jsb", tmp_path)
     assert result["valid_nll"] == pytest.approx(evaluate(model, data["valid"][:2]), rel=1e-6)
