@@ -680,6 +680,40 @@ def test_corpus_order_and_fixed_split() -> None:
     assert ordered == ["bach/bwv9.7", "bach/bwv10.7", "bach/bwv153.1", "bach/bwv153.9", "bach/bwv153.10"]
     splits = [corpus.split_of(i) for i in range(30)]
     assert [i for i, s in enumerate(splits) if s == "validation"] == [9, 19, 29]
+    with pytest.raises(ValueError, match="'bach/chorale' holds no BWV number"):
+        corpus.chorale_key("bach/chorale")
+
+
+def test_normalise_trims_silence_and_peaks_at_minus_one_dbfs() -> None:
+    """Near-silence (below 1e-3 of the peak) goes from both ends, not from inside; the peak
+    becomes -1 dBFS; a silent file becomes empty."""
+    audio = np.array([0.0, 1e-4, 0.5, 0.0, -0.25, 4e-4, 0.0], np.float32)
+    assert np.allclose(corpus.normalise(audio), np.array([0.5, 0.0, -0.25]) * 10 ** (-1 / 20) / 0.5)
+    assert corpus.normalise(np.zeros(50, np.float32)).size == 0
+
+
+def test_build_corpus_without_fluidsynth_or_its_soundfont(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(FileNotFoundError, match="soundfont .*nothere.sf2 not found; apt-get install"):
+        corpus.build_corpus(tmp_path / "c", soundfont=tmp_path / "nothere.sf2")
+    monkeypatch.setattr(corpus.shutil, "which", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="fluidsynth not found; install it"):
+        corpus.build_corpus(tmp_path / "c")
+    assert not (tmp_path / "c").exists()  # nothing made before the checks
+
+
+@pytest.mark.skipif(shutil.which("fluidsynth") is None or not corpus.SOUNDFONT.is_file(),
+                    reason="fluidsynth and the FluidR3 GM soundfont are needed")
+def test_a_chorale_is_written_for_piano_and_a_failed_render_is_one_error(tmp_path: Path) -> None:
+    music21 = pytest.importorskip("music21")
+    midi = tmp_path / "c.mid"
+    corpus.write_piano_midi(corpus.chorale_names()[0], midi)
+    parts = music21.converter.parse(str(midi)).parts
+    programs = [i.midiProgram for part in parts
+                for i in part.recurse().getElementsByClass(music21.instrument.Instrument)]
+    assert len(parts) == 4 and programs and set(programs) == {0}  # Acoustic Grand Piano, every part
+    (tmp_path / "bad.mid").write_bytes(b"not midi")
+    with pytest.raises(RuntimeError, match="fluidsynth failed on .*bad.mid"):
+        corpus.render_midi(tmp_path / "bad.mid", tmp_path / "bad.wav", 16000, corpus.SOUNDFONT)
 
 
 @pytest.mark.skipif(shutil.which("fluidsynth") is None or not corpus.SOUNDFONT.is_file(),
@@ -699,6 +733,7 @@ def test_build_corpus_renders_normalised_mono_audio(tmp_path: Path) -> None:
     assert manifest["seconds"]["train"] == pytest.approx(
         sum(sf.info(str(tmp_path / "bach" / r)).duration for r in expected), abs=0.01)
     assert split_files(tmp_path / "bach").train == [tmp_path / "bach" / r for r in expected]
+    assert not list((tmp_path / "bach" / "wav").glob(".*"))  # no raw or partial renders left
 
 
 def test_publish_eval_passes_over_unreadable_files_as_training_does(audio_dir: Path, tmp_path: Path,
