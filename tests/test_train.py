@@ -701,6 +701,24 @@ def test_build_corpus_without_fluidsynth_or_its_soundfont(tmp_path: Path, monkey
     assert not (tmp_path / "c").exists()  # nothing made before the checks
 
 
+def test_a_chorale_that_fails_to_render_is_skipped_and_recorded(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("music21")
+    soundfont = tmp_path / "fake.sf2"
+    soundfont.write_bytes(b"")
+    monkeypatch.setattr(corpus.shutil, "which", lambda name: "/usr/bin/fluidsynth")
+    first, second = corpus.chorale_names()[:2]
+
+    def render(name: str, out_dir: str, sample_rate: int, font: str) -> tuple[str, int]:
+        if name == first:
+            raise RuntimeError("fluidsynth failed")
+        return "wav/b.wav", 2 * sample_rate
+
+    monkeypatch.setattr(corpus, "_render", render)
+    manifest = json.loads(corpus.build_corpus(tmp_path / "c", limit=2, soundfont=soundfont, jobs=1).read_text())
+    assert manifest["skipped"] == {first: "RuntimeError: fluidsynth failed"}
+    assert (manifest["train"], manifest["seconds"]["train"]) == (["wav/b.wav"], 2.0)
+
+
 @pytest.mark.skipif(shutil.which("fluidsynth") is None or not corpus.SOUNDFONT.is_file(),
                     reason="fluidsynth and the FluidR3 GM soundfont are needed")
 def test_a_chorale_is_written_for_piano_and_a_failed_render_is_one_error(tmp_path: Path) -> None:
