@@ -171,7 +171,7 @@ def reference_choices(logits: np.ndarray, config: SamplingConfig, gumbel: np.nda
         np.put_along_axis(keep, order, np.take_along_axis(keep, order, -1) & (above < config.top_p), -1)
     total = np.where(keep, scores + gumbel, -np.inf)
     best = -np.sort(-total, axis=-1)
-    close |= best[:, 0] - best[:, 1] < margin if total.shape[1] > 1 else close
+    close |= best[:, 0] - best[:, 1] < margin  # (-inf behind a single kept class)
     return np.where(close, -1, total.argmax(-1))
 
 
@@ -189,9 +189,9 @@ def test_torchs_sampler_follows_the_rule_written_out(config: SamplingConfig, np_
     sampler = Sampler(config, batch, classes, seed=seed, fused=False)
     gumbel = noise.gumbel_into(seed, 0, 0, np.empty((steps, batch, classes), np.float32))
     plain = SamplingConfig(temperature=config.temperature)
+    spread = np.logspace(-1, 0.7, batch)[:, None]  # a scale per stream
     out, decided, changed = torch.empty(batch, dtype=torch.int64), 0, 0
     for step in range(steps):
-        spread = np.logspace(-1, 0.7, batch)[:, None]
         logits = (np_rng.standard_normal((batch, classes)) * spread).astype(np.float32)
         sampler.sample(torch.from_numpy(logits), out)
         want = reference_choices(logits, config, gumbel[step])
