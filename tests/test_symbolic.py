@@ -21,6 +21,7 @@ from streamgen.nn.base import NetworkConfig, StreamableNetwork
 from streamgen.train import symbolic
 from streamgen.train.symbolic import (
     DATA_ENV,
+    SPLITS,
     PolyMusicError,
     SymbolicTrainConfig,
     _Progress,
@@ -148,6 +149,25 @@ def random_rolls(rng: np.random.Generator, count: int, lengths=(5, 12)) -> list[
     return [(rng.random((int(rng.integers(*lengths)), 88)) < 0.1).astype(np.uint8) for _ in range(count)]
 
 
+def write_random_task(folder, seed: int, pieces: int) -> None:
+    """``folder/JSB_Chorales.mat`` with ``pieces`` random rolls in each split."""
+    rng = np.random.default_rng(seed)
+    write_mat(folder / "JSB_Chorales.mat", {key: random_rolls(rng, pieces) for key in SPLITS.values()})
+
+
+TINY_PLAIN = dict(channels=4, levels=2, kernel_size=3, dropout=0.0)
+
+
+def tiny_run(folder, out, **options) -> SymbolicTrainConfig:
+    """A run of a tiny plain Seq-U-Net on ``folder``'s JSB set into ``out``."""
+    return SymbolicTrainConfig(task="jsb", kind="plain_sequnet", out_dir=str(out), data=str(folder),
+                               model=dict(TINY_PLAIN), **options)
+
+
+def read_log(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
 def test_loader_reads_pieces_as_key_by_time(tmp_path, monkeypatch) -> None:
     rng = np.random.default_rng(0)
     splits = {"traindata": random_rolls(rng, 3), "validdata": random_rolls(rng, 2),
@@ -243,16 +263,13 @@ def test_an_epoch_is_the_reference_loop_written_out(tmp_path, one_thread) -> Non
     shuffled order, one Adam step per piece on its mean frame NLL, gradients cleared and
     clipped each step: the same weights and validation NLL. Clipped at every step, and with a
     bound twice the largest gradient norm, which a summed (not averaged) NLL would exceed."""
-    rng = np.random.default_rng(8)
-    write_mat(tmp_path / "JSB_Chorales.mat", {k: random_rolls(rng, 3)
-                                              for k in ("traindata", "validdata", "testdata")})
+    write_random_task(tmp_path, seed=8, pieces=3)
     data = load_poly_music("jsb", tmp_path)
-    model_config = dict(channels=4, levels=2, kernel_size=3, dropout=0.0)
 
     def reference(clip: float | None) -> tuple[torch.nn.Module, list[float], float]:
         """The model after one epoch, each step's gradient norm, the epoch's training NLL."""
         torch.manual_seed(9)
-        model = PlainSeqUNet(PlainSeqUNetConfig(**model_config))
+        model = PlainSeqUNet(PlainSeqUNetConfig(**TINY_PLAIN))
         optimizer, norms, nats, frames = torch.optim.Adam(model.parameters(), lr=0.01), [], 0.0, 0
         for i in np.random.default_rng(9).permutation(3):
             optimizer.zero_grad()
@@ -267,12 +284,10 @@ def test_an_epoch_is_the_reference_loop_written_out(tmp_path, one_thread) -> Non
 
     for clip in (0.05, 2 * max(reference(None)[1])):
         out = tmp_path / f"clip{clip}"
-        result = train_symbolic(SymbolicTrainConfig(
-            task="jsb", kind="plain_sequnet", out_dir=str(out), data=str(tmp_path), model=model_config,
-            lr=0.01, grad_clip=clip, epochs=1, seed=9))
+        result = train_symbolic(tiny_run(tmp_path, out, lr=0.01, grad_clip=clip, epochs=1, seed=9))
         model, norms, train_nll = reference(clip)
         assert all(n > clip for n in norms) if clip == 0.05 else all(n < clip for n in norms)
-        log = json.loads((out / "log.jsonl").read_text())
+        (log,) = read_log(out)
         assert log["train_nll"] == pytest.approx(train_nll, rel=1e-5)  # before each step
         trained, _ = load_checkpoint(out / "best")
         for name, value in model.state_dict().items():
@@ -284,12 +299,8 @@ def test_patience_stops_a_run_and_a_halved_rate_reaches_the_optimizer(tmp_path, 
     """With a learning rate of 0 nothing improves after epoch 1: patience 2 stops the run after
     epoch 3. With the plateau rule forced to halve every epoch, the optimizer's steps run at
     the rate, then half, then a quarter."""
-    rng = np.random.default_rng(6)
-    write_mat(tmp_path / "JSB_Chorales.mat", {k: random_rolls(rng, 2)
-                                              for k in ("traindata", "validdata", "testdata")})
-    config = SymbolicTrainConfig(task="jsb", kind="plain_sequnet", out_dir=str(tmp_path / "still"),
-                                 data=str(tmp_path), model=dict(channels=4, levels=2, kernel_size=3,
-                                                                dropout=0.0), lr=0.0, epochs=6, patience=2)
+    write_random_task(tmp_path, seed=6, pieces=2)
+    config = tiny_run(tmp_path, tmp_path / "still", lr=0.0, epochs=6, patience=2)
     result = train_symbolic(config)
     assert (result["stopped"], result["epochs_run"], result["best_epoch"]) == ("early_stop", 3, 1)
 
@@ -357,7 +368,7 @@ def test_tiny_training_run_end_to_end(tmp_path, one_thread) -> None:
                                  model=dict(channels=8, levels=2, kernel_size=3, dropout=0.0),
                                  lr=1e-2, epochs=5, seed=3)
     result = train_symbolic(config)
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    log = read_log(out)
     assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5] and result["epochs_run"] == 5
     assert min(r["valid_nll"] for r in log) < log[0]["valid_nll"] and result["stopped"] == "epochs"
     best = min(log, key=lambda r: r["valid_nll"])
@@ -370,32 +381,27 @@ def test_tiny_training_run_end_to_end(tmp_path, one_thread) -> None:
 
     budget = SymbolicTrainConfig(**{**config.to_dict(), "out_dir": str(tmp_path / "cut"), "time_budget_s": 1e-6})
     assert train_symbolic(budget)["stopped"] == "time_budget"
-    assert len((tmp_path / "cut" / "log.jsonl").read_text().splitlines()) == 1
+    assert len(read_log(tmp_path / "cut")) == 1
 
     # the same config again, into the same folder: the same run (seeded), a log of its own
     again = train_symbolic(config)
     same = ("test_nll", "valid_nll", "best_epoch", "epochs_run")
     assert {k: again[k] for k in same} == {k: result[k] for k in same}
-    assert len((out / "log.jsonl").read_text().splitlines()) == 5
+    assert len(read_log(out)) == 5
 
 
 def test_max_pieces_threads_and_the_budget_reach_the_run(tmp_path, monkeypatch) -> None:
     """``max_pieces`` cuts every split (training, validation and the final test), ``threads``
     sets torch's threads, and on a clock where each epoch takes 2 s a budget of 4 s runs two
     epochs (the second fits exactly) and stops (a third would overrun it)."""
-    rng = np.random.default_rng(5)
-    write_mat(tmp_path / "JSB_Chorales.mat", {k: random_rolls(rng, 4)
-                                              for k in ("traindata", "validdata", "testdata")})
+    write_random_task(tmp_path, seed=5, pieces=4)
     threads, ticks = [], itertools.count()
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
     monkeypatch.setattr(symbolic, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
-    config = SymbolicTrainConfig(task="jsb", kind="plain_sequnet", out_dir=str(tmp_path / "run"),
-                                 data=str(tmp_path), model=dict(channels=4, levels=2, kernel_size=3,
-                                                                dropout=0.0), epochs=3, seed=4, threads=1,
-                                 max_pieces=2, time_budget_s=4)
-    result = train_symbolic(config)
+    result = train_symbolic(tiny_run(tmp_path, tmp_path / "run", epochs=3, seed=4, threads=1,
+                                     max_pieces=2, time_budget_s=4))
     assert threads == [1]
-    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    log = read_log(tmp_path / "run")
     assert [(r["train_s"], r["epoch_s"], r["elapsed_s"]) for r in log] == [(1, 2, 2), (1, 2, 4)]
     assert (result["stopped"], result["train_seconds"]) == ("time_budget", 4)
     assert symbolic.evaluate_best(tmp_path / "run")["train_seconds"] == 4  # what an interrupted run reports
