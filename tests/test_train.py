@@ -154,7 +154,8 @@ def test_encoding_is_cached_and_invalidated(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_windows_pair_inputs_with_next_samples(audio_dir: Path, tmp_path: Path) -> None:
-    dataset = EncodedAudio(find_audio_files(audio_dir)[:3], 16000, tmp_path / "cache")
+    files = find_audio_files(audio_dir)[:3]
+    dataset = EncodedAudio([str(f) for f in files], [load_encoded(f, 16000, tmp_path / "cache") for f in files])
     rng = np.random.default_rng(0)
     in_len, out_len = 300, 64
     positions = dataset.draw_positions(rng, 50, in_len + 1)
@@ -171,8 +172,7 @@ def test_windows_pair_inputs_with_next_samples(audio_dir: Path, tmp_path: Path) 
 
 
 def test_positions_are_uniform_over_all_windows(tmp_path: Path) -> None:
-    dataset = EncodedAudio([], 16000)
-    dataset.tracks = [np.zeros(100, np.uint8), np.zeros(30, np.uint8), np.zeros(300, np.uint8)]
+    dataset = EncodedAudio(["a", "b", "c"], [np.zeros(100, np.uint8), np.zeros(30, np.uint8), np.zeros(300, np.uint8)])
     positions = dataset.draw_positions(np.random.default_rng(1), 40000, 50)
     counts = np.bincount(positions[:, 0], minlength=3) / len(positions)
     assert counts[1] == 0 and abs(counts[0] - 51 / 302) < 0.01 and abs(counts[2] - 251 / 302) < 0.01
@@ -185,12 +185,12 @@ def test_window_positions_listed_by_hand() -> None:
     """Tracks small enough to list their windows: the draw covers every window start (a track
     exactly one window long included, one too short never), the target blocks tile each track
     to its last sample, and validation windows are spread over every whole window."""
-    audio = EncodedAudio.from_tracks(["a", "b", "c"], [np.arange(n, dtype=np.uint8) for n in (3, 7, 2)])
+    audio = EncodedAudio(["a", "b", "c"], [np.arange(n, dtype=np.uint8) for n in (3, 7, 2)])
     pairs, counts = np.unique(audio.draw_positions(np.random.default_rng(2), 3000, 3), axis=0,
                               return_counts=True)
     assert pairs.tolist() == [[0, 0], [1, 0], [1, 1], [1, 2], [1, 3], [1, 4]]
     assert counts.min() > 0.8 * 3000 / 6
-    ten = EncodedAudio.from_tracks(["t"], [np.arange(10, dtype=np.uint8)])
+    ten = EncodedAudio(["t"], [np.arange(10, dtype=np.uint8)])
     for first, every, targets in ((4, 1, [4, 6, 8]), (4, 2, [4, 8]), (5, 1, [5, 7])):  # 4 inputs
         positions = ten.target_positions(first, 4, 2, every)  # blocks of 2 from sample first
         assert positions.tolist() == [[0, t - 3] for t in targets]
@@ -208,8 +208,8 @@ def test_the_data_hash_covers_names_and_split() -> None:
 
     def made(train: list[str], val: list[str], names: str = "xyz") -> TrainingData:
         pick = {name: track for name, track in zip(names, tracks)}
-        return TrainingData(EncodedAudio.from_tracks(train, [pick[n] for n in train]),
-                            EncodedAudio.from_tracks(val, [pick[n] for n in val]), 16000, "audio folder", "s")
+        return TrainingData(EncodedAudio(train, [pick[n] for n in train]),
+                            EncodedAudio(val, [pick[n] for n in val]), 16000, "audio folder", "s")
 
     hashes = [made(["x", "y"], ["z"]).sha256(), made(["x"], ["y", "z"]).sha256(),
               made(["x", "w"], ["z"], "xwz").sha256(), made(["x", "y"], ["z"]).sha256()]
@@ -222,7 +222,7 @@ def test_start_windows_begin_before_tracks_with_silence() -> None:
     track's first samples after, every target a real sample; none without the option, and
     then the same windows as before (no extra random draws)."""
     tracks = [np.arange(i * 40, i * 40 + 40, dtype=np.uint8) for i in range(3)]
-    audio = EncodedAudio.from_tracks(["a", "b", "c"], tracks)
+    audio = EncodedAudio(["a", "b", "c"], tracks)
     n_in, n_out = 12, 4
     lead = n_in + 1 - n_out
     rngs = np.random.default_rng(5), np.random.default_rng(5)
@@ -239,8 +239,7 @@ def test_start_windows_begin_before_tracks_with_silence() -> None:
         assert (xi[: -s] == data.SILENCE).all() and data.SILENCE == 128
         assert np.array_equal(xi[-s:], tracks[t][: n_in + s])
         assert np.array_equal(yi, tracks[t][n_in + 1 - n_out + s : n_in + 1 + s])  # real samples
-    uneven = EncodedAudio.from_tracks(["a", "long", "short"], [tracks[0], np.zeros(400, np.uint8),
-                                                               tracks[1][: n_in]])
+    uneven = EncodedAudio(["a", "long", "short"], [tracks[0], np.zeros(400, np.uint8), tracks[1][: n_in]])
     starts = uneven.draw_positions(np.random.default_rng(6), 4000, n_in + 1, lead=lead, lead_fraction=1)
     share = np.bincount(starts[:, 0], minlength=3) / len(starts)
     assert abs(share[0] - 0.5) < 0.04 and share[2] == 0  # uniform over the tracks a window fits
@@ -796,11 +795,8 @@ def test_publish_eval_scores_the_runs_own_validation_split(audio_dir: Path, tmp_
 
 
 def test_target_positions_give_the_same_targets_to_any_network(tmp_path) -> None:
-    from streamgen.train.data import EncodedAudio
-
     rng = np.random.default_rng(4)
-    data = EncodedAudio.__new__(EncodedAudio)
-    data.tracks = [rng.integers(0, 256, n) for n in (30000, 12000, 9000)]
+    data = EncodedAudio(["a", "b", "c"], [rng.integers(0, 256, n) for n in (30000, 12000, 9000)])
     targets = []
     for in_len in (5000, 8000):  # two networks with different receptive fields
         pos = data.target_positions(8192, in_len, 1024, every=2)
@@ -815,7 +811,7 @@ def test_target_positions_give_the_same_targets_to_any_network(tmp_path) -> None
     with pytest.raises(ValueError, match="too little context"):  # a window at sample -1
         data.target_positions(5000 - 1024, 5000, 1024)
     assert data.target_positions(5000 - 1024 + 1, 5000, 1024)[:, 1].min() == 0
-    short = EncodedAudio.from_tracks(["a", "b"], [rng.integers(0, 256, n) for n in (0, 99)])
+    short = EncodedAudio(["a", "b"], [rng.integers(0, 256, n) for n in (0, 99)])
     empty = short.validation_positions(8, 99, 16)  # no track holds a window of 100
     assert empty.shape == (0, 2) and empty.dtype == np.int64
 
@@ -1228,8 +1224,8 @@ def test_pack_parts_are_filled_in_track_order_up_to_the_limit(tmp_path: Path) ->
     sizes = (3000, 1000, 2500, 4000, 500, 1200, 2000)
     tracks = [rng.integers(0, 256, n).astype(np.uint8) for n in sizes]
     names = [f"t{i}.wav" for i in range(len(sizes))]
-    source = TrainingData(EncodedAudio.from_tracks(names[:5], tracks[:5]),
-                          EncodedAudio.from_tracks(names[5:], tracks[5:]), 16000, "audio folder", "s")
+    source = TrainingData(EncodedAudio(names[:5], tracks[:5]),
+                          EncodedAudio(names[5:], tracks[5:]), 16000, "audio folder", "s")
     limit = 6000
     manifest = json.loads(write_pack(source, tmp_path / "p", max_bytes=limit).read_text())
     written = [part["bytes"] for part in manifest["parts"]]

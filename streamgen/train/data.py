@@ -156,17 +156,10 @@ def load_encoded(path: str | Path, sample_rate: int, cache_dir: str | Path | Non
 class EncodedAudio:
     """A set of mu-law encoded tracks that serves training windows and validation windows."""
 
-    def __init__(self, files: Sequence[Path], sample_rate: int, cache_dir: str | Path | None = None) -> None:
-        self.files = list(files)
-        self.names = [str(f) for f in self.files]
-        self.tracks = [load_encoded(f, sample_rate, cache_dir) for f in self.files]
-
-    @classmethod
-    def from_tracks(cls, names: Sequence[str], tracks: Sequence[np.ndarray]) -> "EncodedAudio":
-        """Tracks already encoded (uint8 mu-law classes), named as their source files."""
-        data = cls([], 0)
-        data.files, data.names, data.tracks = [Path(n) for n in names], list(names), list(tracks)
-        return data
+    def __init__(self, names: Sequence[str], tracks: Sequence[np.ndarray]) -> None:
+        """``tracks`` already encoded (uint8 mu-law classes), named as their source files."""
+        self.names, self.tracks = list(names), list(tracks)
+        self.files = [Path(n) for n in self.names]
 
     @property
     def total_samples(self) -> int:
@@ -299,7 +292,7 @@ class TrainingData:
             return self
         if train_files < 1:
             raise ValueError(f"a subset needs at least one training file, got {train_files}")
-        keep = EncodedAudio.from_tracks(self.train.names[:train_files], self.train.tracks[:train_files])
+        keep = EncodedAudio(self.train.names[:train_files], self.train.tracks[:train_files])
         return TrainingData(keep, self.validation, self.sample_rate, self.source,
                             f"{self.split_rule}; first {len(keep.tracks)} training files", dict(self.skipped))
 
@@ -326,7 +319,7 @@ def open_training_data(
         if manifest["sample_rate"] != sample_rate:
             raise ValueError(f"{root} was packed at {manifest['sample_rate']} Hz, not {sample_rate}; "
                              "pack the audio again at this rate")
-        sets = {k: EncodedAudio.from_tracks(list(tracks[k]), list(tracks[k].values())) for k in SPLITS}
+        sets = {k: EncodedAudio(list(tracks[k]), list(tracks[k].values())) for k in SPLITS}
         data = TrainingData(sets["train"], sets["validation"], sample_rate, "packed corpus",
                             manifest["split"])
     else:
@@ -344,7 +337,7 @@ def open_training_data(
         sets = {}
         for name, files in zip(SPLITS, (split.train, split.validation)):
             names = [p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p) for p in files if p in encoded]
-            sets[name] = EncodedAudio.from_tracks(names, [encoded[p] for p in files if p in encoded])
+            sets[name] = EncodedAudio(names, [encoded[p] for p in files if p in encoded])
         data = TrainingData(sets["train"], sets["validation"], sample_rate, "audio folder", split.rule, skipped)
     if not data.train.tracks:
         raise ValueError(f"{root}: no usable training audio ({len(data.skipped)} files unreadable); "
