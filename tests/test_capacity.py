@@ -68,6 +68,8 @@ def test_double_capacity_does_not_repeat_with_the_period(rng) -> None:
 def test_ring_capacity_rule() -> None:
     # level 0 of a 64-step graph period: the power of two holding the window
     assert ring_capacity(5, 0, 64, "period") == 5 - 1 + 8
+    assert ring_capacity(4, 0, 64, "period") == 4 - 1 + 4  # a window that is a power of two
+    assert ring_capacity(1, 0, 64, "period") == 1  # a 1x1 layer's ring: one frame, no shift
     # a coarse level written twice per graph period: a cycle of two writes
     assert ring_capacity(5, 5, 64, "period") == 5 - 1 + 2
     # written once per period: a shift register of exactly the window
