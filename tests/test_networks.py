@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import random_onehot, randomize_
+from network_spec import spec_outputs
 from streamgen.nn import (
     TCN,
     PlainSeqUNet,
@@ -17,6 +19,7 @@ from streamgen.nn import (
     WaveNetConfig,
     build_network,
 )
+from streamgen.nn.layers import GatedResidual, crop_front, one_hot_channels
 
 CLASSES = 16
 
@@ -171,3 +174,72 @@ def test_sequnet_newest_outputs_ignore_older_history(k: int, levels: int, plain:
         assert y.shape[-1] == model.output_length(length) >= 1
         newest = min(y.shape[-1], 3)
         assert (y[..., -newest:] - full[..., -newest:]).abs().max().item() < 1e-12
+
+
+# (kind, config): widths equal to the class count, odd kernels 3 to 9, one to four levels,
+# WaveNet kernels of 2 and 3, a TCN with and without a 1x1 on its first residual path
+SPEC_CASES = [
+    ("sequnet", dict(channels=16, levels=3, depth=1, kernel_size=3)),
+    ("sequnet", dict(channels=5, levels=4, depth=2, kernel_size=5)),
+    ("sequnet", dict(channels=3, levels=1, depth=2, kernel_size=7)),
+    ("sequnet", dict(channels=4, levels=2, depth=3, kernel_size=9)),
+    ("plain_sequnet", dict(channels=16, levels=3, kernel_size=3, dropout=0.5)),
+    ("plain_sequnet", dict(channels=6, levels=4, kernel_size=5, dropout=0.5)),
+    ("plain_sequnet", dict(channels=4, levels=1, kernel_size=7, dropout=0.5)),
+    ("wavenet", dict(blocks=2, layers=3, kernel_size=2, residual_channels=5, dilation_channels=4,
+                     skip_channels=6)),
+    ("wavenet", dict(blocks=1, layers=4, kernel_size=3, residual_channels=16, dilation_channels=16,
+                     skip_channels=16)),
+    ("tcn", dict(channels=16, levels=3, kernel_size=2, dropout=0.5)),
+    ("tcn", dict(channels=6, levels=2, kernel_size=3, dropout=0.5)),
+]
+
+
+@pytest.mark.parametrize("kind,cfg", SPEC_CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(SPEC_CASES)])
+def test_forward_pass_is_the_networks_definition_written_out(kind: str, cfg: dict, rng) -> None:
+    """The offline forward pass (which the engine is checked against) equals each network's
+    definition written out in absolute time (tests/network_spec.py) in float64, output for
+    output, at every time the definition gives an output for: no more, no fewer."""
+    model = build_network(kind, {**cfg, "classes": CLASSES}).double().eval()
+    randomize_(model, rng)
+    length = model.period * (-(-model.input_length(model.period + 3) // model.period) + 1)
+    if kind == "plain_sequnet":  # piano-roll frames: any keys at once
+        x = (torch.rand(1, CLASSES, length, generator=rng) < 0.3).double()
+    else:
+        x = random_onehot(1, length, CLASSES, rng)
+    want, times = spec_outputs(model, x[0])
+    with torch.no_grad():
+        got = model(x)[0].numpy()
+    assert times == list(range(length - len(times), length))  # every newest time, none skipped
+    assert got.shape == want.shape and got.shape[1] >= model.period + 3
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_gated_layer_lengths_match_its_convolutions(k: int, rng) -> None:
+    """A layer's length rules are its convolutions' (an up layer from a single frame on), and
+    ``input_length`` is the fewest inputs for ``m`` outputs."""
+    for kind in ("plain", "down", "up"):
+        layer = GatedResidual(3, k, kind).double()
+        for n in range(1 if kind == "up" else k, k + 12):
+            x = torch.randn(1, 3, n, generator=rng, dtype=torch.float64)
+            assert layer(x).shape[-1] == layer.output_length(n), (kind, n)
+        for m in range(1, 12):
+            n = layer.input_length(m)
+            assert layer.output_length(n) >= m > layer.output_length(n - 1), (kind, m)
+
+
+def test_layer_helpers_refuse_and_encode(rng) -> None:
+    for k in (4, 1):
+        with pytest.raises(ValueError, match=f"kernel_size must be odd and >= 3, got {k}"):
+            GatedResidual(3, k)
+    for kind in ("down", "up"):
+        with pytest.raises(ValueError, match="only plain layers take a conditioning input"):
+            GatedResidual(3, 3, kind, cond_channels=3)
+    with pytest.raises(ValueError, match="cannot crop length 4 to 5: sequence too short"):
+        crop_front(torch.zeros(2, 4), 5)
+    index = torch.randint(0, 7, (3, 11), generator=rng)
+    for dtype in (torch.float32, torch.float64):
+        onehot = one_hot_channels(index, 7, dtype)
+        assert onehot.dtype == dtype
+        assert torch.equal(onehot, torch.nn.functional.one_hot(index, 7).transpose(1, 2).to(dtype))
