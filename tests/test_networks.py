@@ -243,3 +243,28 @@ def test_layer_helpers_refuse_and_encode(rng) -> None:
         onehot = one_hot_channels(index, 7, dtype)
         assert onehot.dtype == dtype
         assert torch.equal(onehot, torch.nn.functional.one_hot(index, 7).transpose(1, 2).to(dtype))
+
+
+@pytest.mark.parametrize("network,smallest,refused,message", [
+    (SeqUNet, dict(levels=1, depth=1, channels=1), [("levels", 0), ("depth", 0), ("channels", 0)],
+     "must be >= 1"),
+    (PlainSeqUNet, dict(levels=1, channels=1, dropout=0.0),
+     [("levels", 0), ("channels", 0), ("dropout", 1.0), ("dropout", -0.1)],
+     "need levels >= 1, channels >= 1, 0 <= dropout < 1"),
+    (WaveNet, dict(blocks=1, layers=1, kernel_size=2), [("blocks", 0), ("layers", 0), ("kernel_size", 1)],
+     "need blocks, layers >= 1 and kernel_size >= 2"),
+    (TCN, dict(levels=1, kernel_size=2, dropout=0.0),
+     [("levels", 0), ("kernel_size", 1), ("dropout", 1.0), ("dropout", -0.1)],
+     "need levels >= 1, kernel_size >= 2, 0 <= dropout < 1"),
+], ids=["sequnet", "plain_sequnet", "wavenet", "tcn"])
+def test_configs_take_their_smallest_values_and_refuse_one_below(network, smallest: dict, refused: list,
+                                                                 message: str, rng) -> None:
+    """Each field's smallest value builds a network that runs (and gives no output from too
+    few inputs); one step below, a dropout of 1 or below 0, is refused."""
+    model = network(network.config_class(**smallest, classes=CLASSES)).eval()
+    n = model.input_length(3)
+    assert model(random_onehot(1, n, CLASSES, rng).float()).shape == (1, CLASSES, model.output_length(n))
+    assert model.output_length(n) >= 3 and model.output_length(model.input_length(1) - 1) == model.output_length(1) == 0
+    for field, value in refused:
+        with pytest.raises(ValueError, match=message):
+            network.config_class(**{**smallest, field: value})

@@ -36,7 +36,6 @@ class TemporalBlock(nn.Module):
     def __init__(self, n_in: int, n_out: int, kernel_size: int, dilation: int, dropout: float):
         super().__init__()
         self.dilation = dilation
-        self.kernel_size = kernel_size
         self.conv1 = weight_norm(nn.Conv1d(n_in, n_out, kernel_size, dilation=dilation))
         self.conv2 = weight_norm(nn.Conv1d(n_out, n_out, kernel_size, dilation=dilation))
         self.dropout = nn.Dropout(dropout)

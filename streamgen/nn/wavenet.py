@@ -38,7 +38,6 @@ class WaveNetLayer(nn.Module):
     def __init__(self, cfg: WaveNetConfig, dilation: int) -> None:
         super().__init__()
         self.dilation = dilation
-        self.kernel_size = cfg.kernel_size
         r, d, s = cfg.residual_channels, cfg.dilation_channels, cfg.skip_channels
         self.filter = nn.Conv1d(r, d, cfg.kernel_size, dilation=dilation)
         self.gate = nn.Conv1d(r, d, cfg.kernel_size, dilation=dilation)
