@@ -932,6 +932,11 @@ def test_publish_stores_weights_in_float16_within_the_zoo_limit(
     assert (dest / "model.safetensors").stat().st_size < 0.6 * (run / "model.safetensors").stat().st_size
     for name, value in trained.state_dict().items():  # float32 again, each weight rounded once
         assert torch.equal(shipped.state_dict()[name], value.half().float()), name
+    examples: list[torch.nn.Module] = []  # the example comes from the weights as shipped
+    with monkeypatch.context() as m:
+        m.setattr(publish, "write_example", lambda dest, model, *_: examples.append(model) or "")
+        write_card(run, tmp_path / "zoo" / "spied", audio_dir, weights_dtype="float16")
+    assert all(torch.equal(examples[0].state_dict()[k], v) for k, v in shipped.state_dict().items())
     text = (dest / "README.md").read_text()
     assert "MB of float16 (`model.safetensors`" in text
     assert "scored with the run's float32 weights before they were stored in float16" in text
@@ -966,6 +971,30 @@ def test_publish_stores_weights_in_float16_within_the_zoo_limit(
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "MB in float16, over a zoo entry's" in err
     assert not (tmp_path / "zoo" / "big").exists()
+
+
+def test_publish_card_sentences_and_refusals(audio_dir: Path, tmp_path: Path) -> None:
+    """The card on a constant learning rate and on a run that saw only some training files; a
+    score with no targets and an unknown storage dtype are each one error, nothing written."""
+    from streamgen.checkpoint import save_checkpoint
+    from streamgen.nn import SeqUNet, SeqUNetConfig
+    from streamgen.publish import _data_seen, _schedule, evaluate_run, write_card
+
+    assert _schedule({"lr": 0.003, "lr_final": None}) == "learning rate 0.003"
+    hour = 16000 * 3600
+    assert _data_seen({"train_files": 5, "train_samples": 2 * hour}, 5, 16000, "data/bach") == \
+        ("", "", "data/bach", 2.0)
+    note, pack, folder, hours = _data_seen({"train_files": 3, "train_samples": hour}, 5, 16000, "data/bach")
+    assert note == " This model saw the first 3 training files (1.00 h), packed to fit one copy to the GPU machine."
+    assert pack == "streamgen train --pack-corpus data/bach data/bach-3 --subset 3\n"
+    assert (folder, hours) == ("data/bach-3", 1.0)
+
+    run = save_checkpoint(tmp_path / "run", SeqUNet(SeqUNetConfig(**TINY_SEQUNET)), sample_rate=16000)
+    with pytest.raises(ValueError, match="no validation targets: the held-out files are shorter than 10000064"):
+        evaluate_run(run, audio_dir, first_target=10**7, block=64)
+    with pytest.raises(ValueError, match=r"unknown weights dtype 'int8'; choose one of \["):
+        write_card(run, tmp_path / "zoo" / "new", audio_dir, weights_dtype="int8")
+    assert not (tmp_path / "zoo").exists()
 
 
 # -- interrupts and resume from the command line ---------------------------------------------
