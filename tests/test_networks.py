@@ -1,4 +1,5 @@
-"""The three networks: reference parameter counts, causality, receptive fields, shapes."""
+"""The four networks: their definitions written out, reference parameter counts, causality,
+receptive fields, shapes, config rules."""
 
 from __future__ import annotations
 
