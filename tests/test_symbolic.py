@@ -184,6 +184,20 @@ def test_loader_reads_pieces_as_key_by_time(tmp_path, monkeypatch) -> None:
     assert len(load_poly_music("jsb")["train"]) == 3
 
 
+def test_default_data_folder_is_the_first_shared_data_above_the_package(tmp_path, monkeypatch) -> None:
+    """Without ``$STREAMGEN_POLY_MUSIC``: the nearest ``shared/data/poly_music`` in a folder
+    above the module, else none."""
+    from streamgen.train import symbolic
+
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    module = tmp_path / "outer" / "checkout" / "streamgen" / "train" / "symbolic.py"
+    monkeypatch.setattr(symbolic, "__file__", str(module))
+    assert default_data_dir() is None
+    for above in (tmp_path / "outer", tmp_path / "outer" / "checkout"):  # the nearer one wins
+        (above / "shared" / "data" / "poly_music").mkdir(parents=True)
+        assert default_data_dir() == above / "shared" / "data" / "poly_music"
+
+
 @pytest.mark.parametrize("case", ["no folder", "no file", "not a mat file", "missing split", "bad shape",
                                   "one frame", "task"])
 def test_loader_errors_are_one_line(tmp_path, case: str) -> None:
