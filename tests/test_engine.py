@@ -432,7 +432,9 @@ def test_wrong_arguments_are_refused_before_any_kernel_runs(backend: str, rng) -
 
 def test_audio_generator_refuses_audio_it_would_misread(rng: torch.Generator) -> None:
     """Stereo frames (flattened they interleave: half speed), integer PCM (clipped to +-1) and
-    NaNs are refused; a mono float prime equals priming the engine with its classes."""
+    NaNs are refused; a mono float prime equals priming the engine with its classes, and the
+    generator's blocks are the engine's samples decoded, however they are cut."""
+    from streamgen.audio.mulaw import mulaw_decode, mulaw_encode
     from streamgen.generation import AudioGenerator
 
     model = SeqUNet(SeqUNetConfig(4, 2, 1, 3))  # 256 classes: mu-law audio
@@ -443,8 +445,17 @@ def test_audio_generator_refuses_audio_it_would_misread(rng: torch.Generator) ->
                            (np.full(5, np.nan, np.float32), "NaN or infinite")):
         with pytest.raises(ValueError, match=message):
             AudioGenerator(model, prime=prime)
-    gen = AudioGenerator(model, batch=2, prime=wave / 8)
-    assert gen(0).shape == (2, 0) and gen(5).shape == (2, 5)
+    gen = AudioGenerator(model, batch=2, prime=wave / 8, seed=3)
+    engine = StreamingEngine(model, 2)
+    engine.prime(mulaw_encode(torch.from_numpy(wave / 8)).view(1, -1).expand(2, -1).contiguous())
+    want = mulaw_decode(engine.generate(40, engine.sampler(seed=3)).numpy())
+    assert np.array_equal(np.concatenate([gen(0), gen(13), gen(27)], axis=1), want)
+    assert gen.generated == 40 and want.dtype == np.float32
+    assert not np.array_equal(AudioGenerator(model, batch=2, seed=3)(40), want)  # the prime counts
+    blocks = list(AudioGenerator(model, batch=2, prime=wave / 8, seed=3).blocks(40, block=13))
+    assert [b.shape for b in blocks] == [(2, 13)] * 3 + [(2, 1)]
+    assert np.array_equal(np.concatenate(blocks, axis=1), want)
+    assert [b.shape for b in AudioGenerator(model).blocks(2, block=1)] == [(1, 1), (1, 1)]  # one stream
     with pytest.raises(ValueError, match="block must be at least 1"):
         next(gen.blocks(10, block=0))
 
