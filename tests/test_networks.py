@@ -152,8 +152,9 @@ def test_build_network_rejects_unknown() -> None:
         build_network("transformer", {})
     with pytest.raises(ValueError, match="unknown SeqUNetConfig fields"):
         build_network("sequnet", {"width": 3})
-    with pytest.raises(ValueError, match="odd"):
-        SeqUNetConfig(kernel_size=4)
+    for config in (SeqUNetConfig, PlainSeqUNetConfig):
+        with pytest.raises(ValueError, match="kernel_size must be odd and >= 3, got 4"):
+            config(kernel_size=4)
 
 
 @pytest.mark.parametrize("plain", [False, True], ids=["gated", "plain"])

@@ -60,10 +60,8 @@ class ConvUnit(nn.Module):
         super().__init__()
         self.kind: ConvKind = kind
         self.kernel_size = kernel_size
-        self.stride = 1 if kind == "plain" else 2
-        self.dilation = 1
         conv = nn.ConvTranspose1d if kind == "up" else nn.Conv1d
-        self.conv = conv(n_in, n_out, kernel_size, stride=self.stride)
+        self.conv = conv(n_in, n_out, kernel_size, stride=1 if kind == "plain" else 2)
         self.dropout = nn.Dropout(dropout)
 
     def output_length(self, n: int) -> int:
