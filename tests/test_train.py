@@ -845,6 +845,7 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
             count += 64
     assert result["targets"] == count > 0
     assert result["val_nats"] == pytest.approx(total / count, rel=1e-5)
+    assert result["val_bits_per_sample"] == pytest.approx(result["val_nats"] / np.log(2)) and 0 < result["seconds"] < 600
 
     # a slow machine on paper, so the card's training time is a figure, not "0.0 h"
     log_path = runs["sequnet"] / LOG_FILE
@@ -868,6 +869,18 @@ def test_publish_evaluates_fairly_and_writes_a_card(audio_dir: Path, tmp_path: P
     assert "decayed along a cosine to 0.0001 from step 1 to the last" in text
     seen, rate = card.training["target_samples_seen"], card.training["median_target_samples_per_s"]
     assert seen == 3 * 4 * 60 and rate == 0.1 and "(about 2.0 h of training)" in text
+    # the card's figures, from the files, the weights and the network
+    split = split_files(audio_dir)
+    train_h, val_h = (sum(len(load_audio(p, 16000)) for p in part) / 16000 / 3600
+                      for part in (split.train, split.validation))
+    assert card.training["data"] == info.training["data"]
+    assert f"({len(split.train)} train files, {train_h:.2f} h; {len(split.validation)} validation files,\n" \
+           f"{val_h:.2f} h)" in text
+    assert f"({seen:,} target samples: {seen / 16000 / 3600:.2f} h of audio, {seen / 16000 / 3600 / train_h:.2f} " \
+           "passes over the training\ndata)" in text
+    rf = model.receptive_field
+    assert f"| receptive field | {rf:,} samples ({rf / 16000:.2f} s) |" in text
+    assert f"| weights | {(dest / 'model.safetensors').stat().st_size / 1e6:.1f} MB of float32" in text
     # the card's training command, parsed by the CLI, is the run's own config
     from streamgen.cli.main import build_parser
 
@@ -970,6 +983,9 @@ def test_publish_stores_weights_in_float16_within_the_zoo_limit(
                  str(audio_dir), "--weights-dtype", "float16"]) != 0
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "MB in float16, over a zoo entry's" in err
+    assert err.strip().endswith("; publish a smaller model")  # float16 is no way out there
+    assert publish.stored_bytes(trained, "float16") * 2 == publish.stored_bytes(trained, "float32") == \
+        4 * trained.num_parameters()
     assert not (tmp_path / "zoo" / "big").exists()
 
 
@@ -978,9 +994,10 @@ def test_publish_card_sentences_and_refusals(audio_dir: Path, tmp_path: Path) ->
     score with no targets and an unknown storage dtype are each one error, nothing written."""
     from streamgen.checkpoint import save_checkpoint
     from streamgen.nn import SeqUNet, SeqUNetConfig
-    from streamgen.publish import _data_seen, _schedule, evaluate_run, write_card
+    from streamgen.publish import _data_seen, _duration, _schedule, evaluate_run, write_card
 
     assert _schedule({"lr": 0.003, "lr_final": None}) == "learning rate 0.003"
+    assert [_duration(s) for s in (3599, 3600, 5400)] == ["60 min", "1.0 h", "1.5 h"]
     hour = 16000 * 3600
     assert _data_seen({"train_files": 5, "train_samples": 2 * hour}, 5, 16000, "data/bach") == \
         ("", "", "data/bach", 2.0)
