@@ -63,7 +63,9 @@ def test_unusable_devices_are_one_line_errors(monkeypatch, gpus, gpu_count, cuda
     ((9, 0), ("sm_80", "sm_90"), True), ((8, 9), ("sm_80", "sm_86"), True),  # 8.6 cubins on 8.9
     ((12, 0), ("sm_80", "sm_90"), False), ((12, 0), ("sm_90", "compute_90"), True),  # PTX JIT
     ((6, 1), ("sm_70", "sm_80"), False), ((9, 0), ("sm_90a",), True), ((10, 0), ("sm_90a",), False),
-    ((8, 0), ("sm_86",), False), ((7, 5), ("compute_80",), False),
+    ((8, 0), ("sm_86",), False), ((7, 5), ("compute_80",), False), ((9, 0), ("compute_90",), True),
+    ((8, 6), ("sm_87",), False), ((8, 6), ("sm_80",), True),
+    ((9, 0), ("sm_x", "compute_9", "sm_90"), True),  # names it cannot read are skipped
 ])
 def test_a_gpu_this_torch_has_no_kernels_for_is_a_one_line_error(
         gpus, capability: tuple, arches: tuple, runs: bool) -> None:

@@ -52,13 +52,22 @@ def test_resolve_by_name_and_by_path(two_zoos: tuple[Path, Path], tmp_path: Path
     load_checkpoint(resolve_model("strings"))
 
 
-def test_unknown_name_lists_what_exists(two_zoos: tuple[Path, Path], tmp_path: Path) -> None:
+def test_unknown_name_lists_what_exists(two_zoos: tuple[Path, Path], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ModelNotFoundError) as err:
         resolve_model("violin")
     message = str(err.value)
-    assert "'violin'" in message and "organ, piano, strings" in message and "\n" not in message
-    with pytest.raises(ModelNotFoundError, match="no checkpoint folder"):
-        resolve_model(tmp_path / "first")  # a folder, but not a checkpoint
+    assert message.startswith("no model named 'violin'") and "organ, piano, strings" in message
+    assert "\n" not in message
+    first, second = two_zoos
+    for path in (tmp_path / "first",  # a folder, but not a checkpoint
+                 second / "piano" / "model.safetensors",  # a checkpoint's file other than its config
+                 os.path.join("zoo", "violin"), os.path.join("missing", "config.json")):  # absent paths
+        with pytest.raises(ModelNotFoundError, match="no checkpoint folder"):
+            resolve_model(path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotFoundError, match="no checkpoint folder .* 'first'"):
+        resolve_model("first")  # a folder here, named without a separator
 
 
 def test_empty_zoo_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
