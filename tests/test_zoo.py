@@ -59,7 +59,7 @@ def test_unknown_name_lists_what_exists(two_zoos: tuple[Path, Path], tmp_path: P
     message = str(err.value)
     assert message.startswith("no model named 'violin'") and "organ, piano, strings" in message
     assert "\n" not in message
-    first, second = two_zoos
+    second = two_zoos[1]
     for path in (tmp_path / "first",  # a folder, but not a checkpoint
                  second / "piano" / "model.safetensors",  # a checkpoint's file other than its config
                  os.path.join("zoo", "violin"), os.path.join("missing", "config.json")):  # absent paths
