@@ -197,6 +197,13 @@ SPEC_CASES = [
 ]
 
 
+def spec_input(kind: str, steps: int, rng: torch.Generator) -> torch.Tensor:
+    """``(1, CLASSES, steps)``: one-hot classes, or piano-roll frames (any keys at once)."""
+    if kind == "plain_sequnet":
+        return (torch.rand(1, CLASSES, steps, generator=rng) < 0.3).double()
+    return random_onehot(1, steps, CLASSES, rng)
+
+
 @pytest.mark.parametrize("kind,cfg", SPEC_CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(SPEC_CASES)])
 def test_forward_pass_is_the_networks_definition_written_out(kind: str, cfg: dict, rng) -> None:
     """The offline forward pass (which the engine is checked against) equals each network's
@@ -205,16 +212,31 @@ def test_forward_pass_is_the_networks_definition_written_out(kind: str, cfg: dic
     model = build_network(kind, {**cfg, "classes": CLASSES}).double().eval()
     randomize_(model, rng)
     length = model.period * (-(-model.input_length(model.period + 3) // model.period) + 1)
-    if kind == "plain_sequnet":  # piano-roll frames: any keys at once
-        x = (torch.rand(1, CLASSES, length, generator=rng) < 0.3).double()
-    else:
-        x = random_onehot(1, length, CLASSES, rng)
+    x = spec_input(kind, length, rng)
     want, times = spec_outputs(model, x[0])
     with torch.no_grad():
         got = model(x)[0].numpy()
     assert times == list(range(length - len(times), length))  # every newest time, none skipped
     assert got.shape == want.shape and got.shape[1] >= model.period + 3
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind,cfg", SPEC_CASES[1::3], ids=[k for k, _ in SPEC_CASES[1::3]])
+def test_forward_from_start_is_the_definition_after_zero_history(kind: str, cfg: dict, rng) -> None:
+    """One output per step of a stream that starts at the first input: the definition over
+    zero vectors before it, on the level grid of the stream's own clock, for any number of
+    steps (not only whole periods)."""
+    model = build_network(kind, {**cfg, "classes": CLASSES}).double().eval()
+    randomize_(model, rng)
+    assert model.period == (2 ** (cfg["levels"] - 1) if "sequnet" in kind else 1)
+    steps = 3 * model.period + 5
+    x = spec_input(kind, steps, rng)
+    history = model.period * -(-model.receptive_field // model.period)  # whole periods of zeros
+    want, times = spec_outputs(model, torch.cat([torch.zeros(1, CLASSES, history, dtype=torch.float64), x], -1)[0])
+    with torch.no_grad():
+        got = model.forward_from_start(x)[0].numpy()
+    assert times[-steps:] == list(range(history, history + steps)) and got.shape == (CLASSES, steps)
+    np.testing.assert_allclose(got, want[:, -steps:], rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("k", [3, 5, 7])
