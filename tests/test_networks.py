@@ -20,7 +20,8 @@ from streamgen.nn import (
     WaveNetConfig,
     build_network,
 )
-from streamgen.nn.layers import GatedResidual, crop_front, one_hot_channels
+from streamgen.nn.layers import (GatedResidual, conv_output_length, crop_front, decimate_keep_last,
+                                 one_hot_channels, sample_and_hold)
 
 CLASSES = 16
 
@@ -254,6 +255,8 @@ def test_gated_layer_lengths_match_its_convolutions(k: int, rng) -> None:
 
 
 def test_layer_helpers_refuse_and_encode(rng) -> None:
+    """The layers' refusals, their identity paths' resampling and length rules on a few
+    values by hand, and the one-hot input."""
     for k in (4, 1):
         with pytest.raises(ValueError, match=f"kernel_size must be odd and >= 3, got {k}"):
             GatedResidual(3, k)
@@ -262,6 +265,10 @@ def test_layer_helpers_refuse_and_encode(rng) -> None:
             GatedResidual(3, 3, kind, cond_channels=3)
     with pytest.raises(ValueError, match="cannot crop length 4 to 5: sequence too short"):
         crop_front(torch.zeros(2, 4), 5)
+    for n, kept in ((6, [1, 3, 5]), (5, [0, 2, 4])):  # the newest step is always kept
+        assert decimate_keep_last(torch.arange(n)).tolist() == kept
+    assert sample_and_hold(torch.tensor([4, 7, 9])).tolist() == [4, 4, 7, 7, 9]
+    assert [conv_output_length(kind, 5, 4) for kind in ("plain", "down", "up")] == [0, 0, 4]
     index = torch.randint(0, 7, (3, 11), generator=rng)
     for dtype in (torch.float32, torch.float64):
         onehot = one_hot_channels(index, 7, dtype)
