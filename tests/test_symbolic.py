@@ -187,8 +187,6 @@ def test_loader_reads_pieces_as_key_by_time(tmp_path, monkeypatch) -> None:
 def test_default_data_folder_is_the_first_shared_data_above_the_package(tmp_path, monkeypatch) -> None:
     """Without ``$STREAMGEN_POLY_MUSIC``: the nearest ``shared/data/poly_music`` in a folder
     above the module, else none."""
-    from streamgen.train import symbolic
-
     monkeypatch.delenv(DATA_ENV, raising=False)
     module = tmp_path / "outer" / "checkout" / "streamgen" / "train" / "symbolic.py"
     monkeypatch.setattr(symbolic, "__file__", str(module))
