@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ SEQUNET_GRID = [
 def chunked_feed(engine: StreamingEngine, x: torch.Tensor, chunks: str, seed: int) -> torch.Tensor:
     """Feed ``x`` in chunks of 1, 7, 64 or random sizes; collect every step's logits."""
     n = x.shape[1]
-    out = torch.empty(x.shape[0], n, engine.classes)
+    out = torch.empty(x.shape[0], n, engine.classes, dtype=engine.dtype)
     rnd = random.Random(seed)
     i = 0
     while i < n:
@@ -118,6 +119,30 @@ def test_baselines_engine_equals_offline(kind, kernel, width, batch, backend, ch
     assert engine.backend == backend
     got = chunked_feed(engine, x, chunks, seed=3)
     assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+# dtype -> bound on |engine - float64 pass| (logits of magnitude about 1; half precision
+# rounds every layer's output)
+DTYPE_BOUNDS = {torch.float64: 1e-12, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+@pytest.mark.parametrize("dtype", list(DTYPE_BOUNDS), ids=str)
+@pytest.mark.parametrize("kind,cfg", [("sequnet", (3, 3, 2, 6, 2)), ("sequnet", (5, 2, 1, CLASSES, 1)),
+                                      ("wavenet", None), ("tcn", None)])
+def test_engine_in_other_dtypes_equals_offline(kind: str, cfg, dtype: torch.dtype, rng) -> None:
+    """The torch backend in float64 (on a float64 model: the weights' own values) equals the
+    float64 pass to rounding; in float16 and bfloat16 within their bounds."""
+    model = (fresh_sequnet(cfg, rng)[0] if kind == "sequnet" else
+             small_wavenet(rng, 3) if kind == "wavenet" else small_tcn(rng, 2))
+    if dtype == torch.float64:
+        model = model.double()
+    batch, n = 2, 2 * model.receptive_field + 7
+    x = torch.randint(0, CLASSES, (batch, n), generator=rng)
+    engine = StreamingEngine(model, batch, dtype=dtype)
+    assert engine.backend == "torch" and engine.logits.dtype == dtype
+    got = chunked_feed(engine, x, "random", seed=5)
+    err = (got.double() - reference_logits(model, x)).abs().max().item()
+    assert err < DTYPE_BOUNDS[dtype]
 
 
 KINDS = ["sequnet", "wavenet", "tcn"] + (["sequnet-numba", "wavenet-numba", "tcn-numba"]
@@ -246,9 +271,11 @@ def test_batch_streams_are_independent(kind: str, rng: torch.Generator) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("n_prompt", [0, 1, 5, 40, 200])
-def test_prime_equals_feed(n_prompt: int, backend: str, rng: torch.Generator) -> None:
-    """Priming in one offline pass (any length, shorter than the receptive field too)."""
-    model, batch = fresh_sequnet((5, 4, 2, 6, 2), rng)
+@pytest.mark.parametrize("cfg", [(5, 4, 2, 6, 2), (5, 4, 1, 1, 1)], ids=["C6", "C1"])
+def test_prime_equals_feed(cfg: tuple, n_prompt: int, backend: str, rng: torch.Generator) -> None:
+    """Priming in one offline pass (any length, shorter than the receptive field too); width 1
+    too, where the decoder's conditioning input is a single channel."""
+    model, batch = fresh_sequnet(cfg, rng)
     assert model.receptive_field > 40
     x = torch.randint(0, CLASSES, (batch, n_prompt + 30), generator=rng)
     stepped = StreamingEngine(model, batch, backend="torch")
@@ -353,7 +380,7 @@ def test_generate_feeds_back_what_it_samples(rng: torch.Generator) -> None:
     """Free-running output replayed teacher-forced gives the same logits at every step."""
     model, _ = fresh_sequnet((5, 3, 2, 6, 1), rng)
     engine = StreamingEngine(model, 2)
-    sampler = engine.sampler(SamplingConfig(temperature=1.5), seed=5)
+    sampler = engine.sampler(SamplingConfig(temperature=1.5), seed=1)
     samples = engine.generate(80, sampler)
     assert samples[:, 0].eq(CLASSES // 2).all()  # a fresh stream starts from silence
     want = reference_logits(model, samples)
@@ -363,9 +390,12 @@ def test_generate_feeds_back_what_it_samples(rng: torch.Generator) -> None:
     assert len(torch.unique(samples)) > 5  # actually sampled, not stuck
 
 
-def test_no_allocation_or_history_copy_per_step(rng, monkeypatch) -> None:
-    """Stepping never calls tensor factories, cat/stack/roll or clone."""
-    model, batch = fresh_sequnet((5, 4, 2, 6, 2), rng)
+@pytest.mark.parametrize("kind", ["sequnet", "wavenet", "tcn"])
+def test_no_allocation_or_history_copy_per_step(kind: str, rng, monkeypatch) -> None:
+    """Stepping never calls tensor factories, cat/stack/roll or clone, nor resizes an ``out=``
+    buffer (torch warns when it does)."""
+    model, _ = model_of_kind(kind, rng, (5, 4, 2, 6, 2))
+    batch = 2
     engine = StreamingEngine(model, batch, backend="torch")
     x = torch.randint(0, CLASSES, (batch, 40), generator=rng)
     out = torch.empty(batch, 40, CLASSES)
@@ -379,7 +409,9 @@ def test_no_allocation_or_history_copy_per_step(rng, monkeypatch) -> None:
                  "empty_like", "zeros_like"]:
         monkeypatch.setattr(torch, name, forbidden(name))
     monkeypatch.setattr(torch.Tensor, "clone", forbidden("Tensor.clone"))
-    engine.feed(x, out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine.feed(x, out)
     monkeypatch.undo()
     assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
 
@@ -526,7 +558,7 @@ def _grouped_run(model: torch.nn.Module, x: torch.Tensor, groups: int) -> tuple:
     engine.feed(x[:, :61], logits[:, :61])
     engine.reset([1])
     engine.feed(x[:, 61:], logits[:, 61:])
-    sampler = engine.sampler(SamplingConfig(temperature=1.1, top_p=0.9), seed=5)
+    sampler = engine.sampler(SamplingConfig(temperature=1.1, top_p=0.9), seed=1)
     samples = torch.cat([engine.generate(k, sampler) for k in (1, 37, 700)], 1)
     greedy = engine.generate(50, engine.sampler(SamplingConfig(greedy=True)))
     saved = engine.state_dict(sampler)
@@ -593,7 +625,7 @@ def test_numba_draws_noise_on_a_spare_thread(kind: str, rng) -> None:
     for threads in (1, 2):
         engine = StreamingEngine(model, 1, backend="numba", threads=threads)
         assert engine.executor.groups.spare == (threads == 2)
-        sampler = engine.sampler(SamplingConfig(temperature=1.1, top_p=0.9), seed=5)
+        sampler = engine.sampler(SamplingConfig(temperature=1.1, top_p=0.9), seed=1)
         drawn, draw = [], sampler.draw
         sampler.draw = lambda step, out, stream=0: (drawn.append((step, len(out))),
                                                     draw(step, out, stream))

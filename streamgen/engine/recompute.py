@@ -19,7 +19,6 @@ class RecomputeEngine:
 
     def __init__(self, model: nn.Module, batch_size: int = 1) -> None:
         self.model = model.eval()
-        self.batch_size = batch_size
         self.classes, self.period = model.num_classes, model.period
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
