@@ -739,7 +739,7 @@ def test_a_chorale_is_written_for_piano_and_a_failed_render_is_one_error(tmp_pat
                     reason="fluidsynth and the FluidR3 GM soundfont are needed")
 def test_build_corpus_renders_normalised_mono_audio(tmp_path: Path) -> None:
     pytest.importorskip("music21")
-    manifest_path = corpus.build_corpus(tmp_path / "bach", limit=2, jobs=1)
+    manifest_path = corpus.build_corpus(tmp_path / "bach", limit=2, jobs=2)  # a process pool
     manifest = json.loads(manifest_path.read_text())
     names = corpus.chorale_names()
     assert len(names) > 300
