@@ -26,8 +26,6 @@ from streamgen.engine.schedule import RingSchedule, align_rings
 from streamgen.engine.tables import BackendError, unsupported_layers
 from streamgen.sampling import STARTS
 
-
-
 #: On one thread, batches up to this size stream faster through the numba kernel than through
 #: batched torch matrix products: with plain sampling the crossover lies between 64 streams
 #: (numba 1.4x ahead) and 256 (torch 1.2x ahead) in benchmarks/results/cpu-x86-64-full.md.
