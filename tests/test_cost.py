@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from streamgen.engine.cost import macs_per_step, mean_macs
-from streamgen.nn import SeqUNet, SeqUNetConfig, WaveNet, WaveNetConfig
+import pytest
+
+from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig
 
 
 def test_paper_sequnet_cost_against_hand_counts() -> None:
@@ -26,6 +28,28 @@ def test_paper_sequnet_cost_against_hand_counts() -> None:
 def test_paper_wavenet_cost_matches_reference_measurement() -> None:
     model = WaveNet(WaveNetConfig(4, 13))
     assert abs(mean_macs(model) - 8.1e6) / 8.1e6 < 0.05
+
+
+@pytest.mark.parametrize("cfg", [(2, 3, 2, 6, 5, 12, 32), (1, 2, 3, 4, 7, 9, 16), (4, 13, 2, 128, 128, 512, 256)])
+def test_wavenet_cost_against_hand_counts(cfg: tuple) -> None:
+    """Every step: the start convolution as a column lookup (R), each of the N layers' dilated
+    filter and gate (k R x 2D) and skip (D x S), a residual on all but the last (D x R), and
+    the head (S x S, S x classes)."""
+    blocks, layers, k, r, d, s, classes = cfg
+    n = blocks * layers
+    hand = r + n * (k * r * 2 * d + d * s) + (n - 1) * d * r + s * s + s * classes
+    model = WaveNet(WaveNetConfig(blocks, layers, k, r, d, s, classes))
+    assert macs_per_step(model) == [hand]
+
+
+@pytest.mark.parametrize("cfg", [(6, 3, 3, 32), (32, 3, 2, 32), (64, 8, 3, 256), (5, 1, 4, 8)])
+def test_tcn_cost_against_hand_counts(cfg: tuple) -> None:
+    """Every step: the first block's conv1 as k column lookups and its residual as one (the
+    projection's column, or the one-hot itself where the width is the class count), conv2 and
+    both convolutions of the later blocks (k C x C each), the head (C x classes)."""
+    c, levels, k, classes = cfg
+    hand = k * c + c + k * c * c + (levels - 1) * 2 * k * c * c + c * classes
+    assert macs_per_step(TCN(TCNConfig(c, levels, k, classes=classes))) == [hand]
 
 
 def test_sequnet_amortised_cost_is_flat_in_levels() -> None:
