@@ -6,6 +6,7 @@ from streamgen.engine.cost import macs_per_step, mean_macs
 import pytest
 
 from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig
+from streamgen.nn.symbolic import PlainSeqUNet, PlainSeqUNetConfig
 
 
 def test_paper_sequnet_cost_against_hand_counts() -> None:
@@ -50,6 +51,29 @@ def test_tcn_cost_against_hand_counts(cfg: tuple) -> None:
     c, levels, k, classes = cfg
     hand = k * c + c + k * c * c + (levels - 1) * 2 * k * c * c + c * classes
     assert macs_per_step(TCN(TCNConfig(c, levels, k, classes=classes))) == [hand]
+
+
+@pytest.mark.parametrize("cfg", [(6, 3, 3, 8), (4, 1, 5, 7), (10, 4, 5, 10), (3, 5, 7, 12)])
+def test_plain_sequnet_cost_against_hand_counts(cfg: tuple) -> None:
+    """Each step of the period, by the levels whose clock ticks (level ``l`` when
+    ``(t + 1) % 2**l == 0``): the encoder's conv and the decoder's conv over ``[up; skip]``,
+    the transposed conv's (k+1)/2 even taps on a coarse tick and (k-1)/2 odd ones between,
+    the down conv when the next level ticks, the bottleneck on the top level, the head every
+    step. The first conv reads the frames (``classes`` channels) densely."""
+    c, levels, k, keys = cfg
+    widths = [keys] + [c] * (levels - 1)
+    hand = []
+    for t in range(2 ** (levels - 1)):
+        ticks = [(t + 1) % 2**l == 0 for l in range(levels)]
+        macs = c * keys
+        for l in range(levels - 1):
+            if ticks[l]:
+                macs += k * widths[l] * c + k * 2 * c * c
+                macs += ((k + 1) // 2 if ticks[l + 1] else (k - 1) // 2) * c * c
+            if ticks[l + 1]:
+                macs += k * c * c
+        hand.append(macs + (k * widths[-1] * c if ticks[-1] else 0))
+    assert macs_per_step(PlainSeqUNet(PlainSeqUNetConfig(c, levels, k, classes=keys))) == hand
 
 
 def test_sequnet_amortised_cost_is_flat_in_levels() -> None:

@@ -780,6 +780,14 @@ def test_backend_selection() -> None:
         StreamingEngine(tcn, inputs="frames", backend="numba")
     with pytest.raises(ValueError, match="unknown backend"):
         StreamingEngine(sequnet, backend="cuda-graphs")
+    # what runs each kind on the CPU, fed its own inputs (a plain Seq-U-Net streams frames)
+    from streamgen.engine.engine import available_backends
+    from streamgen.nn.symbolic import PlainSeqUNet, PlainSeqUNetConfig
+
+    cpu = ["torch", "numba"] if numba_available() else ["torch"]
+    for model in (sequnet, wavenet, tcn):
+        assert available_backends(model) == cpu
+    assert available_backends(PlainSeqUNet(PlainSeqUNetConfig(4, 2, 3, classes=6))) == ["torch"]
 
 
 def test_unsupported_layers_names_the_first_layer_an_interpreter_cannot_run() -> None:

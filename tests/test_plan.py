@@ -11,7 +11,7 @@ import torch
 from conftest import randomize_
 from streamgen.engine.clock import top_level
 from streamgen.engine.plan import HEAD, Advance, Copy, Head, Input, Layer, Taps
-from streamgen.engine.program import build_program
+from streamgen.engine.program import build_program, native_inputs
 from streamgen.engine.ring import FrameRing
 from streamgen.engine.steps import Dense, OneHotConv, Rectified, TapConv
 from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig
@@ -30,7 +30,7 @@ def test_every_frame_is_written_whole_then_advanced_once_per_tick(model) -> None
     """Within a step: a ring's next frame gets every column written (exactly once) before it
     is advanced; it is advanced iff its level runs; a layer reads a ring whose level runs
     only after its advance (else its history); the head input is written whole."""
-    program = build_program(model, 1, inputs="frames" if model.kind == "plain_sequnet" else "classes")
+    program = build_program(model, 1, inputs=native_inputs(model))
     assert len(program.plan) == model.period
     for phase, plan in enumerate(program.plan):
         top = top_level(phase, getattr(model.config, "levels", 1)) if model.period > 1 else 0

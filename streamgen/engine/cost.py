@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from torch import nn
 
-from streamgen.engine.program import build_program
+from streamgen.engine.program import build_program, native_inputs
 
 
 def macs_per_step(model: nn.Module) -> list[int]:
-    """MACs of each step over one clock period (one-hot lookups count one per output)."""
-    return build_program(model, 1).macs_per_step()
+    """MACs of each step over one clock period (one-hot lookups count one per output), fed
+    the network's own kind of input (``native_inputs``)."""
+    return build_program(model, 1, inputs=native_inputs(model)).macs_per_step()
 
 
 def mean_macs(model: nn.Module) -> float:

@@ -20,7 +20,8 @@ from streamgen.engine.backends import BACKENDS, KERNELS
 from streamgen.engine.capture import Capture
 from streamgen.engine.clock import silence_class, zero_index
 from streamgen.engine.fast import numba_available
-from streamgen.engine.program import CAPACITIES, Executor, StepProgram, TorchExecutor, build_program
+from streamgen.engine.program import (CAPACITIES, Executor, StepProgram, TorchExecutor, build_program,
+                                      native_inputs)
 from streamgen.engine.sampling import Sampler, SamplingConfig
 from streamgen.engine.schedule import RingSchedule, align_rings
 from streamgen.engine.tables import BackendError, unsupported_layers
@@ -114,7 +115,7 @@ def available_backends(model: nn.Module, device: torch.device | str = "cpu",
     from streamgen.engine.gpu.triton_executor import TritonExecutor
 
     device = torch.device(device)
-    program = build_program(model, 1, device, dtype,
+    program = build_program(model, 1, device, dtype, inputs=native_inputs(model),
                             capacity=resolve_capacity("auto", device, "auto"))
     backends = ["torch"]
     if numba_available():

@@ -152,6 +152,15 @@ class StepProgram:
         return ring_schedule(self)
 
 
+def native_inputs(model: nn.Module) -> str:
+    """The first input kind ``model``'s program takes: ``classes``, or ``frames`` for a network
+    of frames only (``PlainSeqUNet``)."""
+    import streamgen.engine.programs  # noqa: F401  (registers the programs)
+
+    program = PROGRAMS.get(getattr(model, "kind", None))
+    return program.INPUTS[0] if program else "classes"
+
+
 def build_program(model: nn.Module, batch: int, device: torch.device | str = "cpu",
                   dtype: torch.dtype = torch.float32, *, inputs: str = "classes",
                   capacity: str = "double") -> StepProgram:
