@@ -1,10 +1,11 @@
-"""Amortised work per sample: flat in the Seq-U-Net's depth, linear in WaveNet's layers."""
+"""Work per step: hand counts for every network kind; amortised, flat in the Seq-U-Net's depth
+and linear in WaveNet's layers."""
 
 from __future__ import annotations
 
-from streamgen.engine.cost import macs_per_step, mean_macs
 import pytest
 
+from streamgen.engine.cost import macs_per_step, mean_macs
 from streamgen.nn import TCN, SeqUNet, SeqUNetConfig, TCNConfig, WaveNet, WaveNetConfig
 from streamgen.nn.symbolic import PlainSeqUNet, PlainSeqUNetConfig
 
