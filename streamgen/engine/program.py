@@ -152,13 +152,21 @@ class StepProgram:
         return ring_schedule(self)
 
 
+def program_class(model: nn.Module) -> type[StepProgram]:
+    """The step program registered for ``model``'s network kind."""
+    import streamgen.engine.programs  # noqa: F401  (registers the programs)
+
+    kind = getattr(model, "kind", None)
+    if kind not in PROGRAMS:
+        raise TypeError(f"no streaming program for {type(model).__name__}; known kinds: "
+                        f"{sorted(PROGRAMS)}")
+    return PROGRAMS[kind]
+
+
 def native_inputs(model: nn.Module) -> str:
     """The first input kind ``model``'s program takes: ``classes``, or ``frames`` for a network
     of frames only (``PlainSeqUNet``)."""
-    import streamgen.engine.programs  # noqa: F401  (registers the programs)
-
-    program = PROGRAMS.get(getattr(model, "kind", None))
-    return program.INPUTS[0] if program else "classes"
+    return program_class(model).INPUTS[0]
 
 
 def build_program(model: nn.Module, batch: int, device: torch.device | str = "cpu",
@@ -166,14 +174,8 @@ def build_program(model: nn.Module, batch: int, device: torch.device | str = "cp
                   capacity: str = "double") -> StepProgram:
     """The step program registered for ``model``'s network kind, fed ``inputs``, its rings
     sized by the ``capacity`` rule (``CAPACITIES``)."""
-    import streamgen.engine.programs  # noqa: F401  (registers the programs)
-
-    kind = getattr(model, "kind", None)
-    if kind not in PROGRAMS:
-        raise TypeError(f"no streaming program for {type(model).__name__}; known kinds: "
-                        f"{sorted(PROGRAMS)}")
-    return PROGRAMS[kind](model, batch, torch.device(device), dtype, inputs=inputs,
-                          capacity=capacity)
+    return program_class(model)(model, batch, torch.device(device), dtype, inputs=inputs,
+                                capacity=capacity)
 
 
 class Executor(Protocol):
