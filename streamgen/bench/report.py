@@ -49,13 +49,12 @@ def markdown(results: dict[str, Any]) -> str:
         ratios = ", ".join(f"{b}: {seq[b]['samples_per_s'] / wav[b]['samples_per_s']:.1f}x"
                            for b in seq if b in wav)
         train = {r["kind"]: r["training"]["seconds_median"] for r in paper if r.get("training")}
+        macs = {r["kind"]: r["macs_per_sample"] for r in paper}
         lines += ["", f"Generation speed-up of Seq-U-Net over WaveNet, each backend against "
                       f"itself: {ratios}."]
         if set(train) == {"sequnet", "wavenet"}:
-            macs = (next(iter(wav.values()))["macs_per_sample"]
-                    / next(iter(seq.values()))["macs_per_sample"])
             lines.append(f"Training step speed-up: {train['wavenet'] / train['sequnet']:.1f}x. "
-                         f"MACs ratio: {macs:.2f}x.")
+                         f"MACs ratio: {macs['wavenet'] / macs['sequnet']:.2f}x.")
     lines += ["", "## Scaling with the receptive field (us per sample)", "",
               "| family | size | receptive field | MACs/sample | torch | numba | full recompute |",
               "|---|---:|---:|---:|---:|---:|---:|"]
