@@ -166,7 +166,10 @@ def test_reset_mid_stream(kind: str, rng: torch.Generator) -> None:
     engine = StreamingEngine(model, batch, backend=backend)
     got = torch.empty(batch, n, CLASSES)
     engine.feed(x[:, :37], got[:, :37])
+    before = engine.logits.clone()
     engine.reset([0, 2])  # mid-period for the Seq-U-Net
+    assert torch.equal(engine.logits[1], before[1])  # the other stream's prediction stands
+    assert not torch.equal(engine.logits[[0, 2]], before[[0, 2]])
     engine.feed(x[:, 37:61], got[:, 37:61])
     engine.reset(torch.tensor([1]))
     engine.feed(x[:, 61:], got[:, 61:])
@@ -281,16 +284,17 @@ def test_prime_equals_feed(cfg: tuple, n_prompt: int, backend: str, rng: torch.G
     stepped = StreamingEngine(model, batch, backend="torch")
     stepped.feed(x[:, :n_prompt])
     primed = StreamingEngine(model, batch, backend=backend)
-    primed.prime(x[:, :n_prompt])
+    assert primed.prime(x[:, :n_prompt]) is primed.logits  # what predicts the next sample
     assert primed.t == stepped.t == n_prompt
     assert (primed.logits - stepped.logits).abs().max().item() < TOL
+    if n_prompt:
+        want = reference_logits(model, x)[:, n_prompt - 1]
+        assert (primed.logits.double() - want).abs().max().item() < TOL
     a, b = torch.empty(batch, 30, CLASSES), torch.empty(batch, 30, CLASSES)
     stepped.feed(x[:, n_prompt:], a)
     primed.feed(x[:, n_prompt:], b)
     assert (a - b).abs().max().item() < TOL
     if n_prompt:
-        want = reference_logits(model, x)[:, n_prompt - 1]
-        assert (primed.state_dict()["logits"].double() - want).abs().max() < 1  # sanity
         assert (a.double() - reference_logits(model, x)[:, n_prompt:]).abs().max().item() < TOL
 
 
@@ -439,15 +443,21 @@ def test_wrong_arguments_are_refused_before_any_kernel_runs(backend: str, rng) -
     engine = StreamingEngine(model, 2, backend=backend)
     x = torch.randint(0, CLASSES, (2, 40), generator=rng)
     for out in (torch.empty(2, 10, CLASSES), torch.empty(1, 40, CLASSES),
-                torch.empty(2, 40, CLASSES, dtype=torch.float64), x):
+                torch.empty(2, 40, CLASSES, dtype=torch.float64), x,
+                torch.empty(2, 40, CLASSES, device="meta")):
         with pytest.raises(ValueError, match=r"^out must be torch.float32 \(2, 40, 32\) on cpu"):
             engine.feed(x, out)
-    for out in (torch.empty(1, 3, dtype=torch.int64), torch.empty(2, 9)):
+    for out in (torch.empty(1, 3, dtype=torch.int64), torch.empty(2, 9),
+                torch.empty(2, 9, dtype=torch.int64, device="meta")):
         with pytest.raises(ValueError, match=r"^out must be torch.int64 \(2, 9\) on cpu"):
             engine.generate(9, engine.sampler(), out)
     for audio in (torch.rand(2, 40) - 0.5, torch.ones(2, 40, dtype=torch.bool)):
         with pytest.raises(ValueError, match="expected integer classes .*mulaw_encode"):
             engine.feed(audio)
+        with pytest.raises(ValueError, match="expected integer classes .*mulaw_encode"):
+            engine.prime(audio)
+    with pytest.raises(ValueError, match="classes must be in 0..31"):
+        engine.prime(x + CLASSES)
     for n in (-5, 2.5, True):
         with pytest.raises(ValueError, match="n must be a whole number of samples >= 0"):
             engine.generate(n, engine.sampler())
@@ -458,7 +468,7 @@ def test_wrong_arguments_are_refused_before_any_kernel_runs(backend: str, rng) -
             engine.reset(streams)
     assert engine.t == 0
     got = torch.empty(2, 40, CLASSES)
-    engine.feed(x.to(torch.uint8), got)  # any integer type of classes
+    engine.feed(x.numpy().astype(np.uint8), got)  # any integer array of classes
     assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
 
 
