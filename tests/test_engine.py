@@ -800,6 +800,24 @@ def test_backend_selection() -> None:
     assert available_backends(PlainSeqUNet(PlainSeqUNetConfig(4, 2, 3, classes=6))) == ["torch"]
 
 
+def test_without_numba_auto_streams_on_torch_and_numba_is_a_one_line_error(monkeypatch, rng) -> None:
+    """Where numba cannot be imported (a Python it does not support yet), ``auto`` takes torch,
+    the listing names torch alone and asking for numba says how to get it."""
+    import streamgen.engine.engine as engine_module
+    from streamgen.engine.tables import BackendError
+
+    monkeypatch.setattr(engine_module, "numba_available", lambda: False)
+    model, batch = fresh_sequnet((3, 4, 2, 5, 2), rng)
+    engine = StreamingEngine(model, batch)
+    assert engine.backend == "torch"
+    x = torch.randint(0, CLASSES, (batch, 30), generator=rng)
+    got = torch.empty(batch, 30, CLASSES)
+    engine.feed(x, got)
+    assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
+    assert engine_module.available_backends(model) == ["torch"]
+    with pytest.raises(BackendError, match="^the numba backend needs numba: pip install numba$"):
+        StreamingEngine(model, batch, backend="numba")
+
 def test_unsupported_layers_names_the_first_layer_an_interpreter_cannot_run() -> None:
     """The compiled executors' common refusal (``tables.unsupported_layers``): Seq-U-Nets run
     everywhere, WaveNets and TCNs only where the executor asks for them, frames nowhere, and a
