@@ -51,7 +51,8 @@ def chunked_feed(engine: StreamingEngine, x: torch.Tensor, chunks: str, seed: in
     i = 0
     while i < n:
         size = {"1": 1, "7": 7, "64": 64}.get(chunks) or rnd.randint(1, 40)
-        engine.feed(x[:, i : i + size], out[:, i : i + size])
+        view = out[:, i : i + size]
+        assert engine.feed(x[:, i : i + size], view) is view
         i += size
     return out
 
@@ -193,7 +194,7 @@ def test_state_save_restore(backend: str, rng: torch.Generator) -> None:
     model, batch = fresh_sequnet((3, 4, 2, 6, 2), rng)
     x = torch.randint(0, CLASSES, (batch, 70), generator=rng)
     engine = StreamingEngine(model, batch, backend=backend)
-    engine.feed(x[:, :29])
+    assert engine.feed(x[:, :29]) is None  # logits kept only where asked for
     saved = engine.state_dict()
     first = torch.empty(batch, 41, CLASSES)
     engine.feed(x[:, 29:], first)
@@ -471,6 +472,19 @@ def test_wrong_arguments_are_refused_before_any_kernel_runs(backend: str, rng) -
     engine.feed(x.numpy().astype(np.uint8), got)  # any integer array of classes
     assert (got.double() - reference_logits(model, x)).abs().max().item() < TOL
 
+
+@pytest.mark.parametrize("a, b, same", [
+    ("cpu", "cpu", True), ("cuda", "cuda:1", True), ("cuda:0", "cuda", True),
+    ("cuda:0", "cuda:0", True), ("cuda:0", "cuda:1", False), ("cpu", "meta", False),
+    ("cuda:0", "cpu", False),
+])
+def test_same_device_reads_cuda_without_an_index_as_the_current_one(a: str, b: str,
+                                                                    same: bool) -> None:
+    """How ``out`` and a sampler are matched to the engine's device (no GPU needed)."""
+    from streamgen.engine.engine import _same_device
+
+    assert _same_device(torch.device(a), torch.device(b)) == same
+    assert _same_device(torch.device(b), torch.device(a)) == same
 
 def test_audio_generator_refuses_audio_it_would_misread(rng: torch.Generator) -> None:
     """Stereo frames (flattened they interleave: half speed), integer PCM (clipped to +-1) and
