@@ -277,14 +277,16 @@ def test_batch_streams_are_independent(kind: str, rng: torch.Generator) -> None:
 @pytest.mark.parametrize("n_prompt", [0, 1, 5, 40, 200])
 @pytest.mark.parametrize("cfg", [(5, 4, 2, 6, 2), (5, 4, 1, 1, 1)], ids=["C6", "C1"])
 def test_prime_equals_feed(cfg: tuple, n_prompt: int, backend: str, rng: torch.Generator) -> None:
-    """Priming in one offline pass (any length, shorter than the receptive field too); width 1
-    too, where the decoder's conditioning input is a single channel."""
+    """Priming in one offline pass (any length, shorter than the receptive field too, none at
+    all) restarts every stream whatever it had been fed; width 1 too, where the decoder's
+    conditioning input is a single channel."""
     model, batch = fresh_sequnet(cfg, rng)
     assert model.receptive_field > 40
     x = torch.randint(0, CLASSES, (batch, n_prompt + 30), generator=rng)
     stepped = StreamingEngine(model, batch, backend="torch")
     stepped.feed(x[:, :n_prompt])
     primed = StreamingEngine(model, batch, backend=backend)
+    primed.feed(torch.randint(0, CLASSES, (batch, 23), generator=rng))  # forgotten by prime
     assert primed.prime(x[:, :n_prompt]) is primed.logits  # what predicts the next sample
     assert primed.t == stepped.t == n_prompt
     assert (primed.logits - stepped.logits).abs().max().item() < TOL
