@@ -454,6 +454,8 @@ def test_wrong_arguments_are_refused_before_any_kernel_runs(backend: str, rng) -
                 torch.empty(2, 9, dtype=torch.int64, device="meta")):
         with pytest.raises(ValueError, match=r"^out must be torch.int64 \(2, 9\) on cpu"):
             engine.generate(9, engine.sampler(), out)
+    with pytest.raises(ValueError, match=r"^out must be .* on cpu, got ndarray$"):
+        engine.feed(x, np.empty((2, 40, CLASSES), np.float32))  # a tensor, not an array
     for audio in (torch.rand(2, 40) - 0.5, torch.ones(2, 40, dtype=torch.bool)):
         with pytest.raises(ValueError, match="expected integer classes .*mulaw_encode"):
             engine.feed(audio)
