@@ -794,7 +794,8 @@ def test_numba_nucleus_equals_the_torch_rule(top_p: float, rng: torch.Generator)
 def test_backend_selection() -> None:
     sequnet = SeqUNet(SeqUNetConfig(4, 2, 1, 3, classes=CLASSES))
     expected = "numba" if numba_available() else "torch"
-    assert StreamingEngine(sequnet).backend == expected
+    engine = StreamingEngine(sequnet)  # the defaults: one stream, seed 0
+    assert engine.backend == expected and engine.batch_size == 1 and engine.sampler().seed == 0
     assert StreamingEngine(sequnet, NUMBA_MAX_BATCH, threads=1).backend == expected
     # on one thread batched matmuls win, on more numba's streams on threads
     assert StreamingEngine(sequnet, NUMBA_MAX_BATCH + 1, threads=1).backend == "torch"
