@@ -323,15 +323,22 @@ def test_priming_a_model_left_in_training_mode_is_the_eval_result(rng: torch.Gen
 
 
 def test_capture_refuses_times_outside_its_range(rng: torch.Generator, np_rng) -> None:
-    """A capture answers for ``[t_first, t_end - period]`` only: outside it a window would
-    be frames of another time."""
+    """A capture answers for ``[t_first, t_end - period]`` only, and its logits for the span
+    ``[t_first, t_last]`` (the float64 pass's): outside them it would hand out another time's."""
     from streamgen.engine.capture import Capture
     from streamgen.engine.program import build_program
 
     model, _ = fresh_sequnet((5, 3, 1, 3, 1), rng)
     program = build_program(model, 1)
     n, span = int(np_rng.integers(1, 40)), int(np_rng.integers(1, 5))
-    capture = Capture(program, torch.randint(0, CLASSES, (1, n), generator=rng), n - 1, span)
+    history = torch.randint(0, CLASSES, (1, n), generator=rng)
+    capture = Capture(program, history, n - 1, span)
+    want = reference_logits(model, history)
+    for t in range(max(n - span, 0), n):
+        assert (capture.logits_at(t).double() - want[:, t]).abs().max().item() < TOL
+    for t in (n - span - 1, n, n + 7):
+        with pytest.raises(ValueError, match="outside the captured range"):
+            capture.logits_at(t)
     for name in program.rings:
         for t in range(capture.t_first, capture.t_end - program.period + 1):
             assert capture.window(name, t).shape[1] == program.rings[name].window_size

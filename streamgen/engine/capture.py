@@ -101,4 +101,7 @@ class Capture:
         return seq[..., n - e0 - ring.window_size : n - e0].transpose(1, 2)
 
     def logits_at(self, t: int) -> torch.Tensor:
+        """``(B, classes)`` logits of step ``t`` (predicting the sample after it)."""
+        if not self.t_first <= t < self.t_first + self.logits.shape[-1]:
+            raise ValueError(f"time {t} outside the captured range")
         return self.logits[..., t - self.t_first]
