@@ -542,6 +542,8 @@ def test_the_readmes_python_example_runs() -> None:
     (dict(batch_size="2"), "batch_size must be a whole number >= 1, got '2'"),
     (dict(batch_size=0), "batch_size must be a whole number >= 1, got 0"),
     (dict(threads=0), "threads must be a whole number >= 1, got 0"),
+    (dict(start="noise"), "unknown start 'noise'; choose one of ('zeros', 'silence')"),
+    (dict(capacity="triple"), "unknown ring capacity 'triple'; choose one of"),
     (dict(dtype=torch.int64), "dtype must be a floating torch.dtype"),
     (dict(dtype="float16"), "dtype must be a floating torch.dtype"),
     (dict(device="mps"), "device 'mps' is not supported"),
