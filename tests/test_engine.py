@@ -497,6 +497,7 @@ def test_same_device_reads_cuda_without_an_index_as_the_current_one(a: str, b: s
     assert _same_device(torch.device(a), torch.device(b)) == same
     assert _same_device(torch.device(b), torch.device(a)) == same
 
+
 def test_audio_generator_refuses_audio_it_would_misread(rng: torch.Generator) -> None:
     """Stereo frames (flattened they interleave: half speed), integer PCM (clipped to +-1) and
     NaNs are refused; a mono float prime equals priming the engine with its classes, and the
@@ -828,7 +829,8 @@ def test_backend_selection() -> None:
     assert available_backends(PlainSeqUNet(PlainSeqUNetConfig(4, 2, 3, classes=6))) == ["torch"]
 
 
-def test_without_numba_auto_streams_on_torch_and_numba_is_a_one_line_error(monkeypatch, rng) -> None:
+def test_without_numba_auto_streams_on_torch_and_numba_is_a_one_line_error(monkeypatch,
+                                                                          rng) -> None:
     """Where numba cannot be imported (a Python it does not support yet), ``auto`` takes torch,
     the listing names torch alone and asking for numba says how to get it."""
     import streamgen.engine.engine as engine_module
@@ -845,6 +847,7 @@ def test_without_numba_auto_streams_on_torch_and_numba_is_a_one_line_error(monke
     assert engine_module.available_backends(model) == ["torch"]
     with pytest.raises(BackendError, match="^the numba backend needs numba: pip install numba$"):
         StreamingEngine(model, batch, backend="numba")
+
 
 def test_unsupported_layers_names_the_first_layer_an_interpreter_cannot_run() -> None:
     """The compiled executors' common refusal (``tables.unsupported_layers``): Seq-U-Nets run
