@@ -423,11 +423,44 @@ def test_no_allocation_or_history_copy_per_step(kind: str, rng, monkeypatch) -> 
                  "empty_like", "zeros_like"]:
         monkeypatch.setattr(torch, name, forbidden(name))
     monkeypatch.setattr(torch.Tensor, "clone", forbidden("Tensor.clone"))
+    before = engine_buffers(engine)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         engine.feed(x, out)
     monkeypatch.undo()
+    # torch resizes an empty out= buffer without a warning: every buffer must keep its storage
+    after = engine_buffers(engine)
+    assert {path: after[path] for path in before} == before
+    assert sum(path.endswith(".data") for path in before) == len(engine.program.rings)
     assert (out.double() - reference_logits(model, x)).abs().max().item() < TOL
+
+
+def engine_buffers(engine: StreamingEngine) -> dict[str, tuple[int, tuple[int, ...]]]:
+    """Every tensor the engine, its program and its executor hold (not the model's), by
+    attribute path: its storage address and shape."""
+    found: dict[str, tuple[int, tuple[int, ...]]] = {}
+    seen: set[int] = set()
+
+    def walk(obj: object, path: str) -> None:
+        if isinstance(obj, torch.Tensor):
+            found[path] = (obj.data_ptr(), tuple(obj.shape))
+            return
+        if isinstance(obj, torch.nn.Module) or id(obj) in seen:
+            return
+        seen.add(id(obj))
+        if isinstance(obj, dict):
+            items = list(obj.items())
+        elif isinstance(obj, (list, tuple)):
+            items = list(enumerate(obj))
+        elif type(obj).__module__.startswith("streamgen.") and hasattr(obj, "__dict__"):
+            items = list(vars(obj).items())
+        else:
+            return
+        for key, value in items:
+            walk(value, f"{path}.{key}")
+
+    walk(engine, "engine")
+    return found
 
 
 def test_bad_inputs_are_rejected(rng: torch.Generator) -> None:
@@ -964,3 +997,27 @@ def test_frames_engine_equals_offline(kind, kernel, width, levels, chunks, rng) 
         primed.generate(3, primed.sampler())
     with pytest.raises(ValueError, match="frames"):
         primed.feed(torch.zeros(batch, 2, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("dtype", list(DTYPE_BOUNDS), ids=str)
+@pytest.mark.parametrize("kind,kernel,width,levels", [FRAME_MODELS[1], FRAME_MODELS[4]], ids=str)
+def test_frames_engine_in_other_dtypes_equals_offline(kind, kernel, width, levels, dtype,
+                                                      rng) -> None:
+    """Fed frames, the torch backend in float64 (on a float64 model) equals the float64 pass to
+    rounding, in float16 and bfloat16 within their bounds: every kernel converts its weights."""
+    from engine_reference import reference_frame_logits
+
+    keys, batch = 12, 2
+    model = frame_model(kind, kernel, width, levels, keys)
+    randomize_(model, rng)
+    model.eval()
+    if dtype == torch.float64:
+        model = model.double()
+    n = 2 * model.receptive_field + 7
+    x = random_frames(batch, n, keys, rng)
+    engine = StreamingEngine(model, batch, dtype=dtype, inputs="frames")
+    assert engine.backend == "torch" and engine.logits.dtype == dtype
+    got = torch.empty(batch, n, keys, dtype=dtype)
+    engine.feed(x, got)
+    err = (got.double() - reference_frame_logits(model, x)).abs().max().item()
+    assert err < DTYPE_BOUNDS[dtype]
