@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import itertools
 import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,6 +89,45 @@ def test_noise_is_gumbel_of_the_uniforms_and_so_distributed(monkeypatch) -> None
         assert abs(np.quantile(g, q) - x) < 6 * error
     for a, b in [(g[:, :, :-1], g[:, :, 1:]), (g[:-1], g[1:]), (g[:, :-1], g[:, 1:])]:
         assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01
+
+
+WITHOUT_NUMBA = textwrap.dedent("""
+    import sys
+    sys.modules["numba"] = None  # what a Python numba does not support yet sees: ImportError
+    import numpy as np
+    import torch
+    from streamgen.engine import StreamingEngine, noise
+    from streamgen.engine.fast import numba_available
+    from streamgen.nn import SeqUNet, SeqUNetConfig
+    from streamgen.sampling import SamplingConfig
+
+    assert not numba_available() and noise._fill_uniforms is None
+    out = np.empty((9, 3, 37), np.float32)
+    noise.gumbel_into(2**64 - 3, 2**32 - 4, 1, out)
+    torch.manual_seed(0)
+    engine = StreamingEngine(SeqUNet(SeqUNetConfig(4, 3, 1, 3, classes=37)).eval(), 2)
+    samples = engine.generate(70, engine.sampler(SamplingConfig(top_p=0.9), seed=5))
+    np.savez(sys.argv[1], noise=out, samples=samples.numpy(), backend=engine.backend)
+""")
+
+
+def test_without_numba_streamgen_draws_the_same_noise_and_samples(tmp_path: Path) -> None:
+    """In a process that cannot import numba, streamgen imports, streams on torch and draws
+    the noise (numpy's reference) and samples of a process with numba, bit for bit."""
+    from streamgen.nn import SeqUNet, SeqUNetConfig
+
+    saved = tmp_path / "without.npz"
+    run = subprocess.run([sys.executable, "-c", WITHOUT_NUMBA, str(saved)], capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr
+    got = np.load(saved)
+    want = noise.gumbel_into(2**64 - 3, 2**32 - 4, 1, np.empty((9, 3, 37), np.float32))
+    torch.manual_seed(0)
+    engine = StreamingEngine(SeqUNet(SeqUNetConfig(4, 3, 1, 3, classes=37)).eval(), 2)
+    samples = engine.generate(70, engine.sampler(SamplingConfig(top_p=0.9), seed=5))
+    assert str(got["backend"]) == "torch"
+    assert np.array_equal(got["noise"], want)
+    assert np.array_equal(got["samples"], samples.numpy())
 
 
 def _taken(sampler: Sampler, n: int) -> np.ndarray:
