@@ -91,9 +91,10 @@ def test_noise_is_gumbel_of_the_uniforms_and_so_distributed(monkeypatch) -> None
         assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 0.01
 
 
-WITHOUT_NUMBA = textwrap.dedent("""
+DRAW = textwrap.dedent("""
     import sys
-    sys.modules["numba"] = None  # what a Python numba does not support yet sees: ImportError
+    if sys.argv[2] == "without":  # what a Python numba does not support yet sees: ImportError
+        sys.modules["numba"] = None
     import numpy as np
     import torch
     from streamgen.engine import StreamingEngine, noise
@@ -101,7 +102,7 @@ WITHOUT_NUMBA = textwrap.dedent("""
     from streamgen.nn import SeqUNet, SeqUNetConfig
     from streamgen.sampling import SamplingConfig
 
-    assert not numba_available() and noise._fill_uniforms is None
+    assert numba_available() == (noise._fill_uniforms is not None) == (sys.argv[2] == "with")
     out = np.empty((9, 3, 37), np.float32)
     noise.gumbel_into(2**64 - 3, 2**32 - 4, 1, out)
     torch.manual_seed(0)
@@ -111,23 +112,20 @@ WITHOUT_NUMBA = textwrap.dedent("""
 """)
 
 
+@needs_numba
 def test_without_numba_streamgen_draws_the_same_noise_and_samples(tmp_path: Path) -> None:
     """In a process that cannot import numba, streamgen imports, streams on torch and draws
     the noise (numpy's reference) and samples of a process with numba, bit for bit."""
-    from streamgen.nn import SeqUNet, SeqUNetConfig
-
-    saved = tmp_path / "without.npz"
-    run = subprocess.run([sys.executable, "-c", WITHOUT_NUMBA, str(saved)], capture_output=True,
-                         text=True)
-    assert run.returncode == 0, run.stderr
-    got = np.load(saved)
-    want = noise.gumbel_into(2**64 - 3, 2**32 - 4, 1, np.empty((9, 3, 37), np.float32))
-    torch.manual_seed(0)
-    engine = StreamingEngine(SeqUNet(SeqUNetConfig(4, 3, 1, 3, classes=37)).eval(), 2)
-    samples = engine.generate(70, engine.sampler(SamplingConfig(top_p=0.9), seed=5))
-    assert str(got["backend"]) == "torch"
-    assert np.array_equal(got["noise"], want)
-    assert np.array_equal(got["samples"], samples.numpy())
+    runs = {}
+    for numba in ("with", "without"):
+        saved = tmp_path / f"{numba}.npz"
+        run = subprocess.run([sys.executable, "-c", DRAW, str(saved), numba],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        runs[numba] = np.load(saved)
+    assert str(runs["with"]["backend"]) == "numba" and str(runs["without"]["backend"]) == "torch"
+    for key in ("noise", "samples"):
+        assert np.array_equal(runs["with"][key], runs["without"][key])
 
 
 def _taken(sampler: Sampler, n: int) -> np.ndarray:
