@@ -951,13 +951,18 @@ FRAME_MODELS = [("tcn", 2, 6, 3), ("tcn", 3, 12, 3), ("tcn", 4, 5, 2), ("plain_s
                 ("plain_sequnet", 5, 12, 3), ("plain_sequnet", 3, 6, 4), ("plain_sequnet", 5, 7, 1)]
 
 
-def frame_model(kind: str, kernel: int, width: int, levels: int, keys: int) -> torch.nn.Module:
+def frame_model(kind: str, kernel: int, width: int, levels: int, keys: int,
+                gen: torch.Generator) -> torch.nn.Module:
+    """A fresh random network of frames over ``keys`` keys, in eval mode."""
     from streamgen.nn.symbolic import PlainSeqUNet, PlainSeqUNetConfig
 
     if kind == "tcn":
-        return TCN(TCNConfig(channels=width, levels=levels, kernel_size=kernel, dropout=0.2,
-                             classes=keys))
-    return PlainSeqUNet(PlainSeqUNetConfig(width, levels, kernel, dropout=0.2, classes=keys))
+        model = TCN(TCNConfig(channels=width, levels=levels, kernel_size=kernel, dropout=0.2,
+                              classes=keys))
+    else:
+        model = PlainSeqUNet(PlainSeqUNetConfig(width, levels, kernel, dropout=0.2, classes=keys))
+    randomize_(model, gen)
+    return model.eval()
 
 
 @pytest.mark.parametrize("chunks", ["1", "7", "random"])
@@ -969,9 +974,7 @@ def test_frames_engine_equals_offline(kind, kernel, width, levels, chunks, rng) 
     from engine_reference import reference_frame_logits
 
     keys, batch = 12, 3
-    model = frame_model(kind, kernel, width, levels, keys)
-    randomize_(model, rng)
-    model.eval()
+    model = frame_model(kind, kernel, width, levels, keys, rng)
     n = max(2 * model.receptive_field, 3 * model.period) + 9
     x = random_frames(batch, n, keys, rng)
     engine = StreamingEngine(model, batch, inputs="frames")
@@ -1008,9 +1011,7 @@ def test_frames_engine_in_other_dtypes_equals_offline(kind, kernel, width, level
     from engine_reference import reference_frame_logits
 
     keys, batch = 12, 2
-    model = frame_model(kind, kernel, width, levels, keys)
-    randomize_(model, rng)
-    model.eval()
+    model = frame_model(kind, kernel, width, levels, keys, rng)
     if dtype == torch.float64:
         model = model.double()
     n = 2 * model.receptive_field + 7
